@@ -1,0 +1,242 @@
+"""`Decision` and `SecuritySpec`: what OPA answers, in one typed vocabulary.
+
+A Decision comes only from OPA. Python constructs exactly one kind of decision itself,
+:meth:`Decision.deny`, for fail-closed paths (OPA down, deadline, malformed answer): it
+never invents an allow. The SecuritySpec is what the workload must look like; renderers in
+:mod:`jovial_guard.hardening` turn it into a Docker ``host_config`` or a Pod patch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import MalformedDecision
+
+#: Rule id of every fail-closed denial made in Python.
+ENGINE_UNAVAILABLE = "policy-engine-unavailable"
+#: Rule id for input that cannot be decided at all.
+MALFORMED_INPUT = "malformed-input"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a decision went the way it did: a stable rule id and a sentence for a human."""
+
+    rule: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ProfileRef:
+    """A seccomp or AppArmor profile: ``RuntimeDefault`` or ``Localhost`` plus a name."""
+
+    type: str
+    localhost_profile: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.localhost_profile:
+            out["localhostProfile"] = self.localhost_profile
+        return out
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes quantities as strings (``"2Gi"``, ``"500m"``); renderers convert."""
+
+    cpu_limit: str
+    memory_limit: str
+    cpu_request: str
+    memory_request: str
+    gpu: int = 0
+    pids_limit: int = 512
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    """One allowed destination: a CIDR, optional ports, a protocol and why it is allowed."""
+
+    cidr: str
+    ports: tuple[int, ...] = ()
+    protocol: str = "tcp"
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Egress:
+    """Default-deny egress with explicit allows; ``blocked`` are never reachable."""
+
+    allow: tuple[EgressRule, ...] = ()
+    dns: tuple[str, ...] = ()
+    hub: tuple[EgressRule, ...] = ()
+    blocked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The user's share of the shared file system, as policy decided it."""
+
+    fileset: str
+    mode: str
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class SecuritySpec:
+    """What an admitted workload must look like, whichever engine runs it."""
+
+    profile: str
+    notebook: bool
+    uid: int
+    gid: int
+    fs_group: int
+    read_only_root: bool
+    writable_paths: tuple[str, ...]
+    capabilities_drop: tuple[str, ...]
+    capabilities_add: tuple[str, ...]
+    no_new_privileges: bool
+    seccomp: ProfileRef
+    apparmor: ProfileRef
+    resources: Resources
+    egress: Egress
+    storage: Storage | None = None
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "SecuritySpec":
+        """Parse the ``spec`` document of OPA's decision; anything odd is MalformedDecision."""
+        try:
+            res = doc["resources"]
+            egress = doc["egress"]
+            storage = doc.get("storage")
+            return cls(
+                profile=str(doc["profile"]),
+                notebook=bool(doc["notebook"]),
+                uid=_int(doc["uid"]),
+                gid=_int(doc["gid"]),
+                fs_group=_int(doc["fs_group"]),
+                read_only_root=bool(doc["read_only_root"]),
+                writable_paths=tuple(str(p) for p in doc["writable_paths"]),
+                capabilities_drop=tuple(str(c) for c in doc["capabilities"]["drop"]),
+                capabilities_add=tuple(str(c) for c in doc["capabilities"]["add"]),
+                no_new_privileges=bool(doc["no_new_privileges"]),
+                seccomp=_profile(doc["seccomp"]),
+                apparmor=_profile(doc["apparmor"]),
+                resources=Resources(
+                    cpu_limit=str(res["cpu_limit"]),
+                    memory_limit=str(res["memory_limit"]),
+                    cpu_request=str(res["cpu_request"]),
+                    memory_request=str(res["memory_request"]),
+                    gpu=_int(res.get("gpu", 0)),
+                    pids_limit=_int(res.get("pids_limit", 512)),
+                ),
+                egress=Egress(
+                    allow=tuple(_egress_rule(r) for r in egress.get("allow", [])),
+                    dns=tuple(str(d) for d in egress.get("dns", [])),
+                    hub=tuple(_egress_rule(r) for r in egress.get("hub", [])),
+                    blocked=tuple(str(b) for b in egress.get("blocked", [])),
+                ),
+                storage=(
+                    Storage(
+                        fileset=str(storage["fileset"]),
+                        mode=str(storage["mode"]),
+                        mount_path=str(storage["mount_path"]),
+                    )
+                    if storage
+                    else None
+                ),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedDecision(f"security spec from OPA is malformed: {exc!r}") from exc
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _profile(doc: Any) -> ProfileRef:
+    kind = str(doc["type"])
+    if kind not in ("RuntimeDefault", "Localhost"):
+        raise ValueError(f"profile type {kind!r} is neither RuntimeDefault nor Localhost")
+    name = doc.get("localhostProfile")
+    if kind == "Localhost" and not name:
+        raise ValueError("Localhost profile without localhostProfile")
+    return ProfileRef(type=kind, localhost_profile=str(name) if name else None)
+
+
+def _egress_rule(doc: Any) -> EgressRule:
+    return EgressRule(
+        cidr=str(doc["cidr"]),
+        ports=tuple(_int(p) for p in doc.get("ports", [])),
+        protocol=str(doc.get("protocol", "tcp")),
+        comment=str(doc.get("comment", "")),
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """OPA's answer for one workload."""
+
+    allowed: bool
+    reasons: tuple[Reason, ...]
+    spec: SecuritySpec | None
+    policy_revision: str
+    decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def deny(cls, rule: str, message: str, *, policy_revision: str = "unknown") -> "Decision":
+        """The only decision Python may make on its own: a fail-closed denial."""
+        return cls(
+            allowed=False,
+            reasons=(Reason(rule=rule, message=message),),
+            spec=None,
+            policy_revision=policy_revision,
+        )
+
+    @classmethod
+    def from_opa(cls, result: Any) -> "Decision":
+        """Parse ``data.jovial_guard.main.decision``; raise MalformedDecision on anything odd.
+
+        An allow must carry a valid spec: an allow we cannot harden is not an allow.
+        """
+        if not isinstance(result, dict):
+            raise MalformedDecision(f"decision is not an object: {type(result).__name__}")
+        allowed = result.get("allowed")
+        if not isinstance(allowed, bool):
+            raise MalformedDecision("decision has no boolean 'allowed'")
+        raw_reasons = result.get("reasons", [])
+        if not isinstance(raw_reasons, list):
+            raise MalformedDecision("decision 'reasons' is not a list")
+        try:
+            reasons = tuple(
+                sorted(
+                    (Reason(rule=str(r["rule"]), message=str(r["message"])) for r in raw_reasons),
+                    key=lambda r: (r.rule, r.message),
+                )
+            )
+        except (KeyError, TypeError) as exc:
+            raise MalformedDecision(f"decision reason is malformed: {exc!r}") from exc
+        if not allowed and not reasons:
+            reasons = (Reason(rule="denied", message="The policy denied this workload."),)
+        spec = SecuritySpec.from_json(result["spec"]) if allowed else None
+        if allowed and reasons:
+            raise MalformedDecision("decision allows and gives denial reasons at once")
+        warnings = result.get("warnings", [])
+        return cls(
+            allowed=allowed,
+            reasons=reasons,
+            spec=spec,
+            policy_revision=str(result.get("revision", "unknown")),
+            warnings=tuple(sorted(str(w) for w in warnings)) if isinstance(warnings, list) else (),
+        )
+
+    def message(self) -> str:
+        """All reasons as one readable paragraph (the spawn page, the API error)."""
+        return " ".join(f"[{r.rule}] {r.message}" for r in self.reasons)

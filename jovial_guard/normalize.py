@@ -1,0 +1,184 @@
+"""Normalizers: Kubernetes objects and AdmissionReviews in, :class:`Workload` out.
+
+Every workload kind that carries a pod template is supported, so a Deployment that would
+create a privileged pod is refused at the Deployment, not only when its pods appear.
+Malformed input raises :class:`~jovial_guard.errors.MalformedInput` naming the problem; it
+never produces a Workload that looks harmless because fields were missing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from .errors import MalformedInput
+from .workload import HubUser, Origin, Workload
+
+#: kind -> JSON pointer of its pod template (Pod itself is the pod: "").
+POD_TEMPLATE_PATHS: dict[str, str] = {
+    "Pod": "",
+    "Deployment": "/spec/template",
+    "StatefulSet": "/spec/template",
+    "DaemonSet": "/spec/template",
+    "ReplicaSet": "/spec/template",
+    "ReplicationController": "/spec/template",
+    "Job": "/spec/template",
+    "CronJob": "/spec/jobTemplate/spec/template",
+    "PodTemplate": "/template",
+}
+
+#: Annotations the hub (KubeSpawner, or our hook) puts on a pod to say whose it is.
+USERNAME_ANNOTATION = "hub.jupyter.org/username"
+USERNAME_LABEL = "hub.jupyter.org/username"
+GROUPS_ANNOTATION = "jovial-guard.io/groups"
+ADMIN_ANNOTATION = "jovial-guard.io/admin"
+PROFILE_ANNOTATION = "jovial-guard.io/profile"
+
+
+def _walk(obj: Any, pointer: str) -> Any:
+    node = obj
+    for part in [p for p in pointer.split("/") if p]:
+        if not isinstance(node, dict) or part not in node:
+            raise MalformedInput(f"missing {pointer} (no '{part}')")
+        node = node[part]
+    return node
+
+
+def _groups(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    raw = raw.strip()
+    if raw.startswith("["):
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise MalformedInput(f"annotation {GROUPS_ANNOTATION} is not a JSON list: {exc}") from exc
+        if not isinstance(parsed, list) or not all(isinstance(g, str) for g in parsed):
+            raise MalformedInput(f"annotation {GROUPS_ANNOTATION} must list strings")
+        return tuple(parsed)
+    return tuple(g.strip() for g in raw.split(",") if g.strip())
+
+
+def user_from_metadata(metadata: Mapping[str, Any]) -> HubUser | None:
+    """The hub user a pod claims to belong to (the policy decides whether to trust it)."""
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    if not isinstance(annotations, dict) or not isinstance(labels, dict):
+        raise MalformedInput("metadata.annotations and metadata.labels must be maps")
+    name = annotations.get(USERNAME_ANNOTATION) or labels.get(USERNAME_LABEL)
+    if not name:
+        return None
+    return HubUser(
+        name=str(name),
+        groups=_groups(annotations.get(GROUPS_ANNOTATION)),
+        admin=str(annotations.get(ADMIN_ANNOTATION, "")).lower() == "true",
+    )
+
+
+def workload_from_object(
+    obj: Any,
+    *,
+    origin: Origin = "check",
+    namespace: str | None = None,
+    operation: str = "CREATE",
+    request_user: str | None = None,
+    request_groups: tuple[str, ...] = (),
+    dry_run: bool = False,
+) -> Workload:
+    """A Pod or any pod-template workload object as a Workload."""
+    if not isinstance(obj, dict):
+        raise MalformedInput(f"expected a Kubernetes object (a map), got {type(obj).__name__}")
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise MalformedInput("not a Kubernetes object: no 'kind'")
+    if kind not in POD_TEMPLATE_PATHS:
+        raise MalformedInput(
+            f"kind {kind!r} has no pod template; supported: {', '.join(sorted(POD_TEMPLATE_PATHS))}"
+        )
+    metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise MalformedInput("metadata must be a map")
+    pod_path = POD_TEMPLATE_PATHS[kind]
+    pod = _walk(obj, pod_path) if pod_path else obj
+    if not isinstance(pod, dict):
+        raise MalformedInput(f"{pod_path or 'the pod'} must be a map")
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        raise MalformedInput(f"{pod_path}/spec is missing or not a map")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise MalformedInput(f"{pod_path}/spec/containers must be a non-empty list")
+    for list_name in ("containers", "initContainers", "ephemeralContainers", "volumes"):
+        value = spec.get(list_name)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(c, dict) for c in value)
+        ):
+            raise MalformedInput(f"{pod_path}/spec/{list_name} must be a list of maps")
+    pod_metadata = pod.get("metadata") or {}
+    if not isinstance(pod_metadata, dict):
+        raise MalformedInput(f"{pod_path}/metadata must be a map")
+    # The pod template inherits nothing from the workload's metadata for identity; but a
+    # bare template often lacks a namespace, so fall back to the object's.
+    merged_meta = {**pod_metadata}
+    annotations = pod_metadata.get("annotations") or {}
+    profile = annotations.get(PROFILE_ANNOTATION) if isinstance(annotations, dict) else None
+    return Workload(
+        origin=origin,
+        kind=kind,
+        name=str(metadata.get("name") or metadata.get("generateName") or ""),
+        namespace=str(namespace or metadata.get("namespace") or "default"),
+        pod={"metadata": merged_meta, "spec": spec},
+        pod_path=pod_path,
+        user=user_from_metadata(pod_metadata),
+        profile=str(profile) if profile else None,
+        operation=operation,
+        request_user=request_user,
+        request_groups=request_groups,
+        dry_run=dry_run,
+    )
+
+
+def workload_from_admission_review(review: Any) -> Workload:
+    """The object of an AdmissionReview v1 request as a Workload.
+
+    Raises MalformedInput for anything that is not a well-formed v1 review: the webhook
+    answers those with HTTP 400, never with an allow.
+    """
+    if not isinstance(review, dict):
+        raise MalformedInput("AdmissionReview must be a JSON object")
+    if review.get("apiVersion") != "admission.k8s.io/v1" or review.get("kind") != "AdmissionReview":
+        raise MalformedInput("expected apiVersion admission.k8s.io/v1 and kind AdmissionReview")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise MalformedInput("AdmissionReview has no 'request' object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedInput("AdmissionReview request has no 'uid'")
+    obj = request.get("object")
+    if obj is None:
+        raise MalformedInput("AdmissionReview request has no 'object' (DELETE is not decided here)")
+    user_info = request.get("userInfo") or {}
+    if not isinstance(user_info, dict):
+        raise MalformedInput("request.userInfo must be an object")
+    groups = user_info.get("groups") or []
+    if not isinstance(groups, list):
+        raise MalformedInput("request.userInfo.groups must be a list")
+    operation = request.get("operation", "CREATE")
+    if operation not in ("CREATE", "UPDATE", "CONNECT"):
+        raise MalformedInput(f"operation {operation!r} is not decided (CREATE and UPDATE are)")
+    return workload_from_object(
+        obj,
+        origin="admission",
+        namespace=request.get("namespace") if isinstance(request.get("namespace"), str) else None,
+        operation=str(operation),
+        request_user=str(user_info.get("username", "")) or None,
+        request_groups=tuple(str(g) for g in groups),
+        dry_run=bool(request.get("dryRun", False)),
+    )
+
+
+def workload_from_document(doc: Any, *, origin: Origin = "check") -> Workload:
+    """Whatever a file holds: an AdmissionReview, a Pod or a workload object."""
+    if isinstance(doc, dict) and doc.get("kind") == "AdmissionReview":
+        return workload_from_admission_review(doc)
+    return workload_from_object(doc, origin=origin)

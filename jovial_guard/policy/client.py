@@ -1,0 +1,144 @@
+"""Talking to OPA through opa-python-client, with its rough edges filed off in one place.
+
+opa-python-client 3.0 is the client the project uses, but as shipped it:
+
+* surfaces OPA's non-JSON error bodies (proxies, 502 pages) as JSON decode errors;
+* has no CA-bundle parameter (``ssl=True`` only trusts the system store);
+* retries on connection errors by default, which would blow the decision deadline;
+* returns ``{}`` for an undefined decision, which a careless caller could read as "no reasons".
+
+:class:`OpaConnection` wraps the async client so every failure is a
+:class:`~jovial_guard.errors.PolicyEngineUnavailable` with a readable message, an undefined
+result is an error (never an empty allow), and TLS to an external OPA can pin a CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from opa_client.opa_async import AsyncOpaClient
+
+from ..errors import PolicyEngineUnavailable
+
+
+@dataclass(frozen=True)
+class OpaEndpoint:
+    """Where OPA is and how to authenticate: ``url`` plus optional bearer token and CA file."""
+
+    url: str
+    token: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    def parts(self) -> tuple[str, int, bool]:
+        split = urlsplit(self.url)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise PolicyEngineUnavailable(
+                f"OPA url {self.url!r} must look like http://127.0.0.1:8181 or https://opa:8181"
+            )
+        https = split.scheme == "https"
+        return split.hostname, split.port or (443 if https else 80), https
+
+
+class _CaAwareAsyncClient(AsyncOpaClient):  # type: ignore[misc]
+    """AsyncOpaClient whose TLS context can trust a private CA (the library cannot)."""
+
+    def __init__(self, *args: Any, ca_file: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ca_file = ca_file
+
+    async def _init_session(self) -> None:
+        ssl_context: ssl.SSLContext | None = None
+        if self.ssl:
+            ssl_context = ssl.create_default_context(cafile=self._ca_file)
+            if self.cert:
+                if isinstance(self.cert, tuple):
+                    ssl_context.load_cert_chain(*self.cert)
+                else:
+                    ssl_context.load_cert_chain(self.cert)
+        # Many concurrent decisions share one keep-alive pool.
+        self._connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context else False, limit=256)
+        self._session = aiohttp.ClientSession(
+            headers=self.headers,
+            connector=self._connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+
+
+class OpaConnection:
+    """An open connection to one OPA; use ``async with OpaConnection(endpoint) as opa``."""
+
+    def __init__(self, endpoint: OpaEndpoint, *, timeout: float = 2.0) -> None:
+        host, port, https = endpoint.parts()
+        cert: Any = None
+        if endpoint.client_cert:
+            cert = (endpoint.client_cert, endpoint.client_key) if endpoint.client_key else endpoint.client_cert
+        self.endpoint = endpoint
+        self._client = _CaAwareAsyncClient(
+            host=host,
+            port=port,
+            ssl=https,
+            cert=cert,
+            token=endpoint.token,
+            retries=0,
+            timeout=timeout,
+            ca_file=endpoint.ca_file,
+        )
+        self._open = False
+
+    async def __aenter__(self) -> "OpaConnection":
+        await self._client._init_session()
+        self._open = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._open:
+            await self._client.close_connection()
+            self._open = False
+
+    async def query(self, package_path: str, rule: str, input_doc: dict[str, Any]) -> Any:
+        """Evaluate ``data.<package_path>.<rule>``; undefined or any failure raises."""
+        try:
+            answer = await self._client.query_rule(
+                input_data=input_doc, package_path=package_path, rule_name=rule
+            )
+        except aiohttp.ClientResponseError as exc:
+            raise PolicyEngineUnavailable(f"OPA answered HTTP {exc.status}: {exc.message}") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.endpoint.url} is unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        except (json.JSONDecodeError, aiohttp.ContentTypeError, ValueError) as exc:
+            raise PolicyEngineUnavailable(f"OPA answered with a non-JSON body: {exc}") from exc
+        if not isinstance(answer, dict) or "result" not in answer:
+            raise PolicyEngineUnavailable(
+                f"OPA returned no result for data.{package_path}.{rule} (undefined: is the "
+                "policy loaded?)"
+            )
+        return answer["result"]
+
+    async def get_data(self, path: str) -> Any:
+        """Read a data document (``jovial_guard_meta/revision``); undefined raises."""
+        try:
+            answer = await self._client.get_data(path)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise PolicyEngineUnavailable(f"OPA data read failed: {exc}") from exc
+        if not isinstance(answer, dict) or "result" not in answer:
+            raise PolicyEngineUnavailable(f"OPA has no data at {path}")
+        return answer["result"]
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self._client.check_health())
+        except Exception:  # noqa: BLE001 - health is a yes/no question
+            return False

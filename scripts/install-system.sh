@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Debian packages the project runs on: the container engine (podman + runc), nftables and
+# iproute2 for egress namespaces, debootstrap for the notebook image, AppArmor's parser for
+# profile validation, etcd for the Kubernetes end-to-end test, wrk for benchmarks, and the
+# engines' default seccomp allowlists the notebook profile is derived from.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+PACKAGES=(
+  podman runc uidmap iproute2 nftables debootstrap apparmor etcd-server wrk
+  golang-github-containers-common golang-github-docker-docker-dev
+  chromium chromium-driver
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "system packages: all present"
+  exit 0
+fi
+echo "system packages: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system: need root to apt-get install ${missing[*]}" >&2
+  exit 2
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "system packages: done"

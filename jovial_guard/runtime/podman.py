@@ -1,0 +1,297 @@
+"""A project-owned ``podman system service``: the Docker API DockerSpawner and tests talk to.
+
+Why our own service instead of the host's podman: the notebook cloud must not share storage,
+locks, networks or configuration with whatever else runs podman on the machine. So the
+service gets its own ``--root``/``--runroot``/``--tmpdir``, file locks, a containers.conf
+written here (runc, cgroupfs, a file event log other components can follow, explicit
+ulimits because this host's hard limits make podman's defaults fail) and no usable CNI
+network: a container that does not name a network gets none, and podman's bridge, which
+would edit the host firewall, cannot be set up at all (its plugin directory is empty).
+
+The socket path identifies a service. A pid file beside the socket lets a new start clean
+up what a crashed run left behind (a dead socket file, or a leftover service we started);
+anything else answering on the socket is refused rather than killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import docker
+
+from ..errors import JovialGuardError
+
+#: Docker API version podman 4.3 speaks.
+API_VERSION = "1.41"
+DEFAULT_SOCKET = Path("/run/jovial-guard/podman.sock")
+DEFAULT_RUNROOT = Path("/run/jovial-guard/podman")
+ULIMITS = ("nofile=20000:20000", "nproc=4096:4096")
+
+
+class EngineUnavailable(JovialGuardError):
+    """The container engine cannot be started or does not answer on its socket."""
+
+
+def cache_dir() -> Path:
+    """``$JOVIAL_GUARD_CACHE`` (default ``~/.cache/jovial_guard``): where built things live."""
+    return Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
+
+
+def default_root() -> Path:
+    return cache_dir() / "podman" / "root"
+
+
+def find_podman() -> str:
+    found = shutil.which("podman")
+    if not found:
+        raise EngineUnavailable(
+            "podman is not installed: run scripts/install-system.sh (Debian's podman + runc)"
+        )
+    return found
+
+
+def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path,
+                           cni_plugin_dir: Path) -> str:
+    """The project's containers.conf (pure; see the module docstring for why each line)."""
+    ulimits = ", ".join(f'"{u}"' for u in ULIMITS)
+    return (
+        "# Written by jovial_guard.runtime.podman; regenerated on every start.\n"
+        "[containers]\n"
+        f"default_ulimits = [{ulimits}]\n"
+        'netns = "none"\n'
+        'cgroupns = "private"\n'
+        'ipcns = "private"\n'
+        "\n[network]\n"
+        'network_backend = "cni"\n'
+        f'network_config_dir = "{network_dir}"\n'
+        f'cni_plugin_dirs = ["{cni_plugin_dir}"]\n'
+        "\n[engine]\n"
+        'runtime = "runc"\n'
+        'cgroup_manager = "cgroupfs"\n'
+        'events_logger = "file"\n'
+        f'events_logfile_path = "{events_path}"\n'
+        'lock_type = "file"\n'
+        f'tmp_dir = "{tmpdir}"\n'
+        "service_timeout = 0\n"
+    )
+
+
+class PodmanService:
+    """Start, wait for and stop one podman Docker-API service with project storage.
+
+    Use as a context manager, or ``start()``/``stop()``. ``base_url`` is what docker-py and
+    DockerSpawner take (``unix:///...``); ``podman_args()`` is the CLI with the same storage
+    and configuration (for ``podman import``, ``image exists`` and friends).
+    """
+
+    def __init__(
+        self,
+        socket_path: str | Path | None = None,
+        root: str | Path | None = None,
+        runroot: str | Path | None = None,
+        *,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.socket_path = Path(socket_path) if socket_path else DEFAULT_SOCKET
+        self.root = Path(root) if root else default_root()
+        self.runroot = Path(runroot) if runroot else DEFAULT_RUNROOT
+        self.ready_timeout = ready_timeout
+        self.conf_path = self.root.parent / "containers.conf"
+        self.events_path = self.runroot / "events" / "events.log"
+        self.tmpdir = self.runroot / "tmp"
+        self.network_dir = self.root.parent / "networks"
+        self.cni_plugin_dir = self.root.parent / "no-cni-plugins"
+        self.pid_path = self.socket_path.with_name(self.socket_path.name + ".pid")
+        self.log_path = self.root.parent / f"service-{self.socket_path.stem}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    # -- addresses and argv -------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def podman_args(self) -> list[str]:
+        """Base argv for the podman CLI on this storage, configuration included.
+
+        Starts with ``env CONTAINERS_CONF=...`` because lock type and ulimits exist only in
+        containers.conf: a CLI without it would use different locks on the same storage.
+        """
+        return [
+            "env",
+            f"CONTAINERS_CONF={self.conf_path}",
+            find_podman(),
+            "--root", str(self.root),
+            "--runroot", str(self.runroot),
+            "--storage-driver", "overlay",
+            "--tmpdir", str(self.tmpdir),
+            "--runtime", "runc",
+            "--cgroup-manager", "cgroupfs",
+            "--events-backend", "file",
+            "--network-config-dir", str(self.network_dir),
+        ]
+
+    def docker_client(self, *, timeout: int = 120) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.base_url, version=API_VERSION, timeout=timeout)
+
+    def write_config(self) -> None:
+        """Create the directories and (re)write containers.conf."""
+        for directory in (self.root, self.runroot, self.tmpdir, self.events_path.parent,
+                          self.network_dir, self.cni_plugin_dir, self.socket_path.parent):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(render_containers_conf(
+            tmpdir=self.tmpdir, events_path=self.events_path,
+            network_dir=self.network_dir, cni_plugin_dir=self.cni_plugin_dir,
+        ))
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """True when the socket answers the Docker API's ``/_ping``."""
+        if not self.socket_path.exists():
+            return False
+        try:
+            client = docker.DockerClient(base_url=self.base_url, version=API_VERSION, timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:  # noqa: BLE001 - any failure means "not answering"
+            return False
+
+    def start(self) -> "PodmanService":
+        if self._proc is not None:
+            return self
+        podman = find_podman()
+        self.write_config()
+        self._clear_leftovers()
+        self._log = open(self.log_path, "ab")
+        argv = self.podman_args()[2:] + ["system", "service", "--time=0", self.base_url]
+        argv[0] = podman
+        env = dict(os.environ, CONTAINERS_CONF=str(self.conf_path))
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,
+        )
+        self.pid_path.write_text(str(self._proc.pid))
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                rc = self._proc.returncode
+                tail = self._log_tail()
+                self.stop()
+                raise EngineUnavailable(
+                    f"podman system service exited with status {rc}; log {self.log_path}:\n{tail}"
+                )
+            if self.ping():
+                return self
+            time.sleep(0.1)
+        tail = self._log_tail()
+        self.stop()
+        raise EngineUnavailable(
+            f"podman system service did not answer on {self.socket_path} within "
+            f"{self.ready_timeout:.0f}s; log {self.log_path}:\n{tail}"
+        )
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _terminate(proc.pid, proc)
+        self._cleanup_files()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "PodmanService":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- internals ------------------------------------------------------------------------
+    def _clear_leftovers(self) -> None:
+        """Remove what a crashed run left on our socket; refuse to fight a foreign service."""
+        leftover = _read_pid(self.pid_path)
+        if leftover and _is_our_service(leftover, self.socket_path):
+            _terminate(leftover, None)
+        if self.ping():
+            raise EngineUnavailable(
+                f"another service already answers on {self.socket_path} and was not started "
+                "by jovial_guard: stop it or choose another socket_path"
+            )
+        self._cleanup_files()
+
+    def _cleanup_files(self) -> None:
+        for path in (self.socket_path, self.pid_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_our_service(pid: int, socket_path: Path) -> bool:
+    """Is ``pid`` a live ``podman system service`` on exactly this socket?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [a.decode(errors="replace") for a in cmdline]
+    return (
+        bool(args)
+        and os.path.basename(args[0]) == "podman"
+        and "service" in args
+        and f"unix://{socket_path}" in args
+    )
+
+
+def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; the service's own process group included."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if proc is not None:
+        proc.wait(timeout=5)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True

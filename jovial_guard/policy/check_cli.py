@@ -1,0 +1,77 @@
+"""`jovial-guard check FILE... [--format jsonl|table]`: decide manifests with the real policy.
+
+Contract (other tools call it exactly like this): one JSON object per document per line
+with file, index, allowed, reasons, patch, policy_revision; exit 0 all allowed, 1 any
+denied, 2 usage or internal error (and malformed documents, which are named).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from ..errors import PolicyEngineUnavailable
+from .check import CheckResult, exit_code, run_check
+from .client import OpaEndpoint
+from .opa_process import DEFAULT_POLICY_DIR, ManagedOpa
+
+
+def _print_table(results: list[CheckResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="jovial-guard check")
+    for column in ("file", "#", "decision", "reasons", "patch ops", "revision"):
+        table.add_column(column)
+    for r in results:
+        verdict = "[green]allowed[/]" if r.allowed else ("[red]error[/]" if r.error else "[red]denied[/]")
+        reasons = "\n".join(f"{x['rule']}: {x['message']}" for x in r.reasons) or "-"
+        table.add_row(r.file, str(r.index), verdict, reasons, str(len(r.patch)), r.policy_revision)
+    Console(width=max(120, Console().width)).print(table)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
+@click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="Use this OPA instead of starting one.")
+@click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN", help="Bearer token for --opa-url.")
+@click.option("--opa-ca", envvar="JOVIAL_GUARD_OPA_CA", type=click.Path(exists=True, dir_okay=False), help="CA bundle for an https --opa-url.")
+@click.option("--policy-dir", type=click.Path(file_okay=False, exists=True), default=str(DEFAULT_POLICY_DIR), show_default=True, help="Policies for the managed OPA.")
+@click.option("--deadline", type=float, default=5.0, show_default=True, help="Seconds per decision before failing closed.")
+def check(
+    files: tuple[str, ...],
+    fmt: str,
+    opa_url: str | None,
+    opa_token: str | None,
+    opa_ca: str | None,
+    policy_dir: str,
+    deadline: float,
+) -> None:
+    """Decide Pods, workload objects or AdmissionReviews in FILES (YAML/JSON, multi-document)."""
+    try:
+        with ExitStack() as stack:
+            if opa_url:
+                endpoint = OpaEndpoint(opa_url, token=opa_token, ca_file=opa_ca)
+            else:
+                managed = stack.enter_context(ManagedOpa(Path(policy_dir)))
+                endpoint = OpaEndpoint(managed.url)
+            results = run_check(list(files), endpoint, deadline=deadline)
+    except PolicyEngineUnavailable as exc:
+        click.echo(f"jovial-guard check: {exc}", err=True)
+        sys.exit(2)
+    for result in results:
+        if result.error is not None:
+            click.echo(f"{result.file}: document {result.index}: {result.error}", err=True)
+    if fmt == "jsonl":
+        out = sys.stdout
+        for result in results:
+            out.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
+        out.flush()
+    else:
+        _print_table(results)
+    sys.exit(exit_code(results))
+

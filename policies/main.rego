@@ -1,0 +1,96 @@
+# The decision: combines every concern into one answer with reasons and a SecuritySpec.
+#
+# Entry point for both enforcement points: data.jovial_guard.main.decision.
+# Allowed only when no package reports a violation; an allowed decision always carries a
+# complete spec (if the spec cannot be built the decision is undefined, and the Python
+# side fails closed).
+package jovial_guard.main
+
+import data.jovial_guard.egress
+import data.jovial_guard.images
+import data.jovial_guard.lib
+import data.jovial_guard.pod_security
+import data.jovial_guard.profiles
+import data.jovial_guard.resources
+
+violations := pod_security.violation | images.violation | resources.violation | profiles.violation
+
+warnings := pod_security.omission | resources.omission
+
+revision := r if {
+	r := data.jovial_guard_meta.revision
+} else := "unversioned"
+
+decision := {
+	"allowed": true,
+	"reasons": [],
+	"warnings": sort(warnings),
+	"spec": spec,
+	"revision": revision,
+} if {
+	count(violations) == 0
+}
+
+decision := {
+	"allowed": false,
+	"reasons": [v | some v in violations],
+	"warnings": sort(warnings),
+	"spec": null,
+	"revision": revision,
+} if {
+	count(violations) > 0
+}
+
+# The uid/gid the workload runs as: what the pod already asks for (non-root is enforced
+# above), else the platform default.
+uid := u if {
+	u := lib.pod_security_context.runAsUser
+	u > 0
+} else := data.settings.defaults.uid
+
+gid := g if {
+	g := lib.pod_security_context.runAsGroup
+	g > 0
+} else := data.settings.defaults.gid
+
+fs_group := g if {
+	g := lib.pod_security_context.fsGroup
+	g > 0
+} else := data.settings.defaults.fs_group
+
+added_capabilities := sort({cap |
+	some c in lib.containers
+	some cap in object.get(object.get(lib.security_context(c), "capabilities", {}), "add", [])
+})
+
+writable_paths := data.settings.defaults.writable_paths if lib.is_notebook
+
+else := []
+
+spec := {
+	"profile": profiles.requested,
+	"notebook": lib.is_notebook,
+	"uid": uid,
+	"gid": gid,
+	"fs_group": fs_group,
+	"read_only_root": lib.is_notebook,
+	"writable_paths": writable_paths,
+	"capabilities": {"drop": ["ALL"], "add": added_capabilities},
+	"no_new_privileges": true,
+	"seccomp": data.settings.seccomp[lib.origin],
+	"apparmor": data.settings.apparmor[lib.origin],
+	"resources": {
+		"cpu_limit": profiles.profile.cpu_limit,
+		"memory_limit": profiles.profile.memory_limit,
+		"cpu_request": profiles.profile.cpu_request,
+		"memory_request": profiles.profile.memory_request,
+		"gpu": profiles.profile.gpu,
+		"pids_limit": data.settings.defaults.pids_limit,
+	},
+	"egress": egress.spec,
+	"storage": storage,
+}
+
+storage := g if {
+	g := data.jovial_guard.storage.grant
+} else := null

@@ -13,7 +13,7 @@ import data.jovial_guard.pod_security
 import data.jovial_guard.profiles
 import data.jovial_guard.resources
 
-violations := pod_security.violation | images.violation | resources.violation | profiles.violation
+violations := ((pod_security.violation | images.violation) | resources.violation) | profiles.violation
 
 warnings := pod_security.omission | resources.omission
 

@@ -17,7 +17,7 @@ violation contains {"rule": "images/not-allowed", "message": msg} if {
 
 violation contains {"rule": "images/missing", "message": msg} if {
 	some c in lib.containers
-	not is_string(c.container.image)
+	not is_string(object.get(c.container, "image", null))
 	msg := sprintf("Container %q has no image.", [c.name])
 }
 

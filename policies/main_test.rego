@@ -1,0 +1,84 @@
+package jovial_guard.main_test
+
+import data.jovial_guard.main
+import data.jovial_guard.testing as t
+
+test_compliant_notebook_allowed_with_spec if {
+	d := main.decision with input as t.one(t.compliant_container)
+	d.allowed
+	d.reasons == []
+	d.spec.read_only_root
+	d.spec.uid == 1000
+	d.spec.capabilities.drop == ["ALL"]
+	d.spec.seccomp.type == "Localhost"
+	d.spec.writable_paths == ["/tmp", "/home/jovyan"]
+	d.spec.resources.memory_limit == "2Gi"
+}
+
+test_fixable_pod_allowed_with_warnings if {
+	d := main.decision with input as t.one(t.notebook_container)
+	d.allowed
+	count(d.warnings) > 0
+}
+
+test_dangerous_pod_denied_with_reasons if {
+	d := main.decision with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/privileged", "value": true}])
+	not d.allowed
+	d.spec == null
+	some r in d.reasons
+	r.rule == "pod-security/privileged"
+}
+
+test_revision_from_data if {
+	d := main.decision with input as t.one(t.compliant_container) with data.jovial_guard_meta.revision as "sha256:abc"
+	d.revision == "sha256:abc"
+	d2 := main.decision with input as t.one(t.compliant_container)
+	d2.revision == "unversioned"
+}
+
+test_explicit_ids_are_kept if {
+	inp := t.workload({"containers": [t.compliant_container], "securityContext": {"runAsUser": 1234, "runAsGroup": 1234, "fsGroup": 1234}})
+	d := main.decision with input as inp
+	[d.spec.uid, d.spec.gid, d.spec.fs_group] == [1234, 1234, 1234]
+}
+
+test_added_net_bind_service_is_in_spec if {
+	d := main.decision with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/capabilities/add", "value": ["NET_BIND_SERVICE"]}])
+	d.spec.capabilities.add == ["NET_BIND_SERVICE"]
+}
+
+test_admission_trusts_user_only_from_the_hub if {
+	meta := {"labels": {"component": "singleuser-server"}}
+	spec := {"containers": [t.compliant_container]}
+
+	# alice is in gpu-users; through the hub's service account the gpu profile is allowed.
+	from_hub := t.with_profile(t.admission(meta, spec, "system:serviceaccount:jhub:hub"), "gpu")
+	d := main.decision with input as from_hub
+	d.allowed
+	d.spec.seccomp.type == "RuntimeDefault"
+
+	# The same pod created by someone else: the claimed groups are ignored.
+	forged := t.with_profile(t.admission(meta, spec, "mallory"), "gpu")
+	d2 := main.decision with input as forged
+	not d2.allowed
+	some r in d2.reasons
+	r.rule == "profiles/not-allowed"
+}
+
+test_non_notebook_pod_has_no_read_only_requirement if {
+	d := main.decision with input as t.admission({"name": "x"}, {"containers": [t.notebook_container]}, "someone")
+	d.allowed
+	not d.spec.read_only_root
+	d.spec.writable_paths == []
+}
+
+test_storage_spec_from_storage_package if {
+	d := main.decision with input as t.one(t.compliant_container) with data.jovial_guard.storage.grant as {"fileset": "/users/alice", "mode": "rw", "mount_path": "/home/jovyan/lustre"}
+	d.spec.storage.fileset == "/users/alice"
+}
+
+test_origin_falls_back_to_check if {
+	inp := json.patch(t.one(t.compliant_container), [{"op": "replace", "path": "/workload/origin", "value": "nonsense"}])
+	d := main.decision with input as inp
+	d.spec.seccomp.type == "RuntimeDefault"
+}

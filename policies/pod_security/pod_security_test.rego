@@ -1,0 +1,125 @@
+package jovial_guard.pod_security_test
+
+import data.jovial_guard.pod_security
+import data.jovial_guard.testing as t
+
+test_compliant_container_has_no_violation_or_omission if {
+	count(pod_security.violation) == 0 with input as t.one(t.compliant_container)
+	count(pod_security.omission) == 0 with input as t.one(t.compliant_container)
+}
+
+test_missing_fields_are_omissions_not_violations if {
+	count(pod_security.violation) == 0 with input as t.one(t.notebook_container)
+	count(pod_security.omission) == 6 with input as t.one(t.notebook_container)
+}
+
+test_privileged_denied if {
+	"pod-security/privileged" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/privileged", "value": true}])
+}
+
+test_privileged_false_allowed if {
+	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/privileged", "value": false}])
+}
+
+test_host_namespaces_denied if {
+	some field in ["hostNetwork", "hostPID", "hostIPC"]
+	"pod-security/host-namespaces" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], field: true})
+}
+
+test_host_path_denied if {
+	inp := t.workload({"containers": [t.compliant_container], "volumes": [{"name": "root", "hostPath": {"path": "/"}}]})
+	t.rules(pod_security.violation) == {"pod-security/host-path"} with input as inp
+}
+
+test_volume_types if {
+	ok := t.workload({"containers": [t.compliant_container], "volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "persistentVolumeClaim": {"claimName": "x"}}]})
+	count(pod_security.violation) == 0 with input as ok
+	bad := t.workload({"containers": [t.compliant_container], "volumes": [{"name": "g", "gitRepo": {"repository": "x"}}]})
+	t.rules(pod_security.violation) == {"pod-security/volume-types"} with input as bad
+}
+
+test_host_ports_denied if {
+	"pod-security/host-ports" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/ports", "value": [{"containerPort": 80, "hostPort": 8080}]}])
+	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/ports", "value": [{"containerPort": 80}]}])
+}
+
+test_capabilities if {
+	"pod-security/capabilities" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/capabilities/add", "value": ["SYS_ADMIN"]}])
+	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/capabilities/add", "value": ["NET_BIND_SERVICE"]}])
+}
+
+test_privilege_escalation_denied if {
+	"pod-security/privilege-escalation" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "replace", "path": "/securityContext/allowPrivilegeEscalation", "value": true}])
+}
+
+test_run_as_root_denied if {
+	"pod-security/run-as-root" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "replace", "path": "/securityContext/runAsUser", "value": 0}])
+	"pod-security/run-as-root" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "replace", "path": "/securityContext/runAsNonRoot", "value": false}])
+	"pod-security/run-as-root" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"runAsUser": 0}})
+	"pod-security/run-as-root" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"runAsNonRoot": false}})
+}
+
+test_pod_level_non_root_satisfies_containers if {
+	c := json.patch(t.compliant_container, [{"op": "remove", "path": "/securityContext/runAsNonRoot"}, {"op": "remove", "path": "/securityContext/runAsUser"}])
+	inp := t.workload({"containers": [c], "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}}})
+	count(pod_security.omission) == 0 with input as inp
+}
+
+test_seccomp if {
+	"pod-security/seccomp" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"seccompProfile": {"type": "Unconfined"}}})
+	"pod-security/seccomp" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/seccompProfile", "value": {"type": "Unconfined"}}])
+	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/seccompProfile", "value": {"type": "Localhost", "localhostProfile": "x.json"}}])
+}
+
+test_legacy_seccomp_annotation_denied if {
+	inp := json.patch(t.one(t.compliant_container), [{"op": "add", "path": "/workload/pod/metadata/annotations", "value": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}])
+	"pod-security/seccomp" in t.rules(pod_security.violation) with input as inp
+}
+
+test_apparmor if {
+	bad := json.patch(t.one(t.compliant_container), [{"op": "add", "path": "/workload/pod/metadata/annotations", "value": {"container.apparmor.security.beta.kubernetes.io/notebook": "unconfined"}}])
+	"pod-security/apparmor" in t.rules(pod_security.violation) with input as bad
+	good := json.patch(t.one(t.compliant_container), [{"op": "add", "path": "/workload/pod/metadata/annotations", "value": {"container.apparmor.security.beta.kubernetes.io/notebook": "localhost/nb"}}])
+	count(pod_security.violation) == 0 with input as good
+	"pod-security/apparmor" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"appArmorProfile": {"type": "Unconfined"}}})
+	"pod-security/apparmor" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/appArmorProfile", "value": {"type": "Unconfined"}}])
+}
+
+test_sysctls if {
+	"pod-security/sysctls" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}})
+	count(pod_security.violation) == 0 with input as t.workload({"containers": [t.compliant_container], "securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]}})
+}
+
+test_proc_mount if {
+	"pod-security/proc-mount" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/procMount", "value": "Unmasked"}])
+	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/procMount", "value": "Default"}])
+}
+
+test_selinux if {
+	"pod-security/selinux" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/seLinuxOptions", "value": {"type": "spc_t"}}])
+	"pod-security/selinux" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"seLinuxOptions": {"user": "system_u"}}})
+	"pod-security/selinux" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"seLinuxOptions": {"role": "sysadm_r"}}})
+	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/seLinuxOptions", "value": {"type": "container_t", "level": "s0:c1"}}])
+}
+
+test_host_process if {
+	"pod-security/host-process" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"windowsOptions": {"hostProcess": true}}})
+	"pod-security/host-process" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/windowsOptions", "value": {"hostProcess": true}}])
+}
+
+test_read_only_root if {
+	"pod-security/read-only-root" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "replace", "path": "/securityContext/readOnlyRootFilesystem", "value": false}])
+}
+
+test_read_only_root_not_required_outside_notebooks if {
+	c := json.patch(t.compliant_container, [{"op": "replace", "path": "/securityContext/readOnlyRootFilesystem", "value": false}])
+	inp := t.admission({"name": "batch"}, {"containers": [c], "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}, "someone")
+	count(pod_security.violation) == 0 with input as inp
+	count(pod_security.omission) == 0 with input as inp
+}
+
+test_ephemeral_and_init_containers_are_checked if {
+	bad := json.patch(t.compliant_container, [{"op": "add", "path": "/securityContext/privileged", "value": true}])
+	"pod-security/privileged" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "initContainers": [bad]})
+	"pod-security/privileged" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "ephemeralContainers": [bad]})
+}

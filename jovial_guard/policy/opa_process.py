@@ -92,6 +92,10 @@ class ManagedOpa:
         revision: str | None = None,
         ready_timeout: float = 20.0,
         log_path: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_ca: Path | None = None,
+        token: str | None = None,
     ) -> None:
         self.policy_dir = Path(policy_dir)
         if not self.policy_dir.is_dir():
@@ -103,13 +107,16 @@ class ManagedOpa:
         self.revision = revision or policy_revision(self.policy_dir)
         self.ready_timeout = ready_timeout
         self.log_path = log_path
+        self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
+        self.token = token
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stderr_path = Path(os.devnull)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -125,11 +132,19 @@ class ManagedOpa:
             "--log-level",
             "error",
             "--disable-telemetry",
+            *self._tls_args(),
             *self.extra_args,
             str(self.policy_dir),
             *(str(p) for p in self.data_paths),
             str(meta_file),
         ]
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls_cert:
+            return []
+        if not self.tls_key:
+            raise PolicyEngineUnavailable("tls_cert given without tls_key")
+        return ["--tls-cert-file", str(self.tls_cert), "--tls-private-key-file", str(self.tls_key)]
 
     def start(self) -> "ManagedOpa":
         self._tmp = tempfile.TemporaryDirectory(prefix="jovial-guard-opa-")
@@ -156,7 +171,12 @@ class ManagedOpa:
                 self._cleanup()
                 raise PolicyEngineUnavailable(f"opa exited while starting: {err.strip()[:2000]}")
             try:
-                resp = requests.get(f"{self.url}/health?bundles", timeout=0.5)
+                resp = requests.get(
+                    f"{self.url}/health",
+                    timeout=0.5,
+                    verify=str(self.tls_ca) if self.tls_ca else True,
+                    headers={"Authorization": f"Bearer {self.token}"} if self.token else {},
+                )
                 if resp.status_code == 200:
                     return
             except requests.RequestException:

@@ -225,6 +225,8 @@ class Decision:
             raise MalformedDecision(f"decision reason is malformed: {exc!r}") from exc
         if not allowed and not reasons:
             reasons = (Reason(rule="denied", message="The policy denied this workload."),)
+        if allowed and not isinstance(result.get("spec"), dict):
+            raise MalformedDecision("decision allows but carries no security spec")
         spec = SecuritySpec.from_json(result["spec"]) if allowed else None
         if allowed and reasons:
             raise MalformedDecision("decision allows and gives denial reasons at once")

@@ -80,6 +80,9 @@ class PolicyEngine:
                 ENGINE_UNAVAILABLE,
                 f"The policy engine could not decide ({exc}), so the workload was not admitted.",
             )
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure still fails closed
+            log.exception("unexpected error asking OPA")
+            return Decision.deny(ENGINE_UNAVAILABLE, f"The policy engine failed unexpectedly ({type(exc).__name__}).")
         try:
             return Decision.from_opa(raw)
         except PolicyEngineUnavailable as exc:

@@ -1,0 +1,102 @@
+"""`jovial-guard webhook`: run the admission webhook, make its certificates."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from .tls import service_dns_names, write_webhook_certs
+
+
+@click.group()
+def webhook() -> None:
+    """Kubernetes admission webhook (validate + mutate) backed by OPA."""
+
+
+@webhook.command()
+@click.option("--opa-url", required=True, help="OPA base URL, e.g. http://127.0.0.1:8181 (the sidecar).")
+@click.option("--opa-token-file", type=click.Path(exists=True, dir_okay=False), help="File holding OPA's bearer token.")
+@click.option("--opa-ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for an https OPA.")
+@click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False), help="Serving certificate (PEM); reloaded when it changes.")
+@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False), help="Serving key (PEM).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (HTTPS only).")
+@click.option("--port", default=8443, show_default=True, type=int)
+@click.option("--deadline", default=3.0, show_default=True, type=float, help="Seconds per review; below the webhook timeoutSeconds. Past it: deny.")
+@click.option("--engine-deadline", default=2.5, show_default=True, type=float, help="Seconds per OPA query (below --deadline).")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes sharing the port (SO_REUSEPORT).")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Decision cache keyed by workload digest and policy revision.")
+@click.option("--cache-entries", default=10000, show_default=True, type=int)
+@click.option("--revision-interval", default=1.0, show_default=True, type=float, help="Seconds between policy revision checks (cache invalidation bound).")
+@click.option("--expected-revision", default=None, help="Ready only when OPA serves this revision.")
+@click.option("--expected-policy-dir", type=click.Path(exists=True, file_okay=False), help="Compute the expected revision from this policies/ directory.")
+@click.option("--require-hardened/--no-require-hardened", default=True, show_default=True, help="/validate refuses objects that still need the hardening patch.")
+@click.option("--allow-unsupported-kinds", is_flag=True, default=False, help="Admit kinds without a pod template (default: deny them; the shipped configurations never route them).")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(
+    opa_url: str,
+    opa_token_file: str | None,
+    opa_ca: str | None,
+    cert: str,
+    key: str,
+    host: str,
+    port: int,
+    deadline: float,
+    engine_deadline: float,
+    workers: int,
+    cache: bool,
+    cache_entries: int,
+    revision_interval: float,
+    expected_revision: str | None,
+    expected_policy_dir: str | None,
+    require_hardened: bool,
+    allow_unsupported_kinds: bool,
+    log_level: str,
+) -> None:
+    """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS."""
+    from .server import WebhookConfig, serve as run
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if expected_policy_dir and not expected_revision:
+        from ..policy.opa_process import policy_revision
+
+        expected_revision = policy_revision(Path(expected_policy_dir))
+    token = Path(opa_token_file).read_text().strip() if opa_token_file else os.environ.get("JOVIAL_GUARD_OPA_TOKEN")
+    config = WebhookConfig(
+        opa_url=opa_url,
+        opa_token=token or None,
+        opa_ca=opa_ca,
+        cert=Path(cert),
+        key=Path(key),
+        host=host,
+        port=port,
+        deadline=deadline,
+        engine_deadline=min(engine_deadline, deadline * 0.9),
+        workers=workers,
+        cache_enabled=cache,
+        cache_entries=cache_entries,
+        revision_interval=revision_interval,
+        expected_revision=expected_revision,
+        require_hardened=require_hardened,
+        allow_unsupported_kinds=allow_unsupported_kinds,
+    )
+    raise SystemExit(run(config))
+
+
+@webhook.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--service", default="jovial-guard-webhook", show_default=True, help="Service name of the webhook.")
+@click.option("--namespace", default="jhub", show_default=True, help="Namespace of the Service.")
+@click.option("--dns", multiple=True, help="Extra DNS names for the certificate (repeatable).")
+@click.option("--ip", multiple=True, help="IP addresses for the certificate (repeatable), e.g. 127.0.0.1.")
+@click.option("--days", default=90, show_default=True, type=int)
+@click.option("--new-ca", is_flag=True, default=False, help="Make a new CA even if DIRECTORY has one.")
+def certs(directory: str, service: str, namespace: str, dns: tuple[str, ...], ip: tuple[str, ...], days: int, new_ca: bool) -> None:
+    """Create a CA (once) and a serving certificate in DIRECTORY; rerun to rotate."""
+    names = service_dns_names(service, namespace) + list(dns)
+    paths = write_webhook_certs(directory, dns_names=names, ip_addresses=ip, days=days, reuse_ca=not new_ca)
+    click.echo(f"CA:          {paths.ca_cert} (caBundle of the webhook configurations)")
+    click.echo(f"certificate: {paths.cert}")
+    click.echo(f"key:         {paths.key}")

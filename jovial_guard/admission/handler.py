@@ -1,0 +1,274 @@
+"""One AdmissionReview in, one answer out: the webhook's decision logic, without HTTP.
+
+``/mutate`` and ``/validate`` both ask the policy (through :class:`PolicyEngine`, so every
+OPA failure is already a denial). On an allow:
+
+* ``/mutate`` answers with the JSON Patch that hardens the pod (seccomp, non-root,
+  read-only root + scratch volumes, capabilities, resources), re-rooted onto the workload
+  object (``/spec/template/...`` for a Deployment);
+* ``/validate`` (run by the API server after every mutation) additionally requires that the
+  object needs no patch any more (``require_hardened``), so a pod that skipped or undid the
+  mutation (another webhook, ``reinvocationPolicy``) is refused, not stored soft.
+
+Everything runs under an internal deadline below the webhook's ``timeoutSeconds``: past
+it the answer is a denial (fail closed) rather than letting the API server time out.
+Any unexpected exception is also a denial: this module can answer ``allowed: true`` only on
+a decision OPA gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal
+
+from ..decision import ENGINE_UNAVAILABLE, MALFORMED_INPUT, Decision
+from ..errors import MalformedInput
+from ..hardening.render_pod import reroot_patch, render_pod_patch
+from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
+from ..policy.engine import PolicyEngine
+from ..workload import Workload
+from .cache import DecisionCache, RevisionTracker
+from .review import MalformedReview, bad_request_body, build_response, encode_patch, parse_review, request_kind
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["validate", "mutate"]
+#: Rule id when /validate sees an object that still lacks required hardening.
+NOT_HARDENED = "not-hardened"
+#: Rule id when a kind without a pod template reaches the webhook.
+UNSUPPORTED_KIND = "unsupported-kind"
+#: Rule id for any bug or surprise inside the webhook (never an allow).
+INTERNAL_ERROR = "webhook-internal-error"
+
+#: Told about each non-dry-run decision: (workload, decision, mode, seconds). Must not raise.
+DecisionLog = Callable[[Workload, Decision, str, float], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    """HTTP status and JSON body, plus labels for metrics."""
+
+    status: int
+    body: dict[str, Any]
+    outcome: str  # allowed | denied | malformed | error
+    cache: str = "none"  # hit | miss | none
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class _Cached:
+    decision: Decision
+    patch_b64: str | None  # mutate: the patch; validate: None
+    extra_reason: tuple[str, str] | None  # validate: (rule, message) when not hardened
+
+
+@dataclass
+class AdmissionSettings:
+    """Knobs of the handler; every one has a safe default."""
+
+    #: Seconds for the whole decision; keep it below the webhook's timeoutSeconds.
+    deadline: float = 3.0
+    #: /validate refuses objects that still need a hardening patch.
+    require_hardened: bool = True
+    #: Admit kinds without a pod template instead of denying them. Off by default: the
+    #: shipped webhook configurations only route pod-template kinds, so anything else
+    #: arriving means a misconfiguration, and we fail closed.
+    allow_unsupported_kinds: bool = False
+    #: HTTP status code used in ``status.code`` of policy denials.
+    deny_code: int = 403
+    extra_audit: dict[str, str] = field(default_factory=dict)
+
+
+class AdmissionHandler:
+    """Decide AdmissionReviews; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        settings: AdmissionSettings | None = None,
+        cache: DecisionCache[_Cached] | None = None,
+        revisions: RevisionTracker | None = None,
+        decision_log: DecisionLog | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or AdmissionSettings()
+        if self.settings.deadline <= 0:
+            raise ValueError("deadline must be positive seconds, e.g. 3.0")
+        self.cache = cache
+        self.revisions = revisions or RevisionTracker()
+        self.decision_log = decision_log
+        if self.cache is not None:
+            self.revisions.subscribe(self.cache.set_revision)
+
+    async def handle(self, body: bytes, *, mode: Mode) -> HandlerResult:
+        """Never raises; never allows without OPA's allow."""
+        try:
+            review, uid = parse_review(body)
+        except MalformedReview as exc:
+            return HandlerResult(400, bad_request_body(exc.problem), "malformed")
+        except Exception as exc:  # noqa: BLE001 - a parser surprise is still a bad body
+            return HandlerResult(400, bad_request_body(f"unreadable body: {type(exc).__name__}"), "malformed")
+        try:
+            return await asyncio.wait_for(self._decide(review, uid, mode), timeout=self.settings.deadline)
+        except asyncio.TimeoutError:
+            return self._deny(
+                uid,
+                Decision.deny(
+                    ENGINE_UNAVAILABLE,
+                    f"jovial-guard could not decide within its {self.settings.deadline:g}s deadline, "
+                    "so the object was not admitted (fail closed). Try again.",
+                ),
+                code=503,
+                outcome="error",
+            )
+        except Exception:  # noqa: BLE001 - fail closed on any bug
+            log.exception("admission handler failed")
+            return self._deny(
+                uid,
+                Decision.deny(INTERNAL_ERROR, "jovial-guard hit an internal error and refused the object (fail closed)."),
+                code=500,
+                outcome="error",
+            )
+
+    async def _decide(self, review: dict[str, Any], uid: str, mode: Mode) -> HandlerResult:
+        started = time.perf_counter()
+        kind = request_kind(review)
+        obj = review["request"].get("object")
+        obj_kind = obj.get("kind") if isinstance(obj, dict) else None
+        if kind is None or kind not in POD_TEMPLATE_PATHS or obj_kind not in (kind, None):
+            if self.settings.allow_unsupported_kinds and kind is not None and obj_kind in (kind, None):
+                return HandlerResult(
+                    200,
+                    build_response(uid, allowed=True, warnings=[f"jovial-guard does not decide kind {kind}"]),
+                    "allowed",
+                    rule=UNSUPPORTED_KIND,
+                )
+            return self._deny(
+                uid,
+                Decision.deny(
+                    UNSUPPORTED_KIND,
+                    f"jovial-guard decides only pods and pod-template kinds "
+                    f"({', '.join(sorted(POD_TEMPLATE_PATHS))}); got request kind {kind!r}, object kind {obj_kind!r}.",
+                ),
+                code=400,
+                outcome="denied",
+            )
+        try:
+            workload = workload_from_admission_review(review)
+        except MalformedInput as exc:
+            return self._deny(uid, Decision.deny(MALFORMED_INPUT, f"The object cannot be decided: {exc}"), code=400, outcome="denied")
+
+        digest = workload.digest()
+        revision = self.revisions.current
+        key = (mode, digest)
+        cached = self.cache.get(key, revision=revision) if self.cache is not None else None
+        cache_label = "hit" if cached is not None else ("miss" if self.cache is not None else "none")
+        if cached is None:
+            decision = await self.engine.decide(workload)
+            cached = self._evaluate(workload, decision, mode)
+            if decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE:
+                pass  # fail-closed denials are never cached
+            else:
+                self.revisions.observe(decision.policy_revision)
+                if self.cache is not None:
+                    self.cache.put(key, cached, revision=decision.policy_revision)
+        decision = cached.decision
+        if not workload.dry_run and self.decision_log is not None:
+            try:
+                result = self.decision_log(workload, decision, mode, time.perf_counter() - started)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # noqa: BLE001 - logging never changes a decision
+                log.exception("decision log failed")
+        audit = {
+            "policy-revision": decision.policy_revision,
+            "decision-id": decision.decision_id,
+            "decision-cache": cache_label,
+            **self.settings.extra_audit,
+        }
+        if not decision.allowed:
+            code = 503 if decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE else self.settings.deny_code
+            return self._deny(uid, decision, code=code, outcome="denied", audit=audit, cache=cache_label)
+        if cached.extra_reason is not None:
+            rule, message = cached.extra_reason
+            audit["denied-by"] = rule
+            return HandlerResult(
+                200,
+                build_response(
+                    uid,
+                    allowed=False,
+                    code=self.settings.deny_code,
+                    message=f"[{rule}] {message}",
+                    reason="Forbidden",
+                    warnings=decision.warnings,
+                    audit_annotations=audit,
+                ),
+                "denied",
+                cache=cache_label,
+                rule=rule,
+            )
+        return HandlerResult(
+            200,
+            build_response(
+                uid,
+                allowed=True,
+                patch_b64=cached.patch_b64,
+                warnings=decision.warnings,
+                audit_annotations=audit,
+            ),
+            "allowed",
+            cache=cache_label,
+        )
+
+    def _evaluate(self, workload: Workload, decision: Decision, mode: Mode) -> _Cached:
+        """What an allow means for this endpoint: the patch (mutate) or the hardening check."""
+        if not decision.allowed or decision.spec is None:
+            return _Cached(decision=decision, patch_b64=None, extra_reason=None)
+        ops = render_pod_patch(workload.pod, decision.spec)
+        if mode == "mutate":
+            rerooted = reroot_patch(ops, workload.pod_path)
+            return _Cached(decision=decision, patch_b64=encode_patch(rerooted) if rerooted else None, extra_reason=None)
+        if self.settings.require_hardened and ops:
+            paths = sorted({(workload.pod_path + op["path"]) for op in ops})
+            shown = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
+            return _Cached(
+                decision=decision,
+                patch_b64=None,
+                extra_reason=(
+                    NOT_HARDENED,
+                    f"The object lacks hardening the policy requires ({shown}); the jovial-guard "
+                    "mutating webhook adds it, so it must run before this check.",
+                ),
+            )
+        return _Cached(decision=decision, patch_b64=None, extra_reason=None)
+
+    def _deny(
+        self,
+        uid: str,
+        decision: Decision,
+        *,
+        code: int,
+        outcome: str,
+        audit: dict[str, str] | None = None,
+        cache: str = "none",
+    ) -> HandlerResult:
+        annotations = audit or {"policy-revision": decision.policy_revision, "decision-id": decision.decision_id}
+        return HandlerResult(
+            200,
+            build_response(
+                uid,
+                allowed=False,
+                code=code,
+                message=decision.message(),
+                reason="Forbidden" if code == 403 else None,
+                warnings=decision.warnings,
+                audit_annotations=annotations,
+            ),
+            outcome,
+            cache=cache,
+            rule=decision.reasons[0].rule if decision.reasons else "",
+        )

@@ -1,0 +1,58 @@
+"""Durable, atomic file replacement: write a temp file, fsync it, rename, fsync the directory.
+
+Readers see either the old or the new content, never a torn file, and a crash after
+:func:`atomic_write` returns cannot lose the write. Used for the revocation list, grant
+envelopes, key files and rewraps.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically, created with ``mode`` (never wider).
+
+    ``durable=False`` skips the fsyncs (still atomic): only for bulk work that ends with
+    :func:`sync_directory` itself, such as rewrapping many grants.
+    """
+    path = Path(path)
+    directory = path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    if durable:
+        sync_directory(directory)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory so renames inside it survive a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if needed and refuse one others can write to."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_mode & 0o022:
+        os.chmod(path, st.st_mode & ~0o077)
+    return path

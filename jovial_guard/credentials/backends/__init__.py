@@ -1,0 +1,1 @@
+"""Storage backends: how a verified grant becomes access (``bind``) or administration (``lustre``)."""

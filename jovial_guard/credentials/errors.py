@@ -1,0 +1,71 @@
+"""Credential errors, each named for what failed.
+
+Cryptographic failures (a flipped bit, a wrong key, a forged or truncated token) are all
+:class:`InvalidGrant` with no further detail: telling an attacker *which* check failed is an
+oracle. Once a grant has been authenticated, the reasons it may still be refused (expired,
+revoked, presented for another user or fileset) are not secrets and get their own clear
+exceptions, so the hub and the admins can say what happened.
+"""
+
+from __future__ import annotations
+
+from ..errors import JovialGuardError
+
+
+class CredentialError(JovialGuardError):
+    """Base class for every credentials error."""
+
+
+class InvalidGrant(CredentialError):
+    """The token or sealed grant failed authentication or decoding. Deliberately vague."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid grant")
+
+
+class GrantRefused(CredentialError):
+    """An authentic grant that must not be used; ``serial`` names it for the logs."""
+
+    def __init__(self, message: str, *, serial: str) -> None:
+        self.serial = serial
+        super().__init__(message)
+
+
+class GrantExpired(GrantRefused):
+    """The grant's ``expires`` is in the past."""
+
+
+class GrantRevoked(GrantRefused):
+    """The grant's serial is on the revocation list."""
+
+    def __init__(self, message: str, *, serial: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message, serial=serial)
+
+
+class GrantWrongUser(GrantRefused):
+    """An authentic grant presented for a user it was not issued to (replay)."""
+
+
+class GrantWrongFileset(GrantRefused):
+    """An authentic grant presented for a fileset it does not cover (replay)."""
+
+
+class GrantRequestInvalid(CredentialError, ValueError):
+    """A caller asked for a grant with a bad argument; the message names it and what is accepted."""
+
+
+class KeyringError(CredentialError):
+    """The key-encryption keys cannot be loaded or used (missing file, bad format, unknown id)."""
+
+
+class KeyFilePermissions(KeyringError):
+    """A key file is readable or writable by group or others; refused before reading it."""
+
+
+class MountError(CredentialError):
+    """The node agent could not perform or remove a mount."""
+
+
+class StoragePolicyError(CredentialError):
+    """OPA gave no usable storage grant for the workload (no grant, or a malformed one)."""

@@ -1,0 +1,58 @@
+"""Issued grants at rest: one envelope file per serial (``<serial>.grant``), never plaintext.
+
+One file per grant keeps issuing O(1) and lets ``rewrap`` replace grants one at a time with
+an atomic rename: a reader always finds either the old envelope (old key, still in the
+keyring) or the new one, so rewrapping needs no downtime.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .atomic import atomic_write, ensure_private_dir, sync_directory
+from .envelope import read_header
+from .errors import CredentialError, InvalidGrant
+from .grant import GrantHeader
+
+SUFFIX = ".grant"
+
+
+class GrantStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = ensure_private_dir(Path(directory))
+
+    def path_for(self, serial: str) -> Path:
+        if len(serial) != 32 or not all(c in "0123456789abcdef" for c in serial):
+            raise CredentialError(f"serial {serial!r}: expected 32 lower-case hex digits")
+        return self.directory / f"{serial}{SUFFIX}"
+
+    def put(self, serial: str, blob: bytes, *, durable: bool = True) -> None:
+        atomic_write(self.path_for(serial), blob, mode=0o600, durable=durable)
+
+    def get(self, serial: str) -> bytes:
+        try:
+            return self.path_for(serial).read_bytes()
+        except FileNotFoundError:
+            raise CredentialError(f"no grant with serial {serial} in {self.directory}") from None
+
+    def delete(self, serial: str) -> None:
+        try:
+            os.unlink(self.path_for(serial))
+        except FileNotFoundError:
+            pass
+
+    def serials(self) -> list[str]:
+        return sorted(p.name[: -len(SUFFIX)] for p in self.directory.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+
+    def headers(self) -> Iterator[tuple[str, GrantHeader | None]]:
+        """(serial, clear header) for every stored grant; ``None`` for an unreadable file."""
+        for serial in self.serials():
+            try:
+                yield serial, read_header(self.get(serial))
+            except (InvalidGrant, CredentialError, OSError):
+                yield serial, None
+
+    def sync(self) -> None:
+        sync_directory(self.directory)

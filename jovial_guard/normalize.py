@@ -65,12 +65,13 @@ def user_from_metadata(metadata: Mapping[str, Any]) -> HubUser | None:
     labels = metadata.get("labels") or {}
     if not isinstance(annotations, dict) or not isinstance(labels, dict):
         raise MalformedInput("metadata.annotations and metadata.labels must be maps")
+    groups = _groups(annotations.get(GROUPS_ANNOTATION))
     name = annotations.get(USERNAME_ANNOTATION) or labels.get(USERNAME_LABEL)
     if not name:
         return None
     return HubUser(
         name=str(name),
-        groups=_groups(annotations.get(GROUPS_ANNOTATION)),
+        groups=groups,
         admin=str(annotations.get(ADMIN_ANNOTATION, "")).lower() == "true",
     )
 
@@ -95,7 +96,8 @@ def workload_from_object(
         raise MalformedInput(
             f"kind {kind!r} has no pod template; supported: {', '.join(sorted(POD_TEMPLATE_PATHS))}"
         )
-    metadata = obj.get("metadata") or {}
+    metadata = obj.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise MalformedInput("metadata must be a map")
     pod_path = POD_TEMPLATE_PATHS[kind]
@@ -114,7 +116,8 @@ def workload_from_object(
             not isinstance(value, list) or not all(isinstance(c, dict) for c in value)
         ):
             raise MalformedInput(f"{pod_path}/spec/{list_name} must be a list of maps")
-    pod_metadata = pod.get("metadata") or {}
+    pod_metadata = pod.get("metadata")
+    pod_metadata = {} if pod_metadata is None else pod_metadata
     if not isinstance(pod_metadata, dict):
         raise MalformedInput(f"{pod_path}/metadata must be a map")
     # The pod template inherits nothing from the workload's metadata for identity; but a

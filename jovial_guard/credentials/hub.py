@@ -1,0 +1,209 @@
+"""Storage credentials in the hub: ``c.StorageCredentials.*`` and what the spawn hook calls.
+
+The embedded stack runs the issuer and the node agent in the hub process (one node). At
+spawn the hook calls :meth:`StorageCredentials.attach` with the decision's storage grant:
+a grant is issued (stored only as an envelope), sealed to the agent's public key, opened
+and checked by the agent, which mounts the fileset on the user's staging directory; the
+returned DockerSpawner volume makes that staging directory appear in the container. The
+container never receives the grant, the token or any key. At stop, :meth:`detach` revokes
+the user's grants (which unmounts). A background task renews live grants and sweeps
+expired or revoked mounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Integer, Unicode, default, validate
+from traitlets.config import SingletonConfigurable
+
+from .agent import NodeAgent
+from .backends.bind import BindBackend
+from .delivery import load_or_create_agent_key
+from .errors import CredentialError, GrantRefused
+from .grant import Grant
+from .issuer import DEFAULT_LIFETIME, Issuer
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
+
+
+class StorageCredentials(SingletonConfigurable):
+    """Per-user storage grants for spawned servers (used when ``c.JovialGuard.storage_enabled``)."""
+
+    state_dir = Unicode(
+        config=True,
+        help="""Issued grants (envelopes only) and the revocation list. Default
+        ``$JOVIAL_GUARD_CACHE/credentials/state``. Example: ``/var/lib/jovial-guard/credentials``.""",
+    )
+
+    @default("state_dir")
+    def _default_state(self) -> str:
+        return str(_cache() / "credentials" / "state")
+
+    key_dir = Unicode(
+        config=True,
+        help="""Key-encryption keys (``kek.json``, mode 0600) and the issuer's signing key,
+        kept apart from ``state_dir``. Default ``$JOVIAL_GUARD_CACHE/credentials/keys``.
+        Example: ``/etc/jovial-guard/keys``.""",
+    )
+
+    @default("key_dir")
+    def _default_keys(self) -> str:
+        return str(_cache() / "credentials" / "keys")
+
+    agent_key_path = Unicode(
+        config=True,
+        help="""The node agent's X25519 private key (created on first use, mode 0600).
+        Default ``$JOVIAL_GUARD_CACHE/credentials/agent/agent.key``.""",
+    )
+
+    @default("agent_key_path")
+    def _default_agent_key(self) -> str:
+        return str(_cache() / "credentials" / "agent" / "agent.key")
+
+    agent_id = Unicode(config=True, help="This node's agent id (bound into sealed grants). Default: the host name.")
+
+    @default("agent_id")
+    def _default_agent_id(self) -> str:
+        return socket.gethostname()
+
+    storage_root = Unicode(
+        config=True,
+        help="""Root of the file system filesets live under (``bind`` backend); a fileset
+        ``home/alice`` is ``<storage_root>/home/alice``. Default ``$JOVIAL_GUARD_CACHE/lustre-sim``.
+        Example: ``/srv/jovial-guard/lustre`` or a Lustre client mount.""",
+    )
+
+    @default("storage_root")
+    def _default_storage_root(self) -> str:
+        return str(_cache() / "lustre-sim")
+
+    staging_root = Unicode(
+        "/run/jovial-guard/storage/staging", config=True,
+        help="""Shared mount holding each user's staging directory (mounted read-only,
+        rslave, into their container). Default ``/run/jovial-guard/storage/staging``.""",
+    )
+    work_root = Unicode(
+        "/run/jovial-guard/storage/work", config=True,
+        help="Private mount for the agent's intermediate binds. Default ``/run/jovial-guard/storage/work``.",
+    )
+    lifetime = Integer(
+        DEFAULT_LIFETIME, config=True,
+        help="Seconds a grant lives before it must be renewed; default 28800 (a working day). Example: 3600.",
+    )
+
+    @validate("lifetime")
+    def _lifetime_positive(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 60:
+            raise ValueError("StorageCredentials.lifetime must be at least 60 seconds (default 28800)")
+        return value
+
+    sweep_interval = Integer(
+        30, config=True,
+        help="Seconds between agent sweeps (expiry, revocations from other processes) and renewals. Default 30.",
+    )
+    create_filesets = Bool(
+        True, config=True,
+        help="Create a missing fileset directory (owned by the grant's uid:gid, mode 0700). Default True.",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._issuer: Issuer | None = None
+        self._agent: NodeAgent | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- components, opened on first use ------------------------------------------------
+    @property
+    def issuer(self) -> Issuer:
+        if self._issuer is None:
+            self._issuer = Issuer.from_directory(
+                Path(self.state_dir), keyring_path=Path(self.key_dir) / "kek.json", lifetime=self.lifetime, create=True
+            )
+        return self._issuer
+
+    @property
+    def agent(self) -> NodeAgent:
+        if self._agent is None:
+            backend = BindBackend(storage_root=Path(self.storage_root), staging_root=Path(self.staging_root),
+                                  work_root=Path(self.work_root), create_filesets=self.create_filesets)
+            backend.prepare()
+            self._agent = NodeAgent(
+                agent_id=self.agent_id,
+                private_key=load_or_create_agent_key(Path(self.agent_key_path)),
+                issuer_key=self.issuer.signer.public_key(),
+                revocations=self.issuer.revocations,
+                backend=backend,
+            )
+            self.issuer.listeners.append(self._agent.on_revoked)
+        return self._agent
+
+    # -- spawn / stop ---------------------------------------------------------------------
+    def attach_sync(self, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str) -> tuple[Grant, dict[str, Any]]:
+        """Issue, seal, deliver, mount; returns the grant and the DockerSpawner volume entry."""
+        issuer, agent = self.issuer, self.agent
+        for serial in issuer.live_serials(user=user):  # one live grant per user
+            issuer.revoke(serial=serial, reason="replaced by a new spawn")
+        issued = issuer.issue(user=user, uid=uid, gid=gid, fileset=fileset, mode=mode,  # type: ignore[arg-type]
+                              mount_path=mount_path)
+        sealed = issuer.seal_for(issued.grant, agent_key=agent.public_key, agent_id=agent.agent_id)
+        grant = agent.accept(sealed, user=user)
+        volume = agent.backend.container_volume(user=user, mount_parent=grant.mount_parent)
+        return grant, volume
+
+    async def attach(self, spawner: Any, *, user: str, uid: int, gid: int, fileset: str, mode: str,
+                     mount_path: str) -> Grant:
+        """Spawn-hook entry: mount the user's fileset and add the staging volume to ``spawner``."""
+        grant, volume = await asyncio.to_thread(
+            self.attach_sync, user=user, uid=uid, gid=gid, fileset=fileset, mode=mode, mount_path=mount_path
+        )
+        spawner.volumes = {**dict(spawner.volumes), **volume}
+        self.start_background()
+        return grant
+
+    async def detach(self, *, user: str, reason: str = "server stopped") -> list[str]:
+        """Stop-hook entry: revoke the user's grants (the agent unmounts at once)."""
+        serials = await asyncio.to_thread(self.issuer.revoke, user=user, reason=reason)
+        await asyncio.to_thread(self.agent.withdraw, user=user, reason=reason)
+        return serials
+
+    # -- renewal and sweeping ---------------------------------------------------------------
+    def tick(self) -> None:
+        """One round: renew grants of mounted users past half their life; sweep the rest."""
+        agent, issuer = self.agent, self.issuer
+        now = int(issuer.clock())
+        for mount in agent.active():
+            grant = agent.holding(mount.user)
+            if grant is None or grant.expires - now > (grant.expires - grant.issued) // 2:
+                continue
+            try:
+                renewed = issuer.renew(grant.serial)
+                agent.accept(issuer.seal_for(renewed.grant, agent_key=agent.public_key, agent_id=agent.agent_id),
+                             user=mount.user)
+            except (GrantRefused, CredentialError) as exc:
+                self.log.warning("storage grant %s not renewed: %s", grant.serial, exc)
+        agent.sweep()
+
+    def start_background(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await asyncio.to_thread(self.tick)
+            except Exception:  # noqa: BLE001 - keep sweeping; each failure is logged
+                self.log.exception("storage credentials sweep failed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

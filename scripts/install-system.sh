@@ -9,6 +9,7 @@ PACKAGES=(
   podman runc uidmap iproute2 nftables debootstrap apparmor etcd-server wrk
   golang-github-containers-common golang-github-docker-docker-dev
   chromium chromium-driver
+  nodejs
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

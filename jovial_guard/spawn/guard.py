@@ -31,6 +31,7 @@ from traitlets.config import SingletonConfigurable
 from ..decision import Decision
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
+from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
 from ..hardening.render_docker import UnrenderableSpec, render_docker
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import DecisionListener, PolicyEngine
@@ -144,13 +145,24 @@ class JovialGuard(SingletonConfigurable):
         (``network_mode=none``), never an unfiltered one.""",
     )
     netns_prefix = Unicode(
-        "jg-", config=True, help="Prefix of the per-user network namespaces (``jg-alice``).",
+        "jg", config=True,
+        help="""Prefix of the project's network namespaces (``jg-egress``, ``jg-u-alice-...``).
+        A second hub on the same machine needs its own prefix and ``egress_pool``.""",
+    )
+    egress_pool = Unicode(
+        DEFAULT_POOL, config=True,
+        help="IPv4 range (/20 or larger) for the egress namespaces. Default 10.213.0.0/16.",
     )
     hub_connect_ip = Unicode(
-        "", config=True,
-        help="""Address user containers reach the hub API on (the hub's side of the egress
-        namespaces). Set from the egress design by ``jupyterhub_config.py``.""",
+        config=True,
+        help="""Address user containers reach the hub API on: the hub side of the egress
+        router link (the last /30 of ``egress_pool``, e.g. 10.213.255.253). The hub must
+        listen there (``c.JupyterHub.hub_bind_url``).""",
     )
+
+    @default("hub_connect_ip")
+    def _default_hub_connect_ip(self) -> str:
+        return EgressNamespaces(self.netns_prefix, pool=self.egress_pool).hub_address
     hub_port = Integer(
         8081, config=True, help="Port of the hub API user containers may reach. Default 8081.",
     )
@@ -205,9 +217,17 @@ class JovialGuard(SingletonConfigurable):
                 f"container engine socket {self.engine_socket} is missing: start the project's "
                 "podman service (jovial-guard up does) or set c.JovialGuard.engine_socket"
             )
-        if self.egress and not self.hub_connect_ip:
-            problems.append("c.JovialGuard.hub_connect_ip is not set: user containers could not "
-                            "reach the hub")
+        if self.egress and self.hub_connect_ip != self.networks().hub_address:
+            problems.append(
+                f"c.JovialGuard.hub_connect_ip {self.hub_connect_ip} is not the egress router's "
+                f"hub address {self.networks().hub_address}: user containers could not reach "
+                "the hub"
+            )
+        if self.egress and not problems:
+            try:
+                self.networks().ensure_router()
+            except JovialGuardError as exc:
+                problems.append(f"the egress router namespace could not be set up: {exc}")
         if problems:
             raise StartupRefused(
                 "jovial_guard refuses to start the hub:\n  - " + "\n  - ".join(problems)
@@ -247,7 +267,7 @@ class JovialGuard(SingletonConfigurable):
     def networks(self) -> UserNetworks:
         if self._networks is None:
             self._networks = UserNetworks(
-                prefix=self.netns_prefix, hub_ip=self.hub_connect_ip, hub_port=self.hub_port
+                prefix=self.netns_prefix, pool=self.egress_pool, hub_port=self.hub_port
             )
         return self._networks
 

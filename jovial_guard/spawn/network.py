@@ -1,10 +1,10 @@
-"""Per-user egress namespaces for spawned containers (a thin adapter over hardening.egress).
+"""Per-user egress namespaces for spawned containers (an adapter over hardening.egress).
 
 Why an adapter: the hook needs three things from the egress module (create a user's
-namespace from the decision's Egress, know the address the hub reaches the container on,
-destroy it at stop) and a stable name per user. Namespace names are derived from the user
-name plus a short digest, so two user names never share a namespace and long names fit
-the kernel's interface-name limits.
+namespace from the decision's Egress with the hub rule added, know the address the hub
+reaches the container on, destroy it at stop) and a stable, valid namespace name per hub
+user. Names are the user name's safe characters plus a short digest of the full name, so
+two user names never share a namespace and every name fits the kernel's limits.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..decision import Egress
 from ..errors import JovialGuardError
+from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
 
 _SAFE = re.compile(r"[^a-z0-9]")
 
@@ -32,45 +33,41 @@ class UserNetwork:
     container_address: str
 
 
-def namespace_name(prefix: str, username: str) -> str:
-    """``jg-alice-1a2b3c``: readable, unique per user name, short."""
-    digest = hashlib.sha256(username.encode()).hexdigest()[:6]
-    safe = _SAFE.sub("", username.lower())[:8]
-    return f"{prefix}{safe}-{digest}" if safe else f"{prefix}{digest}"
+def namespace_key(username: str) -> str:
+    """``alice-1a2b3c``: readable, unique per user name, valid for EgressNamespaces."""
+    digest = hashlib.sha256(username.encode()).hexdigest()[:8]
+    safe = _SAFE.sub("", username.lower())[:24]
+    return f"{safe}-{digest}" if safe else digest
 
 
 class UserNetworks:
-    """Create and destroy users' namespaces through :mod:`jovial_guard.hardening.egress`."""
+    """Create and destroy users' namespaces behind one project router namespace."""
 
-    def __init__(self, *, prefix: str, hub_ip: str, hub_port: int) -> None:
-        from ..hardening import egress as egress_module
-
-        self._module = egress_module
-        self.prefix = prefix
-        self.hub_ip = hub_ip
+    def __init__(self, *, prefix: str = "jg", pool: str = DEFAULT_POOL, hub_port: int) -> None:
+        self.namespaces = EgressNamespaces(prefix, pool=pool)
         self.hub_port = hub_port
-        self._namespaces = egress_module.EgressNamespaces()
 
-    def name_for(self, username: str) -> str:
-        return namespace_name(self.prefix, username)
+    @property
+    def hub_address(self) -> str:
+        """Where the hub listens and every user namespace reaches it."""
+        return self.namespaces.hub_address
+
+    def ensure_router(self) -> None:
+        self.namespaces.ensure_router()
 
     def create(self, username: str, egress: Egress) -> UserNetwork:
-        name = self.name_for(username)
+        key = namespace_key(username)
         try:
-            self._namespaces.destroy(name)  # a leftover from a crashed run
-        except Exception:  # noqa: BLE001 - nothing to clean is fine
-            pass
-        try:
-            handle = self._namespaces.create(
-                name, egress, hub_addresses=[f"{self.hub_ip}:{self.hub_port}"]
+            handle = self.namespaces.create(
+                key, egress, hub_addresses=[self.namespaces.hub_rule(self.hub_port)]
             )
         except JovialGuardError as exc:
             raise NetworkUnavailable(str(exc)) from exc
-        address = str(getattr(handle, "container_address", "") or getattr(handle, "address", ""))
-        if not address:
-            self._namespaces.destroy(name)
-            raise NetworkUnavailable(f"namespace {name} has no container address")
-        return UserNetwork(name=name, network_mode=f"ns:{handle.path}", container_address=address)
+        return UserNetwork(name=handle.name, network_mode=handle.network_mode,
+                           container_address=handle.address)
 
     def destroy(self, username: str) -> None:
-        self._namespaces.destroy(self.name_for(username))
+        self.namespaces.destroy(namespace_key(username))
+
+    def rules(self, username: str) -> str:
+        return self.namespaces.rules(namespace_key(username))

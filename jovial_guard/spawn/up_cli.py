@@ -1,0 +1,106 @@
+"""``jovial-guard up``: the embedded hardened notebook cloud in one command.
+
+Starts the managed OPA, the project's podman service, makes sure the notebook image exists
+(building it with progress on first run; reused afterwards), then JupyterHub with the
+repository's ``jupyterhub_config.py`` (which starts configurable-http-proxy). Prints the URL
+and a login, and on Ctrl-C (SIGINT) or SIGTERM stops everything in reverse order. Missing
+system pieces are installed by ``./guard up``, which runs the setup scripts first and then
+this command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from ..errors import JovialGuardError
+from ..policy.opa_process import find_opa
+from ..runtime.podman import DEFAULT_SOCKET, cache_dir
+from .stack import REPO_ROOT, EmbeddedStack, StackSettings
+
+
+def _missing_tools() -> list[str]:
+    """What ``./guard up`` would install; an empty list means we can start."""
+    missing = []
+    try:
+        find_opa()
+    except JovialGuardError:
+        missing.append("opa (scripts/install-opa.sh)")
+    for tool, how in (("podman", "scripts/install-system.sh"), ("runc", "scripts/install-system.sh"),
+                      ("nft", "scripts/install-system.sh"), ("ip", "scripts/install-system.sh")):
+        if not shutil.which(tool) and not Path("/usr/sbin", tool).exists():
+            missing.append(f"{tool} ({how})")
+    chp = REPO_ROOT / ".tools" / "bin" / "configurable-http-proxy"
+    if not chp.exists() and not shutil.which("configurable-http-proxy"):
+        missing.append("configurable-http-proxy (scripts/setup.d/30-node-proxy.sh)")
+    return missing
+
+
+@click.command("up")
+@click.option("--port", default=8000, show_default=True, help="Public port of the hub (loopback).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the public proxy listens on.")
+@click.option("--hub-port", default=8081, show_default=True,
+              help="Hub API port, on the egress hub address user containers reach.")
+@click.option("--proxy-api-port", default=8001, show_default=True, help="Proxy API port (loopback).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Hub database, secrets and logs (default: $JOVIAL_GUARD_CACHE/hub).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True),
+              default=REPO_ROOT / "jupyterhub_config.py", show_default=True)
+def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path | None,
+       config_file: Path) -> None:
+    """Run the embedded hardened notebook cloud until Ctrl-C."""
+    missing = _missing_tools()
+    if missing:
+        raise click.ClickException(
+            "missing: " + ", ".join(missing) + ". Run ./guard up, which installs them first."
+        )
+    settings = StackSettings(
+        state_dir=state_dir or cache_dir() / "hub",
+        bind_host=host, bind_port=port, hub_port=hub_port, proxy_api_port=proxy_api_port,
+        config_file=config_file.resolve(), engine_socket=DEFAULT_SOCKET,
+    )
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    stack = EmbeddedStack(settings, progress=lambda m: click.echo(f"==> {m}", err=True))
+    try:
+        stack.start()
+    except KeyboardInterrupt:
+        click.echo("interrupted; stopped everything", err=True)
+        sys.exit(130)
+    except JovialGuardError as exc:
+        raise click.ClickException(f"start-up stopped: {exc}") from None
+    try:
+        password = (settings.state_dir / "user-password").read_text().strip()
+        admin_password = (settings.state_dir / "admin-password").read_text().strip()
+        click.echo("")
+        click.echo(f"  jovial_guard notebook cloud: {settings.url}/")
+        click.echo(f"  log in as any user name (try alice: groups astro, large-memory) "
+                   f"with password: {password}")
+        click.echo(f"  admin: guardadmin / {admin_password}")
+        click.echo(f"  logs: {settings.state_dir}/jupyterhub.log    Ctrl-C stops everything")
+        click.echo("")
+        while not stopping.is_set():
+            if stack.hub is None or not stack.hub.alive():
+                tail = stack.hub.log_tail() if stack.hub else ""
+                raise click.ClickException(f"JupyterHub exited unexpectedly:\n{tail}")
+            stopping.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        click.echo("==> stopping JupyterHub, user servers, proxy, podman and OPA", err=True)
+        stack.stop()
+        click.echo("==> stopped", err=True)

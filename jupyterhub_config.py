@@ -1,0 +1,135 @@
+"""The embedded hardened notebook cloud: JupyterHub + DockerSpawner on the project's podman.
+
+Started by ``jovial-guard up`` (and the integration tests), which run OPA and the podman
+service first and pass their addresses in the environment:
+
+    JOVIAL_GUARD_OPA_URL            the managed OPA (required)
+    JOVIAL_GUARD_ENGINE_SOCKET      podman's Docker API socket (default /run/jovial-guard/podman.sock)
+    JOVIAL_GUARD_STATE_DIR          hub database, cookie secret, passwords (default: cache/hub)
+    JOVIAL_GUARD_BIND_URL           public URL of the proxy (default http://127.0.0.1:8000)
+    JOVIAL_GUARD_HUB_PORT           hub API port (default 8081) on the egress hub address
+    JOVIAL_GUARD_NETNS_PREFIX       egress namespace prefix (default jg)
+    JOVIAL_GUARD_EGRESS_POOL        egress address pool (default 10.213.0.0/16)
+    JOVIAL_GUARD_PROXY_API_PORT     configurable-http-proxy's API port (loopback)
+    JOVIAL_GUARD_PASSWORD           shared password for users (generated and printed if unset)
+    JOVIAL_GUARD_ADMIN_PASSWORD     admin password (generated if unset)
+    JOVIAL_GUARD_API_TOKEN          token of an admin service (tests, scripts); none if unset
+
+Every spawn goes through jovial_guard's pre-spawn hook: the policy decides, the decision's
+SecuritySpec hardens the container, and if any piece is missing the hub refuses to start
+(``JovialGuard.check_startup``) or the spawn is refused. Nothing runs unhardened.
+"""
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from jovial_guard.runtime.image import NOTEBOOK_IMAGE
+from jovial_guard.spawn import (
+    GuardedDockerSpawner,
+    JovialGuard,
+    StartupRefused,
+    post_stop_hook,
+    pre_spawn_hook,
+)
+from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
+from jovial_guard.spawn.options import options_from_form, profile_descriptions, render_options_form
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+env = os.environ.get
+REPO = Path(__file__).resolve().parent
+CACHE = Path(env("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
+STATE = Path(env("JOVIAL_GUARD_STATE_DIR") or CACHE / "hub")
+STATE.mkdir(parents=True, exist_ok=True)
+os.chmod(STATE, 0o700)
+
+
+def _secret(name: str, variable: str, nbytes: int = 24) -> str:
+    """A password kept in the state dir (so a second start keeps the login), or from env."""
+    if env(variable):
+        return env(variable)
+    path = STATE / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(nbytes))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# -- the hub and its proxy ----------------------------------------------------------------
+c.JupyterHub.bind_url = env("JOVIAL_GUARD_BIND_URL", "http://127.0.0.1:8000")
+netns_prefix = env("JOVIAL_GUARD_NETNS_PREFIX", "jg")
+egress_pool = env("JOVIAL_GUARD_EGRESS_POOL", DEFAULT_POOL)
+hub_ip = EgressNamespaces(netns_prefix, pool=egress_pool).hub_address
+hub_port = int(env("JOVIAL_GUARD_HUB_PORT", "8081"))
+# The hub listens only where user namespaces reach it (the hub side of their veths), and
+# containers are told to connect there.
+c.JupyterHub.hub_bind_url = f"http://{hub_ip}:{hub_port}"
+c.JupyterHub.hub_connect_ip = hub_ip
+c.JupyterHub.db_url = f"sqlite:///{STATE / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(STATE / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(STATE / "jupyterhub.pid")
+c.JupyterHub.cleanup_servers = True  # Ctrl-C stops every user server
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env('JOVIAL_GUARD_PROXY_API_PORT', '8001')}"
+c.ConfigurableHTTPProxy.should_start = True
+_chp = env("JOVIAL_GUARD_CHP") or shutil.which(
+    "configurable-http-proxy", path=f"{REPO / '.tools' / 'bin'}:{os.environ.get('PATH', '')}"
+)
+if _chp:
+    c.ConfigurableHTTPProxy.command = [_chp]
+c.ConfigurableHTTPProxy.pid_file = str(STATE / "jupyterhub-proxy.pid")
+
+# -- who may log in -----------------------------------------------------------------------
+ADMIN = env("JOVIAL_GUARD_ADMIN_USER", "guardadmin")
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = _secret("user-password", "JOVIAL_GUARD_PASSWORD")
+c.SharedPasswordAuthenticator.admin_password = _secret("admin-password", "JOVIAL_GUARD_ADMIN_PASSWORD", 32)
+c.Authenticator.admin_users = {ADMIN}
+c.Authenticator.allow_all = True
+# Demo groups: astro gets the observatory archive egress; large-memory the big profile.
+c.JupyterHub.load_groups = {
+    "astro": {"users": ["alice", "bob"]},
+    "large-memory": {"users": ["alice"]},
+}
+_token = env("JOVIAL_GUARD_API_TOKEN")
+if _token:
+    c.JupyterHub.services = [{"name": "jovial-guard-admin", "api_token": _token}]
+    c.JupyterHub.load_roles = [{"name": "admin", "services": ["jovial-guard-admin"]}]
+
+# -- the spawner: DockerSpawner on the project's podman, hardened by the hook -------------
+engine_socket = env("JOVIAL_GUARD_ENGINE_SOCKET", "/run/jovial-guard/podman.sock")
+c.JupyterHub.spawner_class = GuardedDockerSpawner
+c.DockerSpawner.client_kwargs = {"base_url": f"unix://{engine_socket}", "version": "1.41"}
+c.DockerSpawner.image = NOTEBOOK_IMAGE
+c.DockerSpawner.allowed_images = []  # users cannot pick images; only profiles
+c.DockerSpawner.remove = True
+c.DockerSpawner.pull_policy = "never"
+c.DockerSpawner.name_template = "jupyter-{username}"
+c.DockerSpawner.notebook_dir = "/home/jovyan"
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+c.Spawner.pre_spawn_hook = pre_spawn_hook
+c.Spawner.post_stop_hook = post_stop_hook
+c.Spawner.options_form = render_options_form(profile_descriptions(), default="default")
+c.Spawner.options_from_form = lambda spawner, formdata: options_from_form(formdata)
+
+# -- jovial_guard ---------------------------------------------------------------------------
+c.JovialGuard.opa_url = env("JOVIAL_GUARD_OPA_URL", "")
+c.JovialGuard.opa_token = env("JOVIAL_GUARD_OPA_TOKEN", "")
+c.JovialGuard.engine_socket = engine_socket
+c.JovialGuard.hub_connect_ip = hub_ip
+c.JovialGuard.netns_prefix = netns_prefix
+c.JovialGuard.egress_pool = egress_pool
+c.JovialGuard.hub_port = hub_port
+c.JovialGuard.default_profile = "default"
+
+# Refuse to start when a piece of the hardening is missing (OPA, profiles, engine socket).
+try:
+    JovialGuard.instance(config=c).check_startup()
+except StartupRefused as exc:
+    import sys
+
+    print(f"\n{exc}\n", file=sys.stderr, flush=True)
+    raise SystemExit(3) from None

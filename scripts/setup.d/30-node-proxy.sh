@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# configurable-http-proxy (JupyterHub's proxy) from npm, pinned, installed into the cache and
+# linked into the checkout's .tools/bin. Node comes from Debian (install-system.sh); CHP
+# warns that Node < 22.12 is old but runs on Node 20. Idempotent: a second run only relinks.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+VERSION=5.3.0
+CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
+PREFIX="$CACHE/tools/chp/$VERSION"
+BIN="$PREFIX/node_modules/.bin/configurable-http-proxy"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "node-proxy: npm is missing; run scripts/install-system.sh (nodejs, npm)" >&2
+  exit 2
+fi
+if [ ! -x "$BIN" ] || [ ! -f "$PREFIX/.complete" ]; then
+  echo "node-proxy: installing configurable-http-proxy@$VERSION into $PREFIX"
+  rm -rf "$PREFIX"
+  mkdir -p "$PREFIX"
+  npm install --prefix "$PREFIX" --no-audit --no-fund --loglevel=error \
+    "configurable-http-proxy@$VERSION" >/dev/null
+  touch "$PREFIX/.complete"
+else
+  echo "node-proxy: configurable-http-proxy@$VERSION cached"
+fi
+mkdir -p .tools/bin
+ln -sfn "$BIN" .tools/bin/configurable-http-proxy

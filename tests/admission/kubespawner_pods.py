@@ -71,7 +71,8 @@ async def kubespawner_pod(
         "fs_gid": 100,
         "extra_annotations": {
             "jovial-guard.io/groups": ",".join(groups),
-            "jovial-guard.io/profile": profile,
+            # "bare": KubeSpawner's defaults, no profile chosen (the policy's default applies).
+            **({"jovial-guard.io/profile": profile} if profile != "bare" else {}),
         },
         **PROFILES.get(profile, {}),
         **overrides,

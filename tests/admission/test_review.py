@@ -1,0 +1,73 @@
+"""AdmissionReview envelope parsing and response building (pure functions)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from jovial_guard.admission.review import MalformedReview, build_response, clean_warning, encode_patch, parse_review
+
+GOOD = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-1"}}
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"", "empty"),
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[]", "JSON object"),
+        (json.dumps({**GOOD, "apiVersion": "admission.k8s.io/v1beta1"}).encode(), "admission.k8s.io/v1"),
+        (json.dumps({**GOOD, "kind": "Pod"}).encode(), "AdmissionReview"),
+        (json.dumps({**GOOD, "request": None}).encode(), "request"),
+        (json.dumps({**GOOD, "request": {"uid": ""}}).encode(), "uid"),
+        (json.dumps({**GOOD, "request": {"uid": 7}}).encode(), "uid"),
+        (json.dumps({**GOOD, "request": {"uid": "x" * 500}}).encode(), "uid"),
+        (b"[" * 100_000, "not JSON"),
+    ],
+)
+def test_malformed_envelopes_are_named(body: bytes, problem: str) -> None:
+    with pytest.raises(MalformedReview) as err:
+        parse_review(body)
+    assert problem in str(err.value)
+
+
+def test_good_envelope_returns_uid() -> None:
+    review, uid = parse_review(json.dumps(GOOD).encode())
+    assert uid == "u-1" and review["request"]["uid"] == "u-1"
+
+
+def test_allow_with_patch_and_annotations() -> None:
+    ops = [{"op": "add", "path": "/spec/securityContext", "value": {"runAsNonRoot": True}}]
+    doc = build_response(
+        "u-1", allowed=True, patch_b64=encode_patch(ops), warnings=["w\x00\n" + "x" * 400],
+        audit_annotations={"policy-revision": "sha256:1"},
+    )
+    assert doc["apiVersion"] == "admission.k8s.io/v1" and doc["kind"] == "AdmissionReview"
+    response = doc["response"]
+    assert response["uid"] == "u-1" and response["allowed"] is True
+    assert response["patchType"] == "JSONPatch"
+    assert json.loads(base64.b64decode(response["patch"])) == ops
+    assert response["auditAnnotations"] == {"policy-revision": "sha256:1"}
+    (warning,) = response["warnings"]
+    assert warning.startswith("w??") and len(warning) <= 240
+
+
+def test_denial_has_status_and_no_patch() -> None:
+    doc = build_response("u-2", allowed=False, code=403, message="[rule] no", reason="Forbidden")
+    assert doc["response"]["status"] == {"code": 403, "message": "[rule] no", "reason": "Forbidden", "status": "Failure"}
+    assert "patch" not in doc["response"]
+    with pytest.raises(ValueError):
+        build_response("u-2", allowed=False, patch_b64="W10=")
+
+
+@pytest.mark.parametrize("allowed", ["true", 1, None, "false"])
+def test_allowed_must_be_a_real_bool(allowed: object) -> None:
+    with pytest.raises(TypeError):
+        build_response("u", allowed=allowed)  # type: ignore[arg-type]
+
+
+def test_clean_warning_keeps_printable_text() -> None:
+    assert clean_warning("container \"nb\" ok") == "container \"nb\" ok"

@@ -14,6 +14,12 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_PASSWORD           shared password for users (generated and printed if unset)
     JOVIAL_GUARD_ADMIN_PASSWORD     admin password (generated if unset)
     JOVIAL_GUARD_API_TOKEN          token of an admin service (tests, scripts); none if unset
+    JOVIAL_GUARD_NAME_PREFIX        container names PREFIX-USER (default jupyter)
+    JOVIAL_GUARD_HOME_VOLUME        home volume name template (default jovial-guard-home-{username})
+    JOVIAL_GUARD_DECISION_LOG       JSON-lines decision log (default STATE/decisions.jsonl)
+    JOVIAL_GUARD_DECISION_LISTENERS more decision listeners, "module:attr,module:attr"
+    JOVIAL_GUARD_STORAGE            1 (default): per-user storage grants at spawn; 0: none
+    JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: cache/lustre-sim)
 
 Every spawn goes through jovial_guard's pre-spawn hook: the policy decides, the decision's
 SecuritySpec hardens the container, and if any piece is missing the hub refuses to start
@@ -34,6 +40,7 @@ from jovial_guard.spawn import (
     pre_spawn_hook,
 )
 from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
+from jovial_guard.spawn.decision_log import jsonl_listener
 from jovial_guard.spawn.options import options_from_form, profile_descriptions, render_options_form
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
@@ -105,7 +112,8 @@ c.DockerSpawner.image = NOTEBOOK_IMAGE
 c.DockerSpawner.allowed_images = []  # users cannot pick images; only profiles
 c.DockerSpawner.remove = True
 c.DockerSpawner.pull_policy = "never"
-c.DockerSpawner.name_template = "jupyter-{username}"
+NAME_PREFIX = env("JOVIAL_GUARD_NAME_PREFIX", "jupyter")
+c.DockerSpawner.name_template = NAME_PREFIX + "-{username}"
 c.DockerSpawner.notebook_dir = "/home/jovyan"
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 60
@@ -114,6 +122,8 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
 c.Spawner.post_stop_hook = post_stop_hook
 c.Spawner.options_form = render_options_form(profile_descriptions(), default="default")
 c.Spawner.options_from_form = lambda spawner, formdata: options_from_form(formdata)
+# The profile is read by the pre-spawn hook (the policy decides it), not applied here.
+c.Spawner.apply_user_options = lambda spawner, user_options: None
 
 # -- jovial_guard ---------------------------------------------------------------------------
 c.JovialGuard.opa_url = env("JOVIAL_GUARD_OPA_URL", "")
@@ -124,6 +134,21 @@ c.JovialGuard.netns_prefix = netns_prefix
 c.JovialGuard.egress_pool = egress_pool
 c.JovialGuard.hub_port = hub_port
 c.JovialGuard.default_profile = "default"
+c.JovialGuard.home_volume_template = env("JOVIAL_GUARD_HOME_VOLUME", "jovial-guard-home-{username}")
+# Every decision is logged with its policy revision; more listeners (audit) by import path.
+c.JovialGuard.decision_listeners = [
+    jsonl_listener(env("JOVIAL_GUARD_DECISION_LOG") or STATE / "decisions.jsonl"),
+    *[x for x in env("JOVIAL_GUARD_DECISION_LISTENERS", "").split(",") if x.strip()],
+]
+
+# Per-user storage grants (jovial_guard.credentials, docs/credentials.md): at spawn the
+# policy's fileset is bind-mounted at the decision's storage.mount_path (/lustre/home ...);
+# the grant is revoked at stop. JOVIAL_GUARD_STORAGE=0 turns it off.
+c.JovialGuard.storage_enabled = env("JOVIAL_GUARD_STORAGE", "1") == "1"
+c.StorageCredentials.state_dir = str(STATE / "credentials")
+c.StorageCredentials.key_dir = str(STATE / "credentials-keys")
+c.StorageCredentials.agent_key_path = str(STATE / "credentials-agent" / "agent.key")
+c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(CACHE / "lustre-sim")
 
 # Refuse to start when a piece of the hardening is missing (OPA, profiles, engine socket).
 try:

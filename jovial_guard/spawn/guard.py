@@ -181,6 +181,14 @@ class JovialGuard(SingletonConfigurable):
         help="""Callables ``(spawner, record)`` told about every admitted spawn with the
         hardening record (what was applied, what the host cannot do).""",
     )
+    storage_enabled = Bool(
+        False, config=True,
+        help="""Give each user a storage grant at spawn (``jovial_guard.credentials``,
+        configured by ``c.StorageCredentials.*``): the policy's fileset appears at the
+        decision's ``storage.mount_path`` and the grant is revoked at stop. Off by default;
+        the embedded ``jupyterhub_config.py`` turns it on. A grant that cannot be issued or
+        mounted refuses the spawn.""",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -355,14 +363,29 @@ class JovialGuard(SingletonConfigurable):
             "container_address": address,
         }
         spawner.guard_record = record
+        if self.storage_enabled:
+            from ..credentials.hub import StorageCredentials
+
+            try:
+                record["storage"] = await StorageCredentials.instance(
+                    config=spawner.config, log=spawner.log
+                ).attach_for_spawn(spawner, decision.spec)
+            except (JovialGuardError, OSError) as exc:
+                if self.egress:
+                    await asyncio.to_thread(self.networks().destroy, username)
+                raise SpawnRefused(
+                    f"Your server was not started: your storage could not be attached ({exc}). "
+                    "Tell the platform admins.",
+                    rule="jovial-guard/storage-unavailable", status_code=503,
+                ) from exc
         for listener in self.spawn_listeners:
             try:
                 result = _import_callable(listener)(spawner, record)
                 if asyncio.iscoroutine(result):
                     await result
             except Exception:  # noqa: BLE001 - a listener never changes the outcome
-                self.log.exception("jovial_guard spawn listener failed")
-        self.log.info(
+                spawner.log.exception("jovial_guard spawn listener failed")
+        spawner.log.info(
             "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s",
             spawner._log_name, decision.spec.profile, decision.policy_revision,
             rendered["hardening"]["apparmor"]["status"],
@@ -371,6 +394,10 @@ class JovialGuard(SingletonConfigurable):
 
     async def post_stop(self, spawner: Any) -> None:
         spawner.guard_hardened = False
+        if self.storage_enabled:
+            from ..credentials.hub import StorageCredentials
+
+            await StorageCredentials.instance(config=spawner.config, log=spawner.log).detach_for_spawn(spawner)
         if self.egress:
             await asyncio.to_thread(self.networks().destroy, spawner.escaped_name)
 

@@ -7,6 +7,7 @@ no network at all (never an unfiltered one).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +28,7 @@ def _spawner(name: str, groups: tuple[str, ...], profile: str | None = None) -> 
     return SimpleNamespace(
         user=user, image=NOTEBOOK_IMAGE, name="", escaped_name=name, _log_name=name,
         user_options={"profile": profile} if profile else {},
-        guard_hardened=False,
+        guard_hardened=False, log=logging.getLogger("test-spawner"),
     )
 
 

@@ -1,0 +1,272 @@
+"""Integration fixtures: the real embedded stack (OPA, podman, JupyterHub + CHP, the hook).
+
+``embedded_hub`` (session scope) is shared by every integration test that needs a running
+hub: the red-team tests, credentials and audit live tests. Its API is stable; see
+:class:`EmbeddedHub`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import docker
+import pytest
+import requests
+
+from jovial_guard.hardening.egress import EgressNamespaces
+from jovial_guard.policy.client import OpaEndpoint
+from jovial_guard.policy.opa_process import ManagedOpa
+from jovial_guard.spawn.network import namespace_key
+from jovial_guard.spawn.stack import EmbeddedStack, StackSettings, temp_state_dir
+
+#: Everything this fixture makes carries these names, so teardown can find it all.
+NAME_PREFIX = "jgtest"
+NETNS_PREFIX = "jgt"
+EGRESS_POOL = "10.221.0.0/16"
+HOME_VOLUME = NAME_PREFIX + "-home-{username}"
+
+
+class SpawnFailed(Exception):
+    """The hub refused or failed a spawn; ``status`` and ``message`` are the API's answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class EmbeddedHub:
+    """A running embedded hub for tests.
+
+    Attributes and methods (keep stable, other test suites use them):
+
+    * ``url``: the public proxy URL (``http://127.0.0.1:PORT``); ``api_url`` = url + /hub/api
+    * ``api_token``: token of an admin service (full admin scopes)
+    * ``api(method, path, **kwargs) -> requests.Response``: Hub REST API call with the token
+    * ``ensure_user(username, groups=())``: create the user if needed; make its group
+      membership exactly ``groups`` (groups are created on demand)
+    * ``spawn(username, profile="default", groups=None, timeout=120) -> dict``: start the
+      user's default server through the REST API (as a user would) and wait until ready;
+      a running server with the same profile is reused. Raises :class:`SpawnFailed`
+      carrying the hub's status and message (e.g. a policy denial).
+    * ``stop(username, timeout=60)``: stop the user's server and wait until it is gone
+    * ``container(username)``: the docker-py Container (raises LookupError if none)
+    * ``container_exists(username) -> bool``
+    * ``exec(username, cmd: list[str], timeout=120) -> (rc, output)``: run a command in the
+      user's container as the container user (1000)
+    * ``docker``: docker-py client on the project's podman service
+    * ``opa``: the ManagedOpa the hub asks; ``opa_endpoint``: an OpaEndpoint for it
+    * ``egress``: the EgressNamespaces of this hub (attach test hosts with
+      ``egress.attach_service(name, address)``); ``user_rules(username)``: the nftables
+      ruleset installed in the user's namespace
+    * ``decisions() -> list[dict]``: the hub's decision log (one dict per spawn decision)
+    * ``state_dir``, ``hub_log()``: the hub's files and log tail
+    """
+
+    def __init__(self, stack: EmbeddedStack) -> None:
+        self.stack = stack
+        settings = stack.settings
+        self.url = settings.url
+        self.api_url = settings.url + "/hub/api"
+        self.api_token = settings.api_token or ""
+        self.state_dir = settings.state_dir
+        if stack.opa is None or stack.podman is None:
+            raise RuntimeError("EmbeddedHub needs a started stack")
+        self.opa: ManagedOpa = stack.opa
+        self.opa_endpoint = OpaEndpoint(stack.opa.url)
+        self.docker = stack.podman.docker_client()
+        self.egress: EgressNamespaces = stack.egress
+        self._profiles: dict[str, str] = {}
+        self.users: set[str] = set()
+
+    # -- REST API -----------------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.api_token}", **kwargs.pop("headers", {})}
+        return requests.request(method, self.api_url + path, headers=headers,
+                                timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def ensure_user(self, username: str, groups: tuple[str, ...] | list[str] = ()) -> None:
+        if self.api("GET", f"/users/{username}").status_code == 404:
+            resp = self.api("POST", f"/users/{username}")
+            resp.raise_for_status()
+        self.users.add(username)
+        info = self.api("GET", f"/users/{username}").json()
+        current = set(info.get("groups", []))
+        for group in set(groups) - current:
+            if self.api("GET", f"/groups/{group}").status_code == 404:
+                self.api("POST", f"/groups/{group}").raise_for_status()
+            self.api("POST", f"/groups/{group}/users", json={"users": [username]}).raise_for_status()
+        for group in current - set(groups):
+            self.api("DELETE", f"/groups/{group}/users", json={"users": [username]}).raise_for_status()
+
+    def _server(self, username: str) -> dict[str, Any] | None:
+        resp = self.api("GET", f"/users/{username}")
+        if resp.status_code != 200:
+            return None
+        server = resp.json().get("servers", {}).get("")
+        return server if isinstance(server, dict) else None
+
+    def spawn(self, username: str, profile: str = "default",
+              groups: tuple[str, ...] | list[str] | None = None,
+              timeout: float = 120) -> dict[str, Any]:
+        if groups is not None:
+            self.ensure_user(username, groups)
+        elif username not in self.users:
+            self.ensure_user(username, ())
+        server = self._server(username)
+        if server and server.get("ready") and self._profiles.get(username) == profile:
+            return server
+        if server:
+            self.stop(username)
+        resp = self.api("POST", f"/users/{username}/server", json={"profile": profile},
+                        timeout=timeout)
+        if resp.status_code not in (201, 202):
+            raise SpawnFailed(resp.status_code, _message(resp))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.api("GET", f"/users/{username}").json()
+            server = info.get("servers", {}).get("")
+            if server and server.get("ready"):
+                self._profiles[username] = profile
+                return dict(server)
+            if not server or (not server.get("pending") and not server.get("ready")):
+                progress = self.api("GET", f"/users/{username}/server/progress",
+                                    stream=True, timeout=10)
+                raise SpawnFailed(500, _last_progress(progress) or "server stopped while starting")
+            time.sleep(0.25)
+        raise SpawnFailed(504, f"{username}'s server was not ready within {timeout:.0f}s")
+
+    def stop(self, username: str, timeout: float = 60) -> None:
+        self._profiles.pop(username, None)
+        resp = self.api("DELETE", f"/users/{username}/server", timeout=timeout)
+        if resp.status_code not in (202, 204, 400, 404):
+            resp.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self._server(username)
+            if not server:
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"{username}'s server did not stop within {timeout:.0f}s")
+
+    # -- containers -----------------------------------------------------------------------
+    def container_name(self, username: str) -> str:
+        return f"{NAME_PREFIX}-{username}"
+
+    def container(self, username: str) -> Any:
+        try:
+            return self.docker.containers.get(self.container_name(username))
+        except docker.errors.NotFound as exc:
+            raise LookupError(f"no container for {username}") from exc
+
+    def container_exists(self, username: str) -> bool:
+        try:
+            self.container(username)
+        except LookupError:
+            return False
+        return True
+
+    def exec(self, username: str, cmd: list[str], timeout: float = 120) -> tuple[int, str]:
+        """Run ``cmd`` in the user's container; ``timeout -s KILL`` bounds it inside."""
+        container = self.container(username)
+        wrapped = ["timeout", "-s", "KILL", str(int(timeout)), *cmd]
+        result = container.exec_run(wrapped, demux=False)
+        output = result.output.decode(errors="replace") if result.output else ""
+        return int(result.exit_code if result.exit_code is not None else -1), output
+
+    def user_rules(self, username: str) -> str:
+        return self.egress.rules(namespace_key(username))
+
+    def decisions(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "decisions.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def hub_log(self, lines: int = 80) -> str:
+        return self.stack.hub.log_tail(lines) if self.stack.hub else ""
+
+    # -- teardown -------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        for username in sorted(self.users):
+            try:
+                self.stop(username, timeout=30)
+            except Exception:  # noqa: BLE001 - teardown removes what is left below
+                pass
+        self.stack.stop()  # hub stops servers and proxy; egress teardown; podman; OPA
+        remove_leftovers()
+
+
+def _message(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("message", resp.text))
+    except ValueError:
+        return resp.text
+
+
+def _last_progress(resp: requests.Response) -> str:
+    last = ""
+    try:
+        for line in resp.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                last = str(event.get("message", last))
+                if event.get("failed") or event.get("ready"):
+                    break
+    except (requests.RequestException, ValueError):
+        pass
+    return last
+
+
+def remove_leftovers() -> None:
+    """Remove every container, volume and namespace named by this fixture's prefixes."""
+    from jovial_guard.runtime.podman import PodmanService
+
+    podman = PodmanService().podman_args()
+    names = subprocess.run(podman + ["ps", "-a", "--format", "{{.Names}}"],
+                           capture_output=True, text=True, check=False).stdout.split()
+    ours = [n for n in names if n.startswith(NAME_PREFIX + "-")]
+    if ours:
+        subprocess.run(podman + ["rm", "-f", "-t", "0", *ours], capture_output=True, check=False)
+    vols = subprocess.run(podman + ["volume", "ls", "--format", "{{.Name}}"],
+                          capture_output=True, text=True, check=False).stdout.split()
+    ours = [v for v in vols if v.startswith(NAME_PREFIX + "-home-")]
+    if ours:
+        subprocess.run(podman + ["volume", "rm", "-f", *ours], capture_output=True, check=False)
+    EgressNamespaces(NETNS_PREFIX, pool=EGRESS_POOL).teardown()
+
+
+def embedded_settings(state_dir: Path) -> StackSettings:
+    """Settings of the test hub: free ports, own socket, names and address pool."""
+    return StackSettings.ephemeral(
+        state_dir,
+        netns_prefix=NETNS_PREFIX,
+        egress_pool=EGRESS_POOL,
+        engine_socket=state_dir / "podman.sock",
+        extra_env={
+            "JOVIAL_GUARD_NAME_PREFIX": NAME_PREFIX,
+            "JOVIAL_GUARD_HOME_VOLUME": HOME_VOLUME,
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def embedded_hub() -> Iterator[EmbeddedHub]:
+    """Start OPA, podman, the image check and JupyterHub once for the session."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: run scripts/install-system.sh")
+    remove_leftovers()
+    state_dir = temp_state_dir("jovial-guard-test-hub-")
+    stack = EmbeddedStack(embedded_settings(state_dir), progress=lambda m: None)
+    stack.start()
+    hub = EmbeddedHub(stack)
+    try:
+        yield hub
+    finally:
+        hub.cleanup()
+        shutil.rmtree(state_dir, ignore_errors=True)

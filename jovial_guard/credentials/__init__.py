@@ -8,7 +8,7 @@ For the audit responder, the hub's stop hook and admin tooling, one call::
 
 It records the revocation (atomically, fsync'd) before returning. In the hub process the
 node agent is told at once and unmounts; in another process (CLI, a separate responder)
-the agent's next sweep (``c.StorageCredentials.sweep_interval``, 30 s) and every later use
+the agent's next sweep (``c.StorageCredentials.sweep_interval``, 10 s) and every later use
 see it. Returns the revoked serials. Raises GrantRequestInvalid for bad arguments.
 """
 

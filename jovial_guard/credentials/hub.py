@@ -13,6 +13,8 @@ expired or revoked mounts.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -85,14 +87,31 @@ class StorageCredentials(SingletonConfigurable):
         return str(_cache() / "lustre-sim")
 
     staging_root = Unicode(
-        "/run/jovial-guard/storage/staging", config=True,
+        config=True,
         help="""Shared mount holding each user's staging directory (mounted read-only,
-        rslave, into their container). Default ``/run/jovial-guard/storage/staging``.""",
+        rslave, into their container). Kept outside ``state_dir`` so removing a state
+        directory can never recurse into a mounted fileset. Default
+        ``/run/jovial-guard/storage/<hash of state_dir>/staging`` (one per hub).""",
     )
+
+    @default("staging_root")
+    def _default_staging(self) -> str:
+        return str(self._run_dir() / "staging")
+
     work_root = Unicode(
-        "/run/jovial-guard/storage/work", config=True,
-        help="Private mount for the agent's intermediate binds. Default ``/run/jovial-guard/storage/work``.",
+        config=True,
+        help="""Private mount for the agent's intermediate binds. Default
+        ``/run/jovial-guard/storage/<hash of state_dir>/work``.""",
     )
+
+    @default("work_root")
+    def _default_work(self) -> str:
+        return str(self._run_dir() / "work")
+
+    def _run_dir(self) -> Path:
+        tag = hashlib.sha256(str(Path(self.state_dir).resolve()).encode()).hexdigest()[:12]
+        return Path("/run/jovial-guard/storage") / tag
+
     lifetime = Integer(
         DEFAULT_LIFETIME, config=True,
         help="Seconds a grant lives before it must be renewed; default 28800 (a working day). Example: 3600.",
@@ -106,8 +125,10 @@ class StorageCredentials(SingletonConfigurable):
         return value
 
     sweep_interval = Integer(
-        30, config=True,
-        help="Seconds between agent sweeps (expiry, revocations from other processes) and renewals. Default 30.",
+        10, config=True,
+        help="""Seconds between agent sweeps (expiry, revocations written by other processes
+        such as the CLI) and renewals. Revocations made in the hub process act at once.
+        Default 10.""",
     )
     create_filesets = Bool(
         True, config=True,
@@ -143,6 +164,9 @@ class StorageCredentials(SingletonConfigurable):
                 backend=backend,
             )
             self.issuer.listeners.append(self._agent.on_revoked)
+            # Mounts left by a previous run (crash) have no grant here: remove them now.
+            self._agent.sweep()
+            atexit.register(backend.teardown)
         return self._agent
 
     # -- spawn / stop ---------------------------------------------------------------------
@@ -167,6 +191,26 @@ class StorageCredentials(SingletonConfigurable):
         spawner.volumes = {**dict(spawner.volumes), **volume}
         self.start_background()
         return grant
+
+    async def attach_for_spawn(self, spawner: Any, spec: Any) -> dict[str, Any] | None:
+        """What ``JovialGuard.pre_spawn`` calls: mount the decision's ``spec.storage`` (if any).
+
+        Returns the record kept in ``spawner.guard_record["storage"]`` (no secrets in it).
+        """
+        storage = getattr(spec, "storage", None)
+        if storage is None:
+            return None
+        grant = await self.attach(spawner, user=str(spawner.user.name), uid=int(spec.uid), gid=int(spec.gid),
+                                  fileset=storage.fileset, mode=storage.mode, mount_path=storage.mount_path)
+        return {"serial": grant.serial, "fileset": grant.fileset, "mode": grant.mode,
+                "mount_path": grant.mount_path, "expires": grant.expires}
+
+    async def detach_for_spawn(self, spawner: Any) -> None:
+        """What ``JovialGuard.post_stop`` calls: revoke the user's grants, unmount."""
+        try:
+            await self.detach(user=str(spawner.user.name), reason="server stopped")
+        except CredentialError as exc:  # never block a stop; the sweep retries the unmount
+            self.log.warning("storage detach for %s failed: %s", spawner.user.name, exc)
 
     async def detach(self, *, user: str, reason: str = "server stopped") -> list[str]:
         """Stop-hook entry: revoke the user's grants (the agent unmounts at once)."""

@@ -1,0 +1,81 @@
+"""Cut a user's container off the network: replace the nftables ruleset *inside the
+container's network namespace* with one that drops everything.
+
+The namespace is found from the spawn registry: a named namespace the spawn hook registered
+(``netns``, e.g. the per-user egress namespace ``jg-u-alice``), else the container's own
+namespace through its pid (``nsenter -t PID -n``). Fail closed on the host's side: the
+command is refused if the target namespace is the host's own network namespace, so the
+host ruleset is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+from typing import Any, Callable
+
+from .registry import Owner, SpawnRegistry
+from .responses import ActionSkipped
+
+DROP_ALL = """flush ruleset
+table inet jovial_guard_cut {
+  chain input { type filter hook input priority -300; policy drop; }
+  chain forward { type filter hook forward priority -300; policy drop; }
+  chain output { type filter hook output priority -300; policy drop; }
+}
+"""
+_NETNS = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class NetworkCutFailed(RuntimeError):
+    """nft did not accept the drop-all ruleset, or the namespace could not be entered."""
+
+
+def _host_netns() -> int:
+    return os.stat("/proc/1/ns/net").st_ino
+
+
+class NftNetworkCutter:
+    def __init__(self, registry: SpawnRegistry, *, docker_client: Any = None,
+                 run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> None:
+        self.registry = registry
+        self.docker = docker_client
+        self._run = run
+
+    async def cut(self, *, user: str, server: str | None) -> str:
+        owners = self.registry.containers_of(user, server)
+        if not owners:
+            raise ActionSkipped(f"no running container registered for {user}")
+        done = []
+        for owner in owners:
+            done.append(await asyncio.to_thread(self._cut_one, owner))
+        return "; ".join(done)
+
+    def argv_for(self, owner: Owner) -> list[str]:
+        nft = shutil.which("nft") or "nft"
+        if owner.netns:
+            name = os.path.basename(owner.netns)
+            if not _NETNS.match(name):
+                raise NetworkCutFailed(f"registered netns {owner.netns!r} is not a valid namespace name")
+            if os.stat(f"/run/netns/{name}").st_ino == _host_netns():
+                raise NetworkCutFailed(f"netns {name} is the host namespace; refusing")
+            return ["ip", "netns", "exec", name, nft, "-f", "-"]
+        if self.docker is None or not owner.container_id:
+            raise ActionSkipped("no network namespace or container id registered")
+        pid = int(self.docker.api.inspect_container(owner.container_id)["State"]["Pid"] or 0)
+        if pid <= 0:
+            raise ActionSkipped(f"container {owner.container_id[:12]} is not running")
+        if os.stat(f"/proc/{pid}/ns/net").st_ino == _host_netns():
+            raise NetworkCutFailed(f"container {owner.container_id[:12]} shares the host network; refusing")
+        return ["nsenter", "-t", str(pid), "-n", nft, "-f", "-"]
+
+    def _cut_one(self, owner: Owner) -> str:
+        argv = self.argv_for(owner)
+        proc = self._run(argv, input=DROP_ALL, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise NetworkCutFailed(f"{' '.join(argv[:4])}: {proc.stderr.strip()[:300]}")
+        target = owner.netns or f"container {owner.container_id[:12] if owner.container_id else '?'}"
+        return f"dropped all traffic in {target}"

@@ -1,0 +1,136 @@
+"""The intake HTTP endpoint (aiohttp): Falco http_output, falcosidekick, bulk NDJSON, hub
+events, policy decisions, and Prometheus metrics.
+
+Routes (all POST bodies JSON unless noted):
+- ``POST /falco`` (and ``POST /``): one Falco alert, as Falco's ``http_output`` sends it, or
+  falcosidekick's webhook / CloudEvents forward.
+- ``POST /bulk``: NDJSON, any mix of accepted forms; one group commit for the batch.
+- ``POST /engine``, ``POST /hub``, ``POST /decision``: one engine event, JupyterHub
+  server-action event, or policy decision.
+- ``GET /metrics``, ``GET /healthz``.
+
+A 200 means the event is on disk. A malformed event gets a 400 after it has been
+quarantined; a failed write gets a 503 (the sender should retry). An optional bearer token
+protects the POST routes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from .events import MalformedEvent, classify, decision_event, engine_event, falco_event, hub_event
+from .log import AuditWriteFailed
+from .metrics import CONTENT_TYPE_LATEST
+from .service import AuditService
+
+SERVICE_KEY: web.AppKey[AuditService] = web.AppKey("audit_service", AuditService)
+MAX_BODY = 64 * 1024 * 1024
+
+Normalizer = Callable[[Any], "dict[str, Any] | None"]
+
+
+def _json_response(doc: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+def make_app(service: AuditService, *, token: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SERVICE_KEY] = service
+    metrics = service.metrics
+
+    def authorized(request: web.Request) -> bool:
+        if token is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def single(endpoint: str, normalize: Normalizer) -> Callable[[web.Request], Awaitable[web.Response]]:
+        histogram = metrics.intake_seconds.labels(endpoint)
+
+        async def handler(request: web.Request) -> web.Response:
+            started = time.perf_counter()
+            if not authorized(request):
+                return _json_response({"error": "missing or wrong bearer token"}, 401)
+            raw = await request.read()
+            try:
+                doc = orjson.loads(raw)
+                if endpoint == "falco" and "ce-type" in request.headers:
+                    if request.headers["ce-type"] != "falco.rule.output.v1":
+                        raise MalformedEvent("CloudEvent type is not falco.rule.output.v1")
+                    event = falco_event(doc, source="falcosidekick-cloudevents")
+                else:
+                    event = normalize(doc)
+            except (orjson.JSONDecodeError, MalformedEvent) as exc:
+                reason = f"invalid JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
+                try:
+                    await service.quarantine([(raw, reason)], endpoint=endpoint)
+                except AuditWriteFailed:
+                    return _json_response({"error": "could not store the malformed event"}, 503)
+                return _json_response({"error": reason, "quarantined": True}, 400)
+            if event is None:
+                return _json_response({"ignored": True})
+            try:
+                seq = await service.record(event)
+            except AuditWriteFailed:
+                return _json_response({"error": "audit log write failed; retry"}, 503)
+            histogram.observe(time.perf_counter() - started)
+            return _json_response({"seq": seq})
+
+        return handler
+
+    async def bulk(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        if not authorized(request):
+            return _json_response({"error": "missing or wrong bearer token"}, 401)
+        raw = await request.read()
+        events: list[dict[str, Any]] = []
+        bad: list[tuple[bytes, str]] = []
+        ignored = 0
+        loads = orjson.loads
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                event = classify(loads(line))
+            except orjson.JSONDecodeError as exc:
+                bad.append((line, f"invalid JSON: {exc}"))
+                continue
+            except MalformedEvent as exc:
+                bad.append((line, str(exc)))
+                continue
+            if event is None:
+                ignored += 1
+            else:
+                events.append(event)
+        try:
+            if bad:
+                await service.quarantine(bad, endpoint="bulk")
+            first = await service.record_many(events)
+        except AuditWriteFailed:
+            return _json_response({"error": "audit log write failed; retry the batch"}, 503)
+        metrics.intake_seconds.labels("bulk").observe(time.perf_counter() - started)
+        return _json_response({"accepted": len(events), "first_seq": first if events else None,
+                               "quarantined": len(bad), "ignored": ignored})
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        metrics.records.set(service.log.size)
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json_response({"ok": True, "records": service.log.size})
+
+    falco = single("falco", falco_event)
+    app.router.add_post("/", falco)
+    app.router.add_post("/falco", falco)
+    app.router.add_post("/engine", single("engine", engine_event))
+    app.router.add_post("/hub", single("hub", hub_event))
+    app.router.add_post("/decision", single("decision", decision_event))
+    app.router.add_post("/bulk", bulk)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,221 @@
+"""Event sources that feed the audit service from outside HTTP: the container engine's
+event stream (podman's Docker-API ``/events``, or podman's events file) and JupyterHub's
+event log (``server-action`` events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from .events import MalformedEvent, engine_event
+from .service import AuditService
+
+log = logging.getLogger(__name__)
+
+
+class EngineEventStream:
+    """Follow ``GET /events`` on a Docker-API unix socket (``unix:///run/.../podman.sock``).
+
+    Reconnects with backoff. Each kept event (start, die, oom, exec...) is recorded durably
+    before the next one is read, so the stream's order is the log's order.
+    """
+
+    def __init__(self, service: AuditService, base_url: str, *, api_version: str = "1.41") -> None:
+        if not base_url.startswith("unix://"):
+            raise ValueError("base_url must be unix:///path/to/podman.sock")
+        self.service = service
+        self.socket_path = base_url[len("unix://"):]
+        self.api_version = api_version
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.seen = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        filters = quote(json.dumps({"type": ["container"]}))
+        url = f"http://engine/v{self.api_version}/events?filters={filters}"
+        while True:
+            try:
+                connector = aiohttp.UnixConnector(path=self.socket_path)
+                timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                    async with session.get(url) as resp:
+                        if resp.status != 200:
+                            raise RuntimeError(f"engine /events answered {resp.status}")
+                        self.connected.set()
+                        backoff = 0.2
+                        async for line in resp.content:
+                            await self._handle(line)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep following; the gap is logged
+                log.warning("engine event stream: %s; reconnecting", exc)
+            self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _handle(self, line: bytes) -> None:
+        line = line.strip()
+        if not line:
+            return
+        self.seen += 1
+        try:
+            event = engine_event(orjson.loads(line))
+        except (orjson.JSONDecodeError, MalformedEvent) as exc:
+            await self.service.quarantine([(line, str(exc))], endpoint="engine-stream")
+            return
+        if event is not None:
+            await self.service.record(event)
+
+
+class EngineEventsFile:
+    """Follow podman's events file (``events_logger = "file"``), resuming at a saved offset.
+
+    Unlike the API stream, nothing is missed while the audit service is down: the offset
+    is saved after each durable batch in ``<audit dir>/engine-events.offset``.
+    """
+
+    def __init__(self, service: AuditService, path: str | Path, *, poll: float = 0.2,
+                 from_start: bool = False) -> None:
+        self.service = service
+        self.path = Path(path)
+        self.poll = poll
+        self.offset_file = service.directory / "engine-events.offset"
+        self.from_start = from_start
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-events-file")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def _load_offset(self) -> int:
+        try:
+            return int(self.offset_file.read_text().strip())
+        except (OSError, ValueError):
+            if self.from_start or not self.path.exists():
+                return 0
+            return self.path.stat().st_size
+
+    async def _run(self) -> None:
+        offset = self._load_offset()
+        while True:
+            try:
+                size = self.path.stat().st_size if self.path.exists() else 0
+                if size < offset:  # rotated or truncated by the engine: start over
+                    offset = 0
+                if size > offset:
+                    with open(self.path, "rb") as fh:
+                        fh.seek(offset)
+                        data = fh.read(size - offset)
+                    end = data.rfind(b"\n") + 1
+                    if end:
+                        await self._handle_lines(data[:end].split(b"\n"))
+                        offset += end
+                        tmp = self.offset_file.with_suffix(".tmp")
+                        tmp.write_text(str(offset))
+                        os.replace(tmp, self.offset_file)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("engine events file follower")
+            await asyncio.sleep(self.poll)
+
+    async def _handle_lines(self, lines: list[bytes]) -> None:
+        events = []
+        bad = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = engine_event(orjson.loads(line))
+            except (orjson.JSONDecodeError, MalformedEvent) as exc:
+                bad.append((line, str(exc)))
+                continue
+            if event is not None:
+                events.append(event)
+        if bad:
+            await self.service.quarantine(bad, endpoint="engine-file")
+        await self.service.record_many(events)
+
+
+class HubEventForwarder(logging.Handler):
+    """A logging handler for JupyterHub's EventLogger that forwards server-action events.
+
+    In jupyterhub_config.py::
+
+        from jovial_guard.audit.sources import HubEventForwarder
+        c.EventLogger.handlers = [HubEventForwarder("http://127.0.0.1:8765")]
+
+    Posting happens on a background thread so the hub's event loop never waits on audit.
+    """
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 5.0) -> None:
+        super().__init__()
+        self.url = url.rstrip("/") + "/hub"
+        self.token = token
+        self.timeout = timeout
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10_000)
+        self._thread = threading.Thread(target=self._worker, name="audit-hub-events", daemon=True)
+        self._thread.start()
+        self.failures = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.msg
+        if isinstance(msg, dict) and str(msg.get("__schema__", "")).endswith("/server-action"):
+            try:
+                self._queue.put_nowait(dict(msg))
+            except queue.Full:
+                self.failures += 1
+
+    def _worker(self) -> None:
+        import requests
+
+        session = requests.Session()
+        if self.token:
+            session.headers["Authorization"] = f"Bearer {self.token}"
+        while True:
+            doc = self._queue.get()
+            if doc is None:
+                return
+            try:
+                resp = session.post(self.url, data=orjson.dumps(doc, default=str), timeout=self.timeout,
+                                    headers={"Content-Type": "application/json"})
+                if resp.status_code != 200:
+                    self.failures += 1
+            except Exception:  # noqa: BLE001
+                self.failures += 1
+                log.exception("could not forward hub event to the audit service")
+
+    def close(self) -> None:
+        self._queue.put(None)
+        super().close()

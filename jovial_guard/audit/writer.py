@@ -27,6 +27,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-log")
         self._closing = False
+        self._closed = False
         self.batches = 0
 
     def start(self) -> None:
@@ -82,7 +83,9 @@ class GroupCommitWriter:
                     fut.set_result(first + offset)
 
     async def close(self) -> None:
-        """Flush what is pending, sign a final checkpoint and close the log."""
+        """Flush what is pending, sign a final checkpoint and close the log (idempotent)."""
+        if self._closed:
+            return
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -90,3 +93,4 @@ class GroupCommitWriter:
             self._task = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self.log.close)
         self._executor.shutdown(wait=True)
+        self._closed = True

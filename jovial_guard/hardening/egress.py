@@ -334,6 +334,7 @@ class EgressNamespaces:
         if _netns_exists(self.router) and _link_exists(self.host_link):
             return
         self._remove_router_locked()
+        self._refuse_pool_in_use()
         r = self.router
         _run(["ip", "netns", "add", r], what="create router namespace")
         _run(["ip", "-n", r, "link", "set", "lo", "up"], what="router loopback")
@@ -352,6 +353,20 @@ class EgressNamespaces:
                   "dev", self.host_link], what="host route to user links")
         _run(["ip", "netns", "exec", r, "nft", "-f", "-"], what="router rules",
              stdin=render_router_ruleset(uplink="host0", notebook_port=self.notebook_port))
+
+    def _refuse_pool_in_use(self) -> None:
+        """Two instances on one pool would steal each other's host route: refuse instead."""
+        for dest in (self._user_links.with_prefixlen, f"{self.hub_address}/32"):
+            taken = _run(["ip", "-4", "route", "show", "table", "all", "to", dest],
+                         what="check pool", check=False).stdout.strip()
+            taken += _run(["ip", "-4", "-o", "addr", "show", "to", dest], what="check pool",
+                          check=False).stdout.strip()
+            if taken:
+                raise EgressSetupFailed(
+                    f"egress pool {self.pool} is already in use on this host ({taken.splitlines()[0]}):"
+                    " another jovial_guard instance (or something else) owns it; give this one "
+                    "its own pool and prefix"
+                )
 
     def _remove_router_locked(self) -> None:
         if _link_exists(self.host_link):

@@ -47,9 +47,9 @@ class _HasPodmanArgs(Protocol):
 
 
 def recipe_key(recipe_dir: Path = RECIPE_DIR) -> str:
-    """Hash of every recipe file (path + bytes): the cache key of the built tarball."""
+    """Hash of every recipe file but the README (path + bytes): the tarball's cache key."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file() and p.name != "README.md"):
         digest.update(path.relative_to(recipe_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

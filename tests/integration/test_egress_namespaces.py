@@ -147,3 +147,16 @@ def test_teardown_removes_router_and_host_link() -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "jgf-" not in listed
     assert "10.216." not in subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+
+
+def test_two_instances_on_one_pool_are_refused() -> None:
+    first = EgressNamespaces("jgp", pool="10.215.0.0/16")
+    second = EgressNamespaces("jgq", pool="10.215.0.0/16")
+    try:
+        first.ensure_router()
+        with pytest.raises(EgressSetupFailed, match="already in use"):
+            second.ensure_router()
+        assert Path("/sys/class/net/jgp-hub").exists()
+    finally:
+        second.teardown()
+        first.teardown()

@@ -152,6 +152,8 @@ ENGINE_ACTIONS = {
     "exec": "Notice",
     "exec_start": "Notice",
     "exec_create": "Notice",
+    "exec_died": "Notice",
+    "exec exit": "Notice",
     "kill": "Notice",
 }
 
@@ -193,7 +195,7 @@ def engine_event(doc: Any) -> dict[str, Any] | None:
     base = action.split(":", 1)[0].strip()
     if base not in ENGINE_ACTIONS:
         return None
-    base = {"died": "die", "exec_start": "exec", "exec_create": "exec"}.get(base, base)
+    base = {"died": "die", "exec_start": "exec", "exec_create": "exec", "exec_died": "exec exit"}.get(base, base)
     labels = {k: v for k, v in attrs.items() if "/" in k or k.startswith("hub.")}
     event: dict[str, Any] = {
         "kind": "engine",
@@ -208,7 +210,9 @@ def engine_event(doc: Any) -> dict[str, Any] | None:
         "namespace": None,
         "labels": labels,
         "fields": {"action": action, "image": attrs.get("image") or doc.get("Image") or doc.get("from"),
-                   "exit_code": exit_code},
+                   "exit_code": exit_code,
+                   # 137 = killed by SIGKILL: the OOM killer's signature (or a plain kill).
+                   "killed": exit_code == "137" if base in ("die", "exec exit") else None},
     }
     return event
 

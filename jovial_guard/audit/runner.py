@@ -94,6 +94,10 @@ class RunningAudit:
                                         per_seconds=config.per_seconds, notify_webhook=config.notify_webhook)
             self.responder = Responder(config, self._actions(config), self.service.record)
             self.service.observers.append(self.responder)
+        if s.hub_api_url and s.hub_token:
+            from .hub_registry import HubRegistrar
+
+            self.service.observers.append(HubRegistrar(self.registry, api_url=s.hub_api_url, token=s.hub_token))
         if s.engine_url:
             stream = EngineEventStream(self.service, s.engine_url)
             stream.start()

@@ -24,11 +24,52 @@ from .service import AuditService
 log = logging.getLogger(__name__)
 
 
+def memory_cgroup_counter(pid: int) -> Path | None:
+    """The file holding the kernel's ``oom_kill`` counter for the memory cgroup of ``pid``.
+
+    cgroup v1: ``/sys/fs/cgroup/memory/<path>/memory.oom_control``; v2:
+    ``/sys/fs/cgroup/<path>/memory.events``. None if the process is gone.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"
+            if candidate.exists():
+                return candidate
+    for line in lines:
+        if line.startswith("0::"):
+            candidate = Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "memory.events"
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def read_oom_kills(path: Path) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 class EngineEventStream:
     """Follow ``GET /events`` on a Docker-API unix socket (``unix:///run/.../podman.sock``).
 
-    Reconnects with backoff. Each kept event (start, die, oom, exec...) is recorded durably
+    Reconnects with backoff. Each kept event (start, die, exec...) is recorded durably
     before the next one is read, so the stream's order is the log's order.
+
+    OOM kills: podman 4.3 on cgroup v1 emits no ``oom`` event (an OOM-killed process shows
+    up only as exit code 137, and ``State.OOMKilled`` stays false), so this source also
+    watches the kernel's ``oom_kill`` counter in each running container's memory cgroup (the
+    signal containerd and Docker turn into their ``oom`` event) and records a
+    ``container oom`` event whenever it goes up.
     """
 
     def __init__(self, service: AuditService, base_url: str, *, api_version: str = "1.41") -> None:
@@ -38,20 +79,84 @@ class EngineEventStream:
         self.socket_path = base_url[len("unix://"):]
         self.api_version = api_version
         self._task: asyncio.Task[None] | None = None
+        self._oom_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.seen = 0
+        self.oom_poll = 0.1
+        #: container id -> (counter file, last count, name)
+        self._watched: dict[str, tuple[Path, int, str | None]] = {}
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-events")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="engine-events")
+        self._oom_task = loop.create_task(self._watch_oom(), name="engine-oom")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._oom_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._oom_task = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket_path),
+                                     timeout=aiohttp.ClientTimeout(total=30))
+
+    async def _watch_container(self, cid: str) -> None:
+        async with self._session() as session:
+            async with session.get(f"http://engine/v{self.api_version}/containers/{cid}/json") as resp:
+                if resp.status != 200:
+                    return
+                info = await resp.json()
+        pid = int((info.get("State") or {}).get("Pid") or 0)
+        counter = memory_cgroup_counter(pid) if pid > 0 else None
+        if counter is None:
+            return
+        count = await asyncio.to_thread(read_oom_kills, counter)
+        if count is not None:
+            self._watched[info.get("Id", cid)] = (counter, count, str(info.get("Name", "")).lstrip("/") or None)
+
+    async def _watch_running(self) -> None:
+        async with self._session() as session:
+            async with session.get(f"http://engine/v{self.api_version}/containers/json") as resp:
+                running = await resp.json() if resp.status == 200 else []
+        for container in running:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+                await self._watch_container(container["Id"])
+            except Exception:  # noqa: BLE001
+                log.exception("cannot watch container %s for OOM kills", container.get("Id"))
+
+    async def _check_oom(self, cid: str) -> None:
+        entry = self._watched.get(cid)
+        if entry is None:
+            return
+        counter, last, name = entry
+        count = await asyncio.to_thread(read_oom_kills, counter)
+        if count is None or count <= last:
+            return
+        self._watched[cid] = (counter, count, name)
+        await self.service.record({
+            "kind": "engine", "source": "engine", "rule": "container oom", "priority": "Warning",
+            "event_time": None, "summary": f"the kernel OOM-killed {count - last} process(es) in container "
+                                           f"{name or cid[:12]}",
+            "container_id": cid, "container_name": name, "pod": None, "namespace": None, "labels": {},
+            "fields": {"action": "oom", "oom_kills": count - last, "oom_kills_total": count,
+                       "cgroup": str(counter.parent)},
+        })
+
+    async def _watch_oom(self) -> None:
+        await self.connected.wait()
+        await self._watch_running()
+        while True:
+            for cid in list(self._watched):
+                try:
+                    await self._check_oom(cid)
+                except Exception:  # noqa: BLE001
+                    log.exception("OOM check for %s", cid[:12])
+            await asyncio.sleep(self.oom_poll)
 
     async def _run(self) -> None:
         backoff = 0.2
@@ -87,8 +192,20 @@ class EngineEventStream:
         except (orjson.JSONDecodeError, MalformedEvent) as exc:
             await self.service.quarantine([(line, str(exc))], endpoint="engine-stream")
             return
-        if event is not None:
-            await self.service.record(event)
+        if event is None:
+            return
+        cid = event["container_id"]
+        action = event["rule"]
+        if action in ("container die", "container exec") or action.startswith("container exec"):
+            await self._check_oom(cid)  # an OOM kill often shows up first as exit 137
+        await self.service.record(event)
+        if action == "container start":
+            try:
+                await self._watch_container(cid)
+            except Exception:  # noqa: BLE001
+                log.exception("cannot watch container %s for OOM kills", cid[:12])
+        elif action == "container die":
+            self._watched.pop(cid, None)
 
 
 class EngineEventsFile:

@@ -95,3 +95,27 @@ def profile_loaded(name: str = PROFILE_NAME) -> bool:
     except OSError:
         return False
     return any(line.split(" (")[0] == name for line in text.splitlines())
+
+
+class AppArmorUnsupported(JovialGuardError):
+    """The host kernel cannot enforce AppArmor; the reason says why. Never papered over."""
+
+
+def load_profile(path: Path | str, *, support: AppArmorSupport | None = None) -> str:
+    """Validate and load (replace) the profile into the kernel; return its name.
+
+    Raises AppArmorUnsupported on a host without the LSM (callers record "unsupported" and
+    do not pass ``apparmor=`` to the engine), AppArmorProfileInvalid if it does not compile
+    or the kernel refuses it.
+    """
+    file = validate_profile(path)
+    support = support or host_supports_apparmor()
+    if not support.supported:
+        raise AppArmorUnsupported(f"cannot load {file.name}: {support.reason}")
+    proc = subprocess.run([find_parser(), "-r", "-W", str(file)], capture_output=True,
+                          text=True, check=False, timeout=60)
+    if proc.returncode != 0:
+        raise AppArmorProfileInvalid(f"the kernel refused {file}: {proc.stderr.strip()}")
+    if not profile_loaded(PROFILE_NAME):
+        raise AppArmorProfileInvalid(f"{PROFILE_NAME} is not listed as loaded after loading {file}")
+    return PROFILE_NAME

@@ -57,3 +57,23 @@ def test_this_host_is_reported_honestly() -> None:
     real = Path("/sys/module/apparmor/parameters/enabled")
     expected = real.exists() and real.read_text().strip() == "Y"
     assert host_supports_apparmor().supported is expected
+
+
+def test_loading_on_a_host_without_apparmor_is_refused_honestly() -> None:
+    from jovial_guard.hardening.apparmor import AppArmorSupport, AppArmorUnsupported, load_profile
+
+    with pytest.raises(AppArmorUnsupported, match="no AppArmor LSM"):
+        load_profile(notebook_profile_path(),
+                     support=AppArmorSupport(False, "the kernel has no AppArmor LSM"))
+    if not host_supports_apparmor().supported:
+        with pytest.raises(AppArmorUnsupported):
+            load_profile(notebook_profile_path())
+
+
+def test_loading_validates_first(tmp_path: Path) -> None:
+    from jovial_guard.hardening.apparmor import AppArmorSupport, load_profile
+
+    broken = tmp_path / "broken"
+    broken.write_text("profile x {")
+    with pytest.raises(AppArmorProfileInvalid):
+        load_profile(broken, support=AppArmorSupport(True, "pretend supported: never reached"))

@@ -82,6 +82,13 @@ def _plant(fileset: str, name: str, content: str) -> Path:
     return path
 
 
+def _spawn(hub: Any, username: str, groups: tuple[str, ...]) -> None:
+    try:
+        hub.spawn(username, groups=groups)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the hub's log for diagnosis
+        raise AssertionError(f"spawn of {username} failed: {exc}\n{hub.hub_log(60)}") from exc
+
+
 def _wait(predicate: Any, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,23 +103,23 @@ def test_own_fileset_only_no_keys_and_revocation_cuts_access(embedded_hub: Any) 
     tag = secrets.token_hex(8)
     mine = f"storage-alice-{tag}"
     theirs = f"storage-carol-{tag}"
-    _plant("home/stuser-a", "mine.txt", mine)
-    _plant("home/stuser-c", "theirs.txt", theirs)
+    _plant("home/stusera", "mine.txt", mine)
+    _plant("home/stuserc", "theirs.txt", theirs)
 
-    hub.spawn("stuser-a", groups=())
-    rc, out = hub.exec("stuser-a", ["cat", "/lustre/home/mine.txt"])
+    _spawn(hub, "stusera", ())
+    rc, out = hub.exec("stusera", ["cat", "/lustre/home/mine.txt"])
     assert (rc, out.strip()) == (0, mine), out
-    rc, out = hub.exec("stuser-a", ["sh", "-c", f"echo written-{tag} > /lustre/home/from-container.txt && id -u"])
+    rc, out = hub.exec("stusera", ["sh", "-c", f"echo written-{tag} > /lustre/home/from-container.txt && id -u"])
     assert rc == 0, out
-    written = _storage_root() / "home" / "stuser-a" / "from-container.txt"
+    written = _storage_root() / "home" / "stusera" / "from-container.txt"
     assert written.read_text().strip() == f"written-{tag}"
     assert written.stat().st_uid == 1000  # the user's uid, as granted
     # the staging parent is read-only: nothing can be planted beside the fileset
-    rc, out = hub.exec("stuser-a", ["sh", "-c", "touch /lustre/planted"])
+    rc, out = hub.exec("stusera", ["sh", "-c", "touch /lustre/planted"])
     assert rc != 0 and "Read-only file system" in out
 
     issuer = _issuer(hub)
-    serials = issuer.live_serials(user="stuser-a")
+    serials = issuer.live_serials(user="stusera")
     assert len(serials) == 1
     grant = issuer.load(serials[0])
     keyring = json.loads((hub.state_dir / "credentials-keys" / "kek.json").read_text())
@@ -135,45 +142,45 @@ def test_own_fileset_only_no_keys_and_revocation_cuts_access(embedded_hub: Any) 
     for i, pem in enumerate(pem_keys):
         needles[f"private key file {i}"] = pem.splitlines()[1]  # first base64 line of the PEM body
     names = list(needles)
-    rc, out = hub.exec("stuser-a", ["python3", "-c", SCAN, json.dumps([needles[n].hex() for n in names])], timeout=300)
+    rc, out = hub.exec("stusera", ["python3", "-c", SCAN, json.dumps([needles[n].hex() for n in names])], timeout=300)
     assert rc == 0, out
     hits = {names[int(i)]: paths for i, paths in json.loads(out.strip().splitlines()[-1]).items()}
     assert hits == {}, f"found in the container: {hits}"
     # and the container has no mount of another fileset
-    rc, out = hub.exec("stuser-a", ["cat", "/proc/self/mountinfo"])
+    rc, out = hub.exec("stusera", ["cat", "/proc/self/mountinfo"])
     lustre_mounts = [line.split()[3:5] for line in out.splitlines() if " /lustre" in line]
     assert sorted(m[1] for m in lustre_mounts) == ["/lustre", "/lustre/home"], out
-    assert all("stuser-c" not in m[0] for m in lustre_mounts)
+    assert all("stuserc" not in m[0] for m in lustre_mounts)
 
     # revoke from another process (the hub's agent sees it on its next sweep)
-    assert revoke(user="stuser-a", reason="live test", state_dir=hub.state_dir / "credentials",
+    assert revoke(user="stusera", reason="live test", state_dir=hub.state_dir / "credentials",
                   key_dir=hub.state_dir / "credentials-keys") == [grant.serial]
 
     def gone() -> bool:
-        code, listing = hub.exec("stuser-a", ["ls", "-A", "/lustre/home"])
+        code, listing = hub.exec("stusera", ["ls", "-A", "/lustre/home"])
         return code == 0 and listing.strip() == ""
 
     _wait(gone, timeout=45, what="the revoked fileset to disappear from the running container")
-    rc, out = hub.exec("stuser-a", ["cat", "/lustre/home/mine.txt"])
+    rc, out = hub.exec("stusera", ["cat", "/lustre/home/mine.txt"])
     assert rc != 0
-    assert hub.container("stuser-a").status == "running"
-    assert (_storage_root() / "home" / "stuser-a" / "mine.txt").read_text() == mine  # data intact
-    hub.stop("stuser-a")
+    assert hub.container("stusera").status == "running"
+    assert (_storage_root() / "home" / "stusera" / "mine.txt").read_text() == mine  # data intact
+    hub.stop("stusera")
 
 
 def test_group_project_is_read_only_and_stop_revokes(embedded_hub: Any) -> None:
     hub = embedded_hub
     tag = secrets.token_hex(8)
     _plant("projects/astro", f"catalog-{tag}.csv", "ra,dec\n")
-    hub.spawn("stuser-g", groups=("astro",))
-    rc, out = hub.exec("stuser-g", ["cat", f"/lustre/project/catalog-{tag}.csv"])
+    _spawn(hub, "stuserg", ("astro",))
+    rc, out = hub.exec("stuserg", ["cat", f"/lustre/project/catalog-{tag}.csv"])
     assert (rc, out) == (0, "ra,dec\n"), out
-    rc, out = hub.exec("stuser-g", ["sh", "-c", "echo x > /lustre/project/new.csv"])
+    rc, out = hub.exec("stuserg", ["sh", "-c", "echo x > /lustre/project/new.csv"])
     assert rc != 0 and "Read-only file system" in out
-    rc, out = hub.exec("stuser-g", ["ls", "/lustre"])
+    rc, out = hub.exec("stuserg", ["ls", "/lustre"])
     assert out.split() == ["project"]
     issuer = _issuer(hub)
-    (serial,) = issuer.live_serials(user="stuser-g")
-    hub.stop("stuser-g")
+    (serial,) = issuer.live_serials(user="stuserg")
+    hub.stop("stuserg")
     revoked = issuer.revocations.get(serial)
     assert revoked is not None and revoked.reason == "server stopped"

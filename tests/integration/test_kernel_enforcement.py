@@ -226,6 +226,17 @@ def test_ptrace_is_refused(probe: dict[str, Any]) -> None:
     _denied(probe["ptrace_attach"], errno.EPERM)
 
 
+def test_pids_limit_stops_a_fork_bomb(probe: dict[str, Any]) -> None:
+    _denied(probe["fork_bomb"], errno.EAGAIN)
+    assert "stopped after" in probe["fork_bomb"]["detail"]
+
+
+def test_memory_limit_kills_an_allocation_beyond_it(probe: dict[str, Any]) -> None:
+    """900 MiB in a 512 MiB container: the kernel's OOM killer ends the child (SIGKILL)."""
+    assert probe["exhaust_memory"]["ok"] is False
+    assert "exited with -9" in probe["exhaust_memory"]["detail"]
+
+
 def test_scientific_stack_works(probe: dict[str, Any]) -> None:
     assert probe["scientific"] == {"ok": True, "errno": None, "detail": "0.045 km"}
 
@@ -274,7 +285,9 @@ def test_engine_default_profile_would_allow_keyctl(client: docker.DockerClient, 
     Shows the refusals above come from the notebook profile, not from the kernel or image.
     """
     kwargs = hardened_kwargs(network["handle"], seccomp="/usr/share/containers/seccomp.json")
-    result = run_probe(client, kwargs, {})
+    result = run_probe(client, kwargs, {"skip": ["fork_bomb", "exhaust_memory", "setuid_files",
+                                                 "scientific", "ptrace_attach"]})
+    assert "fork_bomb" not in result
     assert result["keyctl"]["ok"], result["keyctl"]
     # Everything the flags (not seccomp) enforce still holds.
     _denied(result["write_usr"], errno.EROFS)

@@ -2,7 +2,7 @@
 
 Prints one JSON object: probe name -> {"ok": bool, "errno": int|None, "detail": str}.
 "ok" means the operation succeeded (the test decides whether that is good or bad).
-Usage: python3 kernel_probe.py '<json: {"connect": {"name": [host, port], ...}}>'
+Usage: python3 kernel_probe.py '<json: {"connect": {"name": [host, port]}, "skip": [probe]}>'
 """
 
 import ctypes
@@ -16,6 +16,7 @@ import sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 results = {}
+SKIP = set()
 
 SYS = {"keyctl": 250, "add_key": 248, "request_key": 249, "userfaultfd": 323, "bpf": 321,
        "perf_event_open": 298, "clone": 56, "setns": 308, "unshare": 272,
@@ -23,6 +24,8 @@ SYS = {"keyctl": 250, "add_key": 248, "request_key": 249, "userfaultfd": 323, "b
 
 
 def record(name, fn):
+    if name in SKIP:
+        return
     try:
         detail = fn()
         results[name] = {"ok": True, "errno": None, "detail": str(detail)[:200]}
@@ -105,6 +108,34 @@ def scientific():
     return f"{value.value} {value.unit}"
 
 
+def fork_bomb(limit=400):
+    """Fork sleeping children until the pids limit says no; then reap them all."""
+    children = []
+    try:
+        for _ in range(limit):
+            pid = os.fork()
+            if pid == 0:
+                import time
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+        return f"forked {len(children)} children"
+    except OSError as exc:
+        raise OSError(exc.errno, f"stopped after {len(children)} children: {exc.strerror}")
+    finally:
+        for pid in children:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+
+
+def exhaust_memory(megabytes=900):
+    proc = subprocess.run([sys.executable, "-c", f"b = b'x' * ({megabytes} << 20); print(len(b))"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise OSError(None, f"allocation child exited with {proc.returncode}")
+    return proc.stdout.strip()
+
+
 def connect(host, port):
     with socket.create_connection((host, port), timeout=3) as s:
         return s.recv(64).decode()
@@ -112,6 +143,7 @@ def connect(host, port):
 
 def main():
     spec = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    SKIP.update(spec.get("skip", []))
     record("uid", lambda: os.getuid())
     record("no_new_privs", lambda: status("NoNewPrivs"))
     record("cap_eff", lambda: status("CapEff"))
@@ -137,6 +169,8 @@ def main():
     record("ptrace_attach", ptrace_attach)
     record("setuid_files", setuid_files)
     record("scientific", scientific)
+    record("fork_bomb", fork_bomb)
+    record("exhaust_memory", exhaust_memory)
     for name, (host, port) in sorted(spec.get("connect", {}).items()):
         record(f"connect_{name}", lambda h=host, p=port: connect(h, p))
     print(json.dumps(results, sort_keys=True))

@@ -35,7 +35,8 @@ class NetworkCutFailed(RuntimeError):
 
 
 def _host_netns() -> int:
-    return os.stat("/proc/1/ns/net").st_ino
+    """The network namespace this service runs in (the host's): never the target."""
+    return os.stat("/proc/self/ns/net").st_ino
 
 
 class NftNetworkCutter:

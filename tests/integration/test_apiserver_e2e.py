@@ -1,0 +1,270 @@
+"""End to end with a real kube-apiserver: our webhooks over TLS in its admission chain.
+
+etcd (Debian) + kube-apiserver (built from the Go module proxy, cached by
+scripts/setup.d/50-kube-apiserver.sh) + a real OPA + ``jovial-guard webhook serve`` as a
+process. The webhook configurations are the ones in deploy/, with ``clientConfig`` pointed
+at the loopback webhook and our CA as ``caBundle``. The hub namespace enforces Pod Security
+"restricted" through the API server's own PodSecurity admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from jovial_guard.admission.tls import CertPaths, write_webhook_certs
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+from tests.admission.kubespawner_pods import kubespawner_pod
+
+from .kube_cluster import LocalKubeCluster, find_etcd, find_kube_apiserver
+
+pytestmark = pytest.mark.integration
+
+APISERVER = find_kube_apiserver()
+ETCD = find_etcd()
+if APISERVER is None or ETCD is None:
+    pytest.skip(
+        "kube-apiserver build not cached (run scripts/setup.d/50-kube-apiserver.sh)" if APISERVER is None else "etcd missing",
+        allow_module_level=True,
+    )
+
+from kubernetes import client, config  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from kubernetes.dynamic import DynamicClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+HUB_NS = "jhub"
+PSS_ONLY_NS = "pss-only"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalKubeCluster]:
+    with LocalKubeCluster(apiserver=APISERVER, etcd=ETCD) as running:  # type: ignore[arg-type]
+        yield running
+
+
+@pytest.fixture(scope="module")
+def e2e_opa() -> Iterator[ManagedOpa]:
+    with ManagedOpa(DEFAULT_POLICY_DIR) as opa:
+        yield opa
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
+    return write_webhook_certs(tmp_path_factory.mktemp("e2e-webhook"), dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+
+
+class WebhookProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc = proc
+        self.port = port
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def webhook(e2e_opa: ManagedOpa, certs: CertPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    port = free_loopback_port()
+    log = open(tmp_path_factory.mktemp("webhook-log") / "webhook.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jovial_guard", "webhook", "serve", "--opa-url", e2e_opa.url, "--cert", str(certs.cert),
+         "--key", str(certs.key), "--host", "127.0.0.1", "--port", str(port), "--revision-interval", "0.5",
+         "--expected-policy-dir", str(DEFAULT_POLICY_DIR)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    running = WebhookProcess(proc, port)
+    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=ctx, timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except Exception:  # noqa: BLE001 - poll until ready
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            running.stop()
+            raise RuntimeError(f"webhook did not become ready: {Path(log.name).read_text()[-2000:]}")
+        time.sleep(0.2)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
+    """deploy/'s configurations, clientConfig pointed at the loopback webhook."""
+    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "webhook" / "webhookconfigurations.yaml").read_text()) if d]
+    ca = base64.b64encode(ca_file.read_bytes()).decode()
+    for doc in docs:
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
+    return docs
+
+
+@pytest.fixture(scope="module")
+def api(cluster: LocalKubeCluster, webhook: WebhookProcess, certs: CertPaths) -> Iterator[client.ApiClient]:
+    api_client = config.new_client_from_config(str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    restricted = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+    for name in (HUB_NS, PSS_ONLY_NS):
+        core.create_namespace({"metadata": {"name": name, "labels": restricted}})
+        core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
+    reg = client.AdmissionregistrationV1Api(api_client)
+    mutating, validating = webhook_configurations(webhook.port, certs.ca_cert)
+    reg.create_mutating_webhook_configuration(mutating)
+    reg.create_validating_webhook_configuration(validating)
+    time.sleep(1.5)  # the API server picks up webhook configurations from its informer
+    yield api_client
+    api_client.close()
+
+
+def raw_pod(username: str, **kwargs: Any) -> dict[str, Any]:
+    """KubeSpawner's pod exactly as it would POST it (numeric quantities and all)."""
+    return asyncio.run(kubespawner_pod(username=username, namespace=HUB_NS, **kwargs))
+
+
+def create_pod(api: client.ApiClient, pod: dict[str, Any], namespace: str = HUB_NS, *, dry_run: bool = False) -> dict[str, Any]:
+    """POST the pod JSON as KubeSpawner (kubernetes_asyncio) would: numbers stay numbers."""
+    pods = DynamicClient(api).resources.get(api_version="v1", kind="Pod")
+    params = [("dryRun", "All")] if dry_run else []
+    return dict(pods.create(body=pod, namespace=namespace, query_params=params).to_dict())
+
+
+def denial_of(exc: ApiException) -> str:
+    body = json.loads(exc.body)
+    return str(body.get("message", ""))
+
+
+def test_dangerous_pod_is_denied_with_our_message(api: client.ApiClient) -> None:
+    pod = raw_pod("mallory")
+    pod["spec"]["containers"][0]["securityContext"] = {"privileged": True, "runAsUser": 0}
+    pod["spec"]["hostPID"] = True
+    with pytest.raises(ApiException) as err:
+        create_pod(api, pod)
+    message = denial_of(err.value)
+    assert err.value.status in (400, 403)
+    assert 'admission webhook "mutate.jovial-guard.io" denied the request' in message
+    assert "[pod-security/privileged]" in message
+    assert "[pod-security/host-namespaces]" in message
+
+
+def test_notebook_pod_is_admitted_and_stored_hardened(api: client.ApiClient) -> None:
+    pod = raw_pod("alice", groups=("astro",))
+    created = create_pod(api, pod)
+    stored = client.CoreV1Api(api).read_namespaced_pod(created["metadata"]["name"], HUB_NS)
+    psc = stored.spec.security_context
+    assert psc.seccomp_profile.type == "RuntimeDefault"
+    assert psc.run_as_non_root is True and psc.run_as_user == 1000
+    (container,) = stored.spec.containers
+    sc = container.security_context
+    assert sc.read_only_root_filesystem is True
+    assert sc.allow_privilege_escalation is False
+    assert sc.capabilities.drop == ["ALL"]
+    assert {m.mount_path for m in container.volume_mounts} >= {"/tmp", "/home/jovyan"}
+    assert container.resources.limits["cpu"] == "1"  # the API server's canonical form of KubeSpawner's 1.0
+
+
+def test_the_patch_is_what_makes_the_pod_pass_pod_security_restricted(api: client.ApiClient) -> None:
+    """The API server's PodSecurity admission alone (namespace without our webhook):
+    KubeSpawner's raw pod is refused; the pod our webhook patched is admitted."""
+    pod = raw_pod("bob")
+    pod["metadata"]["name"] = "raw-bob"
+    with pytest.raises(ApiException) as err:
+        create_pod(api, pod, namespace=PSS_ONLY_NS)
+    assert "violates PodSecurity" in denial_of(err.value)
+    clean = create_pod(api, raw_pod("bob2"))
+    clean["metadata"] = {"name": "patched-bob", "annotations": clean["metadata"].get("annotations", {})}
+    clean.pop("status", None)
+    create_pod(api, clean, namespace=PSS_ONLY_NS)
+
+
+def test_dry_run_is_decided_and_not_stored(api: client.ApiClient) -> None:
+    pod = raw_pod("dora")
+    result = create_pod(api, pod, dry_run=True)
+    assert result["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    names = [p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(HUB_NS).items]
+    assert pod["metadata"]["name"] not in names
+
+
+def test_deployment_template_is_hardened_and_bad_one_denied(api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    template = {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": [{"name": "c", "image": "quay.io/jupyter/base-notebook:2024-05-27"}]}}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "worker"},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "w"}}, "template": template}}
+    created = apps.create_namespaced_deployment(HUB_NS, deployment)
+    pod_spec = created.spec.template.spec
+    assert pod_spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert pod_spec.containers[0].security_context.capabilities.drop == ["ALL"]
+    bad = copy.deepcopy(deployment)
+    bad["metadata"]["name"] = "bad-worker"
+    bad["spec"]["template"]["spec"]["hostNetwork"] = True
+    with pytest.raises(ApiException) as err:
+        apps.create_namespaced_deployment(HUB_NS, bad)
+    assert "[pod-security/host-namespaces]" in denial_of(err.value)
+
+
+def test_update_that_adds_danger_is_denied(api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    current = apps.read_namespaced_deployment("worker", HUB_NS)
+    doc = client.ApiClient().sanitize_for_serialization(current)
+    doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    with pytest.raises(ApiException) as err:
+        apps.replace_namespaced_deployment("worker", HUB_NS, doc)
+    assert "[pod-security/privileged]" in denial_of(err.value)
+
+
+def test_every_deploy_manifest_is_accepted_by_the_api_server(api: client.ApiClient) -> None:
+    """Strict server-side validation (unknown fields are errors) with dry-run."""
+    dyn = DynamicClient(api)
+    from tests.admission.test_deploy import kustomize_resources
+
+    docs = kustomize_resources()
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    for ns in namespaces:
+        dyn.resources.get(api_version="v1", kind="Namespace").create(body=ns)
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            continue
+        if doc["kind"].endswith("WebhookConfiguration"):  # the test's own copies hold these names
+            doc = {**doc, "metadata": {**doc["metadata"], "name": doc["metadata"]["name"] + "-dry-run"}}
+        resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        namespace = doc["metadata"].get("namespace") if resource.namespaced else None
+        resource.create(body=doc, namespace=namespace, query_params=[("dryRun", "All"), ("fieldValidation", "Strict")])
+
+
+def test_opa_down_means_pods_are_denied(api: client.ApiClient, e2e_opa: ManagedOpa) -> None:
+    e2e_opa.kill()
+    with pytest.raises(ApiException) as err:
+        create_pod(api, raw_pod("carol"))
+    message = denial_of(err.value)
+    assert "[policy-engine-unavailable]" in message, message
+
+
+def test_webhook_down_means_pods_are_denied(api: client.ApiClient, webhook: WebhookProcess) -> None:
+    webhook.stop()
+    with pytest.raises(ApiException) as err:
+        create_pod(api, raw_pod("dave"))
+    assert "failed calling webhook" in denial_of(err.value)

@@ -183,7 +183,7 @@ class PodmanService:
             argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
-        self.pid_path.write_text(str(self._proc.pid))
+        self.pid_path.write_text(f"{self._proc.pid} {os.getpid()}\n")
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -221,10 +221,21 @@ class PodmanService:
 
     # -- internals ------------------------------------------------------------------------
     def _clear_leftovers(self) -> None:
-        """Remove what a crashed run left on our socket; refuse to fight a foreign service."""
-        leftover = _read_pid(self.pid_path)
-        if leftover and _is_our_service(leftover, self.socket_path):
-            _terminate(leftover, None)
+        """Remove what a crashed run left on our socket; never fight a live owner.
+
+        The pid file names the service and the process that started it. A service whose
+        starter is gone is a leftover and is stopped; one whose starter still runs belongs
+        to a live hub (refused); anything else answering on the socket is foreign (refused).
+        """
+        service_pid, owner_pid = _read_pids(self.pid_path)
+        if service_pid and _is_our_service(service_pid, self.socket_path):
+            if owner_pid and _alive(owner_pid):
+                raise EngineUnavailable(
+                    f"{self.socket_path} is in use by a podman service that jovial_guard "
+                    f"process {owner_pid} started and still runs: stop that first or choose "
+                    "another socket_path"
+                )
+            _terminate(service_pid, None)
         if self.ping():
             raise EngineUnavailable(
                 f"another service already answers on {self.socket_path} and was not started "
@@ -246,11 +257,17 @@ class PodmanService:
             return ""
 
 
-def _read_pid(path: Path) -> int | None:
+def _read_pids(path: Path) -> tuple[int | None, int | None]:
+    """``SERVICE_PID OWNER_PID`` from the pid file (either may be missing)."""
     try:
-        return int(path.read_text().strip())
+        fields = [int(f) for f in path.read_text().split()[:2]]
     except (OSError, ValueError):
-        return None
+        return None, None
+    return (fields[0] if fields else None), (fields[1] if len(fields) > 1 else None)
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
 
 
 def _is_our_service(pid: int, socket_path: Path) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -112,17 +113,38 @@ def test_stale_socket_file_is_replaced(sock: Path) -> None:
     assert not sock.exists()
 
 
-def test_leftover_service_is_stopped_and_replaced(sock: Path) -> None:
-    first = PodmanService(socket_path=sock).start()
-    old_pid = first.pid
-    assert old_pid is not None
-    second = PodmanService(socket_path=sock)
+def test_leftover_of_a_crashed_run_is_stopped_and_replaced(sock: Path) -> None:
+    """A starter that died without stop() leaves a running service: the next start ends it."""
+    crashed = subprocess.run(
+        [sys.executable, "-c",
+         "import os, sys\n"
+         "from jovial_guard.runtime.podman import PodmanService\n"
+         "s = PodmanService(socket_path=sys.argv[1]).start()\n"
+         "print(s.pid, flush=True)\n"
+         "os._exit(0)\n", str(sock)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    old_pid = int(crashed.stdout.split()[0])
+    assert Path(f"/proc/{old_pid}").exists()
+    service = PodmanService(socket_path=sock)
     try:
-        second.start()
-        assert second.pid != old_pid and second.ping()
-        assert first._proc is not None and first._proc.wait(timeout=10) is not None
+        service.start()
+        assert service.pid != old_pid and service.ping()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{old_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{old_pid}").exists()
     finally:
-        second.stop()
+        service.stop()
+
+
+def test_service_of_a_live_starter_is_not_taken_over(sock: Path) -> None:
+    first = PodmanService(socket_path=sock).start()
+    try:
+        with pytest.raises(EngineUnavailable, match="still runs"):
+            PodmanService(socket_path=sock).start()
+        assert first.ping()
+    finally:
         first.stop()
 
 

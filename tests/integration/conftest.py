@@ -8,6 +8,8 @@ hub: the red-team tests, credentials and audit live tests. Its API is stable; se
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -24,10 +26,21 @@ from jovial_guard.policy.opa_process import ManagedOpa
 from jovial_guard.spawn.network import namespace_key
 from jovial_guard.spawn.stack import EmbeddedStack, StackSettings, temp_state_dir
 
+def _session_names() -> tuple[str, str, str]:
+    """Names unique to this test session, so concurrent sessions on one machine (other
+    suites, other checkouts) never remove or route each other's containers and namespaces."""
+    tag = secrets.token_hex(2)
+    taken = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True,
+                           check=False).stdout
+    for _ in range(50):
+        second = 160 + secrets.randbelow(80)
+        if f"10.{second}." not in taken:
+            break
+    return f"jgtest{tag}", f"jt{tag}", f"10.{second}.0.0/16"
+
+
 #: Everything this fixture makes carries these names, so teardown can find it all.
-NAME_PREFIX = "jgtest"
-NETNS_PREFIX = "jgt"
-EGRESS_POOL = "10.221.0.0/16"
+NAME_PREFIX, NETNS_PREFIX, EGRESS_POOL = _session_names()
 HOME_VOLUME = NAME_PREFIX + "-home-{username}"
 
 
@@ -260,7 +273,6 @@ def embedded_hub() -> Iterator[EmbeddedHub]:
     """Start OPA, podman, the image check and JupyterHub once for the session."""
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed: run scripts/install-system.sh")
-    remove_leftovers()
     state_dir = temp_state_dir("jovial-guard-test-hub-")
     stack = EmbeddedStack(embedded_settings(state_dir), progress=lambda m: None)
     stack.start()
@@ -269,4 +281,5 @@ def embedded_hub() -> Iterator[EmbeddedHub]:
         yield hub
     finally:
         hub.cleanup()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        if not os.environ.get("JOVIAL_GUARD_KEEP_TEST_STATE"):
+            shutil.rmtree(state_dir, ignore_errors=True)

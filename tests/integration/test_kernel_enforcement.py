@@ -314,3 +314,19 @@ def test_broken_seccomp_file_is_refused(client: docker.DockerClient, network: di
             container.start()
         finally:
             container.remove(force=True)
+
+
+def test_a_real_kernel_runs_a_cell_under_the_hardening(client: docker.DockerClient, network: dict[str, Any]) -> None:
+    """The tightened profile still lets Jupyter work: ipykernel over zmq, threads, numpy."""
+    code = (Path(__file__).parent / "probes" / "kernel_session.py").read_text()
+    seccomp = str(validate_profile_file(notebook_profile_path()))
+    container = client.containers.create(NOTEBOOK_IMAGE, ["python3", "-c", code],
+                                         **hardened_kwargs(network["handle"], seccomp=seccomp))
+    try:
+        container.start()
+        status = container.wait(timeout=120)
+        logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert status.get("StatusCode") == 0, logs
+    assert "KERNEL-OUT 3.0" in logs, logs

@@ -12,11 +12,13 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True,
+                 sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically, created with ``mode`` (never wider).
 
-    ``durable=False`` skips the fsyncs (still atomic): only for bulk work that ends with
-    :func:`sync_directory` itself, such as rewrapping many grants.
+    ``durable=False`` skips the fsyncs (still atomic). ``sync_dir=False`` fsyncs the file
+    but leaves the directory fsync to the caller: bulk work (rewrapping many grants) calls
+    :func:`sync_directory` once at the end.
     """
     path = Path(path)
     directory = path.parent
@@ -35,7 +37,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         except FileNotFoundError:
             pass
         raise
-    if durable:
+    if durable and sync_dir:
         sync_directory(directory)
 
 

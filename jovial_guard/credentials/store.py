@@ -28,8 +28,8 @@ class GrantStore:
             raise CredentialError(f"serial {serial!r}: expected 32 lower-case hex digits")
         return self.directory / f"{serial}{SUFFIX}"
 
-    def put(self, serial: str, blob: bytes, *, durable: bool = True) -> None:
-        atomic_write(self.path_for(serial), blob, mode=0o600, durable=durable)
+    def put(self, serial: str, blob: bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
+        atomic_write(self.path_for(serial), blob, mode=0o600, durable=durable, sync_dir=sync_dir)
 
     def get(self, serial: str) -> bytes:
         try:

@@ -296,9 +296,16 @@ class JovialGuard(SingletonConfigurable):
         """Decide and harden one spawn; raise SpawnRefused on anything but a clean allow."""
         started = time.perf_counter()
         try:
-            return await self._pre_spawn(spawner)
+            record = await self._pre_spawn(spawner)
         finally:
             self.hook_seconds.append(time.perf_counter() - started)
+        record["hook_ms"] = round(self.hook_seconds[-1] * 1000, 1)
+        spawner.log.info(
+            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f",
+            spawner._log_name, record["profile"], record["policy_revision"],
+            record["hardening"]["apparmor"]["status"], record["hook_ms"],
+        )
+        return record
 
     async def _pre_spawn(self, spawner: Any) -> dict[str, Any]:
         spawner.guard_hardened = False
@@ -385,11 +392,6 @@ class JovialGuard(SingletonConfigurable):
                     await result
             except Exception:  # noqa: BLE001 - a listener never changes the outcome
                 spawner.log.exception("jovial_guard spawn listener failed")
-        spawner.log.info(
-            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s",
-            spawner._log_name, decision.spec.profile, decision.policy_revision,
-            rendered["hardening"]["apparmor"]["status"],
-        )
         return record
 
     async def post_stop(self, spawner: Any) -> None:

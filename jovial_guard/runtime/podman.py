@@ -68,6 +68,9 @@ def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path
         'netns = "none"\n'
         'cgroupns = "private"\n'
         'ipcns = "private"\n'
+        "# /etc/hosts from the image only: no host entries, no host.containers.internal.\n"
+        'base_hosts_file = "image"\n'
+        'host_containers_internal_ip = "none"\n'
         "\n[network]\n"
         'network_backend = "cni"\n'
         f'network_config_dir = "{network_dir}"\n'

@@ -187,6 +187,13 @@ def test_no_setuid_binaries_in_image(probe: dict[str, Any]) -> None:
     assert probe["setuid_files"]["ok"], probe["setuid_files"]
 
 
+def test_hosts_file_names_no_host_address(probe: dict[str, Any]) -> None:
+    hosts = probe["etc_hosts"]["detail"]
+    assert "host.containers.internal" not in hosts
+    addresses = {line.split()[0] for line in hosts.splitlines() if line.strip() and not line.startswith("#")}
+    assert addresses <= {"127.0.0.1", "::1", "10.218.0.2"}, hosts
+
+
 # --- file system ------------------------------------------------------------------------------
 
 def test_root_and_usr_are_read_only(probe: dict[str, Any]) -> None:

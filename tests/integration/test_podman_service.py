@@ -44,7 +44,8 @@ def test_containers_conf_pins_runtime_and_disables_networks(tmp_path: Path) -> N
     for line in ('runtime = "runc"', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"',
                  f'events_logfile_path = "{tmp_path / "e.log"}"', 'netns = "none"',
                  'default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]',
-                 f'cni_plugin_dirs = ["{tmp_path / "none"}"]', 'lock_type = "file"'):
+                 f'cni_plugin_dirs = ["{tmp_path / "none"}"]', 'lock_type = "file"',
+                 'base_hosts_file = "image"', 'host_containers_internal_ip = "none"'):
         assert line in text
 
 

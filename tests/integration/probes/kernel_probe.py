@@ -168,6 +168,7 @@ def main():
     record("raw_socket", raw_socket)
     record("ptrace_attach", ptrace_attach)
     record("setuid_files", setuid_files)
+    record("etc_hosts", lambda: open("/etc/hosts").read())
     record("scientific", scientific)
     record("fork_bomb", fork_bomb)
     record("exhaust_memory", exhaust_memory)

@@ -337,3 +337,36 @@ def test_a_real_kernel_runs_a_cell_under_the_hardening(client: docker.DockerClie
         container.remove(force=True)
     assert status.get("StatusCode") == 0, logs
     assert "KERNEL-OUT 3.0" in logs, logs
+
+
+def test_notebook_server_answers_the_hub_side_through_the_router(
+        client: docker.DockerClient, network: dict[str, Any]) -> None:
+    """What the proxy does: reach the user's server at the namespace address, port 8888."""
+    import requests
+
+    handle: NamespaceHandle = network["handle"]
+    seccomp = str(validate_profile_file(notebook_profile_path()))
+    container = client.containers.create(
+        NOTEBOOK_IMAGE,
+        ["jupyter", "server", "--ServerApp.ip=0.0.0.0", "--ServerApp.port=8888",
+         "--IdentityProvider.token=probe-token", "--ServerApp.open_browser=False"],
+        **hardened_kwargs(handle, seccomp=seccomp))
+    try:
+        container.start()
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status = requests.get(f"http://{handle.address}:8888/api/status",
+                                      headers={"Authorization": "token probe-token"}, timeout=2)
+                break
+            except requests.RequestException:
+                container.reload()
+                if container.status == "exited":
+                    break
+                time.sleep(0.3)
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert status is not None and status.status_code == 200, logs[-2000:]
+    assert "last_activity" in status.json()

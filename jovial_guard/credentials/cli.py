@@ -90,7 +90,7 @@ def list_(ctx: click.Context) -> None:
     """Every stored grant with its status (no decryption needed)."""
     issuer = _issuer(ctx)
     now = int(issuer.clock())
-    rows = issuer.list()
+    rows = issuer.list_grants()
     if not rows:
         click.echo("no grants")
         return
@@ -171,12 +171,14 @@ def verify(ctx: click.Context, token_or_serial: str, user: str, fileset: str | N
 @click.option("--fsname", required=True, help="Lustre file system name.")
 @click.option("--mgs-nid", "mgs_nids", multiple=True, required=True, help="e.g. 10.0.0.1@tcp")
 @click.option("--client-nid", "client_nids", multiple=True, required=True, help="NID the user's mounts come from.")
+@click.option("--fs-uid", type=int, default=None, help="Filesystem uid the grant's uid maps to (default: same).")
+@click.option("--fs-gid", type=int, default=None, help="Filesystem gid the grant's gid maps to (default: same).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Also write the key files here (mode 0600): they contain secret key data.")
 @click.pass_context
 @_readable
 def plan(ctx: click.Context, serial: str, fsname: str, mgs_nids: tuple[str, ...], client_nids: tuple[str, ...],
-         out: str | None) -> None:
+         fs_uid: int | None, fs_gid: int | None, out: str | None) -> None:
     """Render the Lustre administration plan (nodemap + SSK) for a stored grant."""
     from .atomic import atomic_write, ensure_private_dir
     from .backends.lustre import render_plan
@@ -184,7 +186,8 @@ def plan(ctx: click.Context, serial: str, fsname: str, mgs_nids: tuple[str, ...]
     issuer = _issuer(ctx)
     grant = issuer.check(issuer.load(serial), now=int(issuer.clock()))
     try:
-        rendered = render_plan(grant, fsname=fsname, mgs_nids=mgs_nids, client_nids=client_nids)
+        rendered = render_plan(grant, fsname=fsname, mgs_nids=mgs_nids, client_nids=client_nids,
+                               fs_uid=fs_uid, fs_gid=fs_gid)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(rendered.render(), nl=False)

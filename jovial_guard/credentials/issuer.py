@@ -227,12 +227,12 @@ class Issuer:
         return [e.serial for e in entries]
 
     # -- listing and key rotation ---------------------------------------------------------
-    def list(self) -> list[tuple[str, GrantHeader | None, Revocation | None]]:
+    def list_grants(self) -> list[tuple[str, GrantHeader | None, Revocation | None]]:
         return [(s, h, self.revocations.get(s)) for s, h in self.store.headers()]
 
     def live_serials(self, *, user: str) -> list[str]:
         now = int(self.clock())
-        return [s for s, h, r in self.list() if h is not None and h["user"] == user and r is None and h["expires"] > now]
+        return [s for s, h, r in self.list_grants() if h is not None and h["user"] == user and r is None and h["expires"] > now]
 
     def rewrap(self, *, durable: bool = True, workers: int = 8) -> RewrapReport:
         """Re-seal every grant not under the active key (fresh DEK), one atomic replace each.
@@ -261,7 +261,7 @@ class Issuer:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             outcomes = list(pool.map(one, serials))
         self.store.sync()
-        failed = tuple(s for s, o in zip(serials, outcomes) if o == "failed")
+        failed = tuple(s for s, o in zip(serials, outcomes, strict=True) if o == "failed")
         return RewrapReport(rewrapped=outcomes.count("done"), already_current=outcomes.count("current"),
                             failed=failed, key_id=active)
 

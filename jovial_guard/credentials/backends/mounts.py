@@ -88,4 +88,8 @@ def make_own_mount(path: Path, *, flag: int) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if not is_mountpoint(path):
         mount(path, path, MS_BIND, what="self-bind")
-    mount(None, path, flag, what="set propagation")
+    # Private first: leave any peer group inherited from a shared parent (systemd hosts),
+    # so a shared staging root starts a peer group of its own.
+    mount(None, path, MS_PRIVATE, what="make private")
+    if flag != MS_PRIVATE:
+        mount(None, path, flag, what="set propagation")

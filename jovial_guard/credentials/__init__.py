@@ -17,8 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def revoke(*, user: str | None = None, serial: str | None = None, reason: str,
-           state_dir: Path | None = None, key_dir: Path | None = None) -> list[str]:
+def revoke(
+    *,
+    user: str | None = None,
+    serial: str | None = None,
+    reason: str,
+    state_dir: Path | None = None,
+    key_dir: Path | None = None,
+) -> list[str]:
     """Revoke a user's grants or one grant by serial. See the module docstring."""
     from .hub import StorageCredentials
     from .issuer import Issuer

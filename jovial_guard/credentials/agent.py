@@ -34,9 +34,16 @@ log = logging.getLogger(__name__)
 
 
 class NodeAgent:
-    def __init__(self, *, agent_id: str, private_key: X25519PrivateKey, issuer_key: Ed25519PublicKey,
-                 revocations: RevocationList, backend: BindBackend,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        private_key: X25519PrivateKey,
+        issuer_key: Ed25519PublicKey,
+        revocations: RevocationList,
+        backend: BindBackend,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.agent_id = agent_id
         self._private_key = private_key
         self.issuer_key = issuer_key
@@ -66,14 +73,24 @@ class NodeAgent:
         with self._lock:
             self.backend.mount(grant)
             self._grants[grant.user] = grant
-        log.info("agent %s mounted %s (%s) for %s at %s", self.agent_id, grant.fileset, grant.mode, grant.user, grant.mount_path)
+        log.info(
+            "agent %s mounted %s (%s) for %s at %s",
+            self.agent_id,
+            grant.fileset,
+            grant.mode,
+            grant.user,
+            grant.mount_path,
+        )
         return grant
 
     def _check(self, grant: Grant, *, now: int) -> None:
         revoked = self.revocations.get(grant.serial)
         if revoked is not None:
-            raise GrantRevoked(f"grant {grant.serial} for {grant.user} was revoked: {revoked.reason}",
-                               serial=grant.serial, reason=revoked.reason)
+            raise GrantRevoked(
+                f"grant {grant.serial} for {grant.user} was revoked: {revoked.reason}",
+                serial=grant.serial,
+                reason=revoked.reason,
+            )
         if now >= grant.expires:
             raise GrantExpired(f"grant {grant.serial} for {grant.user} expired at {grant.expires}", serial=grant.serial)
 

@@ -12,8 +12,7 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True,
-                 sync_dir: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True, sync_dir: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically, created with ``mode`` (never wider).
 
     ``durable=False`` skips the fsyncs (still atomic). ``sync_dir=False`` fsyncs the file

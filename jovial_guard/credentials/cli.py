@@ -34,22 +34,39 @@ def _readable(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except CredentialError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
     return wrapper
 
 
 def _issuer(ctx: click.Context, *, create: bool = False) -> Issuer:
     obj = ctx.obj
-    return Issuer.from_directory(Path(obj["state_dir"]), keyring_path=Path(obj["key_dir"]) / "kek.json",
-                                 lifetime=obj["lifetime"], create=create)
+    return Issuer.from_directory(
+        Path(obj["state_dir"]), keyring_path=Path(obj["key_dir"]) / "kek.json", lifetime=obj["lifetime"], create=create
+    )
 
 
 @click.group()
-@click.option("--state-dir", envvar="JOVIAL_GUARD_CREDS_STATE", default=lambda: _default_dir("state"),
-              show_default="$JOVIAL_GUARD_CACHE/credentials/state", help="Grant envelopes and revocation list.")
-@click.option("--key-dir", envvar="JOVIAL_GUARD_CREDS_KEYS", default=lambda: _default_dir("keys"),
-              show_default="$JOVIAL_GUARD_CACHE/credentials/keys", help="kek.json (mode 0600) and the signing key.")
-@click.option("--lifetime", type=click.IntRange(min=60), default=DEFAULT_LIFETIME, show_default=True,
-              help="Seconds a new grant lives.")
+@click.option(
+    "--state-dir",
+    envvar="JOVIAL_GUARD_CREDS_STATE",
+    default=lambda: _default_dir("state"),
+    show_default="$JOVIAL_GUARD_CACHE/credentials/state",
+    help="Grant envelopes and revocation list.",
+)
+@click.option(
+    "--key-dir",
+    envvar="JOVIAL_GUARD_CREDS_KEYS",
+    default=lambda: _default_dir("keys"),
+    show_default="$JOVIAL_GUARD_CACHE/credentials/keys",
+    help="kek.json (mode 0600) and the signing key.",
+)
+@click.option(
+    "--lifetime",
+    type=click.IntRange(min=60),
+    default=DEFAULT_LIFETIME,
+    show_default=True,
+    help="Seconds a new grant lives.",
+)
 @click.pass_context
 def creds(ctx: click.Context, state_dir: str, key_dir: str, lifetime: int) -> None:
     """Per-user storage credentials: encrypted at rest, expiring, revocable."""
@@ -76,11 +93,19 @@ def init(ctx: click.Context) -> None:
 @_readable
 def issue(ctx: click.Context, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str) -> None:
     """Issue a grant; prints its serial, expiry and (encrypted) token."""
-    issued = _issuer(ctx).issue(user=user, uid=uid, gid=gid, fileset=fileset, mode=mode,  # type: ignore[arg-type]
-                                mount_path=mount_path)
+    issued = _issuer(ctx).issue(
+        user=user,
+        uid=uid,
+        gid=gid,
+        fileset=fileset,
+        mode=mode,  # type: ignore[arg-type]
+        mount_path=mount_path,
+    )
     g = issued.grant
-    click.echo(f"serial:  {g.serial}\nuser:    {g.user} ({g.uid}:{g.gid})\nfileset: {g.fileset} ({g.mode}) at {g.mount_path}\n"
-               f"expires: {_when(g.expires)}\ntoken:   {issued.token}")
+    click.echo(
+        f"serial:  {g.serial}\nuser:    {g.user} ({g.uid}:{g.gid})\nfileset: {g.fileset} ({g.mode}) at {g.mount_path}\n"
+        f"expires: {_when(g.expires)}\ntoken:   {issued.token}"
+    )
 
 
 @creds.command(name="list")
@@ -99,9 +124,11 @@ def list_(ctx: click.Context) -> None:
         if header is None:
             click.echo(f"{serial:32}  (unreadable envelope)")
             continue
-        status = (f"revoked: {revoked.reason}" if revoked else "expired" if header["expires"] <= now else "live")
-        click.echo(f"{serial:32}  {header['user']:12} {header['fileset']:24} {header['mode']:4} "
-                   f"{_when(header['expires']):20} {header['key_id']:4} {status}")
+        status = f"revoked: {revoked.reason}" if revoked else "expired" if header["expires"] <= now else "live"
+        click.echo(
+            f"{serial:32}  {header['user']:12} {header['fileset']:24} {header['mode']:4} "
+            f"{_when(header['expires']):20} {header['key_id']:4} {status}"
+        )
 
 
 @creds.command()
@@ -139,8 +166,10 @@ def rewrap(ctx: click.Context, retire_old: bool) -> None:
     """Re-seal every grant under the active key (atomic per grant; no downtime)."""
     issuer = _issuer(ctx)
     report = issuer.rewrap()
-    click.echo(f"rewrapped {report.rewrapped}, already on {report.key_id}: {report.already_current}, "
-               f"unreadable: {len(report.failed)}")
+    click.echo(
+        f"rewrapped {report.rewrapped}, already on {report.key_id}: {report.already_current}, "
+        f"unreadable: {len(report.failed)}"
+    )
     for serial in report.failed:
         click.echo(f"  unreadable (tampered or unknown key): {serial}", err=True)
     if retire_old:
@@ -173,12 +202,24 @@ def verify(ctx: click.Context, token_or_serial: str, user: str, fileset: str | N
 @click.option("--client-nid", "client_nids", multiple=True, required=True, help="NID the user's mounts come from.")
 @click.option("--fs-uid", type=int, default=None, help="Filesystem uid the grant's uid maps to (default: same).")
 @click.option("--fs-gid", type=int, default=None, help="Filesystem gid the grant's gid maps to (default: same).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Also write the key files here (mode 0600): they contain secret key data.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write the key files here (mode 0600): they contain secret key data.",
+)
 @click.pass_context
 @_readable
-def plan(ctx: click.Context, serial: str, fsname: str, mgs_nids: tuple[str, ...], client_nids: tuple[str, ...],
-         fs_uid: int | None, fs_gid: int | None, out: str | None) -> None:
+def plan(
+    ctx: click.Context,
+    serial: str,
+    fsname: str,
+    mgs_nids: tuple[str, ...],
+    client_nids: tuple[str, ...],
+    fs_uid: int | None,
+    fs_gid: int | None,
+    out: str | None,
+) -> None:
     """Render the Lustre administration plan (nodemap + SSK) for a stored grant."""
     from .atomic import atomic_write, ensure_private_dir
     from .backends.lustre import render_plan
@@ -186,8 +227,9 @@ def plan(ctx: click.Context, serial: str, fsname: str, mgs_nids: tuple[str, ...]
     issuer = _issuer(ctx)
     grant = issuer.check(issuer.load(serial), now=int(issuer.clock()))
     try:
-        rendered = render_plan(grant, fsname=fsname, mgs_nids=mgs_nids, client_nids=client_nids,
-                               fs_uid=fs_uid, fs_gid=fs_gid)
+        rendered = render_plan(
+            grant, fsname=fsname, mgs_nids=mgs_nids, client_nids=client_nids, fs_uid=fs_uid, fs_gid=fs_gid
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(rendered.render(), nl=False)

@@ -61,7 +61,7 @@ def open_delivery(sealed: bytes, *, agent_key: X25519PrivateKey, agent_id: str, 
         raise InvalidGrant() from None
     if payload[:1] != PAYLOAD_VERSION or len(payload) < 1 + SIGNATURE_BYTES + 2:
         raise InvalidGrant()
-    signature, body = payload[1:1 + SIGNATURE_BYTES], payload[1 + SIGNATURE_BYTES:]
+    signature, body = payload[1 : 1 + SIGNATURE_BYTES], payload[1 + SIGNATURE_BYTES :]
     try:
         issuer_key.verify(signature, _signed_message(body))
         return Grant.from_json_bytes(body)
@@ -128,6 +128,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey | X25519PublicKey:
 
 
 __all__ = [
-    "seal_for_agent", "open_delivery", "load_or_create_signing_key", "load_or_create_agent_key",
+    "seal_for_agent",
+    "open_delivery",
+    "load_or_create_signing_key",
+    "load_or_create_agent_key",
     "load_public_key",
 ]

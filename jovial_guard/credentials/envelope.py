@@ -53,12 +53,17 @@ def seal_with(grant: Grant, *, keyring: KeyProvider, dek: bytes, nonce: bytes) -
     header = canonical_json(grant.header(key_id=key_id))
     aad = ENVELOPE_VERSION + header
     ciphertext = AESGCM(dek).encrypt(nonce, grant.secret, aad)
-    return b"".join((
-        ENVELOPE_VERSION,
-        struct.pack(">H", len(header)), header,
-        struct.pack(">H", len(wrapped)), wrapped,
-        nonce, ciphertext,
-    ))
+    return b"".join(
+        (
+            ENVELOPE_VERSION,
+            struct.pack(">H", len(header)),
+            header,
+            struct.pack(">H", len(wrapped)),
+            wrapped,
+            nonce,
+            ciphertext,
+        )
+    )
 
 
 def _split(blob: bytes) -> tuple[bytes, bytes, bytes, bytes]:
@@ -69,12 +74,12 @@ def _split(blob: bytes) -> tuple[bytes, bytes, bytes, bytes]:
         (hlen,) = struct.unpack_from(">H", blob, 1)
         if hlen > _MAX_HEADER:
             raise InvalidGrant()
-        header = bytes(blob[3:3 + hlen])
+        header = bytes(blob[3 : 3 + hlen])
         (wlen,) = struct.unpack_from(">H", blob, 3 + hlen)
         start = 5 + hlen
-        wrapped = bytes(blob[start:start + wlen])
-        nonce = bytes(blob[start + wlen:start + wlen + NONCE_BYTES])
-        ciphertext = bytes(blob[start + wlen + NONCE_BYTES:])
+        wrapped = bytes(blob[start : start + wlen])
+        nonce = bytes(blob[start + wlen : start + wlen + NONCE_BYTES])
+        ciphertext = bytes(blob[start + wlen + NONCE_BYTES :])
     except struct.error:
         raise InvalidGrant() from None
     if len(header) != hlen or len(wrapped) != wlen or len(nonce) != NONCE_BYTES or len(ciphertext) < 16:

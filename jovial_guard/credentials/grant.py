@@ -77,26 +77,43 @@ class Grant:
     secret: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        _check(is_safe_name(self.user), f"user {self.user!r}: expected a lower-case name like 'alice' ([a-z0-9._-], max 64)")
+        _check(
+            is_safe_name(self.user),
+            f"user {self.user!r}: expected a lower-case name like 'alice' ([a-z0-9._-], max 64)",
+        )
         for name in ("uid", "gid"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_ID,
                 f"{name} {value!r}: expected an integer 1..{_MAX_ID} (never root)",
             )
-        _check(is_safe_fileset(self.fileset), f"fileset {self.fileset!r}: expected a relative path like 'home/alice' without '..'")
+        _check(
+            is_safe_fileset(self.fileset),
+            f"fileset {self.fileset!r}: expected a relative path like 'home/alice' without '..'",
+        )
         _check(self.mode in MODES, f"mode {self.mode!r}: expected 'ro' or 'rw'")
         _check(
-            isinstance(self.mount_path, str) and bool(_MOUNT_PATH.match(self.mount_path)) and ".." not in self.mount_path,
+            isinstance(self.mount_path, str)
+            and bool(_MOUNT_PATH.match(self.mount_path))
+            and ".." not in self.mount_path,
             f"mount_path {self.mount_path!r}: expected an absolute path of at least two parts like '/lustre/home'",
         )
         _check(is_safe_name(self.nodemap), f"nodemap {self.nodemap!r}: expected a name like 'jg-alice'")
         for name in ("issued", "expires"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{name} {value!r}: expected seconds since the epoch")
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                f"{name} {value!r}: expected seconds since the epoch",
+            )
         _check(self.expires > self.issued, f"expires {self.expires} must be after issued {self.issued}")
-        _check(isinstance(self.serial, str) and bool(_SERIAL.match(self.serial)), f"serial {self.serial!r}: expected 32 lower-case hex digits")
-        _check(isinstance(self.secret, bytes) and len(self.secret) == SECRET_BYTES, f"secret: expected {SECRET_BYTES} bytes")
+        _check(
+            isinstance(self.serial, str) and bool(_SERIAL.match(self.serial)),
+            f"serial {self.serial!r}: expected 32 lower-case hex digits",
+        )
+        _check(
+            isinstance(self.secret, bytes) and len(self.secret) == SECRET_BYTES,
+            f"secret: expected {SECRET_BYTES} bytes",
+        )
 
     @property
     def mount_parent(self) -> str:

@@ -113,7 +113,8 @@ class StorageCredentials(SingletonConfigurable):
         return Path("/run/jovial-guard/storage") / tag
 
     lifetime = Integer(
-        DEFAULT_LIFETIME, config=True,
+        DEFAULT_LIFETIME,
+        config=True,
         help="Seconds a grant lives before it must be renewed; default 28800 (a working day). Example: 3600.",
     )
 
@@ -125,13 +126,15 @@ class StorageCredentials(SingletonConfigurable):
         return value
 
     sweep_interval = Integer(
-        10, config=True,
+        10,
+        config=True,
         help="""Seconds between agent sweeps (expiry, revocations written by other processes
         such as the CLI) and renewals. Revocations made in the hub process act at once.
         Default 10.""",
     )
     create_filesets = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="Create a missing fileset directory (owned by the grant's uid:gid, mode 0700). Default True.",
     )
 
@@ -153,8 +156,12 @@ class StorageCredentials(SingletonConfigurable):
     @property
     def agent(self) -> NodeAgent:
         if self._agent is None:
-            backend = BindBackend(storage_root=Path(self.storage_root), staging_root=Path(self.staging_root),
-                                  work_root=Path(self.work_root), create_filesets=self.create_filesets)
+            backend = BindBackend(
+                storage_root=Path(self.storage_root),
+                staging_root=Path(self.staging_root),
+                work_root=Path(self.work_root),
+                create_filesets=self.create_filesets,
+            )
             backend.prepare()
             self._agent = NodeAgent(
                 agent_id=self.agent_id,
@@ -170,20 +177,29 @@ class StorageCredentials(SingletonConfigurable):
         return self._agent
 
     # -- spawn / stop ---------------------------------------------------------------------
-    def attach_sync(self, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str) -> tuple[Grant, dict[str, Any]]:
+    def attach_sync(
+        self, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str
+    ) -> tuple[Grant, dict[str, Any]]:
         """Issue, seal, deliver, mount; returns the grant and the DockerSpawner volume entry."""
         issuer, agent = self.issuer, self.agent
         for serial in issuer.live_serials(user=user):  # one live grant per user
             issuer.revoke(serial=serial, reason="replaced by a new spawn")
-        issued = issuer.issue(user=user, uid=uid, gid=gid, fileset=fileset, mode=mode,  # type: ignore[arg-type]
-                              mount_path=mount_path)
+        issued = issuer.issue(
+            user=user,
+            uid=uid,
+            gid=gid,
+            fileset=fileset,
+            mode=mode,  # type: ignore[arg-type]
+            mount_path=mount_path,
+        )
         sealed = issuer.seal_for(issued.grant, agent_key=agent.public_key, agent_id=agent.agent_id)
         grant = agent.accept(sealed, user=user)
         volume = agent.backend.container_volume(user=user, mount_parent=grant.mount_parent)
         return grant, volume
 
-    async def attach(self, spawner: Any, *, user: str, uid: int, gid: int, fileset: str, mode: str,
-                     mount_path: str) -> Grant:
+    async def attach(
+        self, spawner: Any, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str
+    ) -> Grant:
         """Spawn-hook entry: mount the user's fileset and add the staging volume to ``spawner``."""
         grant, volume = await asyncio.to_thread(
             self.attach_sync, user=user, uid=uid, gid=gid, fileset=fileset, mode=mode, mount_path=mount_path
@@ -200,10 +216,22 @@ class StorageCredentials(SingletonConfigurable):
         storage = getattr(spec, "storage", None)
         if storage is None:
             return None
-        grant = await self.attach(spawner, user=str(spawner.user.name), uid=int(spec.uid), gid=int(spec.gid),
-                                  fileset=storage.fileset, mode=storage.mode, mount_path=storage.mount_path)
-        return {"serial": grant.serial, "fileset": grant.fileset, "mode": grant.mode,
-                "mount_path": grant.mount_path, "expires": grant.expires}
+        grant = await self.attach(
+            spawner,
+            user=str(spawner.user.name),
+            uid=int(spec.uid),
+            gid=int(spec.gid),
+            fileset=storage.fileset,
+            mode=storage.mode,
+            mount_path=storage.mount_path,
+        )
+        return {
+            "serial": grant.serial,
+            "fileset": grant.fileset,
+            "mode": grant.mode,
+            "mount_path": grant.mount_path,
+            "expires": grant.expires,
+        }
 
     async def detach_for_spawn(self, spawner: Any) -> None:
         """What ``JovialGuard.post_stop`` calls: revoke the user's grants, unmount."""
@@ -229,8 +257,9 @@ class StorageCredentials(SingletonConfigurable):
                 continue
             try:
                 renewed = issuer.renew(grant.serial)
-                agent.accept(issuer.seal_for(renewed.grant, agent_key=agent.public_key, agent_id=agent.agent_id),
-                             user=mount.user)
+                agent.accept(
+                    issuer.seal_for(renewed.grant, agent_key=agent.public_key, agent_id=agent.agent_id), user=mount.user
+                )
             except (GrantRefused, CredentialError) as exc:
                 self.log.warning("storage grant %s not renewed: %s", grant.serial, exc)
         agent.sweep()

@@ -17,10 +17,10 @@ without waiting for the next sweep.
 from __future__ import annotations
 
 import hmac
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -88,7 +88,9 @@ class Issuer:
         randbytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         if lifetime <= 0:
-            raise GrantRequestInvalid(f"lifetime {lifetime!r}: expected a positive number of seconds (default {DEFAULT_LIFETIME})")
+            raise GrantRequestInvalid(
+                f"lifetime {lifetime!r}: expected a positive number of seconds (default {DEFAULT_LIFETIME})"
+            )
         self.keyring = keyring
         self.store = store
         self.revocations = revocations
@@ -99,9 +101,15 @@ class Issuer:
         self.listeners: list[RevocationListener] = []
 
     @classmethod
-    def from_directory(cls, state_dir: Path, *, keyring_path: Path | None = None,
-                       keyring: KeyProvider | None = None, lifetime: int = DEFAULT_LIFETIME,
-                       create: bool = False) -> "Issuer":
+    def from_directory(
+        cls,
+        state_dir: Path,
+        *,
+        keyring_path: Path | None = None,
+        keyring: KeyProvider | None = None,
+        lifetime: int = DEFAULT_LIFETIME,
+        create: bool = False,
+    ) -> "Issuer":
         """The standard layout: ``state_dir/{grants/, revoked.json}``, keys under ``keys/``.
 
         The key directory defaults to ``state_dir/../keys`` so a scan of the state directory
@@ -125,20 +133,58 @@ class Issuer:
         )
 
     # -- issuing ------------------------------------------------------------------------
-    def issue(self, *, user: str, uid: int, gid: int, fileset: str, mode: Mode, mount_path: str,
-              nodemap: str | None = None, lifetime: int | None = None) -> Issued:
-        return self.issue_at(int(self.clock()), user=user, uid=uid, gid=gid, fileset=fileset, mode=mode,
-                             mount_path=mount_path, nodemap=nodemap, lifetime=lifetime)
+    def issue(
+        self,
+        *,
+        user: str,
+        uid: int,
+        gid: int,
+        fileset: str,
+        mode: Mode,
+        mount_path: str,
+        nodemap: str | None = None,
+        lifetime: int | None = None,
+    ) -> Issued:
+        return self.issue_at(
+            int(self.clock()),
+            user=user,
+            uid=uid,
+            gid=gid,
+            fileset=fileset,
+            mode=mode,
+            mount_path=mount_path,
+            nodemap=nodemap,
+            lifetime=lifetime,
+        )
 
-    def issue_at(self, now: int, *, user: str, uid: int, gid: int, fileset: str, mode: Mode,
-                 mount_path: str, nodemap: str | None = None, lifetime: int | None = None) -> Issued:
+    def issue_at(
+        self,
+        now: int,
+        *,
+        user: str,
+        uid: int,
+        gid: int,
+        fileset: str,
+        mode: Mode,
+        mount_path: str,
+        nodemap: str | None = None,
+        lifetime: int | None = None,
+    ) -> Issued:
         life = self.lifetime if lifetime is None else lifetime
         if not isinstance(life, int) or life <= 0:
             raise GrantRequestInvalid(f"lifetime {life!r}: expected a positive number of seconds")
         grant = Grant(
-            user=user, uid=uid, gid=gid, fileset=fileset, mode=mode, mount_path=mount_path,
-            nodemap=nodemap or f"jg-{user}"[:64], issued=now, expires=now + life,
-            serial=self.randbytes(16).hex(), secret=self.randbytes(SECRET_BYTES),
+            user=user,
+            uid=uid,
+            gid=gid,
+            fileset=fileset,
+            mode=mode,
+            mount_path=mount_path,
+            nodemap=nodemap or f"jg-{user}"[:64],
+            issued=now,
+            expires=now + life,
+            serial=self.randbytes(16).hex(),
+            secret=self.randbytes(SECRET_BYTES),
         )
         blob = seal(grant, keyring=self.keyring, randbytes=self.randbytes)
         self.store.put(grant.serial, blob)
@@ -168,7 +214,9 @@ class Issuer:
         blob = from_token(token) if isinstance(token, str) else token
         grant = open_envelope(blob, keyring=self.keyring)
         if not _eq(grant.user, user):
-            raise GrantWrongUser(f"grant {grant.serial} was issued to {grant.user!r}, not {user!r}", serial=grant.serial)
+            raise GrantWrongUser(
+                f"grant {grant.serial} was issued to {grant.user!r}, not {user!r}", serial=grant.serial
+            )
         if fileset is not None and not _eq(grant.fileset, fileset):
             raise GrantWrongFileset(
                 f"grant {grant.serial} covers fileset {grant.fileset!r}, not {fileset!r}", serial=grant.serial
@@ -181,10 +229,13 @@ class Issuer:
         if revoked is not None:
             raise GrantRevoked(
                 f"grant {grant.serial} for {grant.user} was revoked at {revoked.at}: {revoked.reason}",
-                serial=grant.serial, reason=revoked.reason,
+                serial=grant.serial,
+                reason=revoked.reason,
             )
         if now >= grant.expires:
-            raise GrantExpired(f"grant {grant.serial} for {grant.user} expired at {grant.expires} (now {now})", serial=grant.serial)
+            raise GrantExpired(
+                f"grant {grant.serial} for {grant.user} expired at {grant.expires} (now {now})", serial=grant.serial
+            )
         return grant
 
     def load(self, serial: str) -> Grant:
@@ -232,7 +283,11 @@ class Issuer:
 
     def live_serials(self, *, user: str) -> list[str]:
         now = int(self.clock())
-        return [s for s, h, r in self.list_grants() if h is not None and h["user"] == user and r is None and h["expires"] > now]
+        return [
+            s
+            for s, h, r in self.list_grants()
+            if h is not None and h["user"] == user and r is None and h["expires"] > now
+        ]
 
     def rewrap(self, *, durable: bool = True, workers: int = 8) -> RewrapReport:
         """Re-seal every grant not under the active key (fresh DEK), one atomic replace each.
@@ -253,8 +308,9 @@ class Issuer:
                 return "failed"
             if key_id_of(blob) == active:
                 return "current"
-            self.store.put(serial, seal(grant, keyring=self.keyring, randbytes=self.randbytes),
-                           durable=durable, sync_dir=False)
+            self.store.put(
+                serial, seal(grant, keyring=self.keyring, randbytes=self.randbytes), durable=durable, sync_dir=False
+            )
             return "done"
 
         serials = self.store.serials()
@@ -262,8 +318,9 @@ class Issuer:
             outcomes = list(pool.map(one, serials))
         self.store.sync()
         failed = tuple(s for s, o in zip(serials, outcomes, strict=True) if o == "failed")
-        return RewrapReport(rewrapped=outcomes.count("done"), already_current=outcomes.count("current"),
-                            failed=failed, key_id=active)
+        return RewrapReport(
+            rewrapped=outcomes.count("done"), already_current=outcomes.count("current"), failed=failed, key_id=active
+        )
 
     def keys_in_use(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -281,4 +338,3 @@ class Issuer:
         if retire is None:
             raise CredentialError("this key provider does not retire keys here; retire it in the KMS")
         retire(key_id)
-

@@ -102,8 +102,9 @@ class LocalFileKeyring:
 
     # -- loading and saving -------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, *, randbytes: Callable[[int], bytes] = os.urandom,
-               now: int | None = None) -> "LocalFileKeyring":
+    def create(
+        cls, path: Path, *, randbytes: Callable[[int], bytes] = os.urandom, now: int | None = None
+    ) -> "LocalFileKeyring":
         """Write a new keyring with one key (``k1``); refuses to overwrite an existing file."""
         path = Path(path)
         if path.exists():
@@ -112,8 +113,12 @@ class LocalFileKeyring:
         doc = {
             "version": KEYRING_VERSION,
             "active": "k1",
-            "keys": {"k1": {"created": int(time.time() if now is None else now),
-                            "key": base64.b64encode(randbytes(KEY_BYTES)).decode()}},
+            "keys": {
+                "k1": {
+                    "created": int(time.time() if now is None else now),
+                    "key": base64.b64encode(randbytes(KEY_BYTES)).decode(),
+                }
+            },
         }
         atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode(), mode=0o600)
         return cls(path, randbytes=randbytes)
@@ -123,7 +128,9 @@ class LocalFileKeyring:
         try:
             doc = json.loads(self.path.read_bytes())
             if doc.get("version") != KEYRING_VERSION:
-                raise KeyringError(f"key file {self.path}: unsupported version {doc.get('version')!r} (expected {KEYRING_VERSION})")
+                raise KeyringError(
+                    f"key file {self.path}: unsupported version {doc.get('version')!r} (expected {KEYRING_VERSION})"
+                )
             keys = {}
             created = {}
             for key_id, entry in doc["keys"].items():
@@ -146,8 +153,10 @@ class LocalFileKeyring:
         doc = {
             "version": KEYRING_VERSION,
             "active": self._active,
-            "keys": {k: {"created": self._created[k], "key": base64.b64encode(v).decode()}
-                     for k, v in sorted(self._keys.items())},
+            "keys": {
+                k: {"created": self._created[k], "key": base64.b64encode(v).decode()}
+                for k, v in sorted(self._keys.items())
+            },
         }
         atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode(), mode=0o600)
 
@@ -195,7 +204,7 @@ class LocalFileKeyring:
         if len(wrapped) < 1 + NONCE_BYTES + 16 or wrapped[:1] != WRAP_VERSION:
             raise InvalidGrant()
         try:
-            return aead.decrypt(wrapped[1:1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES:], _wrap_aad(key_id, context))
+            return aead.decrypt(wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :], _wrap_aad(key_id, context))
         except InvalidTag:
             raise InvalidGrant() from None
 
@@ -205,4 +214,9 @@ def _wrap_aad(key_id: str, context: bytes) -> bytes:
 
 
 def _valid_key_id(key_id: object) -> bool:
-    return isinstance(key_id, str) and 0 < len(key_id) <= 32 and key_id.replace("-", "").replace("_", "").isalnum() and key_id.isascii()
+    return (
+        isinstance(key_id, str)
+        and 0 < len(key_id) <= 32
+        and key_id.replace("-", "").replace("_", "").isalnum()
+        and key_id.isascii()
+    )

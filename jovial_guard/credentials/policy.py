@@ -32,7 +32,12 @@ class StorageParams:
         if not isinstance(doc, dict):
             raise StoragePolicyError(f"data.{PACKAGE}.{RULE} is not an object: {doc!r}")
         fileset, mode, mount_path = doc.get("fileset"), doc.get("mode"), doc.get("mount_path")
-        if not is_safe_fileset(fileset) or mode not in ("ro", "rw") or not isinstance(mount_path, str) or not mount_path.startswith("/"):
+        if (
+            not is_safe_fileset(fileset)
+            or mode not in ("ro", "rw")
+            or not isinstance(mount_path, str)
+            or not mount_path.startswith("/")
+        ):
             raise StoragePolicyError(f"data.{PACKAGE}.{RULE} is malformed: {doc!r}")
         return cls(fileset=str(fileset), mode=str(mode), mount_path=mount_path)
 

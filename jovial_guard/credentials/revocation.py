@@ -61,7 +61,9 @@ class RevocationList:
             }
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # Fail closed: an unreadable revocation list makes every check fail.
-            raise CredentialError(f"revocation list {self.path} is unreadable ({exc}); refusing all grants until it is fixed") from None
+            raise CredentialError(
+                f"revocation list {self.path} is unreadable ({exc}); refusing all grants until it is fixed"
+            ) from None
         self._entries, self._stamp = entries, stamp
 
     def get(self, serial: str) -> Revocation | None:
@@ -86,9 +88,7 @@ class RevocationList:
                 merged.setdefault(entry.serial, entry)
             doc = {
                 "version": REVOCATION_VERSION,
-                "revoked": {
-                    s: {"user": r.user, "reason": r.reason, "at": r.at} for s, r in sorted(merged.items())
-                },
+                "revoked": {s: {"user": r.user, "reason": r.reason, "at": r.at} for s, r in sorted(merged.items())},
             }
             atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode(), mode=0o600)
             self._entries = merged

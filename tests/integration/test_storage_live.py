@@ -68,7 +68,9 @@ def _storage_root() -> Path:
 
 
 def _issuer(hub: Any) -> Issuer:
-    return Issuer.from_directory(hub.state_dir / "credentials", keyring_path=hub.state_dir / "credentials-keys" / "kek.json")
+    return Issuer.from_directory(
+        hub.state_dir / "credentials", keyring_path=hub.state_dir / "credentials-keys" / "kek.json"
+    )
 
 
 def _plant(fileset: str, name: str, content: str) -> Path:
@@ -153,8 +155,12 @@ def test_own_fileset_only_no_keys_and_revocation_cuts_access(embedded_hub: Any) 
     assert all("stuserc" not in m[0] for m in lustre_mounts)
 
     # revoke from another process (the hub's agent sees it on its next sweep)
-    assert revoke(user="stusera", reason="live test", state_dir=hub.state_dir / "credentials",
-                  key_dir=hub.state_dir / "credentials-keys") == [grant.serial]
+    assert revoke(
+        user="stusera",
+        reason="live test",
+        state_dir=hub.state_dir / "credentials",
+        key_dir=hub.state_dir / "credentials-keys",
+    ) == [grant.serial]
 
     def gone() -> bool:
         code, listing = hub.exec("stusera", ["ls", "-A", "/lustre/home"])

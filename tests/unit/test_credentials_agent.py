@@ -23,7 +23,9 @@ from jovial_guard.credentials.store import GrantStore
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root (CI runs as root)")
 
 NOW = 1_764_230_400
-ALICE: dict[str, Any] = dict(user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home")
+ALICE: dict[str, Any] = dict(
+    user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home"
+)
 
 
 class Clock:
@@ -42,15 +44,25 @@ def clock() -> Clock:
 @pytest.fixture
 def setup(tmp_path: Path, clock: Clock) -> Iterator[tuple[Issuer, NodeAgent, BindBackend]]:
     (tmp_path / "keys").mkdir(mode=0o700)
-    issuer = Issuer(keyring=LocalFileKeyring.create(tmp_path / "keys" / "kek.json"),
-                    store=GrantStore(tmp_path / "state" / "grants"),
-                    revocations=RevocationList(tmp_path / "state" / "revoked.json"),
-                    signer=Ed25519PrivateKey.generate(), lifetime=3600, clock=clock)
-    backend = BindBackend(storage_root=tmp_path / "lustre", staging_root=tmp_path / "staging",
-                          work_root=tmp_path / "work")
-    agent = NodeAgent(agent_id="node-1", private_key=X25519PrivateKey.generate(),
-                      issuer_key=issuer.signer.public_key(), revocations=issuer.revocations,
-                      backend=backend, clock=clock)
+    issuer = Issuer(
+        keyring=LocalFileKeyring.create(tmp_path / "keys" / "kek.json"),
+        store=GrantStore(tmp_path / "state" / "grants"),
+        revocations=RevocationList(tmp_path / "state" / "revoked.json"),
+        signer=Ed25519PrivateKey.generate(),
+        lifetime=3600,
+        clock=clock,
+    )
+    backend = BindBackend(
+        storage_root=tmp_path / "lustre", staging_root=tmp_path / "staging", work_root=tmp_path / "work"
+    )
+    agent = NodeAgent(
+        agent_id="node-1",
+        private_key=X25519PrivateKey.generate(),
+        issuer_key=issuer.signer.public_key(),
+        revocations=issuer.revocations,
+        backend=backend,
+        clock=clock,
+    )
     issuer.listeners.append(agent.on_revoked)
     try:
         yield issuer, agent, backend
@@ -109,15 +121,21 @@ def test_revocation_from_another_process_is_swept(setup: tuple[Issuer, NodeAgent
     issuer, agent, _ = setup
     issued, sealed = _deliver(issuer, agent)
     agent.accept(sealed, user="alice")
-    other = Issuer(keyring=issuer.keyring, store=issuer.store,
-                   revocations=RevocationList(tmp_path / "state" / "revoked.json"), signer=issuer.signer)
+    other = Issuer(
+        keyring=issuer.keyring,
+        store=issuer.store,
+        revocations=RevocationList(tmp_path / "state" / "revoked.json"),
+        signer=issuer.signer,
+    )
     other.revoke(user="alice", reason="from the CLI")  # this issuer has no listener
     assert mounts.is_mountpoint(tmp_path / "staging" / "alice" / "home")
     assert agent.sweep() == ["alice"]
     assert not mounts.is_mountpoint(tmp_path / "staging" / "alice" / "home")
 
 
-def test_expired_grant_refused_and_swept(setup: tuple[Issuer, NodeAgent, BindBackend], clock: Clock, tmp_path: Path) -> None:
+def test_expired_grant_refused_and_swept(
+    setup: tuple[Issuer, NodeAgent, BindBackend], clock: Clock, tmp_path: Path
+) -> None:
     issuer, agent, _ = setup
     _, sealed = _deliver(issuer, agent)
     agent.accept(sealed, user="alice")
@@ -160,7 +178,9 @@ def test_unaccounted_mount_is_swept(setup: tuple[Issuer, NodeAgent, BindBackend]
     assert not mounts.is_mountpoint(rogue)
 
 
-def test_fileset_symlink_out_of_storage_root_refused(setup: tuple[Issuer, NodeAgent, BindBackend], tmp_path: Path) -> None:
+def test_fileset_symlink_out_of_storage_root_refused(
+    setup: tuple[Issuer, NodeAgent, BindBackend], tmp_path: Path
+) -> None:
     issuer, agent, _ = setup
     (tmp_path / "lustre" / "home").mkdir(parents=True)
     (tmp_path / "lustre" / "home" / "alice").symlink_to("/etc")

@@ -23,7 +23,9 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _issue(run, user: str = "alice") -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    code, out = run("issue", "--user", user, "--uid", "1000", "--gid", "100", "--fileset", f"home/{user}", "--mode", "rw")
+    code, out = run(
+        "issue", "--user", user, "--uid", "1000", "--gid", "100", "--fileset", f"home/{user}", "--mode", "rw"
+    )
     assert code == 0, out
     fields = dict(line.split(":", 1) for line in out.splitlines())
     return fields["serial"].strip(), fields["token"].strip()
@@ -79,8 +81,18 @@ def test_plan_writes_private_key_files(run, tmp_path: Path) -> None:  # type: ig
     run("init")
     serial, _ = _issue(run)
     out_dir = tmp_path / "plan"
-    code, out = run("plan", serial, "--fsname", "astro", "--mgs-nid", "10.0.0.1@tcp", "--client-nid", "10.0.1.5@tcp",
-                    "--out", str(out_dir))
+    code, out = run(
+        "plan",
+        serial,
+        "--fsname",
+        "astro",
+        "--mgs-nid",
+        "10.0.0.1@tcp",
+        "--client-nid",
+        "10.0.1.5@tcp",
+        "--out",
+        str(out_dir),
+    )
     assert code == 0 and "lctl nodemap_set_fileset --name jg-alice --fileset /home/alice" in out
     assert (out_dir / "jg-alice.data").stat().st_mode & 0o777 == 0o600
     code, out = run("plan", serial, "--fsname", "BAD!", "--mgs-nid", "10.0.0.1@tcp", "--client-nid", "10.0.1.5@tcp")

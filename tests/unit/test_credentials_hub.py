@@ -25,9 +25,15 @@ class Clock:
 
 @pytest.fixture
 def creds(tmp_path: Path) -> Iterator[tuple[StorageCredentials, Clock]]:
-    sc = StorageCredentials(state_dir=str(tmp_path / "state"), key_dir=str(tmp_path / "keys"),
-                            agent_key_path=str(tmp_path / "agent" / "agent.key"), storage_root=str(tmp_path / "lustre"),
-                            staging_root=str(tmp_path / "staging"), work_root=str(tmp_path / "work"), lifetime=3600)
+    sc = StorageCredentials(
+        state_dir=str(tmp_path / "state"),
+        key_dir=str(tmp_path / "keys"),
+        agent_key_path=str(tmp_path / "agent" / "agent.key"),
+        storage_root=str(tmp_path / "lustre"),
+        staging_root=str(tmp_path / "staging"),
+        work_root=str(tmp_path / "work"),
+        lifetime=3600,
+    )
     clock = Clock()
     sc.issuer.clock = clock
     sc.agent.clock = clock
@@ -46,13 +52,21 @@ def test_defaults_keep_staging_out_of_state_dir() -> None:
         StorageCredentials(lifetime=5)
 
 
-async def test_attach_for_spawn_adds_volume_and_detach_revokes(creds: tuple[StorageCredentials, Clock], tmp_path: Path) -> None:
+async def test_attach_for_spawn_adds_volume_and_detach_revokes(
+    creds: tuple[StorageCredentials, Clock], tmp_path: Path
+) -> None:
     sc, _ = creds
     spawner = SimpleNamespace(user=SimpleNamespace(name="alice"), volumes={"home": {"bind": "/home/jovyan"}})
-    spec = SimpleNamespace(uid=1000, gid=100, storage=SimpleNamespace(fileset="home/alice", mode="rw", mount_path="/lustre/home"))
+    spec = SimpleNamespace(
+        uid=1000, gid=100, storage=SimpleNamespace(fileset="home/alice", mode="rw", mount_path="/lustre/home")
+    )
     record = await sc.attach_for_spawn(spawner, spec)
     assert record is not None and set(record) == {"serial", "fileset", "mode", "mount_path", "expires"}
-    assert spawner.volumes[str(tmp_path / "staging" / "alice")] == {"bind": "/lustre", "mode": "ro", "propagation": "rslave"}
+    assert spawner.volumes[str(tmp_path / "staging" / "alice")] == {
+        "bind": "/lustre",
+        "mode": "ro",
+        "propagation": "rslave",
+    }
     assert "home" in spawner.volumes
     assert mounts.is_mountpoint(tmp_path / "staging" / "alice" / "home")
     await sc.detach_for_spawn(spawner)
@@ -71,8 +85,12 @@ async def test_no_storage_in_decision_means_no_volume(creds: tuple[StorageCreden
 
 def test_respawn_replaces_previous_grant(creds: tuple[StorageCredentials, Clock]) -> None:
     sc, _ = creds
-    first, _ = sc.attach_sync(user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home")
-    second, _ = sc.attach_sync(user="alice", uid=1000, gid=100, fileset="home/alice", mode="ro", mount_path="/lustre/home")
+    first, _ = sc.attach_sync(
+        user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home"
+    )
+    second, _ = sc.attach_sync(
+        user="alice", uid=1000, gid=100, fileset="home/alice", mode="ro", mount_path="/lustre/home"
+    )
     assert sc.issuer.live_serials(user="alice") == [second.serial]
     assert sc.issuer.revocations.get(first.serial) is not None
     assert sc.agent.holding("alice") == second
@@ -80,7 +98,9 @@ def test_respawn_replaces_previous_grant(creds: tuple[StorageCredentials, Clock]
 
 def test_tick_renews_live_grants_and_sweeps_expired(creds: tuple[StorageCredentials, Clock], tmp_path: Path) -> None:
     sc, clock = creds
-    grant, _ = sc.attach_sync(user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home")
+    grant, _ = sc.attach_sync(
+        user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home"
+    )
     clock.now += 1000
     sc.tick()  # less than half the life used: nothing to do
     assert sc.agent.holding("alice") == grant

@@ -19,7 +19,9 @@ from jovial_guard.credentials.revocation import Revocation, RevocationList
 from jovial_guard.credentials.store import GrantStore
 
 NOW = 1_764_230_400
-ALICE: dict[str, Any] = dict(user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home")
+ALICE: dict[str, Any] = dict(
+    user="alice", uid=1000, gid=100, fileset="home/alice", mode="rw", mount_path="/lustre/home"
+)
 
 
 class Clock:
@@ -133,8 +135,9 @@ def test_module_revoke_api(tmp_path: Path) -> None:
     state = tmp_path / "state"
     issuer = Issuer.from_directory(state, create=True)
     issued = issuer.issue(**ALICE)
-    assert module_revoke(user="alice", reason="audit responder", state_dir=state,
-                         key_dir=tmp_path / "keys") == [issued.grant.serial]
+    assert module_revoke(user="alice", reason="audit responder", state_dir=state, key_dir=tmp_path / "keys") == [
+        issued.grant.serial
+    ]
     with pytest.raises(errors.GrantRevoked):
         issuer.verify(issued.token, user="alice")
 
@@ -178,11 +181,20 @@ def test_renew_extends_live_grant_only(issuer: Issuer, clock: Clock) -> None:
         issuer.renew(issued.grant.serial)
 
 
-@pytest.mark.parametrize("field,value,words", [
-    ("user", "../root", "user"), ("user", "Alice", "user"), ("uid", 0, "never root"), ("gid", -1, "gid"),
-    ("fileset", "../etc", "fileset"), ("fileset", "/abs", "fileset"), ("mode", "admin", "'ro' or 'rw'"),
-    ("mount_path", "/lustre", "mount_path"), ("mount_path", "relative/x", "mount_path"),
-])
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("user", "../root", "user"),
+        ("user", "Alice", "user"),
+        ("uid", 0, "never root"),
+        ("gid", -1, "gid"),
+        ("fileset", "../etc", "fileset"),
+        ("fileset", "/abs", "fileset"),
+        ("mode", "admin", "'ro' or 'rw'"),
+        ("mount_path", "/lustre", "mount_path"),
+        ("mount_path", "relative/x", "mount_path"),
+    ],
+)
 def test_bad_issue_arguments_name_the_argument(issuer: Issuer, field: str, value: Any, words: str) -> None:
     with pytest.raises(errors.GrantRequestInvalid, match=words):
         issuer.issue(**{**ALICE, field: value})
@@ -246,11 +258,15 @@ def test_signing_key_with_loose_permissions_is_refused(tmp_path: Path) -> None:
         Issuer.from_directory(tmp_path / "state")
 
 
-@pytest.mark.parametrize("content,words", [
-    ("{", "malformed"), ('{"version": 2}', "unsupported version"),
-    ('{"version": 1, "active": "k1", "keys": {"k1": {"key": "c2hvcnQ="}}}', "32-byte"),
-    ('{"version": 1, "active": "k9", "keys": {}}', "active key"),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ("{", "malformed"),
+        ('{"version": 2}', "unsupported version"),
+        ('{"version": 1, "active": "k1", "keys": {"k1": {"key": "c2hvcnQ="}}}', "32-byte"),
+        ('{"version": 1, "active": "k9", "keys": {}}', "active key"),
+    ],
+)
 def test_malformed_keyring(tmp_path: Path, content: str, words: str) -> None:
     path = tmp_path / "kek.json"
     path.write_text(content)

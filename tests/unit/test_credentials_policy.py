@@ -13,10 +13,17 @@ from jovial_guard.workload import HubUser, Workload
 
 def _workload(name: str, groups: tuple[str, ...] = ()) -> Workload:
     return Workload(
-        origin="spawn", kind="Pod", name=f"jupyter-{name}", namespace="jhub",
-        pod={"metadata": {"name": f"jupyter-{name}"},
-             "spec": {"securityContext": {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True},
-                      "containers": [{"name": "notebook", "image": "localhost/jovial-guard/notebook:1"}]}},
+        origin="spawn",
+        kind="Pod",
+        name=f"jupyter-{name}",
+        namespace="jhub",
+        pod={
+            "metadata": {"name": f"jupyter-{name}"},
+            "spec": {
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True},
+                "containers": [{"name": "notebook", "image": "localhost/jovial-guard/notebook:1"}],
+            },
+        },
         user=HubUser(name=name, groups=groups),
     )
 
@@ -39,12 +46,22 @@ async def test_decision_spec_carries_the_same_grant(engine: PolicyEngine) -> Non
     decision = await engine.decide(_workload("alice"))
     assert decision.spec is not None and decision.spec.storage is not None
     assert (decision.spec.storage.fileset, decision.spec.storage.mode, decision.spec.storage.mount_path) == (
-        "home/alice", "rw", "/lustre/home")
+        "home/alice",
+        "rw",
+        "/lustre/home",
+    )
 
 
-@pytest.mark.parametrize("doc", [None, [], {"fileset": "../x", "mode": "rw", "mount_path": "/l/h"},
-                                 {"fileset": "home/a", "mode": "admin", "mount_path": "/l/h"},
-                                 {"fileset": "home/a", "mode": "rw"}])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        None,
+        [],
+        {"fileset": "../x", "mode": "rw", "mount_path": "/l/h"},
+        {"fileset": "home/a", "mode": "admin", "mount_path": "/l/h"},
+        {"fileset": "home/a", "mode": "rw"},
+    ],
+)
 def test_malformed_answer_refused(doc: object) -> None:
     with pytest.raises(StoragePolicyError):
         StorageParams.from_json(doc)

@@ -62,14 +62,21 @@ def test_invalid_envelopes_are_refused_without_detail(vector: dict[str, Any], ke
 
 
 @pytest.mark.parametrize("vector", ENVELOPES["refused"], ids=lambda v: v["name"])
-def test_authentic_grants_refused_with_reason(vector: dict[str, Any], keyring: LocalFileKeyring, tmp_path: Path) -> None:
+def test_authentic_grants_refused_with_reason(
+    vector: dict[str, Any], keyring: LocalFileKeyring, tmp_path: Path
+) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    issuer = Issuer(keyring=keyring, store=GrantStore(tmp_path / "grants"),
-                    revocations=RevocationList(tmp_path / "revoked.json"), signer=Ed25519PrivateKey.generate())
+    issuer = Issuer(
+        keyring=keyring,
+        store=GrantStore(tmp_path / "grants"),
+        revocations=RevocationList(tmp_path / "revoked.json"),
+        signer=Ed25519PrivateKey.generate(),
+    )
     with pytest.raises(getattr(errors, vector["error"])) as info:
-        issuer.verify_at(bytes.fromhex(vector["envelope"]), now=vector["now"], user=vector["user"],
-                         fileset=vector["fileset"])
+        issuer.verify_at(
+            bytes.fromhex(vector["envelope"]), now=vector["now"], user=vector["user"], fileset=vector["fileset"]
+        )
     assert "00112233445566778899aabbccddeeff" in str(info.value)
 
 
@@ -82,15 +89,18 @@ def test_envelopes_match_their_generator(tmp_path: Path) -> None:
 
 
 def _delivery_keys() -> tuple[X25519PrivateKey, Ed25519PublicKey]:
-    return (X25519PrivateKey.from_private_bytes(bytes.fromhex(DELIVERY["agent_key"])),
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(DELIVERY["issuer_public"])))
+    return (
+        X25519PrivateKey.from_private_bytes(bytes.fromhex(DELIVERY["agent_key"])),
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(DELIVERY["issuer_public"])),
+    )
 
 
 @pytest.mark.parametrize("vector", DELIVERY["valid"], ids=lambda v: v["name"])
 def test_valid_deliveries_open(vector: dict[str, Any]) -> None:
     agent_key, issuer_key = _delivery_keys()
-    grant = open_delivery(bytes.fromhex(vector["sealed"]), agent_key=agent_key, agent_id=DELIVERY["agent_id"],
-                          issuer_key=issuer_key)
+    grant = open_delivery(
+        bytes.fromhex(vector["sealed"]), agent_key=agent_key, agent_id=DELIVERY["agent_id"], issuer_key=issuer_key
+    )
     assert _grant_doc(grant) == vector["grant"]
 
 
@@ -98,6 +108,7 @@ def test_valid_deliveries_open(vector: dict[str, Any]) -> None:
 def test_invalid_deliveries_are_refused_without_detail(vector: dict[str, Any]) -> None:
     agent_key, issuer_key = _delivery_keys()
     with pytest.raises(errors.InvalidGrant) as info:
-        open_delivery(bytes.fromhex(vector["sealed"]), agent_key=agent_key, agent_id=DELIVERY["agent_id"],
-                      issuer_key=issuer_key)
+        open_delivery(
+            bytes.fromhex(vector["sealed"]), agent_key=agent_key, agent_id=DELIVERY["agent_id"], issuer_key=issuer_key
+        )
     assert str(info.value) == "invalid grant"

@@ -39,8 +39,9 @@ class ActiveMount:
 class BindBackend:
     name = "bind"
 
-    def __init__(self, *, storage_root: Path, staging_root: Path, work_root: Path,
-                 create_filesets: bool = True) -> None:
+    def __init__(
+        self, *, storage_root: Path, staging_root: Path, work_root: Path, create_filesets: bool = True
+    ) -> None:
         self.storage_root = Path(storage_root)
         self.staging_root = Path(staging_root)
         self.work_root = Path(work_root)
@@ -122,7 +123,7 @@ class BindBackend:
         found: dict[tuple[str, str], ActiveMount] = {}
         for point, _ in mounts.mountinfo():
             if point.startswith(root):
-                parts = point[len(root):].split(os.sep)
+                parts = point[len(root) :].split(os.sep)
                 if len(parts) == 2:
                     found[(parts[0], parts[1])] = ActiveMount(parts[0], parts[1], Path(point))
         return list(found.values())

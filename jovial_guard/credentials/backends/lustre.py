@@ -68,9 +68,18 @@ class LustrePlan:
         return "\n".join(lines) + "\n"
 
 
-def render_plan(grant: Grant, *, fsname: str, mgs_nids: tuple[str, ...], client_nids: tuple[str, ...],
-                fs_uid: int | None = None, fs_gid: int | None = None, key_dir: str = "/etc/lustre/keys",
-                squash_id: int = 65534, mount_root: str = "/run/jovial-guard/storage/staging") -> LustrePlan:
+def render_plan(
+    grant: Grant,
+    *,
+    fsname: str,
+    mgs_nids: tuple[str, ...],
+    client_nids: tuple[str, ...],
+    fs_uid: int | None = None,
+    fs_gid: int | None = None,
+    key_dir: str = "/etc/lustre/keys",
+    squash_id: int = 65534,
+    mount_root: str = "/run/jovial-guard/storage/staging",
+) -> LustrePlan:
     """Pure: the command plan and key files for ``grant``. Raises ValueError on a bad argument."""
     if not _FSNAME.match(fsname):
         raise ValueError(f"fsname {fsname!r}: expected a Lustre fsname (1-8 chars, [a-z0-9_])")
@@ -94,35 +103,120 @@ def render_plan(grant: Grant, *, fsname: str, mgs_nids: tuple[str, ...], client_
 
     apply = [
         PlanStep(MGS, lctl("nodemap_add", name), "one nodemap per user grant"),
-        *(PlanStep(MGS, lctl("nodemap_add_range", "--name", name, "--range", nid),
-                   "the NID this user's mounts come from") for nid in client_nids),
-        PlanStep(MGS, lctl("nodemap_add_idmap", "--name", name, "--idtype", "uid", "--idmap", f"{grant.uid}:{fsu}"),
-                 "container uid -> filesystem uid"),
-        PlanStep(MGS, lctl("nodemap_add_idmap", "--name", name, "--idtype", "gid", "--idmap", f"{grant.gid}:{fsg}"),
-                 "container gid -> filesystem gid"),
-        PlanStep(MGS, lctl("nodemap_set_fileset", "--name", name, "--fileset", f"/{grant.fileset}"),
-                 "the nodemap sees only this subtree"),
-        PlanStep(MGS, lctl("nodemap_modify", "--name", name, "--property", "admin", "--value", "0"), "root is squashed"),
-        PlanStep(MGS, lctl("nodemap_modify", "--name", name, "--property", "trusted", "--value", "0"), "ids are mapped, not trusted"),
-        PlanStep(MGS, lctl("nodemap_modify", "--name", name, "--property", "deny_unknown", "--value", "1"),
-                 "unmapped ids are denied, not squashed"),
-        PlanStep(MGS, lctl("nodemap_modify", "--name", name, "--property", "squash_uid", "--value", str(squash_id)), "squash target uid"),
-        PlanStep(MGS, lctl("nodemap_modify", "--name", name, "--property", "squash_gid", "--value", str(squash_id)), "squash target gid"),
+        *(
+            PlanStep(
+                MGS, lctl("nodemap_add_range", "--name", name, "--range", nid), "the NID this user's mounts come from"
+            )
+            for nid in client_nids
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_add_idmap", "--name", name, "--idtype", "uid", "--idmap", f"{grant.uid}:{fsu}"),
+            "container uid -> filesystem uid",
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_add_idmap", "--name", name, "--idtype", "gid", "--idmap", f"{grant.gid}:{fsg}"),
+            "container gid -> filesystem gid",
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_set_fileset", "--name", name, "--fileset", f"/{grant.fileset}"),
+            "the nodemap sees only this subtree",
+        ),
+        PlanStep(
+            MGS, lctl("nodemap_modify", "--name", name, "--property", "admin", "--value", "0"), "root is squashed"
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_modify", "--name", name, "--property", "trusted", "--value", "0"),
+            "ids are mapped, not trusted",
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_modify", "--name", name, "--property", "deny_unknown", "--value", "1"),
+            "unmapped ids are denied, not squashed",
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_modify", "--name", name, "--property", "squash_uid", "--value", str(squash_id)),
+            "squash target uid",
+        ),
+        PlanStep(
+            MGS,
+            lctl("nodemap_modify", "--name", name, "--property", "squash_gid", "--value", str(squash_id)),
+            "squash target gid",
+        ),
     ]
     if grant.mode == "ro":
-        apply.append(PlanStep(MGS, lctl("nodemap_modify", "--name", name, "--property", "readonly_mount", "--value", "1"),
-                              "read-only grant: clients of this nodemap may only mount read-only (Lustre >= 2.15)"))
+        apply.append(
+            PlanStep(
+                MGS,
+                lctl("nodemap_modify", "--name", name, "--property", "readonly_mount", "--value", "1"),
+                "read-only grant: clients of this nodemap may only mount read-only (Lustre >= 2.15)",
+            )
+        )
     apply += [
         PlanStep(MGS, lctl("nodemap_activate", "1"), "nodemaps enforced (no-op if already active)"),
-        PlanStep(MGS, ("lgss_sk", "-t", "server", "-f", fsname, "-n", name, "-e", str(lifetime), "-d", data_file, "-w", server_key),
-                 "SSK server key for the nodemap, from the grant's key data; contexts expire with the grant"),
-        PlanStep(MGS, ("lgss_sk", "-t", "client", "-f", fsname, "-n", name, "-e", str(lifetime), "-g", mgs, "-d", data_file, "-w", client_key),
-                 "SSK client key, handed to the node agent sealed (never to the container)"),
-        PlanStep(SERVERS, ("lgss_sk", "-l", server_key), "load the server key into the servers' keyring (lsvcgssd -s -k running)"),
+        PlanStep(
+            MGS,
+            (
+                "lgss_sk",
+                "-t",
+                "server",
+                "-f",
+                fsname,
+                "-n",
+                name,
+                "-e",
+                str(lifetime),
+                "-d",
+                data_file,
+                "-w",
+                server_key,
+            ),
+            "SSK server key for the nodemap, from the grant's key data; contexts expire with the grant",
+        ),
+        PlanStep(
+            MGS,
+            (
+                "lgss_sk",
+                "-t",
+                "client",
+                "-f",
+                fsname,
+                "-n",
+                name,
+                "-e",
+                str(lifetime),
+                "-g",
+                mgs,
+                "-d",
+                data_file,
+                "-w",
+                client_key,
+            ),
+            "SSK client key, handed to the node agent sealed (never to the container)",
+        ),
+        PlanStep(
+            SERVERS,
+            ("lgss_sk", "-l", server_key),
+            "load the server key into the servers' keyring (lsvcgssd -s -k running)",
+        ),
         PlanStep(CLIENT, ("lgss_sk", "-l", client_key), "agent loads the client key into its own session keyring"),
-        PlanStep(CLIENT, ("mount", "-t", "lustre", "-o", f"{'ro' if grant.mode == 'ro' else 'rw'},skpath={client_key},nosuid,nodev",
-                          f"{mgs}:/{fsname}/{grant.fileset}", target),
-                 "agent mounts the subtree on the user's staging dir; propagates into the container"),
+        PlanStep(
+            CLIENT,
+            (
+                "mount",
+                "-t",
+                "lustre",
+                "-o",
+                f"{'ro' if grant.mode == 'ro' else 'rw'},skpath={client_key},nosuid,nodev",
+                f"{mgs}:/{fsname}/{grant.fileset}",
+                target,
+            ),
+            "agent mounts the subtree on the user's staging dir; propagates into the container",
+        ),
         PlanStep(MGS, ("shred", "-u", data_file), "key data not needed once both keys are written"),
     ]
     revoke = (

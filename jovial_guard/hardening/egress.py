@@ -477,6 +477,12 @@ class EgressNamespaces:
                 if ns.startswith(f"{self.prefix}-u-") or ns.startswith(f"{self.prefix}-s-"):
                     _run(["ip", "netns", "del", ns], what="remove namespace", check=False)
             self._remove_router_locked()
+        if not self.names():
+            (self.state_dir / ".lock").unlink(missing_ok=True)
+            try:
+                self.state_dir.rmdir()
+            except OSError:
+                pass  # another process recreated state meanwhile: leave it
 
     # -- internals --------------------------------------------------------------------------
     def _plumb(self, ns: str, router_link: str, *, gateway: str, address: str, plen: int) -> None:

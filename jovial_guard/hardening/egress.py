@@ -512,7 +512,8 @@ class EgressNamespaces:
         (self.state_dir / f"{ns}.json").unlink(missing_ok=True)
 
     def _free_index(self, kind: str = "user") -> int:
-        used = {int(s["index"]) for s in self._states() if s.get("kind") == kind}
+        used = {int(str(s["index"])) for s in self._states()
+                if s.get("kind") == kind and "index" in s}
         links = self._user_links if kind == "user" else self._service_links
         for index in range(links.num_addresses // 4):
             if index not in used:

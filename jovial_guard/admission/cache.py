@@ -14,12 +14,31 @@ denials (OPA down, deadline) never are, so recovery is immediate.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Hashable, TypeVar
 
+import orjson
+
+from ..workload import Workload
+
 V = TypeVar("V")
+
+
+def workload_key(workload: Workload) -> str:
+    """The cache key of a workload: SHA-256 of its canonical OPA input.
+
+    The same content as :meth:`Workload.digest` (the whole ``to_input()`` document with
+    sorted keys), serialized by orjson because this runs on every admission request
+    (~10x faster); falls back to ``Workload.digest()`` for anything orjson refuses.
+    """
+    try:
+        canonical = orjson.dumps(workload.to_input(), option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return "d:" + workload.digest()
+    return "o:" + hashlib.sha256(canonical).hexdigest()
 
 
 @dataclass

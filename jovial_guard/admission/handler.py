@@ -10,8 +10,10 @@ OPA failure is already a denial). On an allow:
   object needs no patch any more (``require_hardened``), so a pod that skipped or undid the
   mutation (another webhook, ``reinvocationPolicy``) is refused, not stored soft.
 
-Everything runs under an internal deadline below the webhook's ``timeoutSeconds``: past
-it the answer is a denial (fail closed) rather than letting the API server time out.
+The OPA round trip runs under what is left of an internal deadline below the webhook's
+``timeoutSeconds``: past it the answer is a denial (fail closed) rather than letting the
+API server time out. The part before it (parse, normalize, cache lookup) is CPU-only and
+bounded, so a cache hit never waits on anything.
 Any unexpected exception is also a denial: this module can answer ``allowed: true`` only on
 a decision OPA gave.
 """
@@ -30,7 +32,7 @@ from ..hardening.render_pod import reroot_patch, render_pod_patch
 from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
 from ..policy.engine import PolicyEngine
 from ..workload import Workload
-from .cache import DecisionCache, RevisionTracker
+from .cache import DecisionCache, RevisionTracker, workload_key
 from .review import MalformedReview, bad_request_body, build_response, encode_patch, parse_review, request_kind
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class AdmissionHandler:
 
     async def handle(self, body: bytes, *, mode: Mode) -> HandlerResult:
         """Never raises; never allows without OPA's allow."""
+        started = time.perf_counter()
         try:
             review, uid = parse_review(body)
         except MalformedReview as exc:
@@ -113,7 +116,7 @@ class AdmissionHandler:
         except Exception as exc:  # noqa: BLE001 - a parser surprise is still a bad body
             return HandlerResult(400, bad_request_body(f"unreadable body: {type(exc).__name__}"), "malformed")
         try:
-            return await asyncio.wait_for(self._decide(review, uid, mode), timeout=self.settings.deadline)
+            return await self._decide(review, uid, mode, started)
         except asyncio.TimeoutError:
             return self._deny(
                 uid,
@@ -134,8 +137,7 @@ class AdmissionHandler:
                 outcome="error",
             )
 
-    async def _decide(self, review: dict[str, Any], uid: str, mode: Mode) -> HandlerResult:
-        started = time.perf_counter()
+    async def _decide(self, review: dict[str, Any], uid: str, mode: Mode, started: float) -> HandlerResult:
         kind = request_kind(review)
         obj = review["request"].get("object")
         obj_kind = obj.get("kind") if isinstance(obj, dict) else None
@@ -162,17 +164,20 @@ class AdmissionHandler:
         except MalformedInput as exc:
             return self._deny(uid, Decision.deny(MALFORMED_INPUT, f"The object cannot be decided: {exc}"), code=400, outcome="denied")
 
-        digest = workload.digest()
+        # Fast path (CPU only, bounded): a cached answer for this workload and revision.
         revision = self.revisions.current
-        key = (mode, digest)
+        key = (mode, workload_key(workload)) if self.cache is not None else None
         cached = self.cache.get(key, revision=revision) if self.cache is not None else None
         cache_label = "hit" if cached is not None else ("miss" if self.cache is not None else "none")
         if cached is None:
-            decision = await self.engine.decide(workload)
+            # Slow path: ask OPA, within what is left of the deadline (past it: deny).
+            remaining = self.settings.deadline - (time.perf_counter() - started)
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            decision = await asyncio.wait_for(self.engine.decide(workload), timeout=remaining)
             cached = self._evaluate(workload, decision, mode)
-            if decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE:
-                pass  # fail-closed denials are never cached
-            else:
+            if not (decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE):
+                # Fail-closed denials are never cached: recovery must be immediate.
                 self.revisions.observe(decision.policy_revision)
                 if self.cache is not None:
                     self.cache.put(key, cached, revision=decision.policy_revision)

@@ -18,6 +18,8 @@ import json
 import re
 from typing import Any, Iterable, Mapping
 
+import orjson
+
 from ..errors import MalformedInput
 
 API_VERSION = "admission.k8s.io/v1"
@@ -39,9 +41,14 @@ def parse_review(body: bytes) -> tuple[dict[str, Any], str]:
     if not body:
         raise MalformedReview("empty request body; expected an AdmissionReview v1 JSON object")
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedReview(f"request body is not JSON: {str(exc)[:200]}") from None
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses a few valid documents (integers beyond 64 bits, deep nesting);
+        # the standard parser decides those, so the verdict never depends on the parser.
+        try:
+            review = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise MalformedReview(f"request body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(review, dict):
         raise MalformedReview("AdmissionReview must be a JSON object")
     if review.get("apiVersion") != API_VERSION or review.get("kind") != KIND:
@@ -72,6 +79,14 @@ def clean_warning(text: str) -> str:
 def encode_patch(ops: list[dict[str, Any]]) -> str:
     """RFC 6902 ops as the base64 the AdmissionReview's ``patch`` field carries."""
     return base64.b64encode(json.dumps(ops, separators=(",", ":")).encode()).decode()
+
+
+def dump_json(doc: Any) -> bytes:
+    """Serialize a response body (fast path; the standard encoder if orjson refuses)."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def build_response(

@@ -31,7 +31,7 @@ from ..policy.engine import PolicyEngine
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
-from .review import bad_request_body
+from .review import bad_request_body, dump_json
 from .tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class WebhookServer:
             if result.outcome in ("denied", "error") and result.rule:
                 self.metrics.denials.labels(result.rule).inc()
             self.metrics.latency.labels(mode).observe(time.perf_counter() - started)
-            return web.json_response(result.body, status=result.status)
+            return web.Response(body=dump_json(result.body), status=result.status, content_type="application/json")
 
         return route
 

@@ -37,9 +37,9 @@ import ipaddress
 import json
 import re
 import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..decision import Egress, EgressRule
 from ..errors import JovialGuardError
@@ -537,7 +537,7 @@ class EgressNamespaces:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / f"{name}.json").write_text(json.dumps(state, sort_keys=True))
 
-    def _lock(self) -> "_FileLock":
+    def _lock(self) -> _FileLock:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return _FileLock(self.state_dir / ".lock")
 

@@ -20,8 +20,9 @@ import fcntl
 import hashlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .podman import EngineUnavailable, cache_dir
 

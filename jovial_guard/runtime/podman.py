@@ -172,7 +172,7 @@ class PodmanService:
         except Exception:  # noqa: BLE001 - any failure means "not answering"
             return False
 
-    def start(self) -> "PodmanService":
+    def start(self) -> PodmanService:
         if self._proc is not None:
             return self
         podman = find_podman()
@@ -215,7 +215,7 @@ class PodmanService:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "PodmanService":
+    def __enter__(self) -> PodmanService:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

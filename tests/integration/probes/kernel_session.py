@@ -1,6 +1,7 @@
 """Runs INSIDE a notebook container: start a real IPython kernel and run a cell (threads, numpy, astropy)."""
 
 from jupyter_client.manager import start_new_kernel
+
 km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
 try:
     msg_id = kc.execute("import numpy, astropy, threading; t=threading.Thread(target=lambda: None); t.start(); t.join(); print(numpy.ones(3).sum())")

@@ -63,24 +63,35 @@ def _time(value: Any, name: str = "time") -> str:
     return value
 
 
-def _scalar_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+def _scalar_fields(fields: dict[Any, Any]) -> dict[str, Any]:
+    """Falco's output_fields are flat: strings, numbers, booleans, null (or lists of them)."""
     for key, value in fields.items():
+        if type(value) in _SCALAR_TYPES:
+            if type(value) is str and len(value) > MAX_TEXT:
+                fields = {**fields, key: value[:MAX_TEXT]}
+            continue
         if not isinstance(key, str):
             raise MalformedEvent("output_fields keys must be strings")
-        if value is None or isinstance(value, (str, int, float, bool)):
-            out[key] = value[:MAX_TEXT] if isinstance(value, str) else value
-        elif isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
-            out[key] = value
-        else:
-            raise MalformedEvent(f"output_fields[{key!r}] must be a scalar")
-    return out
+        if isinstance(value, (str, int, float, bool)):
+            continue
+        if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
+            continue
+        raise MalformedEvent(f"output_fields[{key!r}] must be a scalar")
+    if not all(type(k) is str for k in fields):
+        raise MalformedEvent("output_fields keys must be strings")
+    return fields
 
 
 def _labels_from_falco(fields: Mapping[str, Any]) -> dict[str, str]:
     """Pod labels Falco can report: ``k8s.pod.label[KEY]`` fields and ``k8s.pod.labels``."""
     labels: dict[str, str] = {}
-    for key, value in fields.items():
+    for key in fields:
+        if "label" not in key:
+            continue
+        value = fields[key]
         for prefix in ("k8s.pod.label[", "container.label["):
             if key.startswith(prefix) and key.endswith("]") and isinstance(value, str):
                 labels[key[len(prefix):-1]] = value
@@ -111,7 +122,7 @@ def falco_event(doc: Any, *, source: str = "falco") -> dict[str, Any]:
         raise MalformedEvent("output_fields must be an object (set json_output: true in falco.yaml)")
     fields = _scalar_fields(fields)
     tags = doc.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+    if type(tags) is not list or not all(type(t) is str for t in tags):
         raise MalformedEvent("tags must be a list of strings")
     if "uuid" in doc and source == "falco":
         source = "falcosidekick"

@@ -204,7 +204,7 @@ class AuditLog:
                 else:
                     if rec.seq != self.size + 1:
                         bad = f"sequence {rec.seq} where {self.size + 1} was expected"
-                    elif rec.chain != expected_chain(self.head, rec.leaf):
+                    elif rec.chain != expected_chain(self.head, rec.seq, rec.leaf):
                         bad = "chain hash mismatch"
             if bad is not None:
                 tail_end = n if nl < 0 else nl + 1
@@ -244,20 +244,26 @@ class AuditLog:
             _fsync_dir(self.directory)
 
     # -- appending ------------------------------------------------------------------------
-    def append_many(self, bodies: list[bytes]) -> int:
-        """Append a batch; return the sequence number of its first record once it is on disk."""
+    def append_many(self, bodies: list[bytes], leaves: list[bytes] | None = None) -> int:
+        """Append a batch; return the sequence number of its first record once it is on disk.
+
+        ``leaves`` (``record.leaf_of`` of each body) may be passed when computed elsewhere.
+        """
         with self._lock:
             if self._fd is None:
                 raise AuditWriteFailed("the audit log is not open")
+            if leaves is not None and len(leaves) != len(bodies):
+                raise ValueError("one leaf per body")
             first = self.size + 1
             seq, head = self.size, self.head
             lines = []
-            leaves = []
-            for body in bodies:
+            out_leaves = []
+            for index, body in enumerate(bodies):
                 seq += 1
-                line, leaf, head = build_line(seq, body, head)
+                line, leaf, head = build_line(seq, body, head, leaves[index] if leaves is not None else None)
                 lines.append(line)
-                leaves.append(leaf)
+                out_leaves.append(leaf)
+            leaves = out_leaves
             data = b"".join(lines)
             self._write_durably(data)
             self.size, self.head = seq, head

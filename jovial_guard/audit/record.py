@@ -4,11 +4,13 @@ A line is::
 
     v1 <chain hash, 64 hex> <seq> <body JSON>\\n
 
-``entry`` is ``<seq> <body JSON>`` (the bytes after the chain hash). Its Merkle leaf is
-``SHA-256(0x00 || entry)`` and the chain hash is ``SHA-256(0x02 || previous chain hash ||
-leaf)``, so each record is hashed over its full bytes once, and both the chain and the
-signed Merkle checkpoints cover the sequence number. The first record chains from
-:data:`GENESIS`. The version comes first so the format can change without ambiguity.
+The log entry is the body: its Merkle leaf is ``SHA-256(0x00 || body)`` (RFC 6962), and its
+position in the tree is its sequence number. The chain hash is ``SHA-256(0x02 || previous
+chain hash || seq as 8 bytes big-endian || leaf)``, so the chain covers the sequence
+number and each record's bytes are hashed once. Because the leaf does not depend on the
+sequence number, leaves can be computed before the writer assigns one (in parallel, by
+intake workers). The first record chains from :data:`GENESIS`. The version comes first so
+the format can change without ambiguity.
 
 Pure functions only: building and checking lines does no I/O.
 """
@@ -42,14 +44,21 @@ class ParsedRecord:
     body: bytes
 
 
-def build_line(seq: int, body: bytes, prev_chain: bytes) -> tuple[bytes, bytes, bytes]:
-    """Return ``(line, leaf, chain)`` for a record. ``body`` must be one-line JSON."""
+def leaf_of(body: bytes) -> bytes:
+    return _sha256(LEAF_PREFIX + body).digest()
+
+
+def build_line(seq: int, body: bytes, prev_chain: bytes, leaf: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+    """Return ``(line, leaf, chain)`` for a record. ``body`` must be one-line JSON.
+
+    ``leaf`` may be given when it was computed earlier (it must be ``leaf_of(body)``).
+    """
     if b"\n" in body:
         raise RecordFormatError("record body must not contain a newline")
-    entry = b"%d %s" % (seq, body)
-    leaf = _sha256(LEAF_PREFIX + entry).digest()
-    chain = _sha256(CHAIN_PREFIX + prev_chain + leaf).digest()
-    return b"v1 %s %s\n" % (chain.hex().encode(), entry), leaf, chain
+    if leaf is None:
+        leaf = _sha256(LEAF_PREFIX + body).digest()
+    chain = _sha256(CHAIN_PREFIX + prev_chain + seq.to_bytes(8, "big") + leaf).digest()
+    return b"v1 %s %d %s\n" % (chain.hex().encode(), seq, body), leaf, chain
 
 
 def parse_line(line: bytes) -> ParsedRecord:
@@ -66,13 +75,14 @@ def parse_line(line: bytes) -> ParsedRecord:
     space = entry.find(b" ")
     if space <= 0 or not entry[:space].isdigit():
         raise RecordFormatError("sequence number missing")
+    body = entry[space + 1:]
     return ParsedRecord(
         seq=int(entry[:space]),
         chain=chain,
-        leaf=_sha256(LEAF_PREFIX + entry).digest(),
-        body=entry[space + 1:],
+        leaf=_sha256(LEAF_PREFIX + body).digest(),
+        body=body,
     )
 
 
-def expected_chain(prev_chain: bytes, leaf: bytes) -> bytes:
-    return _sha256(CHAIN_PREFIX + prev_chain + leaf).digest()
+def expected_chain(prev_chain: bytes, seq: int, leaf: bytes) -> bytes:
+    return _sha256(CHAIN_PREFIX + prev_chain + seq.to_bytes(8, "big") + leaf).digest()

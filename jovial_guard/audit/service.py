@@ -76,10 +76,10 @@ class AuditService:
         await self.record(event)
         return self.recovery
 
-    def _body(self, event: dict[str, Any]) -> bytes:
+    def _body(self, event: dict[str, Any], ts: str | None = None) -> bytes:
         if "attribution" not in event:
             self.attributor.attribute(event)
-        return orjson.dumps({"v": 1, "ts": iso_now(self.clock()), **event})
+        return orjson.dumps({"v": 1, "ts": ts or iso_now(self.clock()), **event})
 
     async def record(self, event: dict[str, Any]) -> int:
         """Attribute, append durably, count, notify observers. Returns the sequence number."""
@@ -91,7 +91,9 @@ class AuditService:
         """As :meth:`record` for a batch (one group commit); returns the first sequence number."""
         if not events:
             return self.log.size + 1
-        first = await self.writer.append_many([self._body(e) for e in events])
+        ts = iso_now(self.clock())
+        body = self._body
+        first = await self.writer.append_many([body(e, ts) for e in events])
         for offset, event in enumerate(events):
             self._after(event, first + offset)
         return first

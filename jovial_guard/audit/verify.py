@@ -152,14 +152,14 @@ def _scan_chunk(path: str, start: int, end: int, cp_sizes: frozenset[int] = froz
         except (ValueError, UnicodeDecodeError):
             out.error = (number, expected, "malformed record (bad sequence number or hash)")
             break
-        leaf = sha(b"\x00" + entry).digest()
+        leaf = sha(b"\x00" + entry[space + 1:]).digest()
         if number == 1:
             out.first_seq, out.first_leaf, out.first_stored = seq, leaf, stored
         else:
             if seq != expected:
                 out.error = (number, expected, _seq_reason(seq, expected))
                 break
-            if sha(b"\x02" + prev_stored + leaf).digest() != stored:
+            if sha(b"\x02" + prev_stored + seq.to_bytes(8, "big") + leaf).digest() != stored:
                 out.error = (number, seq, _chain_reason(seq))
                 break
         add(leaf)
@@ -290,7 +290,7 @@ def verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers: 
                     else:
                         raise LogVerificationFailed(_seq_reason(chunk.first_seq, expected),
                                                     record=expected, file=name, line=base + 1)
-                elif sha(b"\x02" + prev + chunk.first_leaf).digest() != chunk.first_stored:
+                elif sha(b"\x02" + prev + expected.to_bytes(8, "big") + chunk.first_leaf).digest() != chunk.first_stored:
                     raise LogVerificationFailed(_chain_reason(expected), record=expected,
                                                 file=name, line=base + 1)
             # Each unit: (end seq, [(height, node)]) — a whole piece, or one leaf after an error.

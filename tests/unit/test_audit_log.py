@@ -181,7 +181,7 @@ def test_checkpoints_resigned_with_another_key_are_rejected(tmp_path: Path) -> N
     write_lines(tmp_path, content)
     # The attacker recomputes every checkpoint and signs them with their own key.
     attacker = Ed25519PrivateKey.generate()
-    leaves = [leaf_hash(line[68:-1]) for line in content]
+    leaves = [leaf_hash(line[68:-1].split(b" ", 1)[1]) for line in content]
     forged = []
     for line in (tmp_path / CHECKPOINT_FILE).read_bytes().splitlines(keepends=True):
         cp = parse_checkpoint(line)

@@ -148,6 +148,15 @@ def test_own_fileset_only_no_keys_and_revocation_cuts_access(embedded_hub: Any) 
     assert rc == 0, out
     hits = {names[int(i)]: paths for i, paths in json.loads(out.strip().splitlines()[-1]).items()}
     assert hits == {}, f"found in the container: {hits}"
+    env = "\n".join(hub.container("stusera").attrs["Config"]["Env"] or []).encode()
+    assert [n for n in names if needles[n] in env] == []
+    # the hub's credential state holds envelopes only: no secret or grant JSON in clear
+    for path in (hub.state_dir / "credentials").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for name in ("grant secret", "grant secret (base64)", "grant secret (hex)", "grant plaintext JSON"):
+                assert needles[name] not in data, f"{name} in {path}"
+            assert all(kek not in data for kek in keks), f"KEK in {path}"
     # and the container has no mount of another fileset
     rc, out = hub.exec("stusera", ["cat", "/proc/self/mountinfo"])
     lustre_mounts = [line.split()[3:5] for line in out.splitlines() if " /lustre" in line]

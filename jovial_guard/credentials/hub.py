@@ -143,6 +143,7 @@ class StorageCredentials(SingletonConfigurable):
         self._issuer: Issuer | None = None
         self._agent: NodeAgent | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pruned = 0
 
     # -- components, opened on first use ------------------------------------------------
     @property
@@ -263,6 +264,9 @@ class StorageCredentials(SingletonConfigurable):
             except (GrantRefused, CredentialError) as exc:
                 self.log.warning("storage grant %s not renewed: %s", grant.serial, exc)
         agent.sweep()
+        if now - self._pruned >= 3600:
+            issuer.prune()
+            self._pruned = now
 
     def start_background(self) -> None:
         if self._task is None or self._task.done():

@@ -322,6 +322,20 @@ class Issuer:
             rewrapped=outcomes.count("done"), already_current=outcomes.count("current"), failed=failed, key_id=active
         )
 
+    def prune(self, *, retention: int = 7 * 86400) -> list[str]:
+        """Delete grants that expired more than ``retention`` seconds ago, and their revocations.
+
+        An expired grant is refused by its expiry alone, so forgetting it cannot re-enable it;
+        the retention keeps recent history for ``creds list`` and investigations.
+        """
+        cutoff = int(self.clock()) - retention
+        gone = {s for s, h in self.store.headers() if h is not None and h["expires"] < cutoff}
+        for serial in sorted(gone):
+            self.store.delete(serial)
+        self.store.sync()
+        self.revocations.discard(gone)
+        return sorted(gone)
+
     def keys_in_use(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for _, header in self.store.headers():

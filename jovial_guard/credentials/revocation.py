@@ -11,12 +11,13 @@ Format (version first)::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .atomic import atomic_write
 from .errors import CredentialError
@@ -79,13 +80,22 @@ class RevocationList:
 
     def add(self, entries: list[Revocation]) -> None:
         """Record revocations and persist (temp file + fsync + rename) before returning."""
-        if not entries:
-            return
-        with self._lock:
+        if entries:
+            self._update(lambda current: {**{e.serial: e for e in entries}, **current})
+
+    def discard(self, serials: set[str]) -> None:
+        """Forget revocations (only for grants that have expired anyway: see Issuer.prune)."""
+        if serials:
+            self._update(lambda current: {s: r for s, r in current.items() if s not in serials})
+
+    def _update(self, change: Callable[[dict[str, Revocation]], dict[str, Revocation]]) -> None:
+        """Read-modify-write under an exclusive lock file, so concurrent writers (the hub, the
+        CLI, an audit responder) never lose each other's revocations."""
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._stamp = None
             self._refresh()
-            merged = dict(self._entries)
-            for entry in entries:
-                merged.setdefault(entry.serial, entry)
+            merged = change(dict(self._entries))
             doc = {
                 "version": REVOCATION_VERSION,
                 "revoked": {s: {"user": r.user, "reason": r.reason, "at": r.at} for s, r in sorted(merged.items())},

@@ -298,10 +298,40 @@ def test_no_plaintext_key_or_grant_on_disk(tmp_path: Path) -> None:
     for grant in grants:
         needles += [grant.secret, base64.b64encode(grant.secret), grant.secret.hex().encode(), grant.to_json_bytes()]
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert len(files) == 4  # three envelopes + the revocation list
+    assert sorted(p.suffix for p in files) == [".grant", ".grant", ".grant", ".json", ".lock"]
     for path in files:
         data = path.read_bytes()
         for needle in needles:
             assert needle not in data, f"secret material found in {path}"
     # the signing key lives with the KEKs, outside the state directory
     assert not any("signing" in p.name or "kek" in p.name for p in files)
+
+
+def test_prune_forgets_long_expired_grants_only(issuer: Issuer, clock: Clock) -> None:
+    old = issuer.issue(**ALICE)
+    issuer.revoke(serial=old.grant.serial, reason="stopped")
+    clock.now += 3600 + 7 * 86400 + 1
+    fresh = issuer.issue(**ALICE)
+    assert issuer.prune() == [old.grant.serial]
+    assert issuer.store.serials() == [fresh.grant.serial]
+    assert issuer.revocations.get(old.grant.serial) is None
+    with pytest.raises(errors.GrantExpired):  # the old token is still refused, by its expiry
+        issuer.verify(old.token, user="alice")
+
+
+def test_concurrent_revocation_writers_do_not_lose_entries(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "revoked.json"
+    lists = [RevocationList(path) for _ in range(4)]
+
+    def writer(k: int) -> None:
+        for i in range(25):
+            lists[k].add([Revocation(f"{k:02x}{i:030x}", "u", "r", NOW)])
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(RevocationList(path).all()) == 100

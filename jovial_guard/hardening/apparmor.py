@@ -34,6 +34,10 @@ class AppArmorSupport:
     supported: bool
     reason: str
 
+    def __bool__(self) -> bool:
+        """``if host_supports_apparmor():`` must mean what it says (a dataclass is truthy)."""
+        return self.supported
+
 
 def notebook_profile_path() -> Path:
     return REPO_ROOT / "profiles" / "apparmor" / PROFILE_NAME

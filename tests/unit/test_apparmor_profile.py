@@ -47,6 +47,7 @@ def test_missing_profile_is_rejected(tmp_path: Path) -> None:
 def test_host_support_is_read_from_the_kernel(tmp_path: Path) -> None:
     param = tmp_path / "enabled"
     assert not host_supports_apparmor(param).supported
+    assert not host_supports_apparmor(param)
     param.write_text("N\n")
     assert "disabled" in host_supports_apparmor(param).reason
     param.write_text("Y\n")

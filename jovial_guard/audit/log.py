@@ -244,7 +244,7 @@ class AuditLog:
             _fsync_dir(self.directory)
 
     # -- appending ------------------------------------------------------------------------
-    def append_many(self, bodies: list[bytes], leaves: list[bytes] | None = None) -> int:
+    def append_many(self, bodies: list[bytes], leaves: list[bytes | None] | None = None) -> int:
         """Append a batch; return the sequence number of its first record once it is on disk.
 
         ``leaves`` (``record.leaf_of`` of each body) may be passed when computed elsewhere.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class AuditSettings:
     max_file_bytes: int = 64 * 1024 * 1024
     checkpoint_every: int = 10_000
     checkpoint_interval: float = 1.0
+    #: Processes preparing large bulk bodies (0: prepare in the event loop).
+    bulk_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     extra_actions: dict[str, Action] = field(default_factory=dict)
 
     def key_file(self) -> Path:
@@ -57,7 +60,7 @@ class RunningAudit:
         self.service = AuditService(
             s.directory, key=load_or_create_key(s.key_file()), registry=self.registry,
             max_file_bytes=s.max_file_bytes, checkpoint_every=s.checkpoint_every,
-            checkpoint_interval=s.checkpoint_interval,
+            checkpoint_interval=s.checkpoint_interval, bulk_workers=s.bulk_workers,
         )
         self.responder: Responder | None = None
         self.sources: list[Any] = []

@@ -16,6 +16,7 @@ protects the POST routes.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import Any, Awaitable, Callable
@@ -23,13 +24,29 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from .events import MalformedEvent, classify, decision_event, engine_event, falco_event, hub_event
-from .log import AuditWriteFailed
+from .events import MalformedEvent, decision_event, engine_event, falco_event, hub_event
+from .log import AuditWriteFailed, iso_now
 from .metrics import CONTENT_TYPE_LATEST
+from .prepare import prepare_in_worker, prepare_lines
 from .service import AuditService
 
 SERVICE_KEY: web.AppKey[AuditService] = web.AppKey("audit_service", AuditService)
 MAX_BODY = 64 * 1024 * 1024
+#: Bulk bodies with at least this many lines are prepared in worker processes.
+BULK_POOL_MIN_LINES = 256
+BULK_CHUNK_BYTES = 512 * 1024
+
+
+def split_lines(data: bytes, size: int) -> list[bytes]:
+    """Cut ``data`` into pieces of about ``size`` bytes, only at newlines."""
+    pieces = []
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + size)
+        end = len(data) if end < 0 else end + 1
+        pieces.append(data[start:end])
+        start = end
+    return pieces
 
 Normalizer = Callable[[Any], "dict[str, Any] | None"]
 
@@ -88,33 +105,27 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
         if not authorized(request):
             return _json_response({"error": "missing or wrong bearer token"}, 401)
         raw = await request.read()
-        events: list[dict[str, Any]] = []
-        bad: list[tuple[bytes, str]] = []
-        ignored = 0
-        loads = orjson.loads
-        for line in raw.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                event = classify(loads(line))
-            except orjson.JSONDecodeError as exc:
-                bad.append((line, f"invalid JSON: {exc}"))
-                continue
-            except MalformedEvent as exc:
-                bad.append((line, str(exc)))
-                continue
-            if event is None:
-                ignored += 1
-            else:
-                events.append(event)
+        ts = iso_now(service.clock())
+        pool = service.bulk_pool() if raw.count(b"\n") >= BULK_POOL_MIN_LINES else None
+        if pool is None:
+            parts = [prepare_lines(raw, ts, service.attributor)]
+        else:
+            loop = asyncio.get_running_loop()
+            parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts)
+                                           for chunk in split_lines(raw, BULK_CHUNK_BYTES)))
+        bodies = [b for p in parts for b in p.bodies]
+        leaves = [leaf for p in parts for leaf in p.leaves]
+        events = [e for p in parts for e in p.events]
+        bad = [q for p in parts for q in p.quarantined]
+        ignored = sum(p.ignored for p in parts)
         try:
             if bad:
                 await service.quarantine(bad, endpoint="bulk")
-            first = await service.record_many(events)
+            first = await service.record_prepared(bodies, leaves, events)
         except AuditWriteFailed:
             return _json_response({"error": "audit log write failed; retry the batch"}, 503)
         metrics.intake_seconds.labels("bulk").observe(time.perf_counter() - started)
-        return _json_response({"accepted": len(events), "first_seq": first if events else None,
+        return _json_response({"accepted": len(bodies), "first_seq": first if bodies else None,
                                "quarantined": len(bad), "ignored": ignored})
 
     async def metrics_handler(request: web.Request) -> web.Response:

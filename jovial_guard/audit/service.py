@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -46,8 +48,11 @@ class AuditService:
         checkpoint_every: int = 10_000,
         checkpoint_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        bulk_workers: int = 0,
     ) -> None:
         self.directory = Path(directory)
+        self.bulk_workers = bulk_workers
+        self._pool: ProcessPoolExecutor | None = None
         self.clock = clock
         self.log = AuditLog(self.directory, key=key, max_file_bytes=max_file_bytes,
                             checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
@@ -117,6 +122,18 @@ class AuditService:
             except Exception:  # noqa: BLE001 - an observer must never lose an event
                 log.exception("audit observer failed")
 
+    async def record_prepared(self, bodies: list[bytes], leaves: list[bytes], events: list[dict[str, Any]]) -> int:
+        """Append bodies already encoded and leaf-hashed by bulk workers (prepare.py)."""
+        if not bodies:
+            return self.log.size + 1
+        first = await self.writer.append_many(bodies, leaves)
+        for offset, event in enumerate(events):
+            self._after(event, first + offset)
+        return first
+
+    def registry_path(self) -> str | None:
+        return str(self.registry.path) if self.registry is not None else None
+
     async def quarantine(self, raws: list[tuple[bytes, str]], *, endpoint: str) -> None:
         """Keep malformed inputs (raw bytes, reason) durably, and chain a digest of each."""
         ts = iso_now(self.clock())
@@ -130,6 +147,22 @@ class AuditService:
             for e in entries
         ])
 
+    def bulk_pool(self) -> ProcessPoolExecutor | None:
+        """Worker processes for bulk preparation (started on first use; None if disabled)."""
+        if self.bulk_workers < 1:
+            return None
+        if self._pool is None:
+            from .prepare import init_worker
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.bulk_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker, initargs=(self.registry_path(),),
+            )
+        return self._pool
+
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         await self.writer.close()
         self.quarantine_file.close()

@@ -22,6 +22,7 @@ class GroupCommitWriter:
     def __init__(self, audit_log: AuditLog) -> None:
         self.log = audit_log
         self._pending: list[bytes] = []
+        self._leaves: list[bytes | None] = []
         self._waiters: list[tuple[asyncio.Future[int], int, int]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -38,8 +39,11 @@ class GroupCommitWriter:
         """Append one record body; returns its sequence number once it is durable."""
         return await self.append_many([body])
 
-    async def append_many(self, bodies: list[bytes]) -> int:
-        """Append bodies as consecutive records; returns the first sequence number once durable."""
+    async def append_many(self, bodies: list[bytes], leaves: list[bytes] | None = None) -> int:
+        """Append bodies as consecutive records; returns the first sequence number once durable.
+
+        ``leaves`` are the bodies' Merkle leaves when already computed (bulk workers).
+        """
         if self._closing:
             raise AuditWriteFailed("the audit writer is shutting down")
         if not bodies:
@@ -47,6 +51,10 @@ class GroupCommitWriter:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append((fut, len(self._pending), len(bodies)))
         self._pending.extend(bodies)
+        if leaves is not None:
+            self._leaves.extend(leaves)
+        else:
+            self._leaves.extend([None] * len(bodies))
         self._wake.set()
         return await fut
 
@@ -65,10 +73,10 @@ class GroupCommitWriter:
                     except AuditWriteFailed:
                         log.exception("periodic checkpoint failed")
                     continue
-            batch, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
+            batch, leaves, waiters = self._pending, self._leaves, self._waiters
+            self._pending, self._leaves, self._waiters = [], [], []
             try:
-                first = await loop.run_in_executor(self._executor, self.log.append_many, batch)
+                first = await loop.run_in_executor(self._executor, self.log.append_many, batch, leaves)
             except BaseException as exc:  # noqa: BLE001 - every waiter must learn the batch failed
                 err = exc if isinstance(exc, AuditWriteFailed) else AuditWriteFailed(str(exc))
                 for fut, _, _ in waiters:

@@ -163,3 +163,26 @@ async def test_log_written_by_the_service_verifies(audit: RunningAudit) -> None:
     key = load_public_key(audit.service.directory / "keys" / "signing.pub")
     report = verify_log(audit.service.directory, key, workers=1)
     assert report.records == audit.service.log.size and report.unsigned_tail == 0
+
+
+async def test_large_bulk_is_prepared_in_worker_processes(audit: RunningAudit) -> None:
+    from jovial_guard.audit.server import BULK_POOL_MIN_LINES
+
+    good = [orjson.dumps(orjson.loads(raw_vector(e))) for e in INDEX
+            if e["expect"]["result"] == "accepted" and e["endpoint"] == "falco"]
+    n = BULK_POOL_MIN_LINES * 8
+    lines = [good[i % len(good)] for i in range(n)]
+    lines[100] = b'{"rule": "half an alert'
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{audit.url}/bulk", data=b"\n".join(lines)) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+    assert audit.service._pool is not None  # the worker path was taken
+    assert answer["accepted"] == n - 1 and answer["quarantined"] == 1
+    falco = records(audit, kind="falco")
+    assert len(falco) == n - 1
+    # Same attribution as the in-process path (workers read the same registry).
+    assert {r["user"] for r in falco if r["rule"] == "Terminal shell in container"} == {"alice", "bob"}
+    await audit.service.writer.close()
+    key = load_public_key(audit.service.directory / "keys" / "signing.pub")
+    assert verify_log(audit.service.directory, key, workers=1).records == audit.service.log.size

@@ -196,6 +196,16 @@ def wrk(url: str, stream_file: Path, *, connections: int, duration: float) -> di
 async def open_loop(url: str, bodies: list[bytes], ca: Path, *, rate: int, duration: float) -> dict[str, float]:
     """Send at ``rate``/s for ``duration`` s; latency from each request's scheduled time."""
     ctx = ssl.create_default_context(cafile=str(ca))
+    loop = asyncio.get_running_loop()
+
+    def quiet_shutdown(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # uvloop reports TLS transports torn down at session close; they are not errors here.
+        exc = context.get("exception")
+        if isinstance(exc, RuntimeError) and "handler is closed" in str(exc):
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(quiet_shutdown)
     total = int(rate * duration)
     latencies: list[float] = []
     errors = 0

@@ -71,3 +71,39 @@ def test_allowed_must_be_a_real_bool(allowed: object) -> None:
 
 def test_clean_warning_keeps_printable_text() -> None:
     assert clean_warning("container \"nb\" ok") == "container \"nb\" ok"
+
+
+def test_cli_certs_makes_a_ca_and_rotates_only_the_serving_pair(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+    from cryptography import x509
+
+    from jovial_guard.cli import main
+
+    runner = CliRunner()
+    first = runner.invoke(main, ["webhook", "certs", str(tmp_path), "--namespace", "jovial-guard", "--ip", "127.0.0.1"])
+    assert first.exit_code == 0, first.output
+    ca1 = (tmp_path / "ca.crt").read_bytes()
+    cert1 = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    sans = cert1.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "jovial-guard-webhook.jovial-guard.svc" in sans.get_values_for_type(x509.DNSName)
+    assert oct((tmp_path / "tls.key").stat().st_mode & 0o777) == "0o600"
+    second = runner.invoke(main, ["webhook", "certs", str(tmp_path)])
+    assert second.exit_code == 0
+    assert (tmp_path / "ca.crt").read_bytes() == ca1
+    cert2 = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    assert cert2.serial_number != cert1.serial_number
+    ca = x509.load_pem_x509_certificate(ca1)
+    cert2.verify_directly_issued_by(ca)
+
+
+def test_cli_netpol_prints_the_rendered_policies() -> None:
+    from click.testing import CliRunner
+
+    from jovial_guard.cli import main
+
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "policies" / "data.json"
+    result = CliRunner().invoke(main, ["webhook", "netpol", "--data", str(data), "--namespace", "hub2"])
+    assert result.exit_code == 0, result.output
+    assert "kind: NetworkPolicy" in result.output and "namespace: hub2" in result.output

@@ -45,12 +45,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import aiohttp  # noqa: E402
-import jsonpatch  # noqa: E402
+import aiohttp
+import jsonpatch
 
-from jovial_guard.admission.tls import write_webhook_certs  # noqa: E402
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, find_opa, free_loopback_port, policy_revision  # noqa: E402
-from tests.admission.kubespawner_pods import admission_review, as_api_server_sends, kubespawner_pod  # noqa: E402
+from jovial_guard.admission.tls import write_webhook_certs
+from jovial_guard.policy.opa_process import (
+    DEFAULT_POLICY_DIR,
+    ManagedOpa,
+    find_opa,
+    free_loopback_port,
+    policy_revision,
+)
+from tests.admission.kubespawner_pods import (
+    admission_review,
+    as_api_server_sends,
+    kubespawner_pod,
+)
 
 HUB_SA = "system:serviceaccount:jhub:hub"
 CONNECTIONS = (1, 16, 64)

@@ -56,7 +56,8 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS."""
-    from .server import WebhookConfig, serve as run
+    from .server import WebhookConfig
+    from .server import serve as run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if expected_policy_dir and not expected_revision:
@@ -107,7 +108,7 @@ def certs(directory: str, service: str, namespace: str, dns: tuple[str, ...], ip
 @click.option("--namespace", default="jhub", show_default=True, help="The hub's namespace (where notebook pods run).")
 def netpol(data_json: str, namespace: str) -> None:
     """Print the notebook NetworkPolicies rendered from settings.egress, as YAML."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     from .networkpolicy import load_settings, render_network_policies
 

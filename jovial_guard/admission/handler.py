@@ -23,17 +23,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 from ..decision import ENGINE_UNAVAILABLE, MALFORMED_INPUT, Decision
 from ..errors import MalformedInput
-from ..hardening.render_pod import reroot_patch, render_pod_patch
+from ..hardening.render_pod import render_pod_patch, reroot_patch
 from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
 from ..policy.engine import PolicyEngine
 from ..workload import Workload
 from .cache import DecisionCache, RevisionTracker, workload_key
-from .review import MalformedReview, bad_request_body, build_response, encode_patch, parse_review, request_kind
+from .review import (
+    MalformedReview,
+    bad_request_body,
+    build_response,
+    encode_patch,
+    parse_review,
+    request_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +125,7 @@ class AdmissionHandler:
             return HandlerResult(400, bad_request_body(f"unreadable body: {type(exc).__name__}"), "malformed")
         try:
             return await self._decide(review, uid, mode, started)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._deny(
                 uid,
                 Decision.deny(
@@ -128,7 +136,7 @@ class AdmissionHandler:
                 code=503,
                 outcome="error",
             )
-        except Exception:  # noqa: BLE001 - fail closed on any bug
+        except Exception:
             log.exception("admission handler failed")
             return self._deny(
                 uid,
@@ -173,7 +181,7 @@ class AdmissionHandler:
             # Slow path: ask OPA, within what is left of the deadline (past it: deny).
             remaining = self.settings.deadline - (time.perf_counter() - started)
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             decision = await asyncio.wait_for(self.engine.decide(workload), timeout=remaining)
             cached = self._evaluate(workload, decision, mode)
             if not (decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE):
@@ -187,7 +195,7 @@ class AdmissionHandler:
                 result = self.decision_log(workload, decision, mode, time.perf_counter() - started)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - logging never changes a decision
+            except Exception:
                 log.exception("decision log failed")
         audit = {
             "policy-revision": decision.policy_revision,

@@ -24,8 +24,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..decision import Egress, EgressRule
 

@@ -19,9 +19,10 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -120,7 +121,7 @@ class WebhookServer:
             return
         try:
             revision = await asyncio.wait_for(self.engine.revision(), timeout=self.config.engine_deadline)
-        except (PolicyEngineUnavailable, asyncio.TimeoutError) as exc:
+        except (TimeoutError, PolicyEngineUnavailable) as exc:
             self.revisions.observe(None, error=str(exc) or type(exc).__name__)
         else:
             self.revisions.observe(revision)
@@ -206,7 +207,7 @@ async def run_worker(config: WebhookConfig, *, reuse_port: bool = False, stop: a
 def _event_loop_policy() -> None:
     """uvloop when installed: a faster loop, same semantics."""
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -233,7 +234,7 @@ def serve(config: WebhookConfig) -> int:
             code = 0
             try:
                 asyncio.run(run_worker(config, reuse_port=True))
-            except BaseException:  # noqa: BLE001 - report and exit non-zero
+            except BaseException:
                 log.exception("webhook worker failed")
                 code = 1
             finally:

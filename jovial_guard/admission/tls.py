@@ -20,9 +20,9 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -56,7 +56,7 @@ def create_ca(
     *, common_name: str = "jovial-guard webhook CA", days: int = 365, now: dt.datetime | None = None
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A self-signed CA that signs only serving certificates (pathlen 0)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -95,7 +95,7 @@ def create_serving_cert(
     ips = [ipaddress.ip_address(i) for i in ip_addresses]
     if not dns and not ips:
         raise ValueError("a serving certificate needs at least one DNS name or IP address, e.g. jovial-guard.jhub.svc")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     sans += [x509.IPAddress(i) for i in ips]
@@ -238,6 +238,5 @@ class ReloadingTLS:
             self.maybe_reload()
             if ssl_obj.context is not self._current:
                 ssl_obj.context = self._current
-        except Exception:  # noqa: BLE001 - a failed swap keeps the old certificate
+        except Exception:
             log.exception("certificate switch failed")
-        return None

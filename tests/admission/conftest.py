@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest

@@ -67,7 +67,7 @@ def model_name(api_version: str, kind: str) -> str:
     return version[0].upper() + version[1:] + kind
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def schema_for(api_version: str, kind: str) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     name = model_name(api_version, kind)

@@ -16,7 +16,8 @@ import asyncio
 import base64
 import copy
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jsonpatch
 import pytest
@@ -30,7 +31,11 @@ from jovial_guard.policy.engine import PolicyEngine
 from jovial_guard.policy.opa_process import ManagedOpa
 from tests.conftest import FIXTURES, load_documents
 
-from .kubespawner_pods import admission_review, as_api_server_sends, kubespawner_pod_sync
+from .kubespawner_pods import (
+    admission_review,
+    as_api_server_sends,
+    kubespawner_pod_sync,
+)
 
 FUZZ = settings(
     max_examples=600,

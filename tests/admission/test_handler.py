@@ -10,14 +10,20 @@ from __future__ import annotations
 import base64
 import json
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jsonpatch
 import pytest
 import requests
 
 from jovial_guard.admission.cache import DecisionCache
-from jovial_guard.admission.handler import NOT_HARDENED, UNSUPPORTED_KIND, AdmissionHandler, AdmissionSettings
+from jovial_guard.admission.handler import (
+    NOT_HARDENED,
+    UNSUPPORTED_KIND,
+    AdmissionHandler,
+    AdmissionSettings,
+)
 from jovial_guard.decision import ENGINE_UNAVAILABLE
 from jovial_guard.policy.client import OpaConnection, OpaEndpoint
 from jovial_guard.policy.engine import PolicyEngine

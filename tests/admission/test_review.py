@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from jovial_guard.admission.review import MalformedReview, build_response, clean_warning, encode_patch, parse_review
+from jovial_guard.admission.review import (
+    MalformedReview,
+    build_response,
+    clean_warning,
+    encode_patch,
+    parse_review,
+)
 
 GOOD = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u-1"}}
 
@@ -97,11 +103,11 @@ def test_cli_certs_makes_a_ca_and_rotates_only_the_serving_pair(tmp_path) -> Non
 
 
 def test_cli_netpol_prints_the_rendered_policies() -> None:
+    from pathlib import Path
+
     from click.testing import CliRunner
 
     from jovial_guard.cli import main
-
-    from pathlib import Path
 
     data = Path(__file__).resolve().parents[2] / "policies" / "data.json"
     result = CliRunner().invoke(main, ["webhook", "netpol", "--data", str(data), "--namespace", "hub2"])

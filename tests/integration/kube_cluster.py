@@ -51,7 +51,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _client_cert(ca_key: Any, ca_cert: x509.Certificate, *, user: str, group: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -112,7 +112,7 @@ class LocalKubeCluster:
             "contexts:\n- name: local\n  context: {cluster: local, user: admin}\ncurrent-context: local\n"
         )
 
-    def start(self, *, timeout: float = 90.0) -> "LocalKubeCluster":
+    def start(self, *, timeout: float = 90.0) -> LocalKubeCluster:
         self._write_pki()
         pki = self.dir / "pki"
         etcd_log = open(self.dir / "etcd.log", "wb")
@@ -186,7 +186,7 @@ class LocalKubeCluster:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> "LocalKubeCluster":
+    def __enter__(self) -> LocalKubeCluster:
         try:
             return self.start()
         except BaseException:

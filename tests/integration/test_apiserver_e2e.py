@@ -20,14 +20,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from jovial_guard.admission.tls import CertPaths, write_webhook_certs
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+from jovial_guard.policy.opa_process import (
+    DEFAULT_POLICY_DIR,
+    ManagedOpa,
+    free_loopback_port,
+)
 from tests.admission.kubespawner_pods import kubespawner_pod
 
 from .kube_cluster import LocalKubeCluster, find_etcd, find_kube_apiserver
@@ -42,9 +47,9 @@ if APISERVER is None or ETCD is None:
         allow_module_level=True,
     )
 
-from kubernetes import client, config  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
-from kubernetes.dynamic import DynamicClient  # noqa: E402
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
 
 REPO = Path(__file__).resolve().parents[2]
 HUB_NS = "jhub"

@@ -108,6 +108,25 @@ def wrk(url: str, body_file: Path, *, seconds: int, connections: int, workdir: P
     return rate, total, int(bad.group(1)) if bad else 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """user+system CPU of a process and its live children (the bulk workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def fsync_baseline(directory: Path, seconds: float = 2.0) -> float:
     record = b"x" * 1300 + b"\n"
     fd = os.open(directory / "fsync-baseline.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -159,7 +178,7 @@ def top_up(directory: Path, records: int) -> int:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=128)
     parser.add_argument("--bulk-batch", type=int, default=2000)
     parser.add_argument("--bulk-concurrency", type=int, default=4)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -200,16 +219,25 @@ async def main() -> None:
                                    "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=subprocess.DEVNULL)
         try:
             await wait_healthy(url)
+            cpu0 = cpu_seconds(server.pid)
             http_rate, http_total, non2xx = wrk(url + "/falco", alert_file, seconds=args.seconds,
                                                connections=args.connections, workdir=work)
             if non2xx:
                 raise SystemExit(f"http run: {non2xx} requests were not acknowledged")
             print(f"  http (one alert per POST, ack = on disk), {args.connections} connections: {http_rate:,.0f}/s "
                   f"({http_total:,} alerts)")
+            cpu1 = cpu_seconds(server.pid)
+            http_cpu_us = (cpu1 - cpu0) / max(http_total, 1) * 1e6
+            print(f"    server CPU per alert: {http_cpu_us:.0f} us")
             bulk_rate, bulk_total = await bulk(url, seconds=args.seconds, batch=args.bulk_batch,
                                                concurrency=args.bulk_concurrency)
+            bulk_cpu_us = (cpu_seconds(server.pid) - cpu1) / max(bulk_total, 1) * 1e6
             print(f"  bulk (NDJSON x{args.bulk_batch}, {args.bulk_concurrency} concurrent, group commit): "
                   f"{bulk_rate:,.0f} events/s ({bulk_total:,} events)")
+            print(f"    server CPU per event (intake process + bulk workers): {bulk_cpu_us:.1f} us "
+                  f"= {1e6 / bulk_cpu_us * (os.cpu_count() or 1):,.0f} events/s if all {os.cpu_count()} CPUs were ours")
+            load = os.getloadavg()[0]
+            print(f"    load average during the run: {load:.1f} on {os.cpu_count()} CPUs (other work shares them)")
             async with aiohttp.ClientSession() as session:
                 async with session.get(url + "/healthz") as resp:
                     records_after = (await resp.json())["records"]

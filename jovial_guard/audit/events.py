@@ -19,6 +19,8 @@ import datetime as _dt
 import re
 from typing import Any, Mapping
 
+import orjson
+
 #: Falco priorities, most severe first (falco.yaml ``priority``, syslog levels).
 PRIORITIES: tuple[str, ...] = (
     "Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug",
@@ -105,14 +107,18 @@ def _labels_from_falco(fields: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
-def falco_event(doc: Any, *, source: str = "falco") -> dict[str, Any]:
-    """Normalize one Falco alert (or falcosidekick's forward of one)."""
+def falco_event(doc: Any, *, source: str = "falco", raw: bytes | None = None) -> dict[str, Any]:
+    """Normalize one Falco alert (or falcosidekick's forward of one).
+
+    ``raw`` is the alert's JSON text as received; the record keeps the alert verbatim from it
+    (see :func:`encode_body`) instead of re-encoding what was parsed.
+    """
     if not isinstance(doc, dict):
         raise MalformedEvent("a Falco alert must be a JSON object")
     if "specversion" in doc:  # CloudEvents structured mode (falcosidekick's cloudevents output)
         if doc.get("type") != "falco.rule.output.v1" or not isinstance(doc.get("data"), dict):
             raise MalformedEvent("CloudEvent is not a falco.rule.output.v1 event with a data object")
-        return falco_event(doc["data"], source="falcosidekick-cloudevents")
+        return falco_event(doc["data"], source="falcosidekick-cloudevents")  # raw: re-encoded
     rule = _text(doc.get("rule"), "rule")
     priority = canonical_priority(doc.get("priority"))
     when = _time(doc.get("time"))
@@ -144,8 +150,28 @@ def falco_event(doc: Any, *, source: str = "falco") -> dict[str, Any]:
         "namespace": _str_or_none(fields.get("k8s.ns.name")),
         "labels": labels,
         "fields": fields,
+        "_alert": doc,
+        "alert_raw": raw.strip() if raw is not None and b"\n" not in raw.strip() else None,
     }
     return event
+
+
+#: Falco event keys that live only in memory: the record keeps the alert itself instead.
+_FALCO_MEMORY_ONLY = frozenset({"summary", "fields", "tags", "hostname", "uuid", "falco_source",
+                                "event_time", "_alert", "alert_raw"})
+
+
+def encode_body(event: dict[str, Any], ts: str) -> bytes:
+    """The record body for an event (version 1).
+
+    Falco alerts are stored verbatim under ``alert`` (the raw JSON as received when it is a
+    single line) next to the normalized, attributed fields; other events as normalized.
+    """
+    if "_alert" in event:
+        raw = event.get("alert_raw") or orjson.dumps(event["_alert"])
+        head = orjson.dumps({"v": 1, "ts": ts, **{k: v for k, v in event.items() if k not in _FALCO_MEMORY_ONLY}})
+        return head[:-1] + b',"alert":' + raw + b"}"
+    return orjson.dumps({"v": 1, "ts": ts, **event})
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -290,12 +316,12 @@ def decision_event(doc: Any) -> dict[str, Any]:
     }
 
 
-def classify(doc: Any) -> dict[str, Any] | None:
+def classify(doc: Any, raw: bytes | None = None) -> dict[str, Any] | None:
     """Normalize any accepted form (for the bulk path); None = known but not kept."""
     if not isinstance(doc, dict):
         raise MalformedEvent("each event must be a JSON object")
     if "output_fields" in doc or "specversion" in doc:
-        return falco_event(doc)
+        return falco_event(doc, raw=raw if "specversion" not in doc else None)
     if "Actor" in doc or ("Status" in doc and "Type" in doc):
         return engine_event(doc)
     if "action" in doc and "username" in doc:

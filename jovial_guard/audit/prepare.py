@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .attribution import Attributor
-from .events import MalformedEvent, classify
+from .events import MalformedEvent, classify, encode_body
 from .record import leaf_of
 from .registry import SpawnRegistry
 
@@ -34,6 +34,8 @@ class Prepared:
     events: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[tuple[bytes, str]] = field(default_factory=list)
     ignored: int = 0
+    #: (kind, rule, priority, user) -> count, for metrics without per-event objects.
+    counts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
 
 def init_worker(registry_path: str | None) -> None:
@@ -49,16 +51,22 @@ def summary(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def prepare_lines(payload: bytes, ts: str, attributor: Attributor | None = None) -> Prepared:
-    """Everything per-event for one NDJSON payload (pure apart from registry lookups)."""
+def prepare_lines(payload: bytes, ts: str, attributor: Attributor | None = None, *,
+                  want_events: bool = True) -> Prepared:
+    """Everything per-event for one NDJSON payload (pure apart from registry lookups).
+
+    ``want_events``: also return a small summary per event (the responder needs them);
+    decisions are always returned (their metrics need the reasons).
+    """
     attributor = attributor or _attributor or Attributor(None)
     out = Prepared()
-    loads, dumps = orjson.loads, orjson.dumps
+    loads = orjson.loads
+    counts = out.counts
     for line in payload.split(b"\n"):
         if not line.strip():
             continue
         try:
-            event = classify(loads(line))
+            event = classify(loads(line), line)
         except orjson.JSONDecodeError as exc:
             out.quarantined.append((line, f"invalid JSON: {exc}"))
             continue
@@ -70,12 +78,16 @@ def prepare_lines(payload: bytes, ts: str, attributor: Attributor | None = None)
             continue
         if "attribution" not in event:
             attributor.attribute(event)
-        body = dumps({"v": 1, "ts": ts, **event})
+        body = encode_body(event, ts)
         out.bodies.append(body)
         out.leaves.append(leaf_of(body))
-        out.events.append(summary(event))
+        if want_events or event["kind"] == "decision":
+            out.events.append(summary(event))
+        else:
+            key = (event["kind"], str(event.get("rule")), str(event.get("priority")), event.get("user") or "unattributed")
+            counts[key] = counts.get(key, 0) + 1
     return out
 
 
-def prepare_in_worker(payload: bytes, ts: str) -> Prepared:
-    return prepare_lines(payload, ts)
+def prepare_in_worker(payload: bytes, ts: str, want_events: bool) -> Prepared:
+    return prepare_lines(payload, ts, want_events=want_events)

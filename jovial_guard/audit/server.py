@@ -79,7 +79,9 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
                 if endpoint == "falco" and "ce-type" in request.headers:
                     if request.headers["ce-type"] != "falco.rule.output.v1":
                         raise MalformedEvent("CloudEvent type is not falco.rule.output.v1")
-                    event = falco_event(doc, source="falcosidekick-cloudevents")
+                    event = falco_event(doc, source="falcosidekick-cloudevents", raw=raw)
+                elif endpoint == "falco":
+                    event = falco_event(doc, raw=raw)
                 else:
                     event = normalize(doc)
             except (orjson.JSONDecodeError, MalformedEvent) as exc:
@@ -107,21 +109,25 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
         raw = await request.read()
         ts = iso_now(service.clock())
         pool = service.bulk_pool() if raw.count(b"\n") >= BULK_POOL_MIN_LINES else None
+        want_events = bool(service.observers)
         if pool is None:
-            parts = [prepare_lines(raw, ts, service.attributor)]
+            parts = [prepare_lines(raw, ts, service.attributor, want_events=want_events)]
         else:
             loop = asyncio.get_running_loop()
-            parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts)
+            parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts, want_events)
                                            for chunk in split_lines(raw, BULK_CHUNK_BYTES)))
         bodies = [b for p in parts for b in p.bodies]
         leaves = [leaf for p in parts for leaf in p.leaves]
-        events = [e for p in parts for e in p.events]
+        events = [e for p in parts for e in p.events]  # decisions, and all events if observed
         bad = [q for p in parts for q in p.quarantined]
         ignored = sum(p.ignored for p in parts)
         try:
             if bad:
                 await service.quarantine(bad, endpoint="bulk")
             first = await service.record_prepared(bodies, leaves, events)
+            for part in parts:
+                for (kind, rule, priority, user), count in part.counts.items():
+                    metrics.events.labels(kind, rule, priority, user).inc(count)
         except AuditWriteFailed:
             return _json_response({"error": "audit log write failed; retry the batch"}, 503)
         metrics.intake_seconds.labels("bulk").observe(time.perf_counter() - started)

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .attribution import Attributor
+from .events import encode_body
 from .log import AuditLog, RecoveryReport, iso_now
 from .metrics import AuditMetrics
 from .quarantine import Quarantine
@@ -84,7 +84,7 @@ class AuditService:
     def _body(self, event: dict[str, Any], ts: str | None = None) -> bytes:
         if "attribution" not in event:
             self.attributor.attribute(event)
-        return orjson.dumps({"v": 1, "ts": ts or iso_now(self.clock()), **event})
+        return encode_body(event, ts or iso_now(self.clock()))
 
     async def record(self, event: dict[str, Any]) -> int:
         """Attribute, append durably, count, notify observers. Returns the sequence number."""
@@ -127,8 +127,12 @@ class AuditService:
         if not bodies:
             return self.log.size + 1
         first = await self.writer.append_many(bodies, leaves)
-        for offset, event in enumerate(events):
-            self._after(event, first + offset)
+        if len(events) == len(bodies):
+            for offset, event in enumerate(events):
+                self._after(event, first + offset)
+        else:  # only decisions came back (no observers): metrics for them, no sequence needed
+            for event in events:
+                self._after(event, 0)
         return first
 
     def registry_path(self) -> str | None:

@@ -90,7 +90,7 @@ async def test_sigkill_during_http_intake_loses_nothing_acknowledged(tmp_path: P
     key = load_or_create_key(directory / "keys" / "signing.key")
     log = AuditLog(directory, key=key)
     report = log.open()
-    on_disk = {seq: orjson.loads(b).get("uuid") for seq, b in iter_bodies(directory)}
+    on_disk = {seq: (orjson.loads(b).get("alert") or {}).get("uuid") for seq, b in iter_bodies(directory)}
     log.close()
     missing = [seq for seq, alert_id in acked.items() if on_disk.get(seq) != alert_id]
     assert not missing, f"acknowledged but lost: {missing[:10]}"

@@ -60,7 +60,12 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
         checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
     )
     try:
-        asyncio.run(serve_forever(settings))
+        try:
+            import uvloop  # pinned dependency; the plain asyncio loop works too, slower
+        except ImportError:
+            asyncio.run(serve_forever(settings))
+        else:
+            uvloop.run(serve_forever(settings))
     except RulesInvalid as exc:
         raise click.ClickException(f"responses file: {exc}")
 

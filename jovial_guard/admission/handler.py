@@ -111,6 +111,7 @@ class AdmissionHandler:
         self.cache = cache
         self.revisions = revisions or RevisionTracker()
         self.decision_log = decision_log
+        self._inflight: dict[Any, asyncio.Future[_Cached]] = {}
         if self.cache is not None:
             self.revisions.subscribe(self.cache.set_revision)
 
@@ -174,7 +175,7 @@ class AdmissionHandler:
 
         # Fast path (CPU only, bounded): a cached answer for this workload and revision.
         revision = self.revisions.current
-        key = (mode, workload_key(workload)) if self.cache is not None else None
+        key = (mode, workload_key(workload))
         cached = self.cache.get(key, revision=revision) if self.cache is not None else None
         cache_label = "hit" if cached is not None else ("miss" if self.cache is not None else "none")
         if cached is None:
@@ -182,13 +183,7 @@ class AdmissionHandler:
             remaining = self.settings.deadline - (time.perf_counter() - started)
             if remaining <= 0:
                 raise TimeoutError
-            decision = await asyncio.wait_for(self.engine.decide(workload), timeout=remaining)
-            cached = self._evaluate(workload, decision, mode)
-            if not (decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE):
-                # Fail-closed denials are never cached: recovery must be immediate.
-                self.revisions.observe(decision.policy_revision)
-                if self.cache is not None:
-                    self.cache.put(key, cached, revision=decision.policy_revision)
+            cached = await asyncio.wait_for(asyncio.shield(self._coalesced(key, workload, mode)), timeout=remaining)
         decision = cached.decision
         if not workload.dry_run and self.decision_log is not None:
             try:
@@ -236,6 +231,30 @@ class AdmissionHandler:
             "allowed",
             cache=cache_label,
         )
+
+    def _coalesced(self, key: Any, workload: Workload, mode: Mode) -> asyncio.Future[_Cached]:
+        """One OPA question per distinct (endpoint, workload) in flight.
+
+        A storm of identical requests (reinvocation, retries, a controller re-sending a
+        template) waits on the first one's answer instead of queueing N copies at OPA.
+        Each waiter still applies its own deadline.
+        """
+        if (pending := self._inflight.get(key)) is not None:
+            return pending
+        future: asyncio.Future[_Cached] = asyncio.ensure_future(self._ask(workload, mode, key))
+        self._inflight[key] = future
+        future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        return future
+
+    async def _ask(self, workload: Workload, mode: Mode, key: Any) -> _Cached:
+        decision = await self.engine.decide(workload)
+        cached = self._evaluate(workload, decision, mode)
+        if not (decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE):
+            # Fail-closed denials are never cached: recovery must be immediate.
+            self.revisions.observe(decision.policy_revision)
+            if self.cache is not None:
+                self.cache.put(key, cached, revision=decision.policy_revision)
+        return cached
 
     def _evaluate(self, workload: Workload, decision: Decision, mode: Mode) -> _Cached:
         """What an allow means for this endpoint: the patch (mutate) or the hardening check."""

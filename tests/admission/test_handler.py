@@ -7,6 +7,7 @@ with an empty patch, and passing /validate.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -276,3 +277,16 @@ async def test_a_decision_with_a_new_revision_invalidates_immediately(tmp_path: 
             await handler.handle(body(b), mode="mutate")  # answered with the new revision
             assert cache.revision == "sha256:other" and len(cache) == 1
             assert (await handler.handle(body(a), mode="mutate")).cache == "miss"
+
+
+async def test_identical_concurrent_requests_ask_opa_once(opa_connection: OpaConnection) -> None:
+    asked: list[str] = []
+    engine = PolicyEngine(opa_connection, deadline=5.0, listeners=[lambda w, d, s: asked.append(w.name)])
+    handler = AdmissionHandler(engine, cache=DecisionCache())
+    pods = [as_api_server_sends(await kubespawner_pod(username=f"storm{i}")) for i in range(3)]
+    bodies = [body(pods[i % 3]) for i in range(30)]
+    results = await asyncio.gather(*(handler.handle(b, mode="mutate") for b in bodies))
+    assert all(r.body["response"]["allowed"] is True for r in results)
+    assert sorted(asked) == sorted(p["metadata"]["name"] for p in pods)  # one OPA question per distinct pod
+    assert len({r.body["response"]["uid"] for r in results}) == 30  # each answer echoes its own uid
+    assert all(r.body["response"]["patch"] for r in results)

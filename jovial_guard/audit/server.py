@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from typing import Any, Awaitable, Callable
 
@@ -30,6 +31,7 @@ from .metrics import CONTENT_TYPE_LATEST
 from .prepare import prepare_in_worker, prepare_lines
 from .service import AuditService
 
+log = logging.getLogger(__name__)
 SERVICE_KEY: web.AppKey[AuditService] = web.AppKey("audit_service", AuditService)
 MAX_BODY = 64 * 1024 * 1024
 #: Bulk bodies with at least this many lines are prepared in worker processes.
@@ -114,8 +116,13 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
             parts = [prepare_lines(raw, ts, service.attributor, want_events=want_events)]
         else:
             loop = asyncio.get_running_loop()
-            parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts, want_events)
-                                           for chunk in split_lines(raw, BULK_CHUNK_BYTES)))
+            try:
+                parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts, want_events)
+                                               for chunk in split_lines(raw, BULK_CHUNK_BYTES)))
+            except Exception:  # noqa: BLE001 - a broken worker pool must not lose the batch
+                log.exception("bulk workers failed; preparing this batch in the event loop")
+                service.reset_bulk_pool()
+                parts = [prepare_lines(raw, ts, service.attributor, want_events=want_events)]
         bodies = [b for p in parts for b in p.bodies]
         leaves = [leaf for p in parts for leaf in p.leaves]
         events = [e for p in parts for e in p.events]  # decisions, and all events if observed

@@ -164,6 +164,12 @@ class AuditService:
             )
         return self._pool
 
+    def reset_bulk_pool(self) -> None:
+        """Drop a failed pool; the next large bulk starts a fresh one."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -10,6 +10,11 @@ loopback, in one run:
 * ours: ``jovial-guard webhook serve`` (decision cache + worker processes) in front of an
   OPA sidecar on loopback, endpoint /mutate (decision + JSON Patch) and /validate.
 
+First a spawn storm (every distinct review at once, cold cache: OPA does all the work),
+then the two endpoints' agreement on every review, then the load runs (the stream cycles,
+so the warm cache answers most of them; the run without the cache and the bare decision
+endpoint are printed too, so each part's share is visible).
+
 Closed loop: wrk (Debian) at 1, 16 and 64 connections, req/s, p50, p99 (with N clients the
 mean latency is N / throughput: Little's law). Open loop: an asyncio generator sends at a
 fixed rate (100, 500, 1000 req/s) and measures each latency from the request's *scheduled*
@@ -256,6 +261,29 @@ async def open_loop(url: str, bodies: list[bytes], ca: Path, *, rate: int, durat
     }
 
 
+async def storm(url: str, bodies: list[bytes], ca: Path) -> dict[str, float]:
+    """A class starting at 9:00: every (distinct, never seen) review sent at once."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    latencies: list[float] = []
+    denied_deadline = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=256), timeout=aiohttp.ClientTimeout(total=30)) as session:
+        start = time.perf_counter()
+
+        async def one(body: bytes) -> None:
+            nonlocal denied_deadline
+            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                text = await resp.text()
+            latencies.append((time.perf_counter() - start) * 1000)
+            if "policy-engine-unavailable" in text:
+                denied_deadline += 1
+
+        await asyncio.gather(*(one(b) for b in bodies))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"n": len(bodies), "seconds": elapsed, "p50": statistics.median(latencies),
+            "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], "deadline_denials": denied_deadline}
+
+
 def agreement(stream: list[dict[str, Any]], peer_url: str, ours_url: str, ca: Path) -> tuple[int, int]:
     """Both endpoints decide every review the same way (allowed or not)."""
     ctx = ssl.create_default_context(cafile=str(ca))
@@ -309,6 +337,14 @@ def main() -> int:
     ours_proc, ours_base = start_webhook(work, certs, backend.url, workers=args.workers, cache=True)
     results: dict[str, Any] = {}
     try:
+        # Cold: a spawn storm of distinct pods (the cache cannot help; OPA does the work).
+        storm_bodies = [json.dumps(admission_review(r["request"]["object"], username=HUB_SA, uid=f"storm-{i}")).encode()
+                        for i, r in enumerate(stream)]
+        print(f"\nspawn storm: {len(storm_bodies)} distinct reviews sent at once, cold cache (latency from the storm's start)")
+        for name, url in (("opa", peer_url), ("ours", ours_base + "/mutate")):
+            r = asyncio.run(storm(url, storm_bodies, certs.ca_cert))
+            print(f"  {name:<6} all answered in {r['seconds']:.2f} s, p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms, "
+                  f"deadline denials {r['deadline_denials']}")
         bad, n = agreement(stream, peer_url, ours_base, certs.ca_cert)
         print(f"agreement: {n - bad}/{n} reviews decided alike by bare OPA and jovial-guard ({bad} differ)")
         targets = {"opa": peer_url, "ours": ours_base + "/mutate", "ours-validate": ours_base + "/validate"}
@@ -332,6 +368,18 @@ def main() -> int:
                 r = asyncio.run(open_loop(targets[name], bodies, certs.ca_cert, rate=rate, duration=args.duration))
                 results[(name, f"rate{rate}")] = r
                 print(f"  {name:<14}{rate:>6}{r['achieved']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['errors']:>8}")
+
+        # The adapter's share: the same OPA answering the bare decision (input already the
+        # normalized workload, no AdmissionReview in or out, no `with`).
+        from jovial_guard.normalize import workload_from_admission_review
+
+        decision_file = work / "decisions.jsonl"
+        decision_file.write_text("\n".join(json.dumps({"input": workload_from_admission_review(r).to_input()}, separators=(",", ":"))
+                                           for r in stream) + "\n")
+        decision_url = peer_url.replace("/v0/data/bench/opa_webhook/review", "/v1/data/jovial_guard/main/decision")
+        wrk(decision_url, decision_file, connections=16, duration=1.0)
+        r = wrk(decision_url, decision_file, connections=16, duration=args.duration)
+        print(f"\nbare OPA decision only (no AdmissionReview adapter): 16 connections {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms")
 
         # The cache's share: the same closed loop without it.
         stop(ours_proc)

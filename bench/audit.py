@@ -36,10 +36,10 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jovial_guard.audit.checkpoint import load_or_create_key, load_public_key  # noqa: E402
-from jovial_guard.audit.log import AuditLog, iter_bodies  # noqa: E402
-from jovial_guard.audit.registry import SpawnRegistry  # noqa: E402
-from jovial_guard.audit.verify import verify_log  # noqa: E402
+from jovial_guard.audit.checkpoint import load_or_create_key, load_public_key
+from jovial_guard.audit.log import AuditLog, iter_bodies
+from jovial_guard.audit.registry import SpawnRegistry
+from jovial_guard.audit.verify import verify_log
 
 VECTORS = REPO / "tests" / "vectors" / "audit"
 ACCEPTED = [f"falco/{n}.json" for n in ("terminal_shell", "read_sensitive_file", "drop_and_execute",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -255,7 +256,7 @@ def engine_event(doc: Any) -> dict[str, Any] | None:
 def _engine_time(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         seconds = value / 1e9 if value > 1e12 else float(value)
-        return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, str):
         return value
     return None

@@ -22,13 +22,20 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .checkpoint import Checkpoint, InvalidCheckpoint, key_id, parse_checkpoint, sign, verify_signature
+from .checkpoint import (
+    Checkpoint,
+    InvalidCheckpoint,
+    key_id,
+    parse_checkpoint,
+    sign,
+    verify_signature,
+)
 from .merkle import CompactRange
 from .record import GENESIS, RecordFormatError, build_line, expected_chain, parse_line
 
@@ -42,6 +49,12 @@ class LogCorrupted(Exception):
 
 class AuditWriteFailed(Exception):
     """A batch could not be made durable; none of it is acknowledged."""
+
+
+def file_index(path: Path | str) -> int:
+    """The number of a log file (``audit-000042.log`` -> 42); -1 if the name is not one."""
+    match = FILE_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else -1
 
 
 def file_name(index: int) -> str:
@@ -59,7 +72,7 @@ def log_files(directory: Path) -> list[Path]:
 
 
 def iso_now(now: float) -> str:
-    return _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -132,7 +145,7 @@ class AuditLog:
         if cp is not None:
             self.size, self.head = cp.size, cp.head
             self.frontier = CompactRange(cp.size, cp.frontier)
-            start_index = int(FILE_PATTERN.match(cp.file).group(1)) if FILE_PATTERN.match(cp.file) else -1
+            start_index = file_index(cp.file)
             start_offset = cp.offset
             if self.directory / cp.file not in files:
                 raise LogCorrupted(f"signed checkpoint at record {cp.size} names {cp.file}, which is missing")
@@ -142,16 +155,16 @@ class AuditLog:
                 )
             self._cp_size = cp.size
         else:
-            start_index, start_offset = (int(FILE_PATTERN.match(files[0].name).group(1)), 0) if files else (1, 0)
+            start_index, start_offset = (file_index(files[0]), 0) if files else (1, 0)
         for path in files:
-            index = int(FILE_PATTERN.match(path.name).group(1))
+            index = file_index(path)
             if index < start_index:
                 continue
             offset = start_offset if index == start_index else 0
             last = path == files[-1]
             self._scan_file(path, offset, last=last, report=report)
         if files:
-            self._file_index = int(FILE_PATTERN.match(files[-1].name).group(1))
+            self._file_index = file_index(files[-1])
         else:
             self._file_index = 1
         self._open_file(self._file_index)
@@ -257,18 +270,17 @@ class AuditLog:
             first = self.size + 1
             seq, head = self.size, self.head
             lines = []
-            out_leaves = []
+            computed: list[bytes] = []
             for index, body in enumerate(bodies):
                 seq += 1
                 line, leaf, head = build_line(seq, body, head, leaves[index] if leaves is not None else None)
                 lines.append(line)
-                out_leaves.append(leaf)
-            leaves = out_leaves
+                computed.append(leaf)
             data = b"".join(lines)
             self._write_durably(data)
             self.size, self.head = seq, head
             append = self.frontier.append
-            for leaf in leaves:
+            for leaf in computed:
                 append(leaf)
             self._offset += len(data)
             if self._offset >= self.max_file_bytes:
@@ -357,7 +369,7 @@ class AuditLog:
                 os.close(self._cp_fd)
                 self._cp_fd = None
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         self.open()
         return self
 

@@ -10,7 +10,7 @@ the root of any prefix is available without keeping the whole tree.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -35,7 +35,7 @@ class CompactRange:
     the highest down, so the frontier of 13 leaves holds subtrees of 8, 4 and 1 leaves.
     """
 
-    __slots__ = ("size", "nodes")
+    __slots__ = ("nodes", "size")
 
     def __init__(self, size: int = 0, nodes: Iterable[bytes] = ()) -> None:
         self.size = size
@@ -64,7 +64,7 @@ class CompactRange:
             node = _sha256(NODE_PREFIX + left + node).digest()
         return node
 
-    def copy(self) -> "CompactRange":
+    def copy(self) -> CompactRange:
         return CompactRange(self.size, self.nodes)
 
 

@@ -15,7 +15,8 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .registry import Owner, SpawnRegistry
 from .responses import ActionSkipped

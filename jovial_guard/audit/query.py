@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -19,7 +20,7 @@ _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 
 def parse_time(value: str, *, now: _dt.datetime | None = None) -> _dt.datetime:
     """RFC 3339 (``2026-11-27T05:00:00Z``) or relative (``15m``, ``2h``, ``1d`` ago)."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     match = _RELATIVE.match(value.strip())
     if match:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
@@ -28,7 +29,7 @@ def parse_time(value: str, *, now: _dt.datetime | None = None) -> _dt.datetime:
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"time must be RFC 3339 or like 15m/2h/1d, not {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.UTC)
 
 
 def _record_time(body: dict[str, Any]) -> _dt.datetime | None:

@@ -59,7 +59,7 @@ class SpawnRegistry:
         self._db.executescript(SCHEMA)
         self._refresh_interval = refresh_interval
         self._checked = 0.0
-        self._version = -1
+        self._version: tuple[int, int] = (-1, -1)
         self._cache: dict[tuple[str, str], Owner | None] = {}
 
     def close(self) -> None:
@@ -100,7 +100,7 @@ class SpawnRegistry:
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         count = self._db.execute("SELECT count(*) FROM spawns").fetchone()[0]
         if (version, count) != self._version:
-            self._version = (version, count)  # type: ignore[assignment]
+            self._version = (version, count)
             self._cache.clear()
 
     def lookup(self, *, container_id: str | None = None, container_name: str | None = None,

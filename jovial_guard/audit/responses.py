@@ -32,13 +32,14 @@ import logging
 import re
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from .events import PRIORITIES, canonical_priority
 
@@ -355,7 +356,7 @@ class Responder:
                 result = self.record(response)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not record response %s for record %d", name, seq)
 
     async def drain(self, timeout: float = 30.0) -> None:

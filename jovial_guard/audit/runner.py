@@ -14,9 +14,17 @@ from typing import Any
 from aiohttp import web
 
 from .checkpoint import load_or_create_key
-from .responses import (Action, CutNetworkAction, HubStopServerAction, NotifyAction, Responder,
-                        ResponseConfig, RevokeStorageAction, load_rules)
 from .registry import SpawnRegistry
+from .responses import (
+    Action,
+    CutNetworkAction,
+    HubStopServerAction,
+    NotifyAction,
+    Responder,
+    ResponseConfig,
+    RevokeStorageAction,
+    load_rules,
+)
 from .server import make_app
 from .service import AuditService
 from .sources import EngineEventsFile, EngineEventStream
@@ -78,7 +86,7 @@ class RunningAudit:
             actions["revoke_storage"] = RevokeStorageAction(Issuer.from_directory(s.credentials_state))
         docker_client = None
         if s.engine_url:
-            import docker
+            import docker  # type: ignore[import-untyped]
 
             docker_client = docker.DockerClient(base_url=s.engine_url, version="1.41")
         from .netcut import NftNetworkCutter
@@ -87,7 +95,7 @@ class RunningAudit:
         actions.update(s.extra_actions)
         return actions
 
-    async def start(self) -> "RunningAudit":
+    async def start(self) -> RunningAudit:
         s = self.settings
         await self.service.start()
         if s.rules_path is not None:

@@ -20,7 +20,8 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -76,6 +77,7 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
             if not authorized(request):
                 return _json_response({"error": "missing or wrong bearer token"}, 401)
             raw = await request.read()
+            event: dict[str, Any] | None
             try:
                 doc = orjson.loads(raw)
                 if endpoint == "falco" and "ce-type" in request.headers:
@@ -119,7 +121,7 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
             try:
                 parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts, want_events)
                                                for chunk in split_lines(raw, BULK_CHUNK_BYTES)))
-            except Exception:  # noqa: BLE001 - a broken worker pool must not lose the batch
+            except Exception:
                 log.exception("bulk workers failed; preparing this batch in the event loop")
                 service.reset_bulk_pool()
                 parts = [prepare_lines(raw, ts, service.attributor, want_events=want_events)]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -119,7 +120,7 @@ class AuditService:
         for observer in self.observers:
             try:
                 observer.observe(event, seq)
-            except Exception:  # noqa: BLE001 - an observer must never lose an event
+            except Exception:
                 log.exception("audit observer failed")
 
     async def record_prepared(self, bodies: list[bytes], leaves: list[bytes], events: list[dict[str, Any]]) -> int:

@@ -126,7 +126,7 @@ class EngineEventStream:
         for container in running:
             try:
                 await self._watch_container(container["Id"])
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cannot watch container %s for OOM kills", container.get("Id"))
 
     async def _check_oom(self, cid: str) -> None:
@@ -154,7 +154,7 @@ class EngineEventStream:
             for cid in list(self._watched):
                 try:
                     await self._check_oom(cid)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("OOM check for %s", cid[:12])
             await asyncio.sleep(self.oom_poll)
 
@@ -202,10 +202,16 @@ class EngineEventStream:
         if action == "container start":
             try:
                 await self._watch_container(cid)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cannot watch container %s for OOM kills", cid[:12])
         elif action == "container die":
             self._watched.pop(cid, None)
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(length)
 
 
 class EngineEventsFile:
@@ -251,9 +257,7 @@ class EngineEventsFile:
                 if size < offset:  # rotated or truncated by the engine: start over
                     offset = 0
                 if size > offset:
-                    with open(self.path, "rb") as fh:
-                        fh.seek(offset)
-                        data = fh.read(size - offset)
+                    data = await asyncio.to_thread(_read_range, self.path, offset, size - offset)
                     end = data.rfind(b"\n") + 1
                     if end:
                         await self._handle_lines(data[:end].split(b"\n"))
@@ -263,7 +267,7 @@ class EngineEventsFile:
                         os.replace(tmp, self.offset_file)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("engine events file follower")
             await asyncio.sleep(self.poll)
 
@@ -329,7 +333,7 @@ class HubEventForwarder(logging.Handler):
                                     headers={"Content-Type": "application/json"})
                 if resp.status_code != 200:
                     self.failures += 1
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.failures += 1
                 log.exception("could not forward hub event to the audit service")
 

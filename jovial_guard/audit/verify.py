@@ -19,14 +19,19 @@ import hashlib
 import hmac
 import multiprocessing
 import os
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .checkpoint import Checkpoint, InvalidCheckpoint, parse_checkpoint, verify_signature
+from .checkpoint import (
+    Checkpoint,
+    InvalidCheckpoint,
+    parse_checkpoint,
+    verify_signature,
+)
 from .log import CHECKPOINT_FILE, log_files
 from .merkle import EMPTY_ROOT
 from .record import GENESIS
@@ -136,7 +141,7 @@ def _scan_chunk(path: str, start: int, end: int, cp_sizes: frozenset[int] = froz
     out.lines = len(lines)
     sha = hashlib.sha256
     unhex = bytes.fromhex
-    leaves = []
+    leaves: list[bytes] = []
     add = leaves.append
     prev_stored = b""
     expected = 0

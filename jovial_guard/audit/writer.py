@@ -67,7 +67,7 @@ class GroupCommitWriter:
                     return
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.log.checkpoint_interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     try:
                         await loop.run_in_executor(self._executor, self.log.maybe_checkpoint)
                     except AuditWriteFailed:
@@ -77,7 +77,7 @@ class GroupCommitWriter:
             self._pending, self._leaves, self._waiters = [], [], []
             try:
                 first = await loop.run_in_executor(self._executor, self.log.append_many, batch, leaves)
-            except BaseException as exc:  # noqa: BLE001 - every waiter must learn the batch failed
+            except BaseException as exc:
                 err = exc if isinstance(exc, AuditWriteFailed) else AuditWriteFailed(str(exc))
                 for fut, _, _ in waiters:
                     if not fut.done():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 
 from jovial_guard.audit.checkpoint import load_or_create_key, load_public_key
 from jovial_guard.audit.log import AuditLog, iter_bodies
@@ -71,7 +70,7 @@ async def test_sigkill_during_http_intake_loses_nothing_acknowledged(tmp_path: P
                     async with session.post(f"{url}/falco", json={**ALERT, "uuid": alert_id}) as resp:
                         if resp.status == 200:
                             acked[(await resp.json())["seq"]] = alert_id
-                except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, aiohttp.ClientError, ConnectionError):
                     return
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:

@@ -4,8 +4,9 @@ real spawn registry, quarantine of malformed input, bulk NDJSON, metrics, decisi
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -16,7 +17,7 @@ from jovial_guard.audit.decisions import AuditDecisionListener, HttpSink, LocalS
 from jovial_guard.audit.query import Query, run_query
 from jovial_guard.audit.runner import AuditSettings, RunningAudit
 from jovial_guard.audit.verify import verify_log
-from jovial_guard.decision import Decision, Reason
+from jovial_guard.decision import Decision
 from jovial_guard.workload import HubUser, Workload
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "audit"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -73,8 +74,8 @@ async def test_podman_events_file_is_followed_and_resumed(audit: RunningAudit, t
 
 
 async def test_jupyterhub_eventlogger_forwards_server_actions(audit: RunningAudit) -> None:
-    from jupyter_events import EventLogger
     import jupyterhub
+    from jupyter_events import EventLogger
 
     schema = Path(jupyterhub.__file__).parent / "event-schemas" / "server-actions" / "v1.yaml"
     logger = EventLogger()

@@ -30,6 +30,19 @@ def owner_from_state(state: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
+def register_spawner(registry: SpawnRegistry, spawner: Any, *, netns: str | None = None) -> None:
+    """Register a started spawner (DockerSpawner, KubeSpawner, ...) from its own state.
+
+    For the spawn hook / spawner subclass, right after ``start()``::
+
+        register_spawner(registry, self, netns=handle.name)
+    """
+    ids = owner_from_state(spawner.get_state() or {})
+    if not (ids["container_id"] or ids["container_name"] or ids["pod"]):
+        raise ValueError("the spawner's state names no container or pod yet; call after start()")
+    registry.register(user=spawner.user.name, server=spawner.name or "", netns=netns, **ids)
+
+
 async def register_from_hub(registry: SpawnRegistry, *, api_url: str, token: str, user: str,
                             server: str = "", netns: str | None = None,
                             timeout: float = 10.0) -> Owner | None:

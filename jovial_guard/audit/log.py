@@ -130,6 +130,7 @@ class AuditLog:
         self._offset = 0
         self._cp_size = 0
         self._cp_time = 0.0
+        self._broken = False
 
     # -- opening and recovery -------------------------------------------------------------
     def open(self) -> RecoveryReport:
@@ -265,6 +266,8 @@ class AuditLog:
         with self._lock:
             if self._fd is None:
                 raise AuditWriteFailed("the audit log is not open")
+            if self._broken:
+                raise AuditWriteFailed("an earlier write failed half-way; restart the service to recover the log")
             if leaves is not None and len(leaves) != len(bodies):
                 raise ValueError("one leaf per body")
             first = self.size + 1
@@ -305,7 +308,9 @@ class AuditLog:
             try:
                 os.ftruncate(fd, self._offset)
             except OSError:
-                pass
+                # The tail may now hold a partial record: appending after it would break the
+                # chain. Refuse every further append; a restart recovers the torn tail.
+                self._broken = True
             raise AuditWriteFailed(f"could not write the audit log: {exc}") from exc
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -324,7 +324,8 @@ class Responder:
     async def _respond(self, rule: ResponseRule, event: dict[str, Any], seq: int) -> None:
         user = event.get("user")
         server = event.get("server")
-        limited = bool(user) and not self._allow(str(user))
+        # Unattributed events share one bucket, so a flood of them cannot flood notify either.
+        limited = not self._allow(str(user) if user else "(unattributed)")
         for name in rule.actions:
             if not user and name != "notify":
                 outcome, detail = "skipped", "event is not attributed to a hub user"

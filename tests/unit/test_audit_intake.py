@@ -187,3 +187,40 @@ async def test_large_bulk_is_prepared_in_worker_processes(audit: RunningAudit) -
     await audit.service.writer.close()
     key = load_public_key(audit.service.directory / "keys" / "signing.pub")
     assert verify_log(audit.service.directory, key, workers=1).records == audit.service.log.size
+
+
+async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:
+    running = await RunningAudit(AuditSettings(directory=tmp_path / "audit", port=0, token="s3cret")).start()
+    body = raw_vector(INDEX[0])
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{running.url}/falco", data=body) as resp:
+                assert resp.status == 401
+            async with session.post(f"{running.url}/falco", data=body,
+                                    headers={"Authorization": "Bearer wrong"}) as resp:
+                assert resp.status == 401
+            async with session.post(f"{running.url}/falco", data=body,
+                                    headers={"Authorization": "Bearer s3cret"}) as resp:
+                assert resp.status == 200
+    finally:
+        await running.stop()
+    assert len(list(run_query(running.service.directory, Query(kind="falco")))) == 1
+
+
+def test_register_spawner_from_dockerspawner_state(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from jovial_guard.audit.hub_registry import register_spawner
+    from jovial_guard.audit.registry import SpawnRegistry
+
+    registry = SpawnRegistry(tmp_path / "spawns.sqlite")
+    cid = "ab" * 32
+    spawner = SimpleNamespace(user=SimpleNamespace(name="erin"), name="big",
+                              get_state=lambda: {"object_id": cid, "object_name": "jupyter-erin-big"})
+    register_spawner(registry, spawner, netns="jg-u-erin")
+    owner = registry.lookup(container_id=cid[:12])
+    assert owner is not None and (owner.user, owner.server, owner.netns) == ("erin", "big", "jg-u-erin")
+    assert registry.lookup(container_name="jupyter-erin-big") == owner
+    registry.mark_stopped(user="erin", server="big")
+    assert registry.containers_of("erin") == []
+    assert registry.lookup(container_id=cid) is not None  # late events still attributed

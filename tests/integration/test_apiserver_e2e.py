@@ -141,9 +141,27 @@ def api(cluster: LocalKubeCluster, webhook: WebhookProcess, certs: CertPaths) ->
     mutating, validating = webhook_configurations(webhook.port, certs.ca_cert)
     reg.create_mutating_webhook_configuration(mutating)
     reg.create_validating_webhook_configuration(validating)
-    time.sleep(1.5)  # the API server picks up webhook configurations from its informer
+    _wait_for_webhooks(api_client)
     yield api_client
     api_client.close()
+
+
+def _wait_for_webhooks(api_client: client.ApiClient, timeout: float = 60.0) -> None:
+    """The API server learns webhook configurations through an informer: wait until a
+    dry-run of a privileged pod is refused by our webhook (not by PodSecurity alone)."""
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "webhook-probe"},
+             "spec": {"containers": [{"name": "c", "image": "quay.io/jupyter/base-notebook:2024-05-27",
+                                      "securityContext": {"privileged": True}}]}}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            create_pod(api_client, probe, dry_run=True)
+        except ApiException as exc:
+            if "jovial-guard.io" in denial_of(exc):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start calling the jovial-guard webhooks")
+        time.sleep(0.2)
 
 
 def raw_pod(username: str, **kwargs: Any) -> dict[str, Any]:
@@ -204,6 +222,28 @@ def test_the_patch_is_what_makes_the_pod_pass_pod_security_restricted(api: clien
     clean["metadata"] = {"name": "patched-bob", "annotations": clean["metadata"].get("annotations", {})}
     clean.pop("status", None)
     create_pod(api, clean, namespace=PSS_ONLY_NS)
+
+
+def test_group_annotations_count_only_when_the_hub_creates_the_pod(api: client.ApiClient, cluster: LocalKubeCluster) -> None:
+    """The API server's userInfo reaches the policy: KubeSpawner's pod for a staff member
+    asking for the large-memory profile is admitted when the hub's service account creates
+    it, and refused when anyone else (here the cluster admin) does."""
+    hub_sa = "system:serviceaccount:jhub:hub"
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(HUB_NS, {"metadata": {"name": "hub"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get"]}]})
+    rbac.create_namespaced_role_binding(HUB_NS, {"metadata": {"name": "hub"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+                                                 "subjects": [{"kind": "User", "name": hub_sa, "apiGroup": "rbac.authorization.k8s.io"}]})
+    pod = raw_pod("zoe", groups=("staff",), profile="large-memory")
+    with pytest.raises(ApiException) as err:
+        create_pod(api, pod)
+    assert "[profiles/not-allowed]" in denial_of(err.value)
+    as_hub = config.new_client_from_config(str(cluster.kubeconfig))
+    as_hub.set_default_header("Impersonate-User", hub_sa)
+    try:
+        created = create_pod(as_hub, pod)
+    finally:
+        as_hub.close()
+    assert created["spec"]["containers"][0]["resources"]["limits"]["memory"] == "8589934592"  # KubeSpawner's 8G
 
 
 def test_dry_run_is_decided_and_not_stored(api: client.ApiClient) -> None:

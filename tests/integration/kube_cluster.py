@@ -126,6 +126,12 @@ class LocalKubeCluster:
              "--unsafe-no-fsync", "--log-level", "error"],
             stdout=etcd_log, stderr=etcd_log, stdin=subprocess.DEVNULL, start_new_session=True,
         ))
+        self.audit_log = self.dir / "audit.log"
+        audit_policy = self.dir / "audit-policy.yaml"
+        audit_policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+            "rules:\n- level: Metadata\n  resources: [{group: \"\", resources: [pods]}]\n- level: None\n"
+        )
         api_log = open(self.dir / "apiserver.log", "wb")
         self.procs.append(subprocess.Popen(
             [self.apiserver_bin,
@@ -139,11 +145,20 @@ class LocalKubeCluster:
              "--authorization-mode=RBAC", "--allow-privileged=true",
              "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
              "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false",
+             f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.audit_log}",
              f"--cert-dir={self.dir / 'certs'}", "--v=1"],
             stdout=api_log, stderr=api_log, stdin=subprocess.DEVNULL, start_new_session=True,
         ))
         self._wait_ready(timeout)
         return self
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The API server's audit log (pods, Metadata level), parsed."""
+        import json
+
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
 
     def ssl_context(self) -> ssl.SSLContext:
         pki = self.dir / "pki"

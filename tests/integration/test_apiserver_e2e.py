@@ -210,6 +210,24 @@ def test_notebook_pod_is_admitted_and_stored_hardened(api: client.ApiClient) -> 
     assert container.resources.limits["cpu"] == "1"  # the API server's canonical form of KubeSpawner's 1.0
 
 
+def test_audit_annotations_reach_the_api_server_audit_log(api: client.ApiClient, cluster: LocalKubeCluster) -> None:
+    created = create_pod(api, raw_pod("audrey"))
+    name = created["metadata"]["name"]
+    deadline = time.monotonic() + 30
+    events: list[dict[str, Any]] = []
+    while not events and time.monotonic() < deadline:
+        events = [e for e in cluster.audit_events() if e.get("verb") == "create" and e.get("stage") == "ResponseComplete"
+                  and (e.get("objectRef") or {}).get("name") == name]
+        time.sleep(0.2)
+    (event,) = events
+    annotations = event["annotations"]
+    assert annotations["mutate.jovial-guard.io/policy-revision"].startswith("sha256:")
+    assert len(annotations["mutate.jovial-guard.io/decision-id"]) == 32
+    assert annotations["validate.jovial-guard.io/policy-revision"] == annotations["mutate.jovial-guard.io/policy-revision"]
+    mutation = json.loads(annotations["mutation.webhook.admission.k8s.io/round_0_index_0"])
+    assert mutation == {"configuration": "jovial-guard", "webhook": "mutate.jovial-guard.io", "mutated": True}
+
+
 def test_the_patch_is_what_makes_the_pod_pass_pod_security_restricted(api: client.ApiClient) -> None:
     """The API server's PodSecurity admission alone (namespace without our webhook):
     KubeSpawner's raw pod is refused; the pod our webhook patched is admitted."""

@@ -84,8 +84,9 @@ async def spawn_registered(hub: Any, running: RunningAudit, user: str, *, netns:
 async def test_oom_kill_in_user_container_lands_attributed(embedded_hub: Any, live_audit: RunningAudit) -> None:
     user = "auditoom"
     cid = await spawn_registered(embedded_hub, live_audit, user)
-    stream = live_audit.sources[0]
-    await stream._watch_container(cid)  # what a 'start' event does; the server started before us
+    # The engine reported the server's container starting (the stream now watches its cgroup).
+    await wait_for(lambda: [r for r in records(live_audit, rule="container start") if r["container_id"] == cid],
+                   30, "the container start record")
     rc, output = await asyncio.to_thread(embedded_hub.exec, user, ["python3", "-c", ALLOCATE], 120)
     assert rc == 137, output  # SIGKILL from the kernel's OOM killer
     oom = await wait_for(lambda: records(live_audit, rule="container oom", user=user), 30, "the OOM record")

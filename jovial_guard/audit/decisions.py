@@ -96,6 +96,6 @@ class AuditDecisionListener:
     async def __call__(self, workload: Workload, decision: Decision, seconds: float) -> None:
         try:
             await self.sink.submit("decision", decision_document(workload, decision, seconds))
-        except Exception:
+        except Exception:  # auditing must not change or break a decision
             self.failures += 1
             log.exception("could not record policy decision %s in the audit log", decision.decision_id)

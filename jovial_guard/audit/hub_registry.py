@@ -91,5 +91,5 @@ class HubRegistrar:
     async def _register(self, user: str, server: str) -> None:
         try:
             await register_from_hub(self.registry, api_url=self.api_url, token=self.token, user=user, server=server)
-        except Exception:
+        except Exception:  # attribution degrades to 'unattributed', never blocks intake
             log.exception("could not register %s/%s from the hub", user, server)

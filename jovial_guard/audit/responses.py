@@ -357,7 +357,7 @@ class Responder:
                 result = self.record(response)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:
+            except Exception:  # the response record is lost, the event is not
                 log.exception("could not record response %s for record %d", name, seq)
 
     async def drain(self, timeout: float = 30.0) -> None:

@@ -121,7 +121,7 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
             try:
                 parts = await asyncio.gather(*(loop.run_in_executor(pool, prepare_in_worker, chunk, ts, want_events)
                                                for chunk in split_lines(raw, BULK_CHUNK_BYTES)))
-            except Exception:
+            except Exception:  # a broken worker pool must not lose the batch
                 log.exception("bulk workers failed; preparing this batch in the event loop")
                 service.reset_bulk_pool()
                 parts = [prepare_lines(raw, ts, service.attributor, want_events=want_events)]

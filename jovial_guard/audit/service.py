@@ -120,7 +120,7 @@ class AuditService:
         for observer in self.observers:
             try:
                 observer.observe(event, seq)
-            except Exception:
+            except Exception:  # an observer must never lose an event
                 log.exception("audit observer failed")
 
     async def record_prepared(self, bodies: list[bytes], leaves: list[bytes], events: list[dict[str, Any]]) -> int:

@@ -126,7 +126,7 @@ class EngineEventStream:
         for container in running:
             try:
                 await self._watch_container(container["Id"])
-            except Exception:
+            except Exception:  # one container that cannot be watched must not stop the others
                 log.exception("cannot watch container %s for OOM kills", container.get("Id"))
 
     async def _check_oom(self, cid: str) -> None:
@@ -154,7 +154,7 @@ class EngineEventStream:
             for cid in list(self._watched):
                 try:
                     await self._check_oom(cid)
-                except Exception:
+                except Exception:  # keep watching the others
                     log.exception("OOM check for %s", cid[:12])
             await asyncio.sleep(self.oom_poll)
 
@@ -198,13 +198,14 @@ class EngineEventStream:
         action = event["rule"]
         if action in ("container die", "container exec") or action.startswith("container exec"):
             await self._check_oom(cid)  # an OOM kill often shows up first as exit 137
-        await self.service.record(event)
         if action == "container start":
+            # Watch before recording: once the start is in the log, OOM kills are seen.
             try:
                 await self._watch_container(cid)
-            except Exception:
+            except Exception:  # OOM attribution degrades; intake goes on
                 log.exception("cannot watch container %s for OOM kills", cid[:12])
-        elif action == "container die":
+        await self.service.record(event)
+        if action == "container die":
             self._watched.pop(cid, None)
 
 
@@ -267,7 +268,7 @@ class EngineEventsFile:
                         os.replace(tmp, self.offset_file)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # keep following; the error is logged
                 log.exception("engine events file follower")
             await asyncio.sleep(self.poll)
 
@@ -333,7 +334,7 @@ class HubEventForwarder(logging.Handler):
                                     headers={"Content-Type": "application/json"})
                 if resp.status_code != 200:
                     self.failures += 1
-            except Exception:
+            except Exception:  # a lost forward is counted in failures
                 self.failures += 1
                 log.exception("could not forward hub event to the audit service")
 

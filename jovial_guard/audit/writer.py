@@ -77,7 +77,7 @@ class GroupCommitWriter:
             self._pending, self._leaves, self._waiters = [], [], []
             try:
                 first = await loop.run_in_executor(self._executor, self.log.append_many, batch, leaves)
-            except BaseException as exc:
+            except BaseException as exc:  # every waiter must learn the batch failed
                 err = exc if isinstance(exc, AuditWriteFailed) else AuditWriteFailed(str(exc))
                 for fut, _, _ in waiters:
                     if not fut.done():

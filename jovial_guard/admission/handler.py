@@ -50,6 +50,8 @@ Mode = Literal["validate", "mutate"]
 NOT_HARDENED = "not-hardened"
 #: Rule id when a kind without a pod template reaches the webhook.
 UNSUPPORTED_KIND = "unsupported-kind"
+#: The only part of a stored Pod's spec an UPDATE may patch.
+EPHEMERAL_PREFIX = "/spec/ephemeralContainers/"
 #: Rule id for any bug or surprise inside the webhook (never an allow).
 INTERNAL_ERROR = "webhook-internal-error"
 
@@ -261,6 +263,12 @@ class AdmissionHandler:
         if not decision.allowed or decision.spec is None:
             return _Cached(decision=decision, patch_b64=None, extra_reason=None)
         ops = render_pod_patch(workload.pod, decision.spec)
+        if workload.kind == "Pod" and workload.operation == "UPDATE":
+            # A stored pod's spec is immutable except its ephemeral containers (kubectl
+            # debug): a patch anywhere else would make every update (labels, finalizers)
+            # fail. The new ephemeral containers are hardened; the policy still decides
+            # the whole pod.
+            ops = [op for op in ops if op["path"].startswith(EPHEMERAL_PREFIX)]
         if mode == "mutate":
             rerooted = reroot_patch(ops, workload.pod_path)
             return _Cached(decision=decision, patch_b64=encode_patch(rerooted) if rerooted else None, extra_reason=None)

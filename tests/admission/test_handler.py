@@ -290,3 +290,29 @@ async def test_identical_concurrent_requests_ask_opa_once(opa_connection: OpaCon
     assert sorted(asked) == sorted(p["metadata"]["name"] for p in pods)  # one OPA question per distinct pod
     assert len({r.body["response"]["uid"] for r in results}) == 30  # each answer echoes its own uid
     assert all(r.body["response"]["patch"] for r in results)
+
+
+async def test_pod_update_patches_only_new_ephemeral_containers(handler: AdmissionHandler) -> None:
+    """A stored pod's spec is immutable: an UPDATE (labels, finalizers) gets no patch, and
+    a debug container added through pods/ephemeralcontainers is hardened."""
+    legacy = as_api_server_sends(await kubespawner_pod(username="uma"))  # stored before the webhook existed
+    relabelled = json.loads(json.dumps(legacy))
+    relabelled["metadata"]["labels"]["extra"] = "yes"
+    for mode in ("mutate", "validate"):
+        response = (await handler.handle(body(relabelled, operation="UPDATE", old=legacy), mode=mode)).body["response"]  # type: ignore[arg-type]
+        assert response["allowed"] is True and "patch" not in response
+
+    debug = json.loads(json.dumps(relabelled))
+    debug["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "quay.io/jupyter/base-notebook:2024-05-27"}]
+    result = await handler.handle(body(debug, operation="UPDATE", old=relabelled), mode="mutate")
+    ops = patch_of(result)
+    assert ops and all(op["path"].startswith("/spec/ephemeralContainers/0/") for op in ops)
+    patched = jsonpatch.apply_patch(debug, ops)
+    assert patched["spec"]["ephemeralContainers"][0]["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert (await handler.handle(body(patched, operation="UPDATE", old=relabelled), mode="validate")).body["response"]["allowed"] is True
+    assert (await handler.handle(body(debug, operation="UPDATE", old=relabelled), mode="validate")).body["response"]["allowed"] is False
+
+    evil = json.loads(json.dumps(relabelled))
+    evil["spec"]["ephemeralContainers"] = [{"name": "root", "image": "quay.io/jupyter/base-notebook:2024-05-27", "securityContext": {"privileged": True}}]
+    response = (await handler.handle(body(evil, operation="UPDATE", old=relabelled), mode="mutate")).body["response"]
+    assert response["allowed"] is False and "[pod-security/privileged]" in response["status"]["message"]

@@ -228,6 +228,29 @@ def test_audit_annotations_reach_the_api_server_audit_log(api: client.ApiClient,
     assert mutation == {"configuration": "jovial-guard", "webhook": "mutate.jovial-guard.io", "mutated": True}
 
 
+def test_debug_containers_are_hardened_or_denied(api: client.ApiClient) -> None:
+    """kubectl debug adds ephemeral containers through pods/ephemeralcontainers (UPDATE)."""
+    core = client.CoreV1Api(api)
+    name = create_pod(api, raw_pod("ella"))["metadata"]["name"]
+
+    def with_debugger(security_context: dict[str, Any] | None) -> dict[str, Any]:
+        pod = client.ApiClient().sanitize_for_serialization(core.read_namespaced_pod(name, HUB_NS))
+        container: dict[str, Any] = {"name": f"debug{len(pod['spec'].get('ephemeralContainers') or [])}",
+                                     "image": "quay.io/jupyter/base-notebook:2024-05-27"}
+        if security_context is not None:
+            container["securityContext"] = security_context
+        pod["spec"].setdefault("ephemeralContainers", []).append(container)
+        return pod
+
+    with pytest.raises(ApiException) as err:
+        core.replace_namespaced_pod_ephemeralcontainers(name, HUB_NS, with_debugger({"privileged": True}))
+    assert "[pod-security/privileged]" in denial_of(err.value)
+    updated = core.replace_namespaced_pod_ephemeralcontainers(name, HUB_NS, with_debugger(None))
+    (debugger,) = updated.spec.ephemeral_containers
+    assert debugger.security_context.capabilities.drop == ["ALL"]
+    assert debugger.security_context.allow_privilege_escalation is False
+
+
 def test_the_patch_is_what_makes_the_pod_pass_pod_security_restricted(api: client.ApiClient) -> None:
     """The API server's PodSecurity admission alone (namespace without our webhook):
     KubeSpawner's raw pod is refused; the pod our webhook patched is admitted."""

@@ -14,6 +14,7 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_PASSWORD           shared password for users (generated and printed if unset)
     JOVIAL_GUARD_ADMIN_PASSWORD     admin password (generated if unset)
     JOVIAL_GUARD_API_TOKEN          token of an admin service (tests, scripts); none if unset
+    JOVIAL_GUARD_SECCOMP_PROFILE    notebook seccomp profile file (default profiles/seccomp/notebook.json)
     JOVIAL_GUARD_NAME_PREFIX        container names PREFIX-USER (default jupyter)
     JOVIAL_GUARD_HOME_VOLUME        home volume name template (default jovial-guard-home-{username})
     JOVIAL_GUARD_DECISION_LOG       JSON-lines decision log (default STATE/decisions.jsonl)
@@ -121,7 +122,7 @@ c.Spawner.http_timeout = 60
 c.Spawner.pre_spawn_hook = pre_spawn_hook
 c.Spawner.post_stop_hook = post_stop_hook
 c.Spawner.options_form = render_options_form(profile_descriptions(), default="default")
-c.Spawner.options_from_form = lambda spawner, formdata: options_from_form(formdata)
+c.Spawner.options_from_form = options_from_form
 # The profile is read by the pre-spawn hook (the policy decides it), not applied here.
 c.Spawner.apply_user_options = lambda spawner, user_options: None
 
@@ -134,6 +135,8 @@ c.JovialGuard.netns_prefix = netns_prefix
 c.JovialGuard.egress_pool = egress_pool
 c.JovialGuard.hub_port = hub_port
 c.JovialGuard.default_profile = "default"
+if env("JOVIAL_GUARD_SECCOMP_PROFILE"):
+    c.JovialGuard.seccomp_profile_path = env("JOVIAL_GUARD_SECCOMP_PROFILE")
 c.JovialGuard.home_volume_template = env("JOVIAL_GUARD_HOME_VOLUME", "jovial-guard-home-{username}")
 # Every decision is logged with its policy revision; more listeners (audit) by import path.
 c.JovialGuard.decision_listeners = [

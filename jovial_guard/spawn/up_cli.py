@@ -51,10 +51,12 @@ def _missing_tools() -> list[str]:
 @click.option("--proxy-api-port", default=8001, show_default=True, help="Proxy API port (loopback).")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="Hub database, secrets and logs (default: $JOVIAL_GUARD_CACHE/hub).")
+@click.option("--engine-socket", type=click.Path(path_type=Path), default=DEFAULT_SOCKET,
+              show_default=True, help="Socket of the project's podman Docker API service.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True),
               default=REPO_ROOT / "jupyterhub_config.py", show_default=True)
 def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path | None,
-       config_file: Path) -> None:
+       engine_socket: Path, config_file: Path) -> None:
     """Run the embedded hardened notebook cloud until Ctrl-C."""
     missing = _missing_tools()
     if missing:
@@ -64,7 +66,7 @@ def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path
     settings = StackSettings(
         state_dir=state_dir or cache_dir() / "hub",
         bind_host=host, bind_port=port, hub_port=hub_port, proxy_api_port=proxy_api_port,
-        config_file=config_file.resolve(), engine_socket=DEFAULT_SOCKET,
+        config_file=config_file.resolve(), engine_socket=engine_socket,
     )
     stopping = threading.Event()
 
@@ -72,7 +74,9 @@ def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path
         stopping.set()
         raise KeyboardInterrupt
 
+    # Both explicitly: a shell may start us with SIGINT ignored (background jobs).
     signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     stack = EmbeddedStack(settings, progress=lambda m: click.echo(f"==> {m}", err=True))
     try:
         stack.start()

@@ -1,0 +1,95 @@
+"""The embedded hub as a person uses it, and start-up refusing bad configuration.
+
+A user logs in with the shared password, picks a profile on the spawn page, and runs a
+notebook cell in a kernel of their hardened server; a profile the policy denies shows the
+policy's message on the spawn page. A hub whose hardening is incomplete (seccomp profile
+missing, container engine socket missing, OPA down) does not start and says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jovial_guard.policy.opa_process import free_loopback_port
+from jovial_guard.spawn.stack import HubProcess, StackSettings, StackStartFailed
+
+from . import userflow
+from .conftest import EmbeddedHub
+
+pytestmark = pytest.mark.integration
+
+
+def test_user_logs_in_spawns_and_runs_a_cell(embedded_hub: EmbeddedHub) -> None:
+    embedded_hub.ensure_user("gwen", ("astro",))
+    password = embedded_hub.stack.settings.password or ""
+    session = userflow.login(embedded_hub.url, "gwen", password)
+    error = userflow.spawn_from_form(session, embedded_hub.url, "gwen", "default")
+    assert error == ""
+    try:
+        out = userflow.run_cell(embedded_hub.url, "gwen", session, (
+            "import numpy as np, os\n"
+            "from astropy import units as u\n"
+            "print(int(np.arange(4).sum()), (1 * u.km).to(u.m).value, os.getuid())"
+        ))
+        assert out["status"] == "ok", out
+        assert out["stdout"].split() == ["6", "1000.0", "1000"], out
+    finally:
+        embedded_hub.stop("gwen")
+
+
+def test_denied_profile_is_explained_on_the_spawn_page(embedded_hub: EmbeddedHub) -> None:
+    embedded_hub.ensure_user("hank", ())
+    password = embedded_hub.stack.settings.password or ""
+    session = userflow.login(embedded_hub.url, "hank", password)
+    error = userflow.spawn_from_form(session, embedded_hub.url, "hank", "large-memory")
+    assert "[profiles/not-allowed]" in error
+    assert "Choose another profile" in error
+    assert not embedded_hub.container_exists("hank")
+
+
+def _start_hub(embedded_hub: EmbeddedHub, tmp_path: Path, *, env_override: dict[str, str],
+               config_extra: str = "") -> str:
+    """Start a second hub against the fixture's OPA/podman with one piece broken."""
+    settings = StackSettings.ephemeral(tmp_path / "state", hub_ready_timeout=60)
+    settings.netns_prefix = embedded_hub.stack.settings.netns_prefix
+    settings.egress_pool = embedded_hub.stack.settings.egress_pool
+    config = tmp_path / "config.py"
+    config.write_text(f"load_subconfig({str(embedded_hub.stack.settings.config_file)!r})\n"
+                      + config_extra)
+    settings.config_file = config
+    env = embedded_hub.stack.hub_env()
+    env.update({
+        "JOVIAL_GUARD_STATE_DIR": str(settings.state_dir),
+        "JOVIAL_GUARD_BIND_URL": settings.url,
+        "JOVIAL_GUARD_HUB_PORT": str(settings.hub_port),
+        "JOVIAL_GUARD_PROXY_API_PORT": str(settings.proxy_api_port),
+        **env_override,
+    })
+    hub = HubProcess(settings, env=env)
+    with pytest.raises(StackStartFailed) as caught:
+        hub.start()
+    hub.stop()
+    return str(caught.value)
+
+
+def test_startup_refused_without_seccomp_profile(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:
+    message = _start_hub(embedded_hub, tmp_path, env_override={
+        "JOVIAL_GUARD_SECCOMP_PROFILE": "/nonexistent/notebook.json"})
+    assert "refuses to start the hub" in message
+    assert "/nonexistent/notebook.json does not exist" in message
+
+
+def test_startup_refused_without_engine_socket(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:
+    message = _start_hub(embedded_hub, tmp_path,
+                         env_override={"JOVIAL_GUARD_ENGINE_SOCKET": str(tmp_path / "gone.sock")})
+    assert "refuses to start the hub" in message
+    assert "gone.sock is missing" in message
+
+
+def test_startup_refused_with_opa_down(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_loopback_port()}"
+    message = _start_hub(embedded_hub, tmp_path, env_override={"JOVIAL_GUARD_OPA_URL": dead})
+    assert "refuses to start the hub" in message
+    assert f"policy engine (OPA) at {dead} is unreachable" in message

@@ -108,11 +108,11 @@ def wrk(url: str, body_file: Path, *, seconds: int, connections: int, workdir: P
     return rate, total, int(bad.group(1)) if bad else 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """user+system CPU of a process and its live children (the bulk workers)."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """user+system CPU of a process and (``children``) its live children (the bulk workers)."""
     tick = os.sysconf("SC_CLK_TCK")
     pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in Path(f"/proc/{pid}/task").iterdir() if children else ():
         try:
             pids += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
@@ -227,14 +227,17 @@ async def main() -> None:
             print(f"  http (one alert per POST, ack = on disk), {args.connections} connections: {http_rate:,.0f}/s "
                   f"({http_total:,} alerts)")
             cpu1 = cpu_seconds(server.pid)
+            main1 = cpu_seconds(server.pid, children=False)
             http_cpu_us = (cpu1 - cpu0) / max(http_total, 1) * 1e6
             print(f"    server CPU per alert: {http_cpu_us:.0f} us")
             bulk_rate, bulk_total = await bulk(url, seconds=args.seconds, batch=args.bulk_batch,
                                                concurrency=args.bulk_concurrency)
             bulk_cpu_us = (cpu_seconds(server.pid) - cpu1) / max(bulk_total, 1) * 1e6
+            main_cpu_us = (cpu_seconds(server.pid, children=False) - main1) / max(bulk_total, 1) * 1e6
             print(f"  bulk (NDJSON x{args.bulk_batch}, {args.bulk_concurrency} concurrent, group commit): "
                   f"{bulk_rate:,.0f} events/s ({bulk_total:,} events)")
             print(f"    server CPU per event (intake process + bulk workers): {bulk_cpu_us:.1f} us "
+                  f"(intake process {main_cpu_us:.1f} us) "
                   f"= {1e6 / bulk_cpu_us * (os.cpu_count() or 1):,.0f} events/s if all {os.cpu_count()} CPUs were ours")
             load = os.getloadavg()[0]
             print(f"    load average during the run: {load:.1f} on {os.cpu_count()} CPUs (other work shares them)")

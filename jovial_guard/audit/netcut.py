@@ -28,7 +28,9 @@ table inet jovial_guard_cut {
   chain output { type filter hook output priority -300; policy drop; }
 }
 """
-_NETNS = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Only per-user namespaces (EgressNamespaces.user_ns: ``PREFIX-u-NAME``) may be cut: never
+#: the router or a service namespace, whose flushed ruleset would open egress for everyone.
+_USER_NETNS = re.compile(r"^[a-z][a-z0-9]{0,15}-u-[a-z0-9-]{1,40}$")
 
 
 class NetworkCutFailed(RuntimeError):
@@ -60,9 +62,13 @@ class NftNetworkCutter:
         nft = shutil.which("nft") or "nft"
         if owner.netns:
             name = os.path.basename(owner.netns)
-            if not _NETNS.match(name):
-                raise NetworkCutFailed(f"registered netns {owner.netns!r} is not a valid namespace name")
-            if os.stat(f"/run/netns/{name}").st_ino == _host_netns():
+            if not _USER_NETNS.match(name):
+                raise NetworkCutFailed(f"registered netns {owner.netns!r} is not a per-user namespace; refusing")
+            try:
+                inode = os.stat(f"/run/netns/{name}").st_ino
+            except OSError as exc:
+                raise NetworkCutFailed(f"network namespace {name} does not exist") from exc
+            if inode == _host_netns():
                 raise NetworkCutFailed(f"netns {name} is the host namespace; refusing")
             return ["ip", "netns", "exec", name, nft, "-f", "-"]
         if self.docker is None or not owner.container_id:

@@ -241,11 +241,14 @@ class AdmissionHandler:
         template) waits on the first one's answer instead of queueing N copies at OPA.
         Each waiter still applies its own deadline.
         """
-        if (pending := self._inflight.get(key)) is not None:
+        # The revision is part of the key: after a policy change nobody joins a question
+        # asked under the old policy.
+        flight = (key, self.revisions.current)
+        if (pending := self._inflight.get(flight)) is not None:
             return pending
         future: asyncio.Future[_Cached] = asyncio.ensure_future(self._ask(workload, mode, key))
-        self._inflight[key] = future
-        future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        self._inflight[flight] = future
+        future.add_done_callback(lambda _f: self._inflight.pop(flight, None))
         return future
 
     async def _ask(self, workload: Workload, mode: Mode, key: Any) -> _Cached:

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,9 +247,19 @@ def verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers: 
                chunk_bytes: int = 8 << 20) -> VerifyReport:
     """Verify every record and checkpoint; raise LogVerificationFailed at the first problem.
 
-    Hashing runs in ``workers`` processes (default: one per CPU) over line-aligned chunks;
-    the Merkle frontier, the joins between chunks and the checkpoints are checked here.
+    Hashing runs in ``workers`` processes (default: one per CPU); if worker processes cannot
+    run here, verification falls back to this process (same result, slower).
     """
+    try:
+        return _verify_log(directory, public_key, workers=workers, chunk_bytes=chunk_bytes)
+    except BrokenProcessPool:
+        return _verify_log(directory, public_key, workers=1, chunk_bytes=chunk_bytes)
+
+
+def _verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers: int | None,
+                chunk_bytes: int) -> VerifyReport:
+    """Workers hash line-aligned chunks; the Merkle frontier, the joins between chunks and
+    the checkpoints are checked here."""
     directory = Path(directory)
     checkpoints = load_checkpoints(directory, public_key)
     report = VerifyReport(checkpoints=len(checkpoints))
@@ -276,7 +287,10 @@ def verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers: 
 
     pool = None
     if workers > 1 and len(ranges) > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        # forkserver, not fork: callers (the service, tests) may have threads running.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["jovial_guard.audit.verify"])
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         results: Iterable[_Chunk] = pool.map(
             _scan_chunk, *zip(*[(p, s, e, cp_sizes) for p, s, e, _ in ranges])
         )

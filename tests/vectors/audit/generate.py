@@ -202,7 +202,8 @@ add("hub/server_stop.json", "hub", {
 
 # --- malformed: must be quarantined, never dropped ------------------------------------------
 good = VECTORS[0][2]
-assert isinstance(good, dict)
+if not isinstance(good, dict):
+    raise TypeError("the first vector must be a Falco alert object")
 add("malformed/not_json.txt", "falco", "{\"output\": \"truncated alert", {"result": "quarantined", "reason": "invalid JSON"})
 add("malformed/array.json", "falco", [good], {"result": "quarantined", "reason": "JSON object"})
 add("malformed/no_rule.json", "falco", {k: v for k, v in good.items() if k != "rule"},

@@ -4,8 +4,8 @@ and verification of a one-million-record log.
 Rows, all measured in this run on this machine:
 
 * fsync baseline: one record appended + fdatasync per event (what one-ack-per-sync gives);
-* http baseline: an aiohttp server that parses the alert and acks without writing, under
-  the same wrk load (the ceiling of the HTTP stack on this machine);
+* http baseline: an aiohttp server (uvloop, like the service) that parses the alert and
+  acks without writing, under the same wrk load (the ceiling of the HTTP stack here);
 * http: Falco's way, one alert per POST with keep-alive, ``--connections`` concurrent
   connections (wrk), against ``jovial-guard audit serve`` (group commit, fdatasync);
 * bulk: NDJSON batches to /bulk (one group commit per batch), several concurrent posts;
@@ -73,7 +73,12 @@ def serve_baseline(port: int) -> None:
     app = web.Application()
     app.router.add_post("/falco", handler)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=1024)
+    try:
+        import uvloop  # the audit service runs on uvloop too: same stack on both rows
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=1024, loop=loop)
 
 
 async def wait_healthy(url: str, timeout: float = 60) -> None:

@@ -7,49 +7,19 @@ binary on the real policy directory, so what passes here is what OPA will load.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import PolicyEngineUnavailable
-from .opa_process import DEFAULT_POLICY_DIR, find_opa
+from .cli_checks import lint_policies, test_policies
+from .opa_process import DEFAULT_POLICY_DIR
 
-
-def _opa() -> str:
-    try:
-        return find_opa()
-    except PolicyEngineUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def lint_policies(policy_dir: Path, *, fmt_check: bool = True) -> tuple[bool, str]:
-    """Strict compile check (and formatting check); returns (ok, report)."""
-    opa = _opa()
-    check = subprocess.run([opa, "check", "--strict", str(policy_dir)], capture_output=True, text=True)
-    report = [check.stdout + check.stderr]
-    ok = check.returncode == 0
-    if fmt_check:
-        fmt = subprocess.run([opa, "fmt", "--list", "--fail", str(policy_dir)], capture_output=True, text=True)
-        if fmt.returncode != 0:
-            ok = False
-            report.append("not formatted (run `opa fmt -w policies/`):\n" + fmt.stdout + fmt.stderr)
-    return ok, "".join(report).strip()
-
-
-def test_policies(policy_dir: Path, *, min_coverage: float) -> tuple[bool, float, str]:
-    """`opa test` with coverage; ok when every test passes and coverage >= min_coverage."""
-    opa = _opa()
-    run = subprocess.run([opa, "test", str(policy_dir), "--coverage", "--format", "json"], capture_output=True, text=True)
-    try:
-        coverage = float(json.loads(run.stdout)["coverage"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        coverage = 0.0
-    verbose = subprocess.run([opa, "test", str(policy_dir)], capture_output=True, text=True)
-    ok = run.returncode == 0 and verbose.returncode == 0 and coverage >= min_coverage
-    return ok, coverage, (verbose.stdout + verbose.stderr).strip()
+if TYPE_CHECKING:
+    from .client import OpaEndpoint
+    from .decision_log import DecisionLog
+    from .store import PolicyStore
 
 
 @click.group()
@@ -78,3 +48,217 @@ def test_command(policy_dir: str, min_coverage: float) -> None:
     click.echo(report)
     click.echo(f"coverage: {coverage:.1f}% (minimum {min_coverage:.1f}%)")
     sys.exit(0 if ok else 1)
+
+
+@policy.command()
+@click.option("--policy-dir", type=click.Path(file_okay=False, exists=True), default=str(DEFAULT_POLICY_DIR), show_default=True)
+@click.option("--check", "check_only", is_flag=True, help="Only report files that are not formatted (exit 1), change nothing.")
+def fmt(policy_dir: str, check_only: bool) -> None:
+    """opa fmt: format the policies in place, or --check them."""
+    import subprocess
+
+    from .opa_process import find_opa
+
+    args = ["fmt", "--list", "--fail"] if check_only else ["fmt", "-w"]
+    proc = subprocess.run([find_opa(), *args, policy_dir], capture_output=True, text=True)
+    click.echo((proc.stdout + proc.stderr).strip() or ("fmt: ok" if proc.returncode == 0 else ""))
+    sys.exit(0 if proc.returncode == 0 else 1)
+
+
+# --- lifecycle: diff, dry-run, deploy, rollback, history, bundles -------------------
+
+def _state_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("JOVIAL_GUARD_STATE", Path.home() / ".local" / "share" / "jovial_guard"))
+
+
+def _store(store_dir: str | None) -> "PolicyStore":
+    from .store import PolicyStore
+
+    return PolicyStore(Path(store_dir) if store_dir else _state_dir() / "policy-store")
+
+
+def _endpoint(opa_url: str | None, token: str | None) -> "OpaEndpoint":
+    import json as _json
+
+    from .client import OpaEndpoint
+
+    if not opa_url:
+        runtime = _state_dir() / "runtime.json"
+        if runtime.exists():
+            opa_url = _json.loads(runtime.read_text()).get("opa_url")
+    if not opa_url:
+        raise click.ClickException("no running OPA: pass --opa-url, set JOVIAL_GUARD_OPA_URL, or start `jovial-guard up`")
+    return OpaEndpoint(opa_url, token=token)
+
+
+def _decision_log(path: str | None) -> "DecisionLog":
+    from .decision_log import DecisionLog
+
+    return DecisionLog(Path(path) if path else _state_dir() / "decisions.jsonl")
+
+
+def _since(text: str | None) -> float | None:
+    import re
+    import time
+
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)([smhd])", text)
+    if not match:
+        raise click.BadParameter("use a duration like 30m, 12h or 7d", param_hint="--since")
+    seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return time.time() - seconds
+
+
+_store_option = click.option("--store", "store_dir", envvar="JOVIAL_GUARD_POLICY_STORE", help="Policy store directory (default: $JOVIAL_GUARD_STATE/policy-store).")
+_opa_options = [
+    click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="The running OPA (default: from `jovial-guard up`'s runtime file)."),
+    click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
+]
+_log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: $JOVIAL_GUARD_STATE/decisions.jsonl).")
+
+
+def _with(options: list[Any]) -> Any:
+    def wrap(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return wrap
+
+
+@policy.command()
+@click.argument("rev_a")
+@click.argument("rev_b")
+@_store_option
+def diff(rev_a: str, rev_b: str, store_dir: str | None) -> None:
+    """Unified diff of the policies and data of two revisions (see `history`)."""
+    from .store import StoreError
+
+    try:
+        for line in _store(store_dir).diff(rev_a, rev_b):
+            click.echo(line, nl=False)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@policy.command(name="dry-run")
+@click.argument("candidate", type=click.Path(file_okay=False, exists=True))
+@click.option("--since", default="7d", show_default=True, help="Replay decisions recorded in this window (30m, 12h, 7d).")
+@click.option("--baseline", type=click.Path(file_okay=False, exists=True), help="Compare against this policy directory instead of the deployed revision.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_store_option
+@_log_option
+def dry_run_command(candidate: str, since: str, baseline: str | None, as_json: bool, store_dir: str | None, decision_log: str | None) -> None:
+    """Replay recorded decisions against CANDIDATE: who would change, and why."""
+    import asyncio
+    import json as _json
+
+    from .lifecycle import dry_run
+
+    store = _store(store_dir)
+    current = store.current()
+    base = Path(baseline) if baseline else (store.source_dir(current) if current else DEFAULT_POLICY_DIR)
+    records = list(_decision_log(decision_log).records(since=_since(since)))
+    report = asyncio.run(dry_run(records, baseline=base, candidate=Path(candidate)))
+    if as_json:
+        click.echo(_json.dumps({**report.summary(), "details": [c.__dict__ | {"direction": c.direction} for c in report.changes]}, indent=2))
+    else:
+        click.echo("\n".join(report.lines()))
+
+
+@policy.command()
+@click.argument("candidate", type=click.Path(file_okay=False, exists=True))
+@click.option("--since", default="7d", show_default=True, help="Dry-run window of recorded decisions.")
+@click.option("--min-coverage", type=float, default=90.0, show_default=True)
+@_store_option
+@_log_option
+@_with(_opa_options)
+def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None) -> None:
+    """Lint, test, dry-run, then activate CANDIDATE as a new signed revision; probe; roll back on failure."""
+    import asyncio
+
+    from ..errors import JovialGuardError
+    from .lifecycle import deploy as do_deploy
+
+    store = _store(store_dir)
+    endpoint = _endpoint(opa_url, opa_token)
+    records = list(_decision_log(decision_log).records(since=_since(since)))
+    try:
+        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo))
+    except JovialGuardError as exc:
+        click.echo(f"deploy: {exc}", err=True)
+        sys.exit(1)
+
+
+@policy.command()
+@click.argument("revision", required=False)
+@_store_option
+@_with(_opa_options)
+def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None) -> None:
+    """Re-activate REVISION (default: the one before the current)."""
+    import asyncio
+
+    from ..errors import JovialGuardError
+    from .lifecycle import rollback as do_rollback
+
+    try:
+        asyncio.run(do_rollback(_store(store_dir), endpoint=_endpoint(opa_url, opa_token), revision=revision, say=click.echo))
+    except JovialGuardError as exc:
+        click.echo(f"rollback: {exc}", err=True)
+        sys.exit(1)
+
+
+@policy.command()
+@_store_option
+def history(store_dir: str | None) -> None:
+    """Who deployed what, when, with which checks (hash chain verified)."""
+    import datetime as dt
+
+    from .store import StoreError
+
+    store = _store(store_dir)
+    try:
+        entries = store.history()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    current = store.current()
+    for e in entries:
+        when = dt.datetime.fromtimestamp(e.time, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        mark = "*" if e.revision == current and e.action in ("deploy", "rollback") else " "
+        checks = " ".join(f"{k}={e.details[k]}" for k in ("lint", "tests", "coverage", "switch_seconds") if k in e.details)
+        click.echo(f"{mark} {e.seq:4d} {when}Z {e.actor:12s} {e.action:13s} {e.revision}  (from {e.previous})  {checks}")
+
+
+@policy.group()
+def bundle() -> None:
+    """Signed OPA bundles."""
+
+
+@bundle.command(name="build")
+@click.argument("policy_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="bundle.tar.gz", show_default=True)
+@_store_option
+def bundle_build(policy_dir: str, output: str, store_dir: str | None) -> None:
+    """Build a bundle of POLICY_DIR signed with the store's key (with its key id)."""
+    from .bundles import build_bundle
+
+    store = _store(store_dir)
+    revision = build_bundle(Path(policy_dir), Path(output), key=store.key)
+    click.echo(f"{output}: revision {revision}, signed ES256 with key id {store.key.key_id}")
+
+
+@bundle.command(name="verify")
+@click.argument("bundle_file", type=click.Path(dir_okay=False))
+@_store_option
+def bundle_verify(bundle_file: str, store_dir: str | None) -> None:
+    """Verify BUNDLE_FILE's signature and file digests against the store's key."""
+    from .bundles import BundleError, verify_bundle
+
+    try:
+        verify_bundle(Path(bundle_file), key=_store(store_dir).key)
+    except BundleError as exc:
+        click.echo(f"refused: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{bundle_file}: signature and contents verified")

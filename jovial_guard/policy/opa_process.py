@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import requests
 
@@ -83,8 +83,9 @@ class ManagedOpa:
 
     def __init__(
         self,
-        policy_dir: Path | str = DEFAULT_POLICY_DIR,
+        policy_dir: Path | str | None = DEFAULT_POLICY_DIR,
         *,
+        config: dict[str, Any] | None = None,
         opa_binary: str | None = None,
         port: int | None = None,
         extra_args: Iterable[str] = (),
@@ -97,14 +98,19 @@ class ManagedOpa:
         tls_ca: Path | None = None,
         token: str | None = None,
     ) -> None:
-        self.policy_dir = Path(policy_dir)
-        if not self.policy_dir.is_dir():
+        # Either a policy directory (loaded once) or an OPA config with a bundle service
+        # (signed bundles, swapped atomically on deploy), or both.
+        self.policy_dir = Path(policy_dir) if policy_dir is not None else None
+        if self.policy_dir is not None and not self.policy_dir.is_dir():
             raise PolicyEngineUnavailable(f"policy directory {self.policy_dir} does not exist")
+        if self.policy_dir is None and not config:
+            raise PolicyEngineUnavailable("ManagedOpa needs a policy directory or a bundle config")
+        self.config = config
         self.opa_binary = opa_binary or find_opa()
         self.port = port or free_loopback_port()
         self.extra_args = list(extra_args)
         self.data_paths = [Path(p) for p in data_paths]
-        self.revision = revision or policy_revision(self.policy_dir)
+        self.revision = revision or (policy_revision(self.policy_dir) if self.policy_dir else "from-bundle")
         self.ready_timeout = ready_timeout
         self.log_path = log_path
         self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
@@ -122,7 +128,7 @@ class ManagedOpa:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def command(self, meta_file: Path) -> list[str]:
+    def command(self, meta_file: Path | None, config_file: Path | None = None) -> list[str]:
         return [
             self.opa_binary,
             "run",
@@ -133,10 +139,11 @@ class ManagedOpa:
             "error",
             "--disable-telemetry",
             *self._tls_args(),
+            *(["--config-file", str(config_file)] if config_file else []),
             *self.extra_args,
-            str(self.policy_dir),
+            *([str(self.policy_dir)] if self.policy_dir else []),
             *(str(p) for p in self.data_paths),
-            str(meta_file),
+            *([str(meta_file)] if meta_file else []),
         ]
 
     def _tls_args(self) -> list[str]:
@@ -148,13 +155,19 @@ class ManagedOpa:
 
     def start(self) -> "ManagedOpa":
         self._tmp = tempfile.TemporaryDirectory(prefix="jovial-guard-opa-")
-        meta_file = Path(self._tmp.name) / "meta.json"
-        meta_file.write_text(json.dumps({"jovial_guard_meta": {"revision": self.revision}}))
+        meta_file: Path | None = None
+        if self.policy_dir is not None:
+            meta_file = Path(self._tmp.name) / "meta.json"
+            meta_file.write_text(json.dumps({"jovial_guard_meta": {"revision": self.revision}}))
+        config_file: Path | None = None
+        if self.config:
+            config_file = Path(self._tmp.name) / "config.json"
+            config_file.write_text(json.dumps(self.config))
         # OPA logs to stderr; a file (not a pipe nobody reads) can never block it.
         self._stderr_path = self.log_path or Path(self._tmp.name) / "opa.log"
         with open(self._stderr_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self.command(meta_file),
+                self.command(meta_file, config_file),
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -171,8 +184,10 @@ class ManagedOpa:
                 self._cleanup()
                 raise PolicyEngineUnavailable(f"opa exited while starting: {err.strip()[:2000]}")
             try:
+                # With bundles, ready means the bundle was downloaded, verified, activated.
+                health = "/health?bundles" if self.config and self.config.get("bundles") else "/health"
                 resp = requests.get(
-                    f"{self.url}/health",
+                    f"{self.url}{health}",
                     timeout=0.5,
                     verify=str(self.tls_ca) if self.tls_ca else True,
                     headers={"Authorization": f"Bearer {self.token}"} if self.token else {},

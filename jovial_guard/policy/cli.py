@@ -68,9 +68,12 @@ def fmt(policy_dir: str, check_only: bool) -> None:
 # --- lifecycle: diff, dry-run, deploy, rollback, history, bundles -------------------
 
 def _state_dir() -> Path:
+    """The embedded hub's state directory (`jovial-guard up`'s --state-dir default)."""
     import os
 
-    return Path(os.environ.get("JOVIAL_GUARD_STATE", Path.home() / ".local" / "share" / "jovial_guard"))
+    from ..runtime.podman import cache_dir
+
+    return Path(os.environ.get("JOVIAL_GUARD_STATE") or cache_dir() / "hub")
 
 
 def _store(store_dir: str | None) -> "PolicyStore":

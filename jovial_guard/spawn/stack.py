@@ -9,6 +9,7 @@ stop order is the reverse. Any piece failing to start stops what was started and
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -24,7 +25,10 @@ import requests
 
 from ..errors import JovialGuardError
 from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
+from ..policy.bundle_server import BundleServer
+from ..policy.bundles import opa_bundle_config
 from ..policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+from ..policy.store import PolicyStore
 from ..runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image
 from ..runtime.podman import PodmanService
 
@@ -158,6 +162,8 @@ class EmbeddedStack:
         self.opa: ManagedOpa | None = None
         self.podman: PodmanService | None = None
         self.hub: HubProcess | None = None
+        self.store: PolicyStore | None = None
+        self.bundle_server: BundleServer | None = None
         self.egress = EgressNamespaces(settings.netns_prefix, pool=settings.egress_pool)
 
     def hub_env(self) -> dict[str, str]:
@@ -190,9 +196,9 @@ class EmbeddedStack:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.progress("policy engine: starting OPA")
-            self.opa = ManagedOpa(s.policy_dir, log_path=s.state_dir / "opa.log").start()
-            self.progress(f"policy engine: OPA at {self.opa.url} (revision {self.opa.revision})")
+            self.progress("policy engine: starting OPA on signed bundles from the policy store")
+            self.opa = self._start_policy_engine()
+            self.progress(f"policy engine: OPA at {self.opa.url} (revision {self.store.current() if self.store else '?'})")
             self.progress("container engine: starting podman's Docker API service")
             self.podman = PodmanService(s.engine_socket).start()
             self.progress(f"container engine: {self.podman.base_url}")
@@ -209,6 +215,29 @@ class EmbeddedStack:
             raise
         return self
 
+    def _start_policy_engine(self) -> ManagedOpa:
+        """OPA fed by the policy store's bundle server, so `jovial-guard policy deploy`
+        can switch a running hub's policy atomically (and roll it back).
+
+        The first start seeds the store with ``settings.policy_dir``; later starts keep
+        whatever revision an admin deployed. ``runtime.json`` tells the policy CLI where
+        this OPA is.
+        """
+        s = self.settings
+        self.store = PolicyStore(s.state_dir / "policy-store")
+        if self.store.current() is None:
+            revision = self.store.add(s.policy_dir)
+            self.store.activate(revision)
+            self.store.record("deploy", revision, previous=None, actor="jovial-guard up",
+                              details={"source": str(s.policy_dir), "seeded": True})
+        self.bundle_server = BundleServer(self.store).start()
+        opa = ManagedOpa(None, config=opa_bundle_config(service_url=self.bundle_server.url, key=self.store.key),
+                         revision=self.store.current(), log_path=s.state_dir / "opa.log").start()
+        runtime = {"opa_url": opa.url, "bundle_url": self.bundle_server.url, "hub_url": s.url,
+                   "policy_store": str(self.store.root), "decision_log": str(s.state_dir / "decisions.jsonl")}
+        (s.state_dir / "runtime.json").write_text(json.dumps(runtime, indent=2) + "\n")
+        return opa
+
     def stop(self) -> None:
         if self.hub is not None:
             self.hub.stop()
@@ -223,6 +252,10 @@ class EmbeddedStack:
         if self.opa is not None:
             self.opa.stop()
             self.opa = None
+        if self.bundle_server is not None:
+            self.bundle_server.stop()
+            self.bundle_server = None
+        (self.settings.state_dir / "runtime.json").unlink(missing_ok=True)
 
     def __enter__(self) -> "EmbeddedStack":
         return self.start()

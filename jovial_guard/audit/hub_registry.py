@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from .registry import Owner, SpawnRegistry
+
+#: How the spawn hook joins a container to its egress namespace (render_docker).
+NETNS_MODE_PREFIX = "ns:/run/netns/"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,37 @@ def register_spawner(registry: SpawnRegistry, spawner: Any, *, netns: str | None
     if not (ids["container_id"] or ids["container_name"] or ids["pod"]):
         raise ValueError("the spawner's state names no container or pod yet; call after start()")
     registry.register(user=spawner.user.name, server=spawner.name or "", netns=netns, **ids)
+
+
+class SpawnRegistrar:
+    """A JovialGuard spawn listener that registers each admitted spawn, before it starts.
+
+    In jupyterhub_config.py::
+
+        from jovial_guard.audit.hub_registry import SpawnRegistrar
+        c.JovialGuard.spawn_listeners = [SpawnRegistrar("/var/lib/jovial-guard/audit/spawns.sqlite")]
+
+    DockerSpawner names its container before starting it (``object_name``), KubeSpawner its
+    pod (``pod_name``), so engine and Falco events are attributed from the very first one
+    (``create``/``start``); the user's egress namespace (``network_mode`` of the hardening
+    record) is registered too, for ``cut_network``.
+    """
+
+    def __init__(self, registry: SpawnRegistry | str | Path) -> None:
+        self.registry = registry if isinstance(registry, SpawnRegistry) else SpawnRegistry(registry)
+
+    def __call__(self, spawner: Any, record: dict[str, Any]) -> None:
+        mode = str((record.get("hardening") or {}).get("network_mode") or "")
+        netns = mode[len(NETNS_MODE_PREFIX):] if mode.startswith(NETNS_MODE_PREFIX) else None
+        pod = getattr(spawner, "pod_name", None)
+        container_name = None if pod else getattr(spawner, "object_name", None)
+        self.registry.register(
+            user=spawner.user.name, server=spawner.name or "",
+            container_name=str(container_name) if container_name else None,
+            pod=str(pod) if pod else None,
+            namespace=str(getattr(spawner, "namespace", "") or "") or None if pod else None,
+            netns=netns,
+        )
 
 
 async def register_from_hub(registry: SpawnRegistry, *, api_url: str, token: str, user: str,

@@ -224,3 +224,21 @@ def test_register_spawner_from_dockerspawner_state(tmp_path: Path) -> None:
     registry.mark_stopped(user="erin", server="big")
     assert registry.containers_of("erin") == []
     assert registry.lookup(container_id=cid) is not None  # late events still attributed
+
+
+def test_spawn_registrar_registers_a_dockerspawner_before_start(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dockerspawner import DockerSpawner
+
+    from jovial_guard.audit.hub_registry import SpawnRegistrar
+
+    spawner = DockerSpawner(name_template="jupyter-{username}")
+    spawner.user = SimpleNamespace(name="frank", id=7, url="/user/frank/", escaped_name="frank", server=None)
+    record = {"hardening": {"network_mode": "ns:/run/netns/jg-u-frank"}}  # as JovialGuard hands it over
+    registrar = SpawnRegistrar(tmp_path / "spawns.sqlite")
+    registrar(spawner, record)
+    owner = registrar.registry.lookup(container_name="jupyter-frank")
+    assert owner is not None and (owner.user, owner.server, owner.netns) == ("frank", "", "jg-u-frank")
+    registrar(spawner, {"hardening": {"network_mode": "none"}})
+    assert registrar.registry.lookup(container_name="jupyter-frank").netns is None  # type: ignore[union-attr]

@@ -206,12 +206,15 @@ async def main() -> None:
         base = subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(port)])
         try:
             await wait_healthy(f"http://127.0.0.1:{port}")
-            base_rate, _, _ = wrk(f"http://127.0.0.1:{port}/falco", alert_file, seconds=args.seconds,
-                                  connections=args.connections, workdir=work)
+            base_cpu0 = cpu_seconds(base.pid)
+            base_rate, base_total, _ = wrk(f"http://127.0.0.1:{port}/falco", alert_file, seconds=args.seconds,
+                                           connections=args.connections, workdir=work)
+            base_cpu_us = (cpu_seconds(base.pid) - base_cpu0) / max(base_total, 1) * 1e6
         finally:
             base.send_signal(signal.SIGINT)
             base.wait(timeout=30)
         print(f"  http baseline (parse + ack, no write), {args.connections} connections: {base_rate:,.0f}/s")
+        print(f"    server CPU per alert: {base_cpu_us:.0f} us")
 
         registry = SpawnRegistry(log_dir / "spawns.sqlite")
         registry.register(user="alice", server="", container_id="3f2a1b4c5d6e" + "7f8091a2b3c4" * 4 + "5d6e7f81",

@@ -9,9 +9,11 @@ constructed offline; a dummy one pointing at a closed loopback port is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,12 +43,29 @@ PROFILES: dict[str, dict[str, Any]] = {
 IMAGE = "quay.io/jupyter/scipy-notebook:2025-01-06"
 
 
-def _ensure_kubeconfig() -> None:
-    if os.environ.get("KUBECONFIG") and Path(os.environ["KUBECONFIG"]).exists():
-        return
+@contextlib.contextmanager
+def _dummy_kubeconfig() -> Iterator[None]:
+    """A dummy kubeconfig while KubeSpawner is built; the environment is restored after.
+
+    kubernetes_asyncio reads KUBECONFIG once, at import, into KUBE_CONFIG_DEFAULT_LOCATION,
+    so that module global is pointed at the dummy file too.
+    """
+    from kubernetes_asyncio.config import kube_config
+
     path = Path(tempfile.gettempdir()) / "jovial-guard-dummy-kubeconfig"
     path.write_text(DUMMY_KUBECONFIG)
+    before_env = os.environ.get("KUBECONFIG")
+    before_default = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
     os.environ["KUBECONFIG"] = str(path)
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+    try:
+        yield
+    finally:
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = before_default
+        if before_env is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = before_env
 
 
 async def kubespawner_pod(
@@ -59,7 +78,6 @@ async def kubespawner_pod(
     **overrides: Any,
 ) -> dict[str, Any]:
     """The pod KubeSpawner would create for ``username`` with ``profile``, as a JSON dict."""
-    _ensure_kubeconfig()
     from kubernetes_asyncio.client import ApiClient
     from kubespawner import KubeSpawner
 
@@ -77,8 +95,9 @@ async def kubespawner_pod(
         **PROFILES.get(profile, {}),
         **overrides,
     }
-    spawner = KubeSpawner(_mock=True, user=user, **settings)
-    pod = await spawner.get_pod_manifest()
+    with _dummy_kubeconfig():
+        spawner = KubeSpawner(_mock=True, user=user, **settings)
+        pod = await spawner.get_pod_manifest()
     client = ApiClient()
     try:
         doc: dict[str, Any] = client.sanitize_for_serialization(pod)

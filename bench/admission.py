@@ -21,7 +21,7 @@ fixed rate (100, 500, 1000 req/s) and measures each latency from the request's *
 send time, so queueing in the client or the server is not hidden. Everything is bounded in
 count and time and stays on 127.0.0.1.
 
-    python bench/admission.py [--duration 5] [--workers 2] [--users 100]
+    python bench/admission.py [--duration 5] [--workers 2] [--users 200]
 
 The last line reads ``admission: rate=500 p99_ms=X rps16=Y opa_rps16=Z ratio=R`` (R = Y/Z,
 Y for /mutate).
@@ -309,7 +309,7 @@ def agreement(stream: list[dict[str, Any]], peer_url: str, ours_url: str, ca: Pa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per closed-loop / open-loop run")
-    parser.add_argument("--users", type=int, default=100, help="distinct users (reviews) in the stream")
+    parser.add_argument("--users", type=int, default=200, help="distinct users (reviews) in the stream")
     parser.add_argument("--workers", type=int, default=2, help="webhook worker processes")
     args = parser.parse_args()
     try:

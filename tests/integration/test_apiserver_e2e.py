@@ -339,6 +339,13 @@ def test_every_deploy_manifest_is_accepted_by_the_api_server(api: client.ApiClie
         resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         namespace = doc["metadata"].get("namespace") if resource.namespaced else None
         resource.create(body=doc, namespace=namespace, query_params=[("dryRun", "All"), ("fieldValidation", "Strict")])
+    # The webhook's own pod passes Pod Security "restricted" (its namespace enforces it).
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "webhook-pod", **deployment["spec"]["template"]["metadata"]},
+           "spec": deployment["spec"]["template"]["spec"]}
+    dyn.resources.get(api_version="v1", kind="ServiceAccount").create(
+        body=next(d for d in docs if d["kind"] == "ServiceAccount"), namespace="jovial-guard")
+    create_pod(api, pod, namespace="jovial-guard", dry_run=True)
 
 
 def test_opa_down_means_pods_are_denied(api: client.ApiClient, e2e_opa: ManagedOpa) -> None:

@@ -41,7 +41,7 @@ from jovial_guard.spawn import (
     pre_spawn_hook,
 )
 from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
-from jovial_guard.spawn.decision_log import jsonl_listener
+from jovial_guard.policy.decision_log import DecisionLog
 from jovial_guard.spawn.options import options_from_form, profile_descriptions, render_options_form
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
@@ -138,9 +138,10 @@ c.JovialGuard.default_profile = "default"
 if env("JOVIAL_GUARD_SECCOMP_PROFILE"):
     c.JovialGuard.seccomp_profile_path = env("JOVIAL_GUARD_SECCOMP_PROFILE")
 c.JovialGuard.home_volume_template = env("JOVIAL_GUARD_HOME_VOLUME", "jovial-guard-home-{username}")
-# Every decision is logged with its policy revision; more listeners (audit) by import path.
+# Every decision is logged with its policy revision and masked input (the input is what
+# `jovial-guard policy dry-run` replays); more listeners (audit) by import path.
 c.JovialGuard.decision_listeners = [
-    jsonl_listener(env("JOVIAL_GUARD_DECISION_LOG") or STATE / "decisions.jsonl"),
+    DecisionLog(Path(env("JOVIAL_GUARD_DECISION_LOG") or STATE / "decisions.jsonl")),
     *[x for x in env("JOVIAL_GUARD_DECISION_LISTENERS", "").split(",") if x.strip()],
 ]
 

@@ -449,7 +449,7 @@ def test_denied_profile_fails_with_policy_message(embedded_hub: EmbeddedHub) -> 
     assert not embedded_hub.container_exists("dave")
     assert not any(n.startswith(f"{NETNS_PREFIX}-u-dave") for n in _netns())
     denial = [d for d in embedded_hub.decisions() if d["user"] == "dave"][-1]
-    assert denial["allowed"] is False and denial["rules"] == ["profiles/not-allowed"]
+    assert denial["allowed"] is False and [r["rule"] for r in denial["reasons"]] == ["profiles/not-allowed"]
 
 
 def test_large_memory_group_member_gets_the_profile(embedded_hub: EmbeddedHub) -> None:

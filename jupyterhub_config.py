@@ -154,6 +154,47 @@ c.StorageCredentials.key_dir = str(STATE / "credentials-keys")
 c.StorageCredentials.agent_key_path = str(STATE / "credentials-agent" / "agent.key")
 c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(CACHE / "lustre-sim")
 
+# -- the security admins' dashboard (jovial_guard.dashboard, docs/admin.md) -----------------
+# A managed hub service on loopback behind hub OAuth, for admins only. The spawn listener
+# keeps each admitted server's hardening record (STATE/hardening) where the dashboard reads
+# it. JOVIAL_GUARD_DASHBOARD=0 turns it off; JOVIAL_GUARD_DASHBOARD_PORT pins its port.
+DASHBOARD = "jovial-guard-dashboard"
+if env("JOVIAL_GUARD_DASHBOARD", "1") == "1":
+    import sys as _sys
+
+    from jovial_guard.dashboard.recorder import hardening_recorder
+    from jovial_guard.policy.opa_process import free_loopback_port
+
+    c.JovialGuard.spawn_listeners.append(hardening_recorder(STATE / "hardening"))
+    _dashboard_env = {
+        "JOVIAL_GUARD_STATE_DIR": str(STATE),
+        "JOVIAL_GUARD_NETNS_PREFIX": netns_prefix,
+        "JOVIAL_GUARD_EGRESS_POOL": egress_pool,
+        "JOVIAL_GUARD_CREDENTIALS_DIR": str(STATE / "credentials"),
+    }
+    for _name in ("JOVIAL_GUARD_AUDIT_DIR", "JOVIAL_GUARD_OPA", "JOVIAL_GUARD_CACHE"):
+        if env(_name):
+            _dashboard_env[_name] = env(_name)
+    c.JupyterHub.services.append({
+        "name": DASHBOARD,
+        "display": True,
+        "url": f"http://127.0.0.1:{int(env('JOVIAL_GUARD_DASHBOARD_PORT') or free_loopback_port())}",
+        "command": [_sys.executable, "-m", "jovial_guard.dashboard"],
+        "cwd": str(STATE),
+        "environment": _dashboard_env,
+        "oauth_no_confirm": True,
+    })
+    c.JupyterHub.load_roles.append(
+        {"name": "jovial-guard-dashboard", "services": [DASHBOARD],
+         "scopes": ["list:users", "read:users", "read:servers"]}
+    )
+    # Only admins may open it (admins hold every scope anyway; stated for the record).
+    # The service refuses any non-admin that gets through, too.
+    c.JupyterHub.load_roles.append(
+        {"name": "jovial-guard-dashboard-admins", "users": [ADMIN],
+         "scopes": [f"access:services!service={DASHBOARD}"]}
+    )
+
 # Refuse to start when a piece of the hardening is missing (OPA, profiles, engine socket).
 try:
     JovialGuard.instance(config=c).check_startup()

@@ -88,6 +88,11 @@ class DecisionLog:
         self.retention_seconds = retention_days * 86400
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "DecisionLog":
+        """The log itself, not a copy: traitlets deep-copies config values (e.g. when it is
+        a ``c.JovialGuard.decision_listeners`` entry) and a lock cannot be copied."""
+        return self
+
     # The PolicyEngine listener signature: (workload, decision, seconds).
     def __call__(self, workload: Workload, decision: Decision, seconds: float) -> None:
         self.record(workload, decision, seconds)

@@ -69,6 +69,16 @@ class DashboardState:
             return self.checks[revision]
 
 
+def require_admin(model: dict[str, Any] | None) -> dict[str, Any]:
+    """The hub identity of an admin *user*, else UserNotAllowed (tornado then answers 403).
+
+    Services and non-admin users are refused even if someone grants them the service's
+    access scope: the dashboard shows every user's denials and hardening."""
+    if not isinstance(model, dict) or model.get("kind", "user") != "user" or model.get("admin") is not True:
+        raise UserNotAllowed(model or {"kind": "?", "name": "?"})
+    return model
+
+
 class AdminHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     """Base: hub OAuth, admins only, security headers, accessible error pages."""
 
@@ -78,10 +88,7 @@ class AdminHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         self.state = state
 
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
-        model = super().check_hub_user(model)
-        if model.get("kind", "user") != "user" or not model.get("admin"):
-            raise UserNotAllowed(model)
-        return model
+        return require_admin(super().check_hub_user(model))
 
     def set_default_headers(self) -> None:
         for key, value in SECURITY_HEADERS.items():

@@ -93,7 +93,7 @@ def _shot(driver: object, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"dashboard-{name}.png"
     height = driver.execute_script("return document.body.scrollHeight")  # type: ignore[attr-defined]
-    driver.set_window_size(1280, min(max(int(height) + 40, 800), 6000))  # type: ignore[attr-defined]
+    driver.set_window_size(1280, min(max(int(height) + 160, 800), 8000))  # type: ignore[attr-defined]
     driver.save_screenshot(str(path))  # type: ignore[attr-defined]
     return path
 

@@ -75,7 +75,10 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
 @click.option("--public-key", type=click.Path(exists=True, path_type=Path), default=None,
               help="Trusted copy of the signing public key. Default: DIR/keys/signing.pub.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per CPU).")
-def verify(directory: Path, public_key: Path | None, workers: int | None) -> None:
+@click.option("--require-signed", is_flag=True,
+              help="Also fail if any record is not covered by a signed checkpoint (for a closed log: "
+                   "a deleted or truncated checkpoints.log leaves records only chained).")
+def verify(directory: Path, public_key: Path | None, workers: int | None, require_signed: bool) -> None:
     """Check every record and signed checkpoint; exit 1 naming the first bad record."""
     from .checkpoint import InvalidCheckpoint, load_public_key
     from .verify import LogVerificationFailed, verify_log
@@ -89,6 +92,10 @@ def verify(directory: Path, public_key: Path | None, workers: int | None) -> Non
         report = verify_log(directory, key, workers=workers)
     except LogVerificationFailed as exc:
         click.echo(f"FAILED: {exc}", err=True)
+        sys.exit(1)
+    if require_signed and report.unsigned_tail:
+        click.echo(f"FAILED: records {report.signed_records + 1}..{report.records} are not covered by a signed "
+                   f"checkpoint (first bad record: {report.signed_records + 1})", err=True)
         sys.exit(1)
     click.echo(f"OK: {report.records} records in {report.files} file(s), {report.checkpoints} signed "
                f"checkpoint(s) covering {report.signed_records} records")

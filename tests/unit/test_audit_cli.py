@@ -79,3 +79,12 @@ def test_query_filters(log_dir: Path) -> None:
     assert query(log_dir, "--user", "bob", "--kind", "engine") == []
     bad = cli("query", "--dir", str(log_dir), "--priority", "Severe")
     assert bad.returncode == 2 and "priority" in bad.stderr
+
+
+def test_verify_require_signed_catches_a_deleted_checkpoint_file(log_dir: Path) -> None:
+    assert cli("verify", "--dir", str(log_dir), "--require-signed").returncode == 0
+    (log_dir / "checkpoints.log").unlink()
+    lenient = cli("verify", "--dir", str(log_dir))
+    assert lenient.returncode == 0 and "not yet covered by a signed checkpoint" in lenient.stdout
+    strict = cli("verify", "--dir", str(log_dir), "--require-signed")
+    assert strict.returncode == 1 and "first bad record: 1" in strict.stderr

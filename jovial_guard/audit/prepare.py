@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .attribution import Attributor
-from .events import MalformedEvent, classify, encode_body
+from .events import SERVERNAME_LABEL, USERNAME_LABEL, MalformedEvent, classify, encode_body
 from .record import leaf_of
 from .registry import SpawnRegistry
 
@@ -62,6 +62,7 @@ def prepare_lines(payload: bytes, ts: str, attributor: Attributor | None = None,
     out = Prepared()
     loads = orjson.loads
     counts = out.counts
+    memo: dict[tuple[Any, ...], tuple[Any, Any, str]] = {}
     for line in payload.split(b"\n"):
         if not line.strip():
             continue
@@ -77,7 +78,16 @@ def prepare_lines(payload: bytes, ts: str, attributor: Attributor | None = None,
             out.ignored += 1
             continue
         if "attribution" not in event:
-            attributor.attribute(event)
+            # Memo per payload: a batch usually holds many events of the same few containers.
+            labels = event.get("labels") or {}
+            who = (event.get("container_id"), event.get("container_name"), event.get("pod"),
+                   event.get("namespace"), labels.get(USERNAME_LABEL), labels.get(SERVERNAME_LABEL))
+            known = memo.get(who)
+            if known is None:
+                attributor.attribute(event)
+                memo[who] = (event["user"], event["server"], event["attribution"])
+            else:
+                event["user"], event["server"], event["attribution"] = known
         body = encode_body(event, ts)
         out.bodies.append(body)
         out.leaves.append(leaf_of(body))

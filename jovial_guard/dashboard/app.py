@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
-from jupyterhub.utils import url_path_join
+from jupyterhub.services.auth import (  # type: ignore[import-untyped]
+    HubOAuth,
+    HubOAuthCallbackHandler,
+    HubOAuthenticated,
+    UserNotAllowed,
+)
+from jupyterhub.utils import url_path_join  # type: ignore[import-untyped]
 from tornado import ioloop, web
 
-from ..policy.lifecycle import DryRunReport, dry_run
 from ..policy.decision_log import DecisionLog
+from ..policy.lifecycle import DryRunReport, dry_run
 from ..policy.store import PolicyStore, StoreError
 from . import render
 from .model import Checks

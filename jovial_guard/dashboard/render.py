@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..policy.lifecycle import DryRunReport
 from ..policy.store import HistoryEntry
@@ -136,7 +136,7 @@ def revision_page(rev: RevisionView, *, decisions_by_revision: dict[str, int]) -
     """Overview: the revision OPA serves, its deploy entry and checks."""
     if rev.revision is None:
         return Html('<p class="notice" role="alert">No policy revision is active: every spawn is denied.</p>')
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("Revision", Html(f"<code>{esc(rev.revision)}</code>")),
         ("Activated by", f"{rev.action or '?'} ({rev.actor or '?'})"),
         ("Activated at", when(rev.time)),

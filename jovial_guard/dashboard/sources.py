@@ -10,9 +10,10 @@ import collections
 import datetime as _dt
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import requests
 
@@ -179,8 +180,9 @@ def egress_rules(settings: Settings, username: str) -> tuple[str | None, str | N
     from ..spawn.network import namespace_key
 
     try:
-        kwargs = {"pool": settings.egress_pool} if settings.egress_pool else {}
-        return EgressNamespaces(settings.netns_prefix, **kwargs).rules(namespace_key(username)), None
+        namespaces = (EgressNamespaces(settings.netns_prefix, pool=settings.egress_pool) if settings.egress_pool
+                      else EgressNamespaces(settings.netns_prefix))
+        return namespaces.rules(namespace_key(username)), None
     except (JovialGuardError, OSError, ValueError) as exc:
         return None, str(exc)
 
@@ -226,21 +228,27 @@ def _describe(record: Any) -> str | None:
 
 # -- audit -------------------------------------------------------------------------------
 
-def audit_rows(directory: Path | None, *, since_hours: float = 24.0, limit: int = 200) -> list[AuditRow]:
+def audit_rows(directory: Path | None, *, since_hours: float = 24.0, limit: int = 200,
+               now: _dt.datetime | None = None) -> list[AuditRow]:
     """The newest audit records (events and responses), newest first."""
     if directory is None or not directory.is_dir():
         return []
     from ..audit.query import Query, run_query
 
-    since = _dt.datetime.now(_dt.UTC) - _dt.timedelta(hours=since_hours)
+    since = (now or _dt.datetime.now(_dt.UTC)) - _dt.timedelta(hours=since_hours)
     newest: collections.deque[AuditRow] = collections.deque(maxlen=limit)
     for body in run_query(directory, Query(since=since)):
-        outcome = body.get("outcome") or body.get("status") or ""
-        rule = body.get("rule") or body.get("action") or body.get("event") or ""
-        if body.get("kind") == "response" and body.get("action"):
-            rule = f"{body.get('action')} ({body.get('rule') or body.get('response_rule') or ''})"
+        raw_fields = body.get("fields")
+        fields: dict[str, Any] = raw_fields if isinstance(raw_fields, dict) else {}
+        rule = str(body.get("rule") or "")
+        outcome = ""
+        if body.get("kind") == "response":
+            # responses.py: rule "response <action>", fields {response_rule, action, outcome, trigger_rule}
+            outcome = str(fields.get("outcome") or "")
+            rule = f"{fields.get('action') or rule} by {fields.get('response_rule') or '?'}" \
+                   f" on {fields.get('trigger_rule') or '?'} (record {fields.get('trigger_record', '?')})"
         newest.append(AuditRow(int(body.get("seq", 0)), str(body.get("ts", "")), str(body.get("kind", "?")),
-                               body.get("user"), str(rule), str(body.get("priority") or ""), str(outcome)))
+                               body.get("user"), rule, str(body.get("priority") or ""), outcome))
     return list(reversed(newest))
 
 

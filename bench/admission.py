@@ -261,6 +261,59 @@ async def open_loop(url: str, bodies: list[bytes], ca: Path, *, rate: int, durat
     }
 
 
+def _cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def wait_idle(pids: list[int], *, timeout: float = 30.0) -> None:
+    """Wait until the servers under test stop burning CPU: an overloaded OPA keeps
+    evaluating requests its clients gave up on, which would tax the next measurement."""
+    hz = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = _cpu_ticks(pids)
+        time.sleep(0.5)
+        if (_cpu_ticks(pids) - before) / hz < 0.05:  # < 10 % of one core over 0.5 s
+            return
+
+
+def _tree(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *(int(p) for p in out)]
+
+
+def find_vegeta() -> str | None:
+    """vegeta from scripts/setup.d/55-vegeta.sh, if built."""
+    local = REPO / ".tools" / "bin" / "vegeta"
+    return str(local) if os.access(local, os.X_OK) else shutil.which("vegeta")
+
+
+def vegeta_open_loop(vegeta: str, url: str, bodies: list[bytes], ca: Path, workdir: Path, *, rate: int, duration: float) -> dict[str, float]:
+    """Open loop with vegeta (Go, constant rate, HTTP/1.1 keep-alive): a second generator
+    with a much lower floor than the Python one (it times from the actual send)."""
+    import base64
+
+    targets = workdir / f"vegeta-{abs(hash(url))}.jsonl"
+    targets.write_text("\n".join(json.dumps({"method": "POST", "url": url, "body": base64.b64encode(b).decode(),
+                                             "header": {"Content-Type": ["application/json"]}}) for b in bodies) + "\n")
+    attack = [vegeta, "attack", "-format=json", f"-targets={targets}", f"-rate={rate}/s", f"-root-certs={ca}",
+              "-http2=false", "-keepalive=true", "-timeout=10s", "-max-workers=1024", "-max-connections=1024"]
+    subprocess.run([*attack, "-duration=1s"], capture_output=True, timeout=30, check=True)  # warm-up
+    results = subprocess.run([*attack, f"-duration={duration:g}s"], capture_output=True, timeout=duration + 60, check=True).stdout
+    report = json.loads(subprocess.run([vegeta, "report", "-type=json"], input=results, capture_output=True, timeout=60, check=True).stdout)
+    lat = report["latencies"]
+    return {"achieved": report["throughput"], "p50": lat["50th"] / 1e6, "p99": lat["99th"] / 1e6,
+            "errors": sum(n for code, n in report["status_codes"].items() if code != "200")}
+
+
 async def storm(url: str, bodies: list[bytes], ca: Path) -> dict[str, float]:
     """A class starting at 9:00: every (distinct, never seen) review sent at once."""
     ctx = ssl.create_default_context(cafile=str(ca))
@@ -354,6 +407,7 @@ def main() -> int:
             for name, url in targets.items():
                 if name == "ours-validate" and conns != 16:
                     continue
+                wait_idle([peer_proc.pid, backend.pid or 0, *_tree(ours_proc.pid)])
                 wrk(url, stream_file, connections=conns, duration=1.0)  # warm-up
                 r = wrk(url, stream_file, connections=conns, duration=args.duration)
                 results[(name, conns)] = r
@@ -363,11 +417,26 @@ def main() -> int:
 
         print("\nopen loop (asyncio generator, latency from scheduled send time)")
         print(f"  {'target':<14}{'rate':>6}{'achieved':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+        servers = [peer_proc.pid, backend.pid or 0, *_tree(ours_proc.pid)]
         for rate in RATES:
-            for name in ("opa", "ours"):
+            for name in ("ours", "opa"):
+                wait_idle(servers)
                 r = asyncio.run(open_loop(targets[name], bodies, certs.ca_cert, rate=rate, duration=args.duration))
                 results[(name, f"rate{rate}")] = r
                 print(f"  {name:<14}{rate:>6}{r['achieved']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['errors']:>8}")
+
+        vegeta = find_vegeta()
+        if vegeta:
+            print("\nopen loop (vegeta, constant rate; latency from the actual send)")
+            print(f"  {'target':<14}{'rate':>6}{'achieved':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+            for rate in RATES:
+                for name in ("ours", "opa"):
+                    wait_idle(servers)
+                    r = vegeta_open_loop(vegeta, targets[name], bodies, certs.ca_cert, work, rate=rate, duration=args.duration)
+                    results[(name, f"vegeta{rate}")] = r
+                    print(f"  {name:<14}{rate:>6}{r['achieved']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['errors']:>8}")
+        else:
+            print("\n(vegeta not built: scripts/setup.d/55-vegeta.sh; only the Python generator ran)")
 
         # The adapter's share: the same OPA answering the bare decision (input already the
         # normalized workload, no AdmissionReview in or out, no `with`).
@@ -376,6 +445,7 @@ def main() -> int:
         decision_file = work / "decisions.jsonl"
         decision_file.write_text("\n".join(json.dumps({"input": workload_from_admission_review(r).to_input()}, separators=(",", ":"))
                                            for r in stream) + "\n")
+        wait_idle(servers)
         decision_url = peer_url.replace("/v0/data/bench/opa_webhook/review", "/v1/data/jovial_guard/main/decision")
         wrk(decision_url, decision_file, connections=16, duration=1.0)
         r = wrk(decision_url, decision_file, connections=16, duration=args.duration)
@@ -385,6 +455,7 @@ def main() -> int:
         stop(ours_proc)
         nocache_proc, nocache_base = start_webhook(work, certs, backend.url, workers=args.workers, cache=False)
         try:
+            wait_idle([peer_proc.pid, backend.pid or 0, *_tree(nocache_proc.pid)])
             wrk(nocache_base + "/mutate", stream_file, connections=16, duration=1.0)
             r = wrk(nocache_base + "/mutate", stream_file, connections=16, duration=args.duration)
             print(f"\nwithout the decision cache: /mutate at 16 connections {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# vegeta (constant-rate HTTP load generator) for bench/admission.py's open-loop runs,
+# built from the Go module proxy and cached by version; a cached run takes < 1 s.
+# Only the benchmark uses it (tests do not); JOVIAL_GUARD_SKIP_VEGETA=1 skips it.
+set -euo pipefail
+VEGETA_VERSION="${VEGETA_VERSION:-v12.13.0}"
+CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEST="$CACHE/tools/vegeta/$VEGETA_VERSION"
+BIN="$DEST/vegeta"
+
+link_into_checkout() {
+  mkdir -p "$HERE/.tools/bin"
+  ln -sfn "$BIN" "$HERE/.tools/bin/vegeta"
+}
+
+if [ -x "$BIN" ] && "$BIN" -version >/dev/null 2>&1; then
+  link_into_checkout
+  echo "vegeta $VEGETA_VERSION: cached at $BIN"
+  exit 0
+fi
+if [ "${JOVIAL_GUARD_SKIP_VEGETA:-0}" = "1" ] || ! command -v go >/dev/null; then
+  echo "vegeta $VEGETA_VERSION: not built (skipped or no go); bench/admission.py then uses only its Python generator"
+  exit 0
+fi
+mkdir -p "$DEST"
+if GOBIN="$DEST" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION" >"$DEST/go-install.log" 2>&1; then
+  link_into_checkout
+  echo "vegeta $VEGETA_VERSION: built at $BIN"
+else
+  echo "vegeta $VEGETA_VERSION: build failed (see $DEST/go-install.log); the benchmark falls back to its Python generator" >&2
+fi

@@ -18,8 +18,11 @@ endpoint are printed too, so each part's share is visible).
 Closed loop: wrk (Debian) at 1, 16 and 64 connections, req/s, p50, p99 (with N clients the
 mean latency is N / throughput: Little's law). Open loop: an asyncio generator sends at a
 fixed rate (100, 500, 1000 req/s) and measures each latency from the request's *scheduled*
-send time, so queueing in the client or the server is not hidden. Everything is bounded in
-count and time and stays on 127.0.0.1.
+send time, so queueing in the client or the server is not hidden (the headline p99); when
+scripts/setup.d/55-vegeta.sh built vegeta, the same rates are run with it too (a Go
+generator with a much lower floor of its own). Between runs the script waits until the
+servers are idle: an overloaded OPA keeps evaluating requests its clients gave up on.
+Everything is bounded in count and time and stays on 127.0.0.1.
 
     python bench/admission.py [--duration 5] [--workers 2] [--users 200]
 

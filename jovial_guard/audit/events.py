@@ -120,7 +120,7 @@ def falco_event(doc: Any, *, source: str = "falco", raw: bytes | None = None) ->
         return falco_event(doc["data"], source="falcosidekick-cloudevents")  # raw: re-encoded
     rule = _text(doc.get("rule"), "rule")
     priority = canonical_priority(doc.get("priority"))
-    when = _time(doc.get("time"))
+    _time(doc.get("time"))  # validated; kept in the verbatim alert
     output = _text(doc.get("output"), "output")
     fields = doc.get("output_fields")
     if not isinstance(fields, dict):
@@ -131,24 +131,21 @@ def falco_event(doc: Any, *, source: str = "falco", raw: bytes | None = None) ->
         raise MalformedEvent("tags must be a list of strings")
     if "uuid" in doc and source == "falco":
         source = "falcosidekick"
-    labels = _labels_from_falco(fields)
+    for optional in ("hostname", "source", "uuid"):
+        _text(doc.get(optional), optional, required=False)
+    # Only what attribution, metrics and responses need is lifted out; the record keeps the
+    # alert itself (time, output_fields, tags, hostname, uuid) verbatim under "alert".
     event: dict[str, Any] = {
         "kind": "falco",
         "source": source,
         "rule": rule,
         "priority": priority,
-        "event_time": when,
-        "summary": output,
-        "hostname": _text(doc.get("hostname"), "hostname", required=False),
-        "falco_source": _text(doc.get("source"), "source", required=False),
-        "tags": tags,
-        "uuid": _text(doc.get("uuid"), "uuid", required=False),
         "container_id": _str_or_none(fields.get("container.id")),
         "container_name": _str_or_none(fields.get("container.name")),
         "pod": _str_or_none(fields.get("k8s.pod.name")),
         "namespace": _str_or_none(fields.get("k8s.ns.name")),
-        "labels": labels,
-        "fields": fields,
+        "labels": _labels_from_falco(fields),
+        "summary": output,
         "_alert": doc,
         "alert_raw": raw.strip() if raw is not None and b"\n" not in raw.strip() else None,
     }
@@ -156,8 +153,7 @@ def falco_event(doc: Any, *, source: str = "falco", raw: bytes | None = None) ->
 
 
 #: Falco event keys that live only in memory: the record keeps the alert itself instead.
-_FALCO_MEMORY_ONLY = frozenset({"summary", "fields", "tags", "hostname", "uuid", "falco_source",
-                                "event_time", "_alert", "alert_raw"})
+_FALCO_MEMORY_ONLY = frozenset({"summary", "_alert", "alert_raw"})
 
 
 def encode_body(event: dict[str, Any], ts: str) -> bytes:
@@ -169,7 +165,7 @@ def encode_body(event: dict[str, Any], ts: str) -> bytes:
     if "_alert" in event:
         raw = event.get("alert_raw") or orjson.dumps(event["_alert"])
         head = orjson.dumps({"v": 1, "ts": ts, **{k: v for k, v in event.items() if k not in _FALCO_MEMORY_ONLY}})
-        return head[:-1] + b',"alert":' + raw + b"}"
+        return b"".join((head[:-1], b',"alert":', raw, b"}"))
     return orjson.dumps({"v": 1, "ts": ts, **event})
 
 

@@ -14,8 +14,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -84,9 +84,14 @@ def _wait(driver: object, condition, what: str, timeout: float = 30) -> object: 
 
 
 def _text(driver: object) -> str:
+    """The visible text; empty while a navigation replaces the document."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def _shot(driver: object, name: str) -> Path:

@@ -244,8 +244,17 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     )
 
 
-def make_app(settings: Settings, *, prefix: str) -> web.Application:
-    state = DashboardState(settings)
+def warm_checks(state: DashboardState) -> None:
+    """Run the current revision's checks in the background at start, so the first page
+    view does not wait for ``opa test`` (cached per revision)."""
+    revision = state.store.current()
+    if revision is not None and not any(e.revision == revision and "tests" in e.details
+                                        for e in _history(state.store)):
+        threading.Thread(target=state.checks_for, args=(revision,), daemon=True).start()
+
+
+def make_app(settings: Settings, *, prefix: str, state: DashboardState | None = None) -> web.Application:
+    state = state or DashboardState(settings)
     # The handlers (and the OAuth callback) use the class singleton, so configure that one.
     hub_auth = HubOAuth.instance(api_token=settings.api_token, cache_max_age=60)
     routes = [
@@ -271,7 +280,9 @@ def main() -> None:
     host = url.hostname or "127.0.0.1"
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"jovial_guard dashboard: refusing to listen on {host}: loopback only")
-    app = make_app(settings, prefix=prefix)
+    state = DashboardState(settings)
+    app = make_app(settings, prefix=prefix, state=state)
+    warm_checks(state)
     app.listen(url.port or 10101, address=host, xheaders=True)
     print(f"jovial_guard dashboard on {host}:{url.port} at {prefix} ({time.strftime('%H:%M:%S')})",
           file=sys.stderr, flush=True)

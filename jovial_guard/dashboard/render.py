@@ -48,7 +48,7 @@ thead th{background:#e8edf3}tbody th{background:#f5f7fa;font-weight:600}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 pre{background:#f4f4f4;border:1px solid #ccc;padding:.5rem;overflow-x:auto;max-height:24rem}
 .notice{border-left:4px solid #b35900;background:#fff6ec;padding:.5rem 1rem}
-label{font-weight:600;display:block}input[type=text]{width:min(40rem,100%);font:inherit;padding:.3rem}
+form{margin-bottom:1.25rem}label{font-weight:600;display:block}input[type=text]{width:min(40rem,100%);font:inherit;padding:.3rem}
 button{font:inherit;padding:.35rem 1rem;background:#14304f;color:#fff;border:0;border-radius:3px;margin-top:.5rem}
 """
 

@@ -211,3 +211,34 @@ def test_non_admin_gets_403(embedded_hub: EmbeddedHub, browser: object) -> None:
         browser.get(hub.url + DASH + path)  # type: ignore[attr-defined]
         _wait(browser, lambda d: "403" in _text(d), f"a 403 page for {path}")
         assert "Recent denials" not in _text(browser)
+
+
+def _token(hub: EmbeddedHub, username: str) -> str:
+    resp = hub.api("POST", f"/users/{username}/tokens", json={"note": "dashboard test", "expires_in": 600})
+    resp.raise_for_status()
+    return str(resp.json()["token"])
+
+
+def test_service_itself_refuses_non_admin_tokens_and_serves_admins_fast(embedded_hub: EmbeddedHub) -> None:
+    """The service's own gate (not the hub's OAuth page): a non-admin's API token gets the
+    dashboard's 403 page; the admin's token gets every page. Page times are printed."""
+    hub = embedded_hub
+    _wait_dashboard(hub)
+    hub.ensure_user("dashtoken", ())
+    viewer = _token(hub, "dashtoken")
+    resp = requests.get(hub.url + DASH, headers={"Authorization": f"token {viewer}"},
+                        allow_redirects=False, timeout=30)
+    assert resp.status_code == 403
+    assert "hub admins only" in resp.text and "Current policy revision" not in resp.text
+    assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+    admin = _token(hub, "guardadmin")
+    timings = {}
+    for path in ("", "history", "denials", "servers", "audit", "dry-run"):
+        started = time.perf_counter()
+        resp = requests.get(hub.url + DASH + path, headers={"Authorization": f"token {admin}"},
+                            allow_redirects=False, timeout=60)
+        timings[path or "policy"] = round((time.perf_counter() - started) * 1000, 1)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text[:500])
+        assert "<main id=\"main\">" in resp.text
+    print(f"\ndashboard page times (ms, through the proxy): {timings}")

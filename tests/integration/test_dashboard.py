@@ -21,6 +21,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from jovial_guard.policy.store import PolicyStore
+
 from .conftest import EmbeddedHub, SpawnFailed
 
 pytestmark = pytest.mark.integration
@@ -85,7 +87,10 @@ def _wait(driver: object, condition, what: str, timeout: float = 30) -> object: 
 
 def _text(driver: object) -> str:
     """The visible text; empty while a navigation replaces the document."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
 
     try:
@@ -174,7 +179,7 @@ def test_admin_sees_revision_denial_hardening_and_dry_run(embedded_hub: Embedded
 
     # Dry-run: a candidate that lets everyone use the gpu profile would allow dashdenied.
     candidate = tmp_path / "candidate"
-    shutil.copytree(REPO / "policies", candidate)
+    shutil.copytree(PolicyStore(hub.state_dir / "policy-store").source_dir(revision), candidate)
     data = json.loads((candidate / "data.json").read_text())
     data["settings"]["profiles"]["gpu"]["groups"] = ["*"]
     (candidate / "data.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from jovial_guard.policy.decision_log import DecisionLog, DecisionRecord
+from jovial_guard.policy.store import PolicyStore
 
 from .conftest import EmbeddedHub, SpawnFailed
 
@@ -79,10 +80,10 @@ class Watcher(threading.Thread):
             self.stop_event.wait(0.02)
 
 
-def _candidate(tmp_path: Path) -> Path:
-    """The admin's edit: the large-memory profile is opened to one more group."""
+def _candidate(tmp_path: Path, source: Path) -> Path:
+    """The admin's edit of the deployed policy: large-memory is opened to one more group."""
     candidate = tmp_path / "candidate-policies"
-    shutil.copytree(REPO / "policies", candidate)
+    shutil.copytree(source, candidate)
     data = json.loads((candidate / "data.json").read_text())
     data["settings"]["profiles"]["large-memory"]["groups"].append(GROUP)
     (candidate / "data.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -107,7 +108,7 @@ def test_change_dry_run_deploy_spawn_rollback(embedded_hub: EmbeddedHub, tmp_pat
     good = _last(hub, OK_USER, after=started)
     assert good.allowed
 
-    candidate = _candidate(tmp_path)
+    candidate = _candidate(tmp_path, PolicyStore(hub.state_dir / "policy-store").source_dir(original))
     try:
         # 2. The dry-run names exactly the user whose outcome changes.
         dry = _cli(hub, "dry-run", str(candidate), "--since", "1h", "--json")

@@ -159,6 +159,11 @@ def test_admin_sees_revision_denial_hardening_and_dry_run(embedded_hub: Embedded
     assert "Signed in as guardadmin" in page
     _shot(browser, "policy")
 
+    browser.get(hub.url + DASH + "history")  # type: ignore[attr-defined]
+    _wait(browser, lambda d: "Policy history" in _text(d), "the history page")
+    assert revision in _text(browser) and "deploy" in _text(browser)
+    _shot(browser, "history")
+
     browser.get(hub.url + DASH + "denials")  # type: ignore[attr-defined]
     _wait(browser, lambda d: "Recent denials" in _text(d), "the denials page")
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table tr")  # type: ignore[attr-defined]

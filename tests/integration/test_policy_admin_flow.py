@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,16 @@ def test_change_dry_run_deploy_spawn_rollback(embedded_hub: EmbeddedHub, tmp_pat
 
         history = _cli(hub, "history")
         assert "deploy" in history.stdout and "rollback" in history.stdout
+
+        # 6. The dashboard tells the same story (admin token; the browser test covers login).
+        token = hub.api("POST", "/users/guardadmin/tokens", json={"note": "flow", "expires_in": 600}).json()["token"]
+        dash = hub.url + "/services/jovial-guard-dashboard/"
+        page = requests.get(dash + "history", headers={"Authorization": f"token {token}"}, timeout=30).text
+        assert f"<code>{new}</code>" in page and "flow-test-admin" in page
+        assert page.index("<td>rollback</td>") < page.index("<td>deploy</td>")  # newest first
+        page = requests.get(dash + "denials", params={"user": USER},
+                            headers={"Authorization": f"token {token}"}, timeout=30).text
+        assert re.search(rf'<th scope="row">{USER}</th><td>2</td>', page), page[-3000:]
 
         timing = {
             "deploy_to_effect_seconds": round(effect, 3),

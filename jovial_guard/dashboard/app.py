@@ -209,6 +209,14 @@ class DryRunHandler(AdminHandler):
                   active="dry-run")
 
 
+class NotFoundHandler(AdminHandler):
+    """Any other path: login first (nothing is revealed anonymously), then our 404 page."""
+
+    @web.authenticated
+    def get(self) -> None:
+        raise web.HTTPError(404, "No such page in the dashboard.")
+
+
 def _run_dry_run(state: DashboardState, candidate: Path, baseline_rev: str) -> DryRunReport | str:
     """The lifecycle's dry-run on its own loop (it starts OPAs synchronously)."""
     records = list(DecisionLog(state.settings.decision_log).records())
@@ -264,6 +272,7 @@ def make_app(settings: Settings, *, prefix: str, state: DashboardState | None = 
     handlers: list[Any] = [(url_path_join(prefix, path) if path else prefix, cls, {"state": state})
                            for path, cls in routes]
     handlers.append((url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler))
+    handlers.append((url_path_join(prefix, ".*"), NotFoundHandler, {"state": state}))
     return web.Application(
         handlers,
         cookie_secret=secrets.token_bytes(32),

@@ -251,4 +251,7 @@ def test_service_itself_refuses_non_admin_tokens_and_serves_admins_fast(embedded
         timings[path or "policy"] = round((time.perf_counter() - started) * 1000, 1)
         assert resp.status_code == 200, (path, resp.status_code, resp.text[:500])
         assert "<main id=\"main\">" in resp.text
+    resp = requests.get(hub.url + DASH + "no/such/page", headers={"Authorization": f"token {admin}"}, timeout=30)
+    assert resp.status_code == 404 and "No such page in the dashboard" in resp.text
+    assert requests.get(hub.url + DASH + "no/such/page", allow_redirects=False, timeout=30).status_code == 302
     print(f"\ndashboard page times (ms, through the proxy): {timings}")

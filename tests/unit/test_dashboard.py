@@ -322,3 +322,44 @@ def test_audit_rows_from_a_real_log_newest_first(tmp_path: Path) -> None:
     assert rows[0].outcome == "done"
     assert rows[0].rule == "stop_server by shell on Terminal shell in container (record 2)"
     assert audit_rows(None) == [] and audit_rows(tmp_path / "missing") == []
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _css_colour(selector: str, prop: str) -> str:
+    block = re.search(re.escape(selector) + r"\{([^}]*)\}", render.CSS)
+    assert block, selector
+    match = re.search(rf"(?:^|;){prop}:#([0-9a-f]{{6}}|[0-9a-f]{{3}})\b", block.group(1))
+    assert match, (selector, prop)
+    digits = match.group(1)
+    return "#" + (digits if len(digits) == 6 else "".join(c * 2 for c in digits))
+
+
+def test_colours_meet_wcag_aa_contrast() -> None:
+    """Text colours from the stylesheet against their backgrounds: at least 4.5:1."""
+    white = "#ffffff"
+    header = _css_colour("header", "background")
+    signed_in = re.search(r'style="color:(#[0-9a-f]{6})', render.page("t", "", active="", prefix="/", user="u"))
+    pairs = {
+        "body": (_css_colour("body", "color"), _css_colour("body", "background")),
+        "link": (_css_colour("a", "color"), white),
+        "ok": (_css_colour(".ok", "color"), white),
+        "bad": (_css_colour(".bad", "color"), white),
+        "muted": (_css_colour(".muted", "color"), white),
+        "header": (white, header),
+        "signed-in": (signed_in.group(1) if signed_in else "", header),
+        "table head": (_css_colour("body", "color"), _css_colour("thead th", "background")),
+        "button": (white, _css_colour("button", "background")),
+        "notice": (_css_colour("body", "color"), _css_colour(".notice", "background")),
+    }
+    for name, (fg, bg) in pairs.items():
+        assert _contrast(fg, bg) >= 4.5, (name, fg, bg, round(_contrast(fg, bg), 2))

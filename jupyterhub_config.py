@@ -171,8 +171,10 @@ if env("JOVIAL_GUARD_DASHBOARD", "1") == "1":
         "JOVIAL_GUARD_NETNS_PREFIX": netns_prefix,
         "JOVIAL_GUARD_EGRESS_POOL": egress_pool,
         "JOVIAL_GUARD_CREDENTIALS_DIR": str(STATE / "credentials"),
+        # where `jovial-guard audit serve --dir` keeps its log (docs/audit.md)
+        "JOVIAL_GUARD_AUDIT_DIR": env("JOVIAL_GUARD_AUDIT_DIR") or str(STATE / "audit"),
     }
-    for _name in ("JOVIAL_GUARD_AUDIT_DIR", "JOVIAL_GUARD_OPA", "JOVIAL_GUARD_CACHE"):
+    for _name in ("JOVIAL_GUARD_OPA", "JOVIAL_GUARD_CACHE"):
         if env(_name):
             _dashboard_env[_name] = env(_name)
     c.JupyterHub.services.append({

@@ -256,8 +256,10 @@ def servers_page(servers: Sequence[ServerRow]) -> Html:
 
 def audit_page(rows: Sequence[AuditRow], *, configured: bool, directory: str | None) -> Html:
     if not configured:
-        return Html('<p class="notice">No audit log is configured for this hub '
-                    "(set <code>JOVIAL_GUARD_AUDIT_DIR</code> to the directory of <code>jovial-guard audit serve</code>).</p>")
+        where = f" at <code>{esc(directory)}</code>" if directory else ""
+        return Html(f'<p class="notice">No audit log{where} for this hub: run <code>jovial-guard audit serve '
+                    "--dir</code> there, or set <code>JOVIAL_GUARD_AUDIT_DIR</code> to its directory "
+                    "(docs/audit.md).</p>")
     events = [r for r in rows if r.kind != "response"]
     responses = [r for r in rows if r.kind == "response"]
     head = Html(f"<p>Records from <code>{esc(directory)}</code>, newest first (not verified here: "

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -275,11 +276,19 @@ def embedded_hub() -> Iterator[EmbeddedHub]:
         pytest.fail("podman is not installed: run scripts/install-system.sh")
     state_dir = temp_state_dir("jovial-guard-test-hub-")
     stack = EmbeddedStack(embedded_settings(state_dir), progress=lambda m: None)
+
+    def _interrupt(signum: int, frame: object) -> None:
+        # A CI timeout sends SIGTERM: turn it into KeyboardInterrupt so this fixture's
+        # teardown still removes every container, volume, namespace and process it made.
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     stack.start()
     hub = EmbeddedHub(stack)
     try:
         yield hub
     finally:
         hub.cleanup()
+        signal.signal(signal.SIGTERM, previous)
         if not os.environ.get("JOVIAL_GUARD_KEEP_TEST_STATE"):
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -34,6 +34,7 @@ def webhook() -> None:
 @click.option("--expected-policy-dir", type=click.Path(exists=True, file_okay=False), help="Compute the expected revision from this policies/ directory.")
 @click.option("--require-hardened/--no-require-hardened", default=True, show_default=True, help="/validate refuses objects that still need the hardening patch.")
 @click.option("--allow-unsupported-kinds", is_flag=True, default=False, help="Admit kinds without a pod template (default: deny them; the shipped configurations never route them).")
+@click.option("--decision-log", type=click.Path(dir_okay=False), default=None, help="Append /mutate decisions (masked inputs) to this JSON-lines decision log; with --workers N each worker writes PATH.<pid>.")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     opa_url: str,
@@ -53,6 +54,7 @@ def serve(
     expected_policy_dir: str | None,
     require_hardened: bool,
     allow_unsupported_kinds: bool,
+    decision_log: str | None,
     log_level: str,
 ) -> None:
     """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS."""
@@ -82,6 +84,7 @@ def serve(
         expected_revision=expected_revision,
         require_hardened=require_hardened,
         allow_unsupported_kinds=allow_unsupported_kinds,
+        decision_log_path=Path(decision_log) if decision_log else None,
     )
     raise SystemExit(run(config))
 

@@ -55,7 +55,8 @@ EPHEMERAL_PREFIX = "/spec/ephemeralContainers/"
 #: Rule id for any bug or surprise inside the webhook (never an allow).
 INTERNAL_ERROR = "webhook-internal-error"
 
-#: Told about each non-dry-run decision: (workload, decision, mode, seconds). Must not raise.
+#: Told once about each decision OPA made, for the first non-dryRun request it answers
+#: (later cache hits repeat it): (workload, decision, mode, seconds). Must not raise.
 DecisionLog = Callable[[Workload, Decision, str, float], Awaitable[None] | None]
 
 
@@ -70,11 +71,12 @@ class HandlerResult:
     rule: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Cached:
     decision: Decision
     patch_b64: str | None  # mutate: the patch; validate: None
     extra_reason: tuple[str, str] | None  # validate: (rule, message) when not hardened
+    logged: bool = False  # told to the decision log for a real (not dryRun) request
 
 
 @dataclass
@@ -187,7 +189,10 @@ class AdmissionHandler:
                 raise TimeoutError
             cached = await asyncio.wait_for(asyncio.shield(self._coalesced(key, workload, mode)), timeout=remaining)
         decision = cached.decision
-        if not workload.dry_run and self.decision_log is not None:
+        # The decision log hears each decision OPA made, once, for a real (not dryRun)
+        # request; later cache hits repeat a decision already logged.
+        if not workload.dry_run and not cached.logged and self.decision_log is not None:
+            cached.logged = True
             try:
                 result = self.decision_log(workload, decision, mode, time.perf_counter() - started)
                 if asyncio.iscoroutine(result):

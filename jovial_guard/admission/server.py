@@ -68,6 +68,24 @@ class WebhookConfig:
     require_hardened: bool = True
     allow_unsupported_kinds: bool = False
     cert_check_interval: float = 1.0
+    #: JSON-lines decision log (jovial_guard.policy.decision_log) of /mutate decisions;
+    #: with several workers each writes PATH.<pid> (the log's rotation is per process).
+    decision_log_path: Path | None = None
+
+
+def mutate_decision_log(path: Path, *, per_process: bool) -> DecisionLog:
+    """The project's decision log, fed with /mutate decisions: those are decided on the
+    object as it was submitted, so ``jovial-guard policy dry-run`` replays what users asked
+    for (the /validate call re-decides the already patched object)."""
+    from ..policy.decision_log import DecisionLog as PolicyDecisionLog
+
+    log_file = PolicyDecisionLog(path.with_name(f"{path.name}.{os.getpid()}") if per_process else path)
+
+    def record(workload: Any, decision: Any, mode: str, seconds: float) -> None:
+        if mode == "mutate":
+            log_file.record(workload, decision, seconds)
+
+    return record
 
 
 class WebhookServer:
@@ -83,6 +101,8 @@ class WebhookServer:
             DecisionCache(max_entries=config.cache_entries, ttl=config.cache_ttl) if config.cache_enabled else None
         )
         self.tls = ReloadingTLS(config.cert, config.key, check_interval=config.cert_check_interval)
+        if decision_log is None and config.decision_log_path is not None:
+            decision_log = mutate_decision_log(config.decision_log_path, per_process=config.workers > 1)
         self.decision_log = decision_log
         self.connection: OpaConnection | None = None
         self.engine: PolicyEngine | None = None

@@ -194,3 +194,27 @@ async def test_cli_serve_with_two_workers(opa: ManagedOpa, webhook_certs: Any, t
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+
+
+async def test_decision_log_records_real_mutate_decisions_once(opa: ManagedOpa, webhook_certs: Any, tmp_path: Path) -> None:
+    from jovial_guard.policy.decision_log import DecisionLog
+
+    path = tmp_path / "decisions.jsonl"
+    running, runner = await start_webhook(config_for(opa.url, webhook_certs, decision_log_path=path), webhook_certs.ca_cert)
+    try:
+        pod = as_api_server_sends(await kubespawner_pod(username="vera"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=running.client_ssl())) as s:
+            for review in (admission_review(pod, dry_run=True), admission_review(pod), admission_review(pod)):
+                async with s.post(f"{running.url}/mutate", json=review) as resp:
+                    assert (await resp.json())["response"]["allowed"] is True
+            async with s.post(f"{running.url}/validate", json=admission_review(pod)) as resp:
+                await resp.read()
+    finally:
+        await runner.cleanup()
+    records = list(DecisionLog(path).records())
+    # dryRun: no side effect; the second real request was a cache hit; /validate is not logged.
+    assert len(records) == 1
+    (record,) = records
+    assert record.allowed is True and record.origin == "admission"
+    env = record.input["workload"]["pod"]["spec"]["containers"][0]["env"]
+    assert all(e["value"] == "***" for e in env if "value" in e)

@@ -289,6 +289,9 @@ def main() -> None:
     host = url.hostname or "127.0.0.1"
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"jovial_guard dashboard: refusing to listen on {host}: loopback only")
+    from tornado.log import enable_pretty_logging
+
+    enable_pretty_logging()  # access lines land in the hub's log, beside the hub's own
     state = DashboardState(settings)
     app = make_app(settings, prefix=prefix, state=state)
     warm_checks(state)

@@ -45,16 +45,19 @@ decision := {
 # above), else the platform default.
 uid := u if {
 	u := lib.pod_security_context.runAsUser
+	is_number(u)
 	u > 0
 } else := data.settings.defaults.uid
 
 gid := g if {
 	g := lib.pod_security_context.runAsGroup
+	is_number(g)
 	g > 0
 } else := data.settings.defaults.gid
 
 fs_group := g if {
 	g := lib.pod_security_context.fsGroup
+	is_number(g)
 	g > 0
 } else := data.settings.defaults.fs_group
 

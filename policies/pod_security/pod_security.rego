@@ -198,6 +198,26 @@ violation contains {"rule": "pod-security/read-only-root", "message": msg} if {
 	msg := sprintf("Notebook container %q sets readOnlyRootFilesystem: false. Notebook containers run with a read-only root; write to your home directory or /tmp instead.", [c.name])
 }
 
+violation contains {"rule": "pod-security/malformed-ids", "message": msg} if {
+	some context in id_contexts
+	some field in ["runAsUser", "runAsGroup", "fsGroup"]
+	value := context.security_context[field]
+	not valid_id(value)
+	msg := sprintf("%s sets %s to %v, which is not a valid numeric id.", [context.where, field, value])
+}
+
+id_contexts contains {"where": "The pod", "security_context": lib.pod_security_context}
+
+id_contexts contains {"where": sprintf("Container %q", [c.name]), "security_context": lib.security_context(c)} if {
+	some c in lib.containers
+}
+
+valid_id(value) if {
+	is_number(value)
+	value >= 0
+	value == floor(value)
+}
+
 # --- omissions: fixed by mutation, reported as warnings -----------------------------
 
 omission contains msg if {

@@ -123,3 +123,10 @@ test_ephemeral_and_init_containers_are_checked if {
 	"pod-security/privileged" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "initContainers": [bad]})
 	"pod-security/privileged" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "ephemeralContainers": [bad]})
 }
+
+test_malformed_ids_denied if {
+	"pod-security/malformed-ids" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"runAsUser": [1000]}})
+	"pod-security/malformed-ids" in t.rules(pod_security.violation) with input as t.patched(t.compliant_container, [{"op": "replace", "path": "/securityContext/runAsUser", "value": "1000"}])
+	"pod-security/malformed-ids" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"fsGroup": 1.5}})
+	"pod-security/malformed-ids" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"runAsGroup": -1}})
+}

@@ -30,14 +30,14 @@ amounts(c, resource) := {amount |
 violation contains {"rule": "resources/cpu", "message": msg} if {
 	some c in limited_containers
 	some amount in amounts(c, "cpu")
-	units.parse(amount) > max_cpu
+	cpu(amount) > max_cpu
 	msg := sprintf("Container %q asks for %v CPU; your groups allow at most %v. Choose a smaller profile.", [c.name, amount, max_cpu])
 }
 
 violation contains {"rule": "resources/memory", "message": msg} if {
 	some c in limited_containers
 	some amount in amounts(c, "memory")
-	units.parse_bytes(amount) > max_memory
+	memory(amount) > max_memory
 	msg := sprintf("Container %q asks for %v memory; your groups allow at most %v bytes (%v GiB). Choose a smaller profile.", [c.name, amount, max_memory, max_memory / 1073741824])
 }
 
@@ -60,16 +60,26 @@ violation contains {"rule": "resources/gpu", "message": msg} if {
 violation contains {"rule": "resources/malformed", "message": msg} if {
 	some c in limited_containers
 	some amount in amounts(c, "cpu")
-	not units.parse(amount)
+	not cpu(amount)
 	msg := sprintf("Container %q has a malformed CPU amount %v.", [c.name, amount])
 }
 
 violation contains {"rule": "resources/malformed", "message": msg} if {
 	some c in limited_containers
 	some amount in amounts(c, "memory")
-	not units.parse_bytes(amount)
+	not memory(amount)
 	msg := sprintf("Container %q has a malformed memory amount %v.", [c.name, amount])
 }
+
+# Quantities as numbers. A raw manifest may state them as YAML numbers (cpu: 1.5); the
+# API server would have turned those into strings, `jovial-guard check` sees them raw.
+cpu(amount) := amount if is_number(amount)
+
+else := units.parse(amount)
+
+memory(amount) := amount if is_number(amount)
+
+else := units.parse_bytes(amount)
 
 omission contains msg if {
 	some c in limited_containers

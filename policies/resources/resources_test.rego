@@ -46,3 +46,8 @@ test_ephemeral_containers_need_no_limits if {
 	inp := t.workload({"containers": [t.compliant_container], "ephemeralContainers": [{"name": "debug", "image": "quay.io/jupyter/base-notebook:1"}]})
 	count(resources.omission) == 0 with input as inp
 }
+
+test_numeric_quantities if {
+	count(resources.violation) == 0 with input as with_resources({"limits": {"cpu": 1.5, "memory": 1073741824}})
+	t.rules(resources.violation) == {"resources/cpu"} with input as with_resources({"limits": {"cpu": 3, "memory": 1073741824}})
+}

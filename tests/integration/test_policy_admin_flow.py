@@ -125,7 +125,11 @@ def test_change_dry_run_deploy_spawn_rollback(embedded_hub: EmbeddedHub, tmp_pat
         watcher.start()
         time.sleep(0.3)
         deploy = _cli(hub, "deploy", str(candidate), "--since", "1h")
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(  # a few answers after the switch, too
+                a[1] == "changing" and a[2] for a in watcher.answers[-10:]):
+            time.sleep(0.05)
+        time.sleep(0.2)
         watcher.stop_event.set()
         watcher.join(timeout=10)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr

@@ -93,6 +93,8 @@ def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path
         click.echo(f"  log in as any user name (try alice: groups astro, large-memory) "
                    f"with password: {password}")
         click.echo(f"  admin: guardadmin / {admin_password}")
+        click.echo(f"  admin dashboard: {settings.url}/services/jovial-guard-dashboard/")
+        click.echo("  policy: jovial-guard policy dry-run|deploy|rollback|history (docs/admin.md)")
         click.echo(f"  logs: {settings.state_dir}/jupyterhub.log    Ctrl-C stops everything")
         click.echo("")
         while not stopping.is_set():

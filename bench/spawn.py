@@ -12,7 +12,7 @@ Spawn-to-ready is POST /hub/api/users/NAME/server until the single-user server a
 spawn) and by calling the same hook directly against the same OPA with real egress
 namespaces (``--hook-samples`` times) for stable percentiles.
 
-    python bench/spawn.py [--spawns 3] [--hook-samples 200]
+    python bench/spawn.py [--spawns 7] [--hook-samples 200]
 
 Last line: ``spawn: hardened_s=X plain_s=Y ratio=Z hook_p99_ms=W``.
 """
@@ -162,7 +162,7 @@ def cleanup(name_prefix: str, netns_prefix: str, pool: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spawns", type=int, default=3, help="spawns per hub (median is reported)")
+    parser.add_argument("--spawns", type=int, default=7, help="spawns per hub (median is reported)")
     parser.add_argument("--hook-samples", type=int, default=200, help="direct hook calls")
     args = parser.parse_args()
 
@@ -180,15 +180,6 @@ def main() -> int:
     try:
         stack.start()
         token = settings.api_token or ""
-        print("hardened hub: spawning", flush=True)
-        spawn_to_ready(settings.url, token, "warmup")  # first start pays cold caches
-        stop(settings.url, token, "warmup")
-        hardened = measure(settings.url, token, "hard", args.spawns)
-        hub_log = (settings.state_dir / "jupyterhub.log").read_text(errors="replace")
-        in_hub_ms = [float(m) for m in re.findall(r"jovial_guard: admitted .* hook_ms=([0-9.]+)", hub_log)]
-        stack.hub.stop()  # type: ignore[union-attr]
-        stack.hub = None
-
         plain_settings = StackSettings.ephemeral(
             state / "plain", netns_prefix=netns_prefix, egress_pool=pool,
             engine_socket=settings.engine_socket,
@@ -206,13 +197,24 @@ def main() -> int:
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),
         })
-        print("plain hub: spawning", flush=True)
         plain_hub = HubProcess(plain_settings, env=env).start()
-        spawn_to_ready(plain_settings.url, token, "warmup")
-        stop(plain_settings.url, token, "warmup")
-        plain = measure(plain_settings.url, token, "plain", args.spawns)
+        # Both hubs run side by side and spawns alternate, so background load on the
+        # machine falls on both series alike. The first spawn of each pays cold caches.
+        for url, name in ((settings.url, "warmhard"), (plain_settings.url, "warmplain")):
+            spawn_to_ready(url, token, name)
+            stop(url, token, name)
+        print(f"spawning {args.spawns} x 2 (alternating hardened / plain)", flush=True)
+        hardened, plain = [], []
+        for i in range(args.spawns):
+            hardened += measure(settings.url, token, f"hard{i}-", 1)
+            plain += measure(plain_settings.url, token, f"plain{i}-", 1)
+        hub_log = (settings.state_dir / "jupyterhub.log").read_text(errors="replace")
+        plain_log = (plain_settings.state_dir / "jupyterhub.log").read_text(errors="replace")
+        in_hub_ms = [float(m) for m in re.findall(r"jovial_guard: admitted .* hook_ms=([0-9.]+)", hub_log)]
         plain_hub.stop()
         plain_hub = None
+        stack.hub.stop()  # type: ignore[union-attr]
+        stack.hub = None
 
         print(f"direct hook calls: {args.hook_samples}", flush=True)
         samples = asyncio.run(direct_hook_samples(stack.opa.url, netns_prefix, pool,  # type: ignore[union-attr]
@@ -230,6 +232,8 @@ def main() -> int:
     p50, p99 = percentile(hook_ms, 50), percentile(hook_ms, 99)
     print(f"hardened spawn-to-ready s: {', '.join(f'{t:.2f}' for t in hardened)}")
     print(f"plain spawn-to-ready s:    {', '.join(f'{t:.2f}' for t in plain)}")
+    took = re.compile(r"User (?:hard|plain)[0-9-]+ took ([0-9.]+) seconds to start")
+    print(f"hub-measured start s: hardened {took.findall(hub_log)} plain {took.findall(plain_log)}")
     if in_hub_ms:
         print(f"hook in the hub ms (hardened spawns): {', '.join(f'{t:.1f}' for t in in_hub_ms)}")
     print(f"hook direct ms: p50={p50:.1f} p99={p99:.1f} (n={len(hook_ms)}; OPA decision + "

@@ -7,7 +7,8 @@ One run, same OPA, same podman service, same image:
 * plain: the same config with the hook removed and a stock DockerSpawner on host
   networking (the baseline a hub without jovial_guard would run; benchmark only).
 
-Spawn-to-ready is POST /hub/api/users/NAME/server until the single-user server answers
+Both hubs run side by side and spawns alternate between them, so background load falls on
+both series alike. Spawn-to-ready is POST /hub/api/users/NAME/server until the single-user server answers
 ``/api/status`` through the proxy. Hook latency is measured inside the hub (each hardened
 spawn) and by calling the same hook directly against the same OPA with real egress
 namespaces (``--hook-samples`` times) for stable percentiles.

@@ -20,6 +20,7 @@ from types import FrameType
 import click
 
 from ..errors import JovialGuardError
+from ..hardening import apparmor, seccomp
 from ..policy.opa_process import find_opa
 from ..runtime.podman import DEFAULT_SOCKET, cache_dir
 from .stack import REPO_ROOT, EmbeddedStack, StackSettings
@@ -63,6 +64,13 @@ def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path
         raise click.ClickException(
             "missing: " + ", ".join(missing) + ". Run ./guard up, which installs them first."
         )
+    # The hardening profiles are checked before anything starts: a missing or weak profile
+    # must stop start-up, not the first spawn.
+    try:
+        seccomp.validate_profile_file(seccomp.notebook_profile_path())
+        apparmor.validate_profile(apparmor.notebook_profile_path())
+    except JovialGuardError as exc:
+        raise click.ClickException(f"start-up stopped: {exc}") from None
     settings = StackSettings(
         state_dir=state_dir or cache_dir() / "hub",
         bind_host=host, bind_port=port, hub_port=hub_port, proxy_api_port=proxy_api_port,

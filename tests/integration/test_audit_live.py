@@ -133,7 +133,7 @@ async def test_response_rule_cuts_a_real_users_network(embedded_hub: Any, live_a
     cid = await spawn_registered(embedded_hub, live_audit, user, netns=True)
     assert "jovial_guard_cut" not in await asyncio.to_thread(embedded_hub.user_rules, user)
     hub_port = embedded_hub.stack.settings.hub_port
-    probe = (f"import socket\ns = socket.socket(); s.settimeout(3)\n"
+    probe = (f"import socket\ns = socket.socket(); s.settimeout(10)\n"
              f"try:\n    s.connect(({embedded_hub.egress.hub_address!r}, {hub_port})); print('open')\n"
              f"except OSError as e:\n    print('blocked', e)")
     rc, output = await asyncio.to_thread(embedded_hub.exec, user, ["python3", "-c", probe], 30)

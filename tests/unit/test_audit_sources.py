@@ -28,7 +28,7 @@ async def audit(tmp_path: Path) -> AsyncIterator[RunningAudit]:
     await running.stop()
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
+async def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()

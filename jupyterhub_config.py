@@ -154,6 +154,48 @@ c.StorageCredentials.key_dir = str(STATE / "credentials-keys")
 c.StorageCredentials.agent_key_path = str(STATE / "credentials-agent" / "agent.key")
 c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(CACHE / "lustre-sim")
 
+# -- runtime audit (jovial_guard.audit, docs/audit.md) ------------------------------------
+# A managed hub service: follows podman's event stream (start, die, oom, exec), takes
+# Falco's http_output and the hub's own server events, records every policy decision,
+# attributes all of it to hub users (the spawn registry is filled before each container
+# starts), keeps the tamper-evident log in STATE/audit and runs config/audit-responses.yaml.
+# JOVIAL_GUARD_AUDIT=0 turns it off; JOVIAL_GUARD_AUDIT_PORT pins its port.
+AUDIT = "jovial-guard-audit"
+if env("JOVIAL_GUARD_AUDIT", "1") == "1":
+    import sys as _sys
+
+    from jovial_guard.audit.decisions import AuditDecisionListener, HttpSink
+    from jovial_guard.audit.hub_registry import SpawnRegistrar
+    from jovial_guard.audit.sources import HubEventForwarder
+    from jovial_guard.policy.opa_process import free_loopback_port
+
+    _audit_dir = Path(env("JOVIAL_GUARD_AUDIT_DIR") or STATE / "audit")
+    _audit_dir.mkdir(parents=True, exist_ok=True)
+    _audit_url = f"http://127.0.0.1:{int(env('JOVIAL_GUARD_AUDIT_PORT') or free_loopback_port())}"
+    c.JupyterHub.services.append({
+        "name": AUDIT,
+        "url": _audit_url,
+        "command": [
+            _sys.executable, "-m", "jovial_guard", "audit", "serve",
+            "--dir", str(_audit_dir),
+            "--listen", _audit_url.removeprefix("http://"),
+            "--engine-url", f"unix://{engine_socket}",
+            "--hub-api-url", c.JupyterHub.bind_url.rstrip("/") + "/hub/api",
+            "--rules", str(Path(__file__).resolve().parent / "config" / "audit-responses.yaml"),
+            "--credentials-state", str(STATE / "credentials"),
+            "--credentials-keys", str(STATE / "credentials-keys"),
+        ],
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("JOVIAL_GUARD_") or k in ("PATH", "HOME")},
+    })
+    # Stop servers (responses) and read spawner state (attribution); nothing else.
+    c.JupyterHub.load_roles.append(
+        {"name": AUDIT, "services": [AUDIT],
+         "scopes": ["list:users", "read:users", "admin:servers", "admin:server_state"]}
+    )
+    c.JovialGuard.spawn_listeners.append(SpawnRegistrar(_audit_dir / "spawns.sqlite"))
+    c.JovialGuard.decision_listeners.append(AuditDecisionListener(HttpSink(_audit_url)))
+    c.EventLogger.handlers = [HubEventForwarder(_audit_url)]
+
 # -- the security admins' dashboard (jovial_guard.dashboard, docs/admin.md) -----------------
 # A managed hub service on loopback behind hub OAuth, for admins only. The spawn listener
 # keeps each admitted server's hardening record (STATE/hardening) where the dashboard reads

@@ -33,6 +33,8 @@ def audit() -> None:
               help="Hub API token with admin:servers (else $JUPYTERHUB_API_TOKEN).")
 @click.option("--credentials-state", type=click.Path(path_type=Path), default=None,
               help="Credentials issuer state directory (enables revoke_storage).")
+@click.option("--credentials-keys", type=click.Path(path_type=Path), default=None,
+              help="Credentials key directory (kek.json); default: STATE/../keys.")
 @click.option("--engine-url", default=None, help="Docker-API socket to follow, unix:///.../podman.sock.")
 @click.option("--engine-events-file", type=click.Path(path_type=Path), default=None,
               help="podman events file to follow (events_logger=file).")
@@ -41,7 +43,8 @@ def audit() -> None:
 @click.option("--checkpoint-interval", type=float, default=1.0, show_default=True)
 def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Path | None,
           token_file: Path | None, rules_path: Path | None, dry_run: bool | None, hub_api_url: str | None,
-          hub_token_file: Path | None, credentials_state: Path | None, engine_url: str | None,
+          hub_token_file: Path | None, credentials_state: Path | None, credentials_keys: Path | None,
+          engine_url: str | None,
           engine_events_file: Path | None, max_file_bytes: int, checkpoint_every: int,
           checkpoint_interval: float) -> None:
     """Run the intake and write the audit log until SIGTERM."""
@@ -56,7 +59,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
         directory=directory, key_path=key_path, registry_path=registry_path, host=host, port=int(port),
         token=token_file.read_text().strip() if token_file else None, rules_path=rules_path,
         dry_run=dry_run, hub_api_url=hub_api_url, hub_token=hub_token, credentials_state=credentials_state,
-        engine_url=engine_url, engine_events_file=engine_events_file, max_file_bytes=max_file_bytes,
+        credentials_keys=credentials_keys, engine_url=engine_url, engine_events_file=engine_events_file, max_file_bytes=max_file_bytes,
         checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
     )
     try:

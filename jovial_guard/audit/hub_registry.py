@@ -64,6 +64,11 @@ class SpawnRegistrar:
     def __init__(self, registry: SpawnRegistry | str | Path) -> None:
         self.registry = registry if isinstance(registry, SpawnRegistry) else SpawnRegistry(registry)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "SpawnRegistrar":
+        """The registrar itself: traitlets deep-copies config values (a
+        ``c.JovialGuard.spawn_listeners`` entry) and the registry's lock cannot be copied."""
+        return self
+
     def __call__(self, spawner: Any, record: dict[str, Any]) -> None:
         mode = str((record.get("hardening") or {}).get("network_mode") or "")
         netns = mode[len(NETNS_MODE_PREFIX):] if mode.startswith(NETNS_MODE_PREFIX) else None

@@ -45,6 +45,7 @@ class AuditSettings:
     hub_api_url: str | None = None
     hub_token: str | None = None
     credentials_state: Path | None = None
+    credentials_keys: Path | None = None
     engine_url: str | None = None
     engine_events_file: Path | None = None
     max_file_bytes: int = 64 * 1024 * 1024
@@ -56,6 +57,25 @@ class AuditSettings:
 
     def key_file(self) -> Path:
         return self.key_path or self.directory / "keys" / "signing.key"
+
+
+class DirectoryRevoker:
+    """Revokes through the credentials state on disk, opening the issuer at each use.
+
+    Why lazily: the audit service usually starts before the hub has issued its first grant
+    (and so before the keyring exists); a revocation must still work once there is
+    something to revoke, and fail visibly (an audited ``failed`` action) before.
+    """
+
+    def __init__(self, state_dir: Path, *, key_dir: Path | None = None) -> None:
+        self.state_dir = state_dir
+        self.key_dir = key_dir
+
+    def revoke(self, *, user: str | None = None, serial: str | None = None, reason: str) -> list[str]:
+        from ..credentials import revoke
+
+        key_dir = self.key_dir or self.state_dir.parent / "keys"
+        return revoke(user=user, serial=serial, reason=reason, state_dir=self.state_dir, key_dir=key_dir)
 
 
 class RunningAudit:
@@ -81,9 +101,8 @@ class RunningAudit:
         if s.hub_api_url and s.hub_token:
             actions["stop_server"] = HubStopServerAction(s.hub_api_url, s.hub_token)
         if s.credentials_state is not None:
-            from ..credentials.issuer import Issuer
-
-            actions["revoke_storage"] = RevokeStorageAction(Issuer.from_directory(s.credentials_state))
+            actions["revoke_storage"] = RevokeStorageAction(
+                DirectoryRevoker(s.credentials_state, key_dir=s.credentials_keys))
         docker_client = None
         if s.engine_url:
             import docker  # type: ignore[import-untyped]

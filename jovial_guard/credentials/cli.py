@@ -221,7 +221,7 @@ def plan(
     out: str | None,
 ) -> None:
     """Render the Lustre administration plan (nodemap + SSK) for a stored grant."""
-    from .atomic import atomic_write, ensure_private_dir
+    from ..atomic import atomic_write, ensure_private_dir
     from .backends.lustre import render_plan
 
     issuer = _issuer(ctx)

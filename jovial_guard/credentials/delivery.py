@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .errors import CredentialError, InvalidGrant, KeyringError
 from .grant import Grant
 from .keyring import check_private_file

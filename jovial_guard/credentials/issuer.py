@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from .atomic import ensure_private_dir
+from ..atomic import ensure_private_dir
 from .delivery import load_or_create_signing_key, seal_for_agent
 from .envelope import from_token, key_id_of, open_envelope, seal, to_token
 from .errors import (

@@ -24,7 +24,7 @@ from typing import Callable, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .errors import InvalidGrant, KeyFilePermissions, KeyringError
 
 KEYRING_VERSION = 1

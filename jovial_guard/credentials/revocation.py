@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .errors import CredentialError
 
 REVOCATION_VERSION = 1

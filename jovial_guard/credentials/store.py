@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .atomic import atomic_write, ensure_private_dir, sync_directory
+from ..atomic import atomic_write, ensure_private_dir, sync_directory
 from .envelope import read_header
 from .errors import CredentialError, InvalidGrant
 from .grant import GrantHeader

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..atomic import atomic_write
 from ..errors import JovialGuardError
 from .bundles import SigningKey, build_bundle, verify_bundle
 from .opa_process import policy_files, policy_revision
@@ -33,21 +34,6 @@ GENESIS = "0" * 64
 
 class StoreError(JovialGuardError):
     """The store is missing a revision, or its history does not verify."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write-then-rename with fsync, so readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)

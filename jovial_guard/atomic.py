@@ -1,8 +1,8 @@
 """Durable, atomic file replacement: write a temp file, fsync it, rename, fsync the directory.
 
 Readers see either the old or the new content, never a torn file, and a crash after
-:func:`atomic_write` returns cannot lose the write. Used for the revocation list, grant
-envelopes, key files and rewraps.
+:func:`atomic_write` returns cannot lose the write. Used for the credentials' revocation list, grant
+envelopes, key files and rewraps, and the policy store's current-revision pointer.
 """
 
 from __future__ import annotations

@@ -257,39 +257,34 @@ def test_service_itself_refuses_non_admin_tokens_and_serves_admins_fast(embedded
     print(f"\ndashboard page times (ms, through the proxy): {timings}")
 
 
-async def test_admin_sees_audit_events_and_responses(embedded_hub: EmbeddedHub, browser: object,
-                                                     tmp_path: Path) -> None:
-    """A real audit service writing where the hub's dashboard looks (STATE/audit): a Falco
+async def test_admin_sees_audit_events_and_responses(embedded_hub: EmbeddedHub, browser: object) -> None:
+    """The hub's own audit service (a managed hub service writing STATE/audit): a Falco
     alert from a user's container and the response it triggered appear on the Audit page."""
     import asyncio
 
     import aiohttp
 
-    from jovial_guard.audit.hub_registry import register_from_hub
-    from jovial_guard.audit.runner import AuditSettings, RunningAudit
+    from jovial_guard.audit.query import Query, run_query
 
     hub, user = embedded_hub, "dashaudit"
     _wait_dashboard(hub)
-    rules = tmp_path / "responses.yaml"
-    rules.write_text(json.dumps({"version": 1, "rules": [
-        {"name": "shell-notifies", "match": {"rules": ["Terminal shell in container"]}, "actions": ["notify"]}]}))
-    running = await RunningAudit(AuditSettings(
-        directory=hub.state_dir / "audit", port=0, rules_path=rules, hub_api_url=hub.api_url,
-        hub_token=hub.api_token, checkpoint_interval=0.2, bulk_workers=0,
-    )).start()
-    try:
-        await asyncio.to_thread(hub.spawn, user, "default", ())
-        owner = await register_from_hub(running.registry, api_url=hub.api_url, token=hub.api_token, user=user)
-        assert owner is not None and owner.user == user
-        container = await asyncio.to_thread(hub.container, user)
-        alert = json.loads((REPO / "tests" / "vectors" / "audit" / "falco" / "terminal_shell.json").read_text())
-        alert["output_fields"]["container.id"] = container.id[:12]
-        alert["output_fields"]["container.name"] = hub.container_name(user)
-        async with aiohttp.ClientSession() as session, session.post(f"{running.url}/falco", json=alert) as resp:
-            assert resp.status == 200
-        await running.responder.drain(60)  # type: ignore[union-attr]
-    finally:
-        await running.stop()
+    audit_url = hub.api("GET", "/services/jovial-guard-audit").json()["url"]
+    await asyncio.to_thread(hub.spawn, user, "default", ())
+    container = await asyncio.to_thread(hub.container, user)
+    alert = json.loads((REPO / "tests" / "vectors" / "audit" / "falco" / "read_sensitive_file.json").read_text())
+    alert["output_fields"]["container.id"] = container.id[:12]
+    alert["output_fields"]["container.name"] = hub.container_name(user)
+    async with aiohttp.ClientSession() as session, session.post(f"{audit_url}/falco", json=alert) as resp:
+        assert resp.status == 200
+    # config/audit-responses.yaml: a credential read -> notify + revoke_storage.
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        done = [r for r in run_query(hub.state_dir / "audit", Query(user=user, kind="response"))
+                if r["fields"].get("action") == "notify"]
+        if done:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no response record from the hub's audit service"
+        await asyncio.sleep(0.25)
 
     def look() -> str:
         _login(browser, hub, "guardadmin", _admin_password(hub), target=DASH + "audit")
@@ -300,7 +295,7 @@ async def test_admin_sees_audit_events_and_responses(embedded_hub: EmbeddedHub, 
     page = await asyncio.to_thread(look)
     events = page[page.index("Audit events"):page.index("Responses")]
     responses = page[page.index("Responses"):]
-    assert re.search(rf"falco\s+{user}\s+Terminal shell in container", events), events[:2000]
-    assert re.search(rf"{user}\s+notify by shell-notifies on Terminal shell in container .*done", responses), \
+    assert re.search(rf"falco\s+{user}\s+Read sensitive file untrusted", events), events[:2000]
+    assert re.search(rf"{user}\s+notify by credential-read on Read sensitive file untrusted .*done", responses), \
         responses[:2000]
     await asyncio.to_thread(hub.stop, user)

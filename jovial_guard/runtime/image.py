@@ -10,8 +10,10 @@ spawned servers must notice.
 
 Command line (what ``scripts/setup.d/20-notebook-image.sh`` runs)::
 
-    python -m jovial_guard.runtime.image            # build if needed, import if missing
+    python -m jovial_guard.runtime.image            # build the tarball if the cache lacks it
     python -m jovial_guard.runtime.image --key      # print the recipe key
+
+Importing into an engine happens when a stack starts (each engine storage imports once).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class ImageBuildFailed(EngineUnavailable):
 
 class _HasPodmanArgs(Protocol):
     def podman_args(self) -> list[str]: ...
+
+    def write_config(self) -> None: ...
 
 
 def recipe_key(recipe_dir: Path = RECIPE_DIR) -> str:
@@ -128,6 +132,9 @@ def ensure_notebook_image(service: _HasPodmanArgs, *, progress: Progress = print
     from another recipe. Serialized by a lock file so parallel callers build once.
     """
     key = recipe_key()
+    # The CLI below reads the engine's containers.conf: it must exist before the first
+    # podman call, whether or not the service was ever started on this storage.
+    service.write_config()
     lock_path = cache_dir() / "images" / ".lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
@@ -155,10 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--key" in args:
         print(recipe_key())
         return 0
-    from .podman import PodmanService
-
     try:
-        ensure_notebook_image(PodmanService(), progress=lambda m: print(m, flush=True))
+        build_tarball(recipe_key(), progress=lambda m: print(m, flush=True))
     except EngineUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,13 +4,24 @@
 # profile validation, etcd for the Kubernetes end-to-end test, wrk for benchmarks, and the
 # engines' default seccomp allowlists the notebook profile is derived from.
 # Idempotent: installs only what is missing.
+#
+#   install-system.sh setup [test] [bench]   the profiles whose packages are needed
+# `setup` is what the embedded hub runs on; `test` adds etcd (the API server e2e) and
+# Chromium (the dashboard's browser tests); `bench` adds wrk.
 set -euo pipefail
 PACKAGES=(
-  podman runc uidmap iproute2 nftables debootstrap apparmor etcd-server wrk
+  podman runc uidmap iproute2 nftables debootstrap apparmor
   golang-github-containers-common golang-github-docker-docker-dev
-  chromium chromium-driver
   nodejs
 )
+for profile in "${@:-setup}"; do
+  case "$profile" in
+    setup) ;;
+    test) PACKAGES+=(etcd-server chromium chromium-driver) ;;
+    bench) PACKAGES+=(wrk) ;;
+    *) echo "install-system: unknown profile '$profile' (setup, test, bench)" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

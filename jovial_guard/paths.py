@@ -1,0 +1,49 @@
+"""Where jovial_guard keeps things: cache (rebuildable) apart from state (backed up).
+
+Cache holds what a rerun of set-up can make again: the OPA binary, venvs, the notebook
+image tarball, built Kubernetes tools. Deleting it costs a rebuild, nothing else.
+
+State holds what cannot be made again: credential key-encryption keys and grants, the audit
+signing key and log, the policy store and its history, the hub database, the decision log,
+users' home volumes (in the engine's storage). Losing it loses data, so it never lives
+under ``~/.cache``.
+
+Every module asks here; nothing else computes these paths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "JOVIAL_GUARD_CACHE"
+STATE_ENV = "JOVIAL_GUARD_STATE_DIR"
+SYSTEM_STATE_DIR = Path("/var/lib/jovial-guard")
+
+
+def cache_dir() -> Path:
+    """``$JOVIAL_GUARD_CACHE``, default ``~/.cache/jovial_guard``: safe to delete."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jovial_guard")
+
+
+def state_dir() -> Path:
+    """``$JOVIAL_GUARD_STATE_DIR``; else ``/var/lib/jovial-guard`` for root, else
+    ``$XDG_STATE_HOME/jovial-guard`` (``~/.local/state/jovial-guard``): back it up."""
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit)
+    if os.geteuid() == 0:
+        return SYSTEM_STATE_DIR
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "jovial-guard" if xdg else Path.home() / ".local" / "state" / "jovial-guard"
+
+
+def hub_state_dir() -> Path:
+    """The embedded hub's state: database, secrets, policy store, decision log, audit log,
+    credentials. One directory so one backup covers the hub."""
+    return state_dir() / "hub"
+
+
+def engine_root() -> Path:
+    """The project's container engine storage (images and users' home volumes)."""
+    return state_dir() / "engine"

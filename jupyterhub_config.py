@@ -5,7 +5,8 @@ service first and pass their addresses in the environment:
 
     JOVIAL_GUARD_OPA_URL            the managed OPA (required)
     JOVIAL_GUARD_ENGINE_SOCKET      podman's Docker API socket (default /run/jovial-guard/podman.sock)
-    JOVIAL_GUARD_STATE_DIR          hub database, cookie secret, passwords (default: cache/hub)
+    JOVIAL_GUARD_HUB_STATE_DIR      hub database, secrets, logs, credentials, audit, policy store
+                                    (default: STATE/hub, see jovial_guard.paths)
     JOVIAL_GUARD_BIND_URL           public URL of the proxy (default http://127.0.0.1:8000)
     JOVIAL_GUARD_HUB_PORT           hub API port (default 8081) on the egress hub address
     JOVIAL_GUARD_NETNS_PREFIX       egress namespace prefix (default jg)
@@ -20,7 +21,7 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_DECISION_LOG       JSON-lines decision log (default STATE/decisions.jsonl)
     JOVIAL_GUARD_DECISION_LISTENERS more decision listeners, "module:attr,module:attr"
     JOVIAL_GUARD_STORAGE            1 (default): per-user storage grants at spawn; 0: none
-    JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: cache/lustre-sim)
+    JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: STATE/hub/lustre-sim)
 
 Every spawn goes through jovial_guard's pre-spawn hook: the policy decides, the decision's
 SecuritySpec hardens the container, and if any piece is missing the hub refuses to start
@@ -41,6 +42,7 @@ from jovial_guard.spawn import (
     pre_spawn_hook,
 )
 from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
+from jovial_guard.paths import hub_state_dir
 from jovial_guard.policy.decision_log import DecisionLog
 from jovial_guard.spawn.options import options_from_form, profile_descriptions, render_options_form
 
@@ -48,8 +50,7 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 env = os.environ.get
 REPO = Path(__file__).resolve().parent
-CACHE = Path(env("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
-STATE = Path(env("JOVIAL_GUARD_STATE_DIR") or CACHE / "hub")
+STATE = hub_state_dir()
 STATE.mkdir(parents=True, exist_ok=True)
 os.chmod(STATE, 0o700)
 
@@ -152,7 +153,7 @@ c.JovialGuard.storage_enabled = env("JOVIAL_GUARD_STORAGE", "1") == "1"
 c.StorageCredentials.state_dir = str(STATE / "credentials")
 c.StorageCredentials.key_dir = str(STATE / "credentials-keys")
 c.StorageCredentials.agent_key_path = str(STATE / "credentials-agent" / "agent.key")
-c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(CACHE / "lustre-sim")
+c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(STATE / "lustre-sim")
 
 # -- runtime audit (jovial_guard.audit, docs/audit.md) ------------------------------------
 # A managed hub service: follows podman's event stream (start, die, oom, exec), takes
@@ -209,7 +210,7 @@ if env("JOVIAL_GUARD_DASHBOARD", "1") == "1":
 
     c.JovialGuard.spawn_listeners.append(hardening_recorder(STATE / "hardening"))
     _dashboard_env = {
-        "JOVIAL_GUARD_STATE_DIR": str(STATE),
+        "JOVIAL_GUARD_HUB_STATE_DIR": str(STATE),
         "JOVIAL_GUARD_NETNS_PREFIX": netns_prefix,
         "JOVIAL_GUARD_EGRESS_POOL": egress_pool,
         "JOVIAL_GUARD_CREDENTIALS_DIR": str(STATE / "credentials"),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 CACHE_ENV = "JOVIAL_GUARD_CACHE"
 STATE_ENV = "JOVIAL_GUARD_STATE_DIR"
+#: The embedded hub's own directory, handed from ``up`` to the hub and its services.
+HUB_STATE_ENV = "JOVIAL_GUARD_HUB_STATE_DIR"
 SYSTEM_STATE_DIR = Path("/var/lib/jovial-guard")
 
 
@@ -40,8 +42,10 @@ def state_dir() -> Path:
 
 def hub_state_dir() -> Path:
     """The embedded hub's state: database, secrets, policy store, decision log, audit log,
-    credentials. One directory so one backup covers the hub."""
-    return state_dir() / "hub"
+    credentials. One directory so one backup covers the hub. ``$JOVIAL_GUARD_HUB_STATE_DIR``
+    names it directly (a test's or benchmark's hub)."""
+    explicit = os.environ.get(HUB_STATE_ENV)
+    return Path(explicit) if explicit else state_dir() / "hub"
 
 
 def engine_root() -> Path:

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from ..paths import hub_state_dir
 from .errors import CredentialError
 from .issuer import DEFAULT_LIFETIME, Issuer
 
 
 def _default_dir(kind: str) -> str:
-    cache = os.environ.get("JOVIAL_GUARD_CACHE") or str(Path.home() / ".cache" / "jovial_guard")
-    return str(Path(cache) / "credentials" / kind)
+    """The embedded hub's layout, so `creds` with no options sees the hub's grants."""
+    return str(hub_state_dir() / {"state": "credentials", "keys": "credentials-keys"}[kind])
 
 
 def _when(ts: int) -> str:
@@ -50,14 +50,14 @@ def _issuer(ctx: click.Context, *, create: bool = False) -> Issuer:
     "--state-dir",
     envvar="JOVIAL_GUARD_CREDS_STATE",
     default=lambda: _default_dir("state"),
-    show_default="$JOVIAL_GUARD_CACHE/credentials/state",
+    show_default="STATE/hub/credentials",
     help="Grant envelopes and revocation list.",
 )
 @click.option(
     "--key-dir",
     envvar="JOVIAL_GUARD_CREDS_KEYS",
     default=lambda: _default_dir("keys"),
-    show_default="$JOVIAL_GUARD_CACHE/credentials/keys",
+    show_default="STATE/hub/credentials-keys",
     help="kek.json (mode 0600) and the signing key.",
 )
 @click.option(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from traitlets import Bool, Integer, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
+from ..paths import hub_state_dir
 from .agent import NodeAgent
 from .backends.bind import BindBackend
 from .delivery import load_or_create_agent_key
@@ -31,8 +31,9 @@ from .grant import Grant
 from .issuer import DEFAULT_LIFETIME, Issuer
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
+def _state() -> Path:
+    """Grants and keys are state (never cache): the embedded hub's state directory."""
+    return hub_state_dir()
 
 
 class StorageCredentials(SingletonConfigurable):
@@ -41,33 +42,33 @@ class StorageCredentials(SingletonConfigurable):
     state_dir = Unicode(
         config=True,
         help="""Issued grants (envelopes only) and the revocation list. Default
-        ``$JOVIAL_GUARD_CACHE/credentials/state``. Example: ``/var/lib/jovial-guard/credentials``.""",
+        ``STATE/hub/credentials`` (``jovial_guard.paths``). Example: ``/var/lib/jovial-guard/credentials``.""",
     )
 
     @default("state_dir")
     def _default_state(self) -> str:
-        return str(_cache() / "credentials" / "state")
+        return str(_state() / "credentials")
 
     key_dir = Unicode(
         config=True,
         help="""Key-encryption keys (``kek.json``, mode 0600) and the issuer's signing key,
-        kept apart from ``state_dir``. Default ``$JOVIAL_GUARD_CACHE/credentials/keys``.
+        kept apart from ``state_dir``. Default ``STATE/hub/credentials-keys``.
         Example: ``/etc/jovial-guard/keys``.""",
     )
 
     @default("key_dir")
     def _default_keys(self) -> str:
-        return str(_cache() / "credentials" / "keys")
+        return str(_state() / "credentials-keys")
 
     agent_key_path = Unicode(
         config=True,
         help="""The node agent's X25519 private key (created on first use, mode 0600).
-        Default ``$JOVIAL_GUARD_CACHE/credentials/agent/agent.key``.""",
+        Default ``STATE/hub/credentials-agent/agent.key``.""",
     )
 
     @default("agent_key_path")
     def _default_agent_key(self) -> str:
-        return str(_cache() / "credentials" / "agent" / "agent.key")
+        return str(_state() / "credentials-agent" / "agent.key")
 
     agent_id = Unicode(config=True, help="This node's agent id (bound into sealed grants). Default: the host name.")
 
@@ -78,13 +79,13 @@ class StorageCredentials(SingletonConfigurable):
     storage_root = Unicode(
         config=True,
         help="""Root of the file system filesets live under (``bind`` backend); a fileset
-        ``home/alice`` is ``<storage_root>/home/alice``. Default ``$JOVIAL_GUARD_CACHE/lustre-sim``.
+        ``home/alice`` is ``<storage_root>/home/alice``. Default ``STATE/hub/lustre-sim``.
         Example: ``/srv/jovial-guard/lustre`` or a Lustre client mount.""",
     )
 
     @default("storage_root")
     def _default_storage_root(self) -> str:
-        return str(_cache() / "lustre-sim")
+        return str(_state() / "lustre-sim")
 
     staging_root = Unicode(
         config=True,

@@ -236,9 +236,9 @@ def _history(store: PolicyStore) -> list[Any]:
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """The service's settings from the hub-provided and jovial_guard variables."""
     env = dict(os.environ if env is None else env)
-    state_dir = env.get("JOVIAL_GUARD_STATE_DIR")
+    state_dir = env.get("JOVIAL_GUARD_HUB_STATE_DIR")
     if not state_dir:
-        raise SystemExit("jovial_guard dashboard: JOVIAL_GUARD_STATE_DIR is not set")
+        raise SystemExit("jovial_guard dashboard: JOVIAL_GUARD_HUB_STATE_DIR is not set")
     audit = env.get("JOVIAL_GUARD_AUDIT_DIR")
     creds = env.get("JOVIAL_GUARD_CREDENTIALS_DIR") or str(Path(state_dir) / "credentials")
     return Settings(

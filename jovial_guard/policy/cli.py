@@ -71,9 +71,9 @@ def _state_dir() -> Path:
     """The embedded hub's state directory (`jovial-guard up`'s --state-dir default)."""
     import os
 
-    from ..runtime.podman import cache_dir
+    from ..paths import HUB_STATE_ENV, hub_state_dir
 
-    return Path(os.environ.get("JOVIAL_GUARD_STATE") or cache_dir() / "hub")
+    return Path(os.environ.get(HUB_STATE_ENV) or hub_state_dir())
 
 
 def _store(store_dir: str | None) -> "PolicyStore":
@@ -115,12 +115,12 @@ def _since(text: str | None) -> float | None:
     return time.time() - seconds
 
 
-_store_option = click.option("--store", "store_dir", envvar="JOVIAL_GUARD_POLICY_STORE", help="Policy store directory (default: $JOVIAL_GUARD_STATE/policy-store).")
+_store_option = click.option("--store", "store_dir", envvar="JOVIAL_GUARD_POLICY_STORE", help="Policy store directory (default: STATE/hub/policy-store).")
 _opa_options = [
     click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="The running OPA (default: from `jovial-guard up`'s runtime file)."),
     click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
 ]
-_log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: $JOVIAL_GUARD_STATE/decisions.jsonl).")
+_log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")
 
 
 def _with(options: list[Any]) -> Any:

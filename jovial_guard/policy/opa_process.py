@@ -140,11 +140,17 @@ class ManagedOpa:
             "--disable-telemetry",
             *self._tls_args(),
             *(["--config-file", str(config_file)] if config_file else []),
+            # With bundles, OPA listens only once the signed bundle is activated: a
+            # (re)started OPA never answers from an empty store.
+            *(["--ready-timeout", str(int(self.ready_timeout))] if self._bundled() else []),
             *self.extra_args,
             *([str(self.policy_dir)] if self.policy_dir else []),
             *(str(p) for p in self.data_paths),
             *([str(meta_file)] if meta_file else []),
         ]
+
+    def _bundled(self) -> bool:
+        return bool(self.config and self.config.get("bundles"))
 
     def _tls_args(self) -> list[str]:
         if not self.tls_cert:
@@ -185,7 +191,7 @@ class ManagedOpa:
                 raise PolicyEngineUnavailable(f"opa exited while starting: {err.strip()[:2000]}")
             try:
                 # With bundles, ready means the bundle was downloaded, verified, activated.
-                health = "/health?bundles" if self.config and self.config.get("bundles") else "/health"
+                health = "/health?bundles" if self._bundled() else "/health"
                 resp = requests.get(
                     f"{self.url}{health}",
                     timeout=0.5,
@@ -202,6 +208,11 @@ class ManagedOpa:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def restart(self) -> None:
+        """Start again on the same port (clients keep their URL); ready when it returns."""
+        self.stop()
+        self.start()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: tests use this to prove fail-closed behaviour."""

@@ -15,6 +15,7 @@ anything else answering on the socket is refused rather than killed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -27,11 +28,12 @@ from typing import Any
 import docker
 
 from ..errors import JovialGuardError
+from ..paths import cache_dir, engine_root
 
 #: Docker API version podman 4.3 speaks.
 API_VERSION = "1.41"
 DEFAULT_SOCKET = Path("/run/jovial-guard/podman.sock")
-DEFAULT_RUNROOT = Path("/run/jovial-guard/podman")
+RUN_DIR = Path("/run/jovial-guard")
 ULIMITS = ("nofile=20000:20000", "nproc=4096:4096")
 
 
@@ -39,13 +41,19 @@ class EngineUnavailable(JovialGuardError):
     """The container engine cannot be started or does not answer on its socket."""
 
 
-def cache_dir() -> Path:
-    """``$JOVIAL_GUARD_CACHE`` (default ``~/.cache/jovial_guard``): where built things live."""
-    return Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
+__all__ = ["API_VERSION", "DEFAULT_SOCKET", "EngineUnavailable", "PodmanService", "cache_dir",
+           "default_root", "default_runroot", "find_podman", "render_containers_conf"]
 
 
 def default_root() -> Path:
-    return cache_dir() / "podman" / "root"
+    """Engine storage lives in the state directory: users' home volumes are data."""
+    return engine_root() / "root"
+
+
+def default_runroot(root: Path) -> Path:
+    """Run-time state (tmpfs) of one storage root; two roots never share one."""
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return RUN_DIR / f"engine-{tag}"
 
 
 def find_podman() -> str:
@@ -104,7 +112,7 @@ class PodmanService:
     ) -> None:
         self.socket_path = Path(socket_path) if socket_path else DEFAULT_SOCKET
         self.root = Path(root) if root else default_root()
-        self.runroot = Path(runroot) if runroot else DEFAULT_RUNROOT
+        self.runroot = Path(runroot) if runroot else default_runroot(self.root)
         self.ready_timeout = ready_timeout
         self.conf_path = self.root.parent / "containers.conf"
         self.events_path = self.runroot / "events" / "events.log"
@@ -205,6 +213,15 @@ class PodmanService:
             f"podman system service did not answer on {self.socket_path} within "
             f"{self.ready_timeout:.0f}s; log {self.log_path}:\n{tail}"
         )
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def restart(self) -> None:
+        """Start again on the same socket and storage; running containers are untouched
+        (conmon keeps them), and the next API call finds them."""
+        self.stop()
+        self.start()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

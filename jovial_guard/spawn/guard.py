@@ -28,7 +28,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
-from ..decision import Decision
+from ..decision import ENGINE_UNAVAILABLE, Decision
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
 from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
@@ -68,6 +68,26 @@ def _import_callable(spec: Any) -> Callable[..., Any]:
     if not callable(target):
         raise ValueError(f"{spec!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+#: What a user reads while the policy engine cannot answer: no URL, no exception class
+#: (those go to the hub log), and what to do.
+ENGINE_UNAVAILABLE_MESSAGE = (
+    "Your server was not started: the policy service is restarting, try again in a minute. "
+    "[policy-engine-unavailable]"
+)
+
+
+def _refusal(decision: Decision, spawner: Any) -> SpawnRefused:
+    """The refusal a denied or undecidable spawn raises: the policy's own message for a
+    denial (it says what to change), a plain one when the engine could not decide."""
+    if any(r.rule == ENGINE_UNAVAILABLE for r in decision.reasons):
+        spawner.log.warning("jovial_guard: no decision for %s: %s", spawner._log_name, decision.message())
+        return SpawnRefused(ENGINE_UNAVAILABLE_MESSAGE, rule=ENGINE_UNAVAILABLE, status_code=503)
+    return SpawnRefused(
+        f"Your server was not started: {decision.message()}",
+        rule=decision.reasons[0].rule if decision.reasons else "denied",
+    )
 
 
 class JovialGuard(SingletonConfigurable):
@@ -323,11 +343,7 @@ class JovialGuard(SingletonConfigurable):
             raise SpawnRefused(f"[malformed-input] {exc}", rule="malformed-input", status_code=400) from exc
         decision = await (await self.engine()).decide(workload)
         if not decision.allowed or decision.spec is None:
-            refused = SpawnRefused(
-                f"Your server was not started: {decision.message()}",
-                rule=decision.reasons[0].rule if decision.reasons else "denied",
-                status_code=503 if any(r.rule == "policy-engine-unavailable" for r in decision.reasons) else 403,
-            )
+            refused = _refusal(decision, spawner)
             refused.decision = decision
             raise refused
         username = spawner.escaped_name

@@ -4,7 +4,9 @@ Shared by ``jovial-guard up``, the integration tests' ``embedded_hub`` fixture a
 ``bench/spawn.py`` so all three run exactly the same thing. Start order is what the hub
 needs (policy engine, container engine, image, then the hub, which starts its proxy);
 stop order is the reverse. Any piece failing to start stops what was started and raises
-:class:`StackStartFailed` with the reason (the hub's own refusal included).
+:class:`StackStartFailed` with the reason (the hub's own refusal included). Once started,
+a :class:`~jovial_guard.supervise.Supervisor` restarts OPA and the engine service if they
+exit (same port and socket, so the hub never needs to know).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
 from ..policy.bundle_server import BundleServer
 from ..policy.bundles import opa_bundle_config
 from ..policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+from ..paths import HUB_STATE_ENV
 from ..policy.store import PolicyStore
 from ..runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image
-from ..runtime.podman import PodmanService
+from ..runtime.podman import PodmanService, default_root
+from ..supervise import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "jupyterhub_config.py"
@@ -58,8 +62,10 @@ class StackSettings:
     password: str | None = None
     admin_password: str | None = None
     policy_dir: Path = DEFAULT_POLICY_DIR
+    engine_root: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     hub_ready_timeout: float = 90.0
+    supervise: bool = True
 
     @property
     def url(self) -> str:
@@ -165,6 +171,7 @@ class EmbeddedStack:
         self.store: PolicyStore | None = None
         self.bundle_server: BundleServer | None = None
         self.egress = EgressNamespaces(settings.netns_prefix, pool=settings.egress_pool)
+        self.supervisor: Supervisor | None = None
 
     def hub_env(self) -> dict[str, str]:
         s = self.settings
@@ -175,7 +182,7 @@ class EmbeddedStack:
         env.update({
             "JOVIAL_GUARD_OPA_URL": self.opa.url,  # type: ignore[union-attr]
             "JOVIAL_GUARD_ENGINE_SOCKET": str(self.podman.socket_path),  # type: ignore[union-attr]
-            "JOVIAL_GUARD_STATE_DIR": str(s.state_dir),
+            HUB_STATE_ENV: str(s.state_dir),
             "JOVIAL_GUARD_BIND_URL": s.url,
             "JOVIAL_GUARD_HUB_PORT": str(s.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(s.proxy_api_port),
@@ -200,11 +207,16 @@ class EmbeddedStack:
             self.opa = self._start_policy_engine()
             self.progress(f"policy engine: OPA at {self.opa.url} (revision {self.store.current() if self.store else '?'})")
             self.progress("container engine: starting podman's Docker API service")
-            self.podman = PodmanService(s.engine_socket).start()
+            self.podman = PodmanService(s.engine_socket, root=s.engine_root or default_root()).start()
             self.progress(f"container engine: {self.podman.base_url}")
             ensure_notebook_image(self.podman, progress=self.progress, image=NOTEBOOK_IMAGE)
             self.progress(f"hub: starting JupyterHub with {s.config_file.name}")
             self.hub = HubProcess(s, env=self.hub_env()).start()
+            if s.supervise:
+                self.supervisor = Supervisor(
+                    [("opa", self.opa), ("container engine", self.podman)],
+                    log=lambda message: self.progress(f"supervisor: {message}"),
+                ).start()
         except JovialGuardError as exc:
             self.stop()
             if isinstance(exc, StackStartFailed):
@@ -239,6 +251,9 @@ class EmbeddedStack:
         return opa
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         if self.hub is not None:
             self.hub.stop()
             self.hub = None

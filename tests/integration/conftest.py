@@ -262,6 +262,9 @@ def embedded_settings(state_dir: Path) -> StackSettings:
         netns_prefix=NETNS_PREFIX,
         egress_pool=EGRESS_POOL,
         engine_socket=state_dir / "podman.sock",
+        # The red-team tests kill OPA on purpose to prove fail-closed spawns; the
+        # supervisor is tested on its own stack (test_guard_up.py).
+        supervise=False,
         extra_env={
             "JOVIAL_GUARD_NAME_PREFIX": NAME_PREFIX,
             "JOVIAL_GUARD_HOME_VOLUME": HOME_VOLUME,

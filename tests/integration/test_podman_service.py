@@ -19,6 +19,7 @@ from jovial_guard.runtime.image import (
     NOTEBOOK_IMAGE,
     NOTEBOOK_REPOSITORY,
     RECIPE_LABEL,
+    ensure_notebook_image,
     image_recipe,
     recipe_key,
 )
@@ -40,6 +41,8 @@ def sock(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
     with PodmanService(socket_path=tmp_path_factory.mktemp("svc") / "podman.sock") as service:
+        # Each test run has fresh engine storage: the import path runs here every time.
+        ensure_notebook_image(service, progress=lambda m: None)
         yield service
 
 

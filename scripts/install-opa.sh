@@ -8,6 +8,8 @@
 # $JOVIAL_GUARD_CACHE/tools/opa/<version>/opa and linked into the checkout's .tools/bin,
 # so a second run takes well under a second.
 set -euo pipefail
+# shellcheck source=lib/progress.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 OPA_VERSION="${OPA_VERSION:-v1.22.3}"
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
@@ -29,8 +31,8 @@ fi
 command -v go >/dev/null || { echo "install-opa: 'go' is required to build OPA" >&2; exit 2; }
 mkdir -p "$DEST"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
-echo "opa $OPA_VERSION: building through the Go module proxy (a few minutes the first time)..."
-if ! GOBIN="$DEST" CGO_ENABLED=0 go install "github.com/open-policy-agent/opa@$OPA_VERSION" 2>"$DEST/go-install.log"; then
+if ! with_progress "opa $OPA_VERSION: building through the Go module proxy" "1-3 min" "$DEST/go-install.log" \
+     env GOBIN="$DEST" CGO_ENABLED=0 go install "github.com/open-policy-agent/opa@$OPA_VERSION"; then
   echo "opa: go install refused (see $DEST/go-install.log); building a main that imports OPA's cmd package"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT

@@ -102,7 +102,7 @@ def build_tarball(key: str, *, progress: Progress) -> Path:
         progress(f"notebook image: cached root filesystem {out}")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"notebook image: building recipe {key} (debootstrap + pip, ~1-2 min)")
+    progress(f"notebook image: first run, building recipe {key} (debootstrap + pip): about 2-4 min on 2 cores")
     partial = out.with_suffix(".tar.partial")
     proc = subprocess.Popen(
         ["bash", str(RECIPE_DIR / "build.sh"), str(partial)],
@@ -143,7 +143,7 @@ def ensure_notebook_image(service: _HasPodmanArgs, *, progress: Progress = print
             progress(f"notebook image: {image} present (recipe {key})")
             return image
         tar = build_tarball(key, progress=progress)
-        progress(f"notebook image: importing {tar.name} as {image}")
+        progress(f"notebook image: importing {tar.name} as {image} into this engine storage (about 20-40 s)")
         argv = service.podman_args() + ["import", "--quiet"]
         for change in import_changes() + [f"LABEL={RECIPE_LABEL}={key}"]:
             argv += ["--change", change]

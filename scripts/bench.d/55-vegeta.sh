@@ -3,6 +3,8 @@
 # built from the Go module proxy and cached by version; a cached run takes < 1 s.
 # Only the benchmark uses it (tests do not); JOVIAL_GUARD_SKIP_VEGETA=1 skips it.
 set -euo pipefail
+# shellcheck source=../lib/progress.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/progress.sh"
 VEGETA_VERSION="${VEGETA_VERSION:-v12.13.0}"
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -24,7 +26,8 @@ if [ "${JOVIAL_GUARD_SKIP_VEGETA:-0}" = "1" ] || ! command -v go >/dev/null; the
   exit 0
 fi
 mkdir -p "$DEST"
-if GOBIN="$DEST" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION" >"$DEST/go-install.log" 2>&1; then
+if with_progress "vegeta $VEGETA_VERSION: building (benchmarks only)" "30 s" "$DEST/go-install.log" \
+     env GOBIN="$DEST" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"; then
   link_into_checkout
   echo "vegeta $VEGETA_VERSION: built at $BIN"
 else

@@ -3,6 +3,8 @@
 # linked into the checkout's .tools/bin. Node comes from Debian (install-system.sh); CHP
 # warns that Node < 22.12 is old but runs on Node 20. Idempotent: a second run only relinks.
 set -euo pipefail
+# shellcheck source=../lib/progress.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/progress.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 VERSION=5.3.0
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
@@ -13,11 +15,10 @@ if ! command -v npm >/dev/null 2>&1; then
   exit 2
 fi
 if [ ! -x "$BIN" ] || [ ! -f "$PREFIX/.complete" ]; then
-  echo "node-proxy: installing configurable-http-proxy@$VERSION into $PREFIX"
   rm -rf "$PREFIX"
   mkdir -p "$PREFIX"
-  npm install --prefix "$PREFIX" --no-audit --no-fund --loglevel=error \
-    "configurable-http-proxy@$VERSION" >/dev/null
+  with_progress "node-proxy: installing configurable-http-proxy@$VERSION from npm" "20 s" "$PREFIX/npm.log" \
+    npm install --prefix "$PREFIX" --no-audit --no-fund --loglevel=error "configurable-http-proxy@$VERSION"
   touch "$PREFIX/.complete"
 else
   echo "node-proxy: configurable-http-proxy@$VERSION cached"

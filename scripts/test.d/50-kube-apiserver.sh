@@ -12,9 +12,12 @@
 # is one variable. The result lands in $JOVIAL_GUARD_CACHE/tools/kube-apiserver/<version>/ and
 # is linked into the checkout's .tools/bin; a cached run takes well under a second.
 #
-# The first build takes ~10-20 minutes on 2 cores. Set JOVIAL_GUARD_SKIP_KUBE_APISERVER=1 to
-# skip building when the binary is not cached (the end-to-end test then skips, saying why).
+# The first build takes ~10-20 minutes on 2 cores (tests only: `./guard up` never builds it).
+# JOVIAL_GUARD_SKIP_KUBE_APISERVER=1 skips building it and switches the API server e2e off
+# explicitly; without it, a missing binary fails that test.
 set -euo pipefail
+# shellcheck source=../lib/progress.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/progress.sh"
 
 KUBE_VERSION="${KUBE_APISERVER_VERSION:-v1.37.2}"
 STAGING_VERSION="v0.${KUBE_VERSION#v1.}"
@@ -48,7 +51,6 @@ mkdir -p "$work"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 
-echo "kube-apiserver $KUBE_VERSION: building through the Go module proxy (10-20 minutes the first time)..."
 # kubernetes' own go.mod names the staging modules in its replace block.
 kmod="$(cd "$work" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
 [ -f "$kmod" ] || { echo "50-kube-apiserver: could not fetch k8s.io/kubernetes@$KUBE_VERSION go.mod" >&2; exit 3; }
@@ -89,15 +91,16 @@ func main() {
 }
 GO
 
-(
-  cd "$work"
-  go mod tidy >"$DEST/go-mod-tidy.log" 2>&1 || { cat "$DEST/go-mod-tidy.log" >&2; exit 4; }
+cd "$work"
+with_progress "kube-apiserver $KUBE_VERSION: resolving modules" "1-3 min" "$DEST/go-mod-tidy.log" \
+  go mod tidy || exit 4
+with_progress "kube-apiserver $KUBE_VERSION: compiling (tests only)" "10-17 min" "$DEST/go-build.log" \
   go build -p "$PARALLEL" -trimpath -ldflags "-s -w \
     -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
     -X k8s.io/component-base/version.gitMajor=1 \
     -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)" \
-    -o "$BIN.tmp" . >"$DEST/go-build.log" 2>&1 || { tail -50 "$DEST/go-build.log" >&2; exit 5; }
-)
+    -o "$BIN.tmp" . || exit 5
+cd "$HERE"
 mv "$BIN.tmp" "$BIN"
 "$BIN" --version
 link_into_checkout

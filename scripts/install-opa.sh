@@ -19,7 +19,7 @@ BIN="$DEST/opa"
 
 link_into_checkout() {
   mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$BIN" "$HERE/.tools/bin/opa"
+  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/opa"
 }
 
 if [ -x "$BIN" ] && "$BIN" version >/dev/null 2>&1; then

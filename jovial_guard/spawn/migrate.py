@@ -18,9 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import JovialGuardError
-from ..runtime.podman import PodmanService
+from ..runtime.podman import RUN_DIR, PodmanService
 
 Progress = Callable[[str], None]
+
+#: The run-time directory the older layout's engine storage recorded in its database.
+OLD_RUNROOT = RUN_DIR / "podman"
 
 #: Old location (relative to the cache) -> new location (relative to the hub's state).
 _MOVES = (
@@ -37,7 +40,7 @@ class MigrationFailed(JovialGuardError):
 
 
 def migrate_cache_state(*, cache: Path, hub_state: Path, engine: PodmanService,
-                        progress: Progress) -> list[str]:
+                        progress: Progress, old_runroot: Path = OLD_RUNROOT) -> list[str]:
     """Move what the cache holds of state; return one line per thing moved."""
     moved: list[str] = []
     for old_rel, new_rel in _MOVES:
@@ -50,7 +53,7 @@ def migrate_cache_state(*, cache: Path, hub_state: Path, engine: PodmanService,
             new.rmdir()
         shutil.move(str(old), str(new))
         moved.append(f"{old} -> {new}")
-    moved += _migrate_volumes(cache / "podman" / "root", engine)
+    moved += _migrate_volumes(cache / "podman" / "root", old_runroot, engine)
     for line in moved:
         progress(f"state: moved {line} (state no longer lives in the cache)")
     return moved
@@ -60,12 +63,12 @@ def _has_content(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-def _migrate_volumes(old_root: Path, engine: PodmanService) -> list[str]:
+def _migrate_volumes(old_root: Path, old_runroot: Path, engine: PodmanService) -> list[str]:
     """Copy every volume of the old engine storage that the new one lacks."""
     if not (old_root / "volumes").is_dir():
         return []
     with tempfile.TemporaryDirectory(prefix="jovial-guard-migrate-") as tmp:
-        old = PodmanService(Path(tmp) / "old.sock", root=old_root)
+        old = PodmanService(Path(tmp) / "old.sock", root=old_root, runroot=old_runroot)
         old.write_config()
         engine.write_config()
         names = _podman(old, ["volume", "ls", "--format", "{{.Name}}"]).split()

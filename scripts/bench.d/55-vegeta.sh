@@ -13,7 +13,7 @@ BIN="$DEST/vegeta"
 
 link_into_checkout() {
   mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$BIN" "$HERE/.tools/bin/vegeta"
+  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/vegeta"
 }
 
 if [ -x "$BIN" ] && "$BIN" -version >/dev/null 2>&1; then

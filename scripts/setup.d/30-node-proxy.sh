@@ -24,4 +24,4 @@ else
   echo "node-proxy: configurable-http-proxy@$VERSION cached"
 fi
 mkdir -p .tools/bin
-ln -sfn "$BIN" .tools/bin/configurable-http-proxy
+ln -sfn "$(readlink -f "$BIN")" .tools/bin/configurable-http-proxy

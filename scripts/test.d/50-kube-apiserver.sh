@@ -29,7 +29,7 @@ PARALLEL="${KUBE_APISERVER_BUILD_P:-2}"
 
 link_into_checkout() {
   mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$BIN" "$HERE/.tools/bin/kube-apiserver"
+  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/kube-apiserver"
 }
 
 if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then

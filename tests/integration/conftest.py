@@ -295,3 +295,19 @@ def embedded_hub() -> Iterator[EmbeddedHub]:
         signal.signal(signal.SIGTERM, previous)
         if not os.environ.get("JOVIAL_GUARD_KEEP_TEST_STATE"):
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def unmount_tree(path: Path) -> None:
+    """Unmount what an engine storage left mounted below ``path`` (podman keeps its overlay
+    directory mounted after the service stops), so the directory can be removed."""
+    mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True,
+                            check=False).stdout.splitlines()
+    for target in sorted((m for m in mounts if m.startswith(f"{path}/")), reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+@pytest.fixture
+def unmount_below(tmp_path: Path) -> Iterator[None]:
+    """:func:`unmount_tree` of the test's tmp_path after the test."""
+    yield
+    unmount_tree(tmp_path)

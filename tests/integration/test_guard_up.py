@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from jovial_guard.paths import cache_dir
 from jovial_guard.policy.opa_process import free_loopback_port
 from jovial_guard.runtime.podman import PodmanService, default_runroot
 
-from .conftest import EGRESS_POOL
+from .conftest import EGRESS_POOL, unmount_tree
 from .userflow import login, run_cell, spawn_from_form
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +54,7 @@ class GuardUp:
 
     def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, JOVIAL_GUARD_STATE_DIR=str(self.state),
+        env = dict(os.environ, JOVIAL_GUARD_STATE_DIR=str(self.state), JOVIAL_GUARD_CACHE=str(self.cache()),
                    JOVIAL_GUARD_API_TOKEN=self.token, JOVIAL_GUARD_PASSWORD=self.password)
         env.pop("JOVIAL_GUARD_HUB_STATE_DIR", None)
         with open(self.log_path, "ab") as log:
@@ -64,6 +65,17 @@ class GuardUp:
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def cache(self) -> Path:
+        """A cache holding only the real cache's build artefacts: whatever else the real
+        one holds (an older layout's state, say) is not this test's to migrate."""
+        cache = self.state.parent / "cache"
+        cache.mkdir(exist_ok=True)
+        for name in ("tools", "venv", "images"):
+            link = cache / name
+            if not link.exists():
+                link.symlink_to(cache_dir() / name)
+        return cache
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -145,6 +157,7 @@ def guard_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardUp]:
             except subprocess.TimeoutExpired:
                 os.killpg(up.proc.pid, signal.SIGKILL)
                 up.proc.wait(timeout=30)
+        unmount_tree(state)
 
 
 def _spawn_and_run_cell(up: GuardUp, username: str) -> dict[str, object]:

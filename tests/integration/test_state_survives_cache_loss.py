@@ -60,7 +60,8 @@ def _spawn(stack: EmbeddedStack, username: str) -> None:
     pytest.fail(f"{username}'s server not ready")
 
 
-def test_cache_deleted_between_runs_loses_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_deleted_between_runs_loses_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  unmount_below: None) -> None:
     real_tarball = tarball_path(recipe_key())
     assert real_tarball.is_file(), "the notebook image tarball is built by scripts/setup.d"
     cache, state = tmp_path / "cache", tmp_path / "state"

@@ -22,13 +22,23 @@ notebook_violations := profiles.violation if lib.is_notebook
 
 else := set()
 
-checked := (((pod_security.violation | images.violation) | resources.violation) | notebook_violations) | identity.violation
+# A metadata-only UPDATE of a stored pod (labels, annotations) is not re-decided, like
+# Pod Security: only the identity-bearing metadata it introduces is judged.
+default metadata_only := false
+
+metadata_only if lib.workload.extra.metadata_only == true
+
+checked := identity.violation if metadata_only
+
+else := (((pod_security.violation | images.violation) | resources.violation) | notebook_violations) | identity.violation
 
 violations := exemptions.remaining(checked)
 
 exempted := sort([e | some e in exemptions.used(checked)])
 
-warnings := pod_security.omission | resources.omission
+warnings := set() if metadata_only
+
+else := pod_security.omission | resources.omission
 
 revision := r if {
 	r := data.jovial_guard_meta.revision

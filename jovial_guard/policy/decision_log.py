@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,10 +69,14 @@ class DecisionRecord:
     policy_revision: str
     latency_ms: float
     input: dict[str, Any]
+    #: Exemptions that lifted a rule ({"id", "rule", "reason", "expires"}), and the scope
+    #: the workload was decided in; absent from records written before they existed.
+    exemptions: list[dict[str, Any]] = field(default_factory=list)
+    scope: str = ""
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "DecisionRecord":
-        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
 class DecisionLog:
@@ -109,6 +113,8 @@ class DecisionLog:
             policy_revision=decision.policy_revision,
             latency_ms=round(seconds * 1000, 3),
             input=mask_input(workload.to_input()),
+            exemptions=[e.to_json() for e in decision.exemptions],
+            scope=decision.scope,
         )
         line = json.dumps(record.__dict__, sort_keys=True, separators=(",", ":")) + "\n"
         with self._lock:

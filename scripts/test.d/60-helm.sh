@@ -28,12 +28,14 @@ mkdir -p "$DEST"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
 echo "helm $HELM_VERSION: building through the Go module proxy (a few minutes the first time)..."
-GOBIN="$DEST/bin.tmp" nice go install -p "${HELM_BUILD_P:-2}" -trimpath \
+tmpbin="$(mktemp -d "$DEST/bin.XXXXXX")"
+trap 'rm -rf "$tmpbin"' EXIT
+GOBIN="$tmpbin" nice go install -p "${HELM_BUILD_P:-2}" -trimpath \
   -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$DEST/go-build.log" 2>&1 \
   || { tail -50 "$DEST/go-build.log" >&2; exit 5; }
-mv "$DEST/bin.tmp/helm" "$BIN"
-rm -rf "$DEST/bin.tmp"
+[ -x "$tmpbin/helm" ] || { echo "60-helm: go install produced no helm binary (see $DEST/go-build.log)" >&2; exit 5; }
+mv -f "$tmpbin/helm" "$BIN"
 "$BIN" version --short
 link_into_checkout
 echo "helm $HELM_VERSION: built at $BIN"

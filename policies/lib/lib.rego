@@ -31,7 +31,7 @@ security_context(c) := object.get(c.container, "securityContext", {})
 
 # A notebook pod: spawned by our hook, or made the way KubeSpawner makes user servers on
 # zero-to-jupyterhub (the `component: singleuser-server` label, the
-# `hub.jupyter.org/username` label, or KubeSpawner's pod name). Every other pod is a
+# `hub.jupyter.org/username` label or any other user claim, or KubeSpawner's pod name). Every other pod is a
 # platform pod. Erring towards "notebook" is the safe side: notebooks get every platform
 # rule and more.
 default is_notebook := false
@@ -43,7 +43,16 @@ is_notebook if {
 	labels[key] == value
 }
 
-is_notebook if labels["hub.jupyter.org/username"]
+# A pod that claims a hub user or a profile (label or annotation) is a user's server.
+is_notebook if {
+	some key in data.settings.hub.identity_annotations
+	object.get(labels, key, null) != null
+}
+
+is_notebook if {
+	some key in data.settings.hub.identity_annotations
+	object.get(annotations, key, null) != null
+}
 
 is_notebook if {
 	workload.kind == "Pod"

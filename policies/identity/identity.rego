@@ -101,6 +101,18 @@ violation contains {"rule": "identity/hub-labels", "message": msg} if {
 	msg := sprintf("The label %s=%s is the hub's own (it selects the hub's Services or marks a user server); only the hub or the platform's installers may set it. Remove it.", [key, lib.labels[key]])
 }
 
+# z2jh's NetworkPolicies admit pods labelled hub.jupyter.org/network-access-* to the hub's
+# and the proxy's APIs: those labels are the hub's to give.
+violation contains {"rule": "identity/hub-labels", "message": msg} if {
+	applies
+	not trusted_creator
+	some key, _ in lib.labels
+	some prefix in object.get(settings, "protected_label_prefixes", [])
+	startswith(key, prefix)
+	introduced_label(key)
+	msg := sprintf("The label %s opens the hub's or the proxy's API to the pod (z2jh's NetworkPolicies); only the hub or the platform's installers may set it. Remove it.", [key])
+}
+
 violation contains {"rule": "identity/hub-labels", "message": msg} if {
 	applies
 	not trusted_creator

@@ -72,3 +72,9 @@ test_egress_labels_are_rendered_from_trusted_groups if {
 	d2 := main.decision with input as t.admission({"labels": {"component": "platform"}}, {"containers": [t.compliant_container]}, "system:serviceaccount:kube-system:replicaset-controller")
 	d2.spec.labels.set == {}
 }
+
+test_network_access_labels_cannot_be_borrowed if {
+	inp := t.admission({"labels": {"hub.jupyter.org/network-access-proxy-api": "true"}}, {"containers": [t.compliant_container]}, "mallory")
+	t.rules(identity.violation) == {"identity/hub-labels"} with input as inp
+	count(identity.violation) == 0 with input as t.admission({"labels": {"hub.jupyter.org/network-access-hub": "true"}}, {"containers": [t.compliant_container]}, hub)
+}

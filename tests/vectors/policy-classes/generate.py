@@ -72,6 +72,9 @@ def cases() -> list[dict[str, Any]]:
     egress = pod("egress-borrower", "identity/egress-labels", notebook=False)
     egress["metadata"]["labels"]["egress.jovial-guard.io/astro"] = "allow"
     out.append(review(egress, INTRUDER))
+    access = pod("proxy-api-borrower", "identity/hub-labels", notebook=False)
+    access["metadata"]["labels"]["hub.jupyter.org/network-access-proxy-api"] = "true"
+    out.append(review(access, INTRUDER))
     claims = pod("claimer", "identity/hub-labels", notebook=False)
     claims["metadata"]["annotations"]["jovial-guard.io/groups"] = '["gpu-users"]'
     out.append(review(claims, INTRUDER))

@@ -25,6 +25,14 @@ from ..workload import Workload
 
 UpdateKind = Literal["create", "unchanged-metadata", "metadata-only", "full"]
 
+#: Annotations that change how a container is confined: a change to one is decided in full
+#: (Pod Security treats an AppArmor annotation change as significant too).
+CONFINEMENT_ANNOTATION_PREFIXES = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+)
+
 
 def _pod_at(obj: Any, pod_path: str) -> dict[str, Any] | None:
     node = obj
@@ -52,8 +60,13 @@ def classify(request: dict[str, Any], workload: Workload) -> UpdateKind:
         return "full"
     if old.get("spec") != workload.spec:
         return "full"
+    old_annotations = _meta(old, "annotations")
+    new_annotations = workload.metadata.get("annotations") or {}
+    confinement = {k for k in {*old_annotations, *new_annotations} if k.startswith(CONFINEMENT_ANNOTATION_PREFIXES)}
+    if any(old_annotations.get(k) != new_annotations.get(k) for k in confinement):
+        return "full"
     same_labels = _meta(old, "labels") == (workload.metadata.get("labels") or {})
-    same_annotations = _meta(old, "annotations") == (workload.metadata.get("annotations") or {})
+    same_annotations = old_annotations == new_annotations
     return "unchanged-metadata" if same_labels and same_annotations else "metadata-only"
 
 

@@ -55,6 +55,8 @@ def test_update_classes() -> None:
     assert decide_kind(changed(metadata__annotations={"a": "2"}), POD) == "metadata-only"
     assert decide_kind(changed(spec__ephemeralContainers=[{"name": "d", "image": "x:1"}]), POD) == "full"
     assert decide_kind(changed(metadata__finalizers=["x"]), POD, subresource="resize") == "full"
+    apparmor = {"a": "1", "container.apparmor.security.beta.kubernetes.io/notebook": "unconfined"}
+    assert decide_kind(changed(metadata__annotations=apparmor), POD) == "full"
 
 
 def test_stored_object_travels_to_the_policy() -> None:

@@ -151,3 +151,20 @@ async def test_notebooks_under_z2jh_defaults(handler: AdmissionHandler, rendered
     stored = await admitted(handler, pod, HUB, ["system:serviceaccounts"])
     assert_restricted(stored)
     assert stored["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("name", list(RENDERINGS))
+def test_jovial_guard_check_admits_the_charts_workloads(rendered: dict[str, list[dict[str, Any]]], name: str, tmp_path: Any) -> None:
+    """The same objects through `jovial-guard check`, as an operator would lint a rendering."""
+    import os
+    import subprocess
+    import sys
+
+    workloads = [d for d in rendered[name] if d["kind"] in POD_TEMPLATE_PATHS]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump_all(workloads))
+    proc = subprocess.run([sys.executable, "-m", "jovial_guard", "check", str(path), "--format", "jsonl"],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert len(results) == len(workloads) and all(r["allowed"] for r in results)

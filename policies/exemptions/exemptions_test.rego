@@ -3,35 +3,33 @@ package jovial_guard.exemptions_test
 import data.jovial_guard.main
 import data.jovial_guard.testing as t
 
-privileged_platform_pod := t.admission(
+# A platform pod with a vendor's image the allowlist does not name.
+vendor_platform_pod := t.admission(
 	{"labels": {"app": "node-tools"}},
-	{"containers": [json.patch(t.compliant_container, [
-		{"op": "add", "path": "/securityContext/privileged", "value": true},
-		{"op": "replace", "path": "/image", "value": "quay.io/jupyterhub/k8s-network-tools:4.0.0"},
-	])]},
+	{"containers": [json.patch(t.compliant_container, [{"op": "replace", "path": "/image", "value": "ghcr.io/vendor/node-tools:4.0.0"}])]},
 	"system:serviceaccount:kube-system:daemon-set-controller",
 )
 
 exemption := {
-	"id": "network-tools",
-	"reason": "the metadata blocker needs iptables",
-	"rules": ["pod-security/privileged"],
+	"id": "node-tools",
+	"reason": "the vendor's monitoring agent, reviewed",
+	"rules": ["images/not-allowed"],
 	"namespaces": ["jhub"],
 	"selector": {"app": "node-tools"},
-	"images": ["quay.io/jupyterhub/k8s-network-tools"],
+	"images": ["ghcr.io/vendor/node-tools"],
 	"request_users": ["system:serviceaccount:kube-system:daemon-set-controller"],
 }
 
 test_without_exemption_denied if {
-	d := main.decision with input as privileged_platform_pod
+	d := main.decision with input as vendor_platform_pod
 	not d.allowed
 	d.exemptions == []
 }
 
 test_exemption_lifts_only_its_rule_and_is_reported if {
-	d := main.decision with input as privileged_platform_pod with data.settings.exemptions as [exemption]
+	d := main.decision with input as vendor_platform_pod with data.settings.exemptions as [exemption]
 	d.allowed
-	d.exemptions == [{"id": "network-tools", "rule": "pod-security/privileged", "reason": "the metadata blocker needs iptables", "expires": null}]
+	d.exemptions == [{"id": "node-tools", "rule": "images/not-allowed", "reason": "the vendor's monitoring agent, reviewed", "expires": null}]
 	d.scope == "platform"
 }
 
@@ -39,9 +37,9 @@ test_scope_mismatch_denies if {
 	patches := [
 		[{"op": "replace", "path": "/namespaces", "value": ["other"]}],
 		[{"op": "replace", "path": "/selector", "value": {"app": "else"}}],
-		[{"op": "replace", "path": "/images", "value": ["quay.io/jupyterhub/k8s-network"]}],
+		[{"op": "replace", "path": "/images", "value": ["ghcr.io/vendor/node"]}],
 		[{"op": "replace", "path": "/request_users", "value": ["mallory"]}],
-		[{"op": "replace", "path": "/rules", "value": ["pod-security/host-path"]}],
+		[{"op": "replace", "path": "/rules", "value": ["images/latest"]}],
 		[{"op": "remove", "path": "/reason"}],
 	]
 	every patch in patches {
@@ -50,12 +48,12 @@ test_scope_mismatch_denies if {
 }
 
 allowed_with(e) if {
-	d := main.decision with input as privileged_platform_pod with data.settings.exemptions as [e]
+	d := main.decision with input as vendor_platform_pod with data.settings.exemptions as [e]
 	d.allowed
 }
 
 test_package_wildcard if {
-	allowed_with(json.patch(exemption, [{"op": "replace", "path": "/rules", "value": ["pod-security/*"]}]))
+	allowed_with(json.patch(exemption, [{"op": "replace", "path": "/rules", "value": ["images/*"]}]))
 }
 
 test_expiry if {

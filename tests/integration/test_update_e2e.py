@@ -103,3 +103,21 @@ def test_resize_is_capped_by_the_owners_groups(notebook: tuple[str, client.CoreV
     with pytest.raises(ApiException) as err:
         resize(core, name, "64Gi")
     assert "[resources/memory]" in denial_of(err.value)
+
+
+def test_scope_and_update_kind_reach_the_audit_log(notebook: tuple[str, client.CoreV1Api], cluster: Any) -> None:  # noqa: F811
+    """How each request was decided is in the API server's audit log: the notebook's create
+    carries its scope; the operator's finalizer update says it was not re-decided."""
+    import time
+
+    name, _ = notebook
+    deadline = time.monotonic() + 30
+    while True:
+        events = [e for e in cluster.audit_events() if (e.get("objectRef") or {}).get("name") == name and e.get("stage") == "ResponseComplete"]
+        created = [e for e in events if e.get("verb") == "create" and not (e.get("objectRef") or {}).get("subresource")]
+        quick = [e for e in events if (e.get("annotations") or {}).get("mutate.jovial-guard.io/update") == "metadata-only"]
+        if (created and quick) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert created and created[0]["annotations"]["mutate.jovial-guard.io/scope"] == "notebook"
+    assert quick, "the finalizer update was not admitted as metadata-only"

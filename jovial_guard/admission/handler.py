@@ -35,7 +35,6 @@ from ..policy.engine import PolicyEngine
 from ..workload import Workload
 from .cache import DecisionCache, RevisionTracker, workload_key
 from .labels import label_ops
-from .update import classify, with_stored_object
 from .review import (
     MalformedReview,
     bad_request_body,
@@ -44,6 +43,7 @@ from .review import (
     parse_review,
     request_kind,
 )
+from .update import classify, with_stored_object
 
 log = logging.getLogger(__name__)
 

@@ -43,10 +43,11 @@ def _pod_at(obj: Any, pod_path: str) -> dict[str, Any] | None:
     return node if isinstance(node, dict) else None
 
 
-def _meta(pod: dict[str, Any], key: str) -> Any:
+def _meta(pod: dict[str, Any], key: str) -> dict[str, Any]:
+    """Labels or annotations of a stored object; anything but a map counts as none."""
     metadata = pod.get("metadata")
     value = metadata.get(key) if isinstance(metadata, dict) else None
-    return value or {}
+    return value if isinstance(value, dict) else {}
 
 
 def classify(request: dict[str, Any], workload: Workload) -> UpdateKind:

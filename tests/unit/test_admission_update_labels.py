@@ -106,3 +106,8 @@ def test_scope_and_exemptions_reach_audit_and_log(tmp_path: Path) -> None:
     assert DecisionRecord.from_json(old).exemptions == []
     with pytest.raises(MalformedDecision):
         Decision.from_opa({**doc, "exemptions": [{"id": "e1"}]})
+
+
+def test_malformed_stored_metadata_counts_as_none() -> None:
+    old = changed(metadata__annotations=["not", "a", "map"])
+    assert decide_kind(POD, old) == "metadata-only"

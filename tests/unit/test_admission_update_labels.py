@@ -111,3 +111,17 @@ def test_scope_and_exemptions_reach_audit_and_log(tmp_path: Path) -> None:
 def test_malformed_stored_metadata_counts_as_none() -> None:
     old = changed(metadata__annotations=["not", "a", "map"])
     assert decide_kind(POD, old) == "metadata-only"
+
+
+def test_the_stored_object_is_masked_in_the_decision_log(tmp_path: Path) -> None:
+    secret_pod = copy.deepcopy(POD)
+    secret_pod["spec"]["containers"][0]["env"] = [{"name": "API_TOKEN", "value": "s3cret"}]
+    secret_pod["metadata"]["annotations"] = {"example.com/api-token": "s3cret"}
+    new = copy.deepcopy(secret_pod)
+    new["spec"]["ephemeralContainers"] = [{"name": "d", "image": "quay.io/jupyter/base-notebook:2024-05-27"}]
+    req = request(new, secret_pod, subresource="ephemeralcontainers")
+    workload = workload_from_admission_review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req})
+    workload = with_stored_object(req, workload, classify(req, workload))
+    log = DecisionLog(tmp_path / "d.jsonl")
+    log.record(workload, Decision.deny("x", "y"), 0.001)
+    assert "s3cret" not in (tmp_path / "d.jsonl").read_text()

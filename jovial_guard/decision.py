@@ -87,6 +87,19 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Exemption:
+    """A rule an exemption in the policy data lifted for this workload, and why."""
+
+    id: str
+    rule: str
+    reason: str
+    expires: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "rule": self.rule, "reason": self.reason, "expires": self.expires}
+
+
+@dataclass(frozen=True)
 class SecuritySpec:
     """What an admitted workload must look like, whichever engine runs it."""
 
@@ -105,6 +118,10 @@ class SecuritySpec:
     resources: Resources
     egress: Egress
     storage: Storage | None = None
+    #: Pod labels the policy renders (e.g. the egress group labels), and the prefix it
+    #: owns: labels under it that are not in ``pod_labels`` are removed.
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    managed_label_prefix: str = ""
 
     @classmethod
     def from_json(cls, doc: Any) -> "SecuritySpec":
@@ -149,6 +166,8 @@ class SecuritySpec:
                     if storage
                     else None
                 ),
+                pod_labels=tuple(sorted((str(k), str(v)) for k, v in doc.get("labels", {}).get("set", {}).items())),
+                managed_label_prefix=str(doc.get("labels", {}).get("managed_prefix", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedDecision(f"security spec from OPA is malformed: {exc!r}") from exc
@@ -189,6 +208,10 @@ class Decision:
     policy_revision: str
     decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     warnings: tuple[str, ...] = ()
+    #: Exemptions (policy data) that lifted a rule for this workload.
+    exemptions: tuple[Exemption, ...] = ()
+    #: How the workload was decided: "notebook" or "platform" ("" when not decided).
+    scope: str = ""
 
     @classmethod
     def deny(cls, rule: str, message: str, *, policy_revision: str = "unknown") -> "Decision":
@@ -231,12 +254,22 @@ class Decision:
         if allowed and reasons:
             raise MalformedDecision("decision allows and gives denial reasons at once")
         warnings = result.get("warnings", [])
+        try:
+            exemptions = tuple(
+                Exemption(id=str(e["id"]), rule=str(e["rule"]), reason=str(e["reason"]),
+                          expires=str(e["expires"]) if e.get("expires") else None)
+                for e in result.get("exemptions", [])
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise MalformedDecision(f"decision exemption is malformed: {exc!r}") from exc
         return cls(
             allowed=allowed,
             reasons=reasons,
             spec=spec,
             policy_revision=str(result.get("revision", "unknown")),
             warnings=tuple(sorted(str(w) for w in warnings)) if isinstance(warnings, list) else (),
+            exemptions=exemptions,
+            scope=str(result.get("scope", "")),
         )
 
     def message(self) -> str:

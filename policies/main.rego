@@ -7,15 +7,38 @@
 package jovial_guard.main
 
 import data.jovial_guard.egress
+import data.jovial_guard.exemptions
+import data.jovial_guard.identity
 import data.jovial_guard.images
 import data.jovial_guard.lib
 import data.jovial_guard.pod_security
 import data.jovial_guard.profiles
 import data.jovial_guard.resources
 
-violations := ((pod_security.violation | images.violation) | resources.violation) | profiles.violation
+# Notebooks get every rule; platform pods (z2jh's hub, proxy, schedulers, pullers, and
+# anything else in a guarded namespace) get Pod Security, images, accelerators and
+# identity, but not the notebook-only rules (profiles, per-group CPU/memory, read-only root).
+notebook_violations := profiles.violation if lib.is_notebook
 
-warnings := pod_security.omission | resources.omission
+else := set()
+
+# A metadata-only UPDATE of a stored pod (labels, annotations) is not re-decided, like
+# Pod Security: only the identity-bearing metadata it introduces is judged.
+default metadata_only := false
+
+metadata_only if lib.workload.extra.metadata_only == true
+
+checked := identity.violation if metadata_only
+
+else := (((pod_security.violation | images.violation) | resources.violation) | notebook_violations) | identity.violation
+
+violations := exemptions.remaining(checked)
+
+exempted := sort([e | some e in exemptions.used(checked)])
+
+warnings := set() if metadata_only
+
+else := pod_security.omission | resources.omission
 
 revision := r if {
 	r := data.jovial_guard_meta.revision
@@ -25,6 +48,8 @@ decision := {
 	"allowed": true,
 	"reasons": [],
 	"warnings": sort(warnings),
+	"exemptions": exempted,
+	"scope": scope,
 	"spec": spec,
 	"revision": revision,
 } if {
@@ -35,6 +60,8 @@ decision := {
 	"allowed": false,
 	"reasons": [v | some v in violations],
 	"warnings": sort(warnings),
+	"exemptions": exempted,
+	"scope": scope,
 	"spec": null,
 	"revision": revision,
 } if {
@@ -70,6 +97,15 @@ writable_paths := data.settings.defaults.writable_paths if lib.is_notebook
 
 else := []
 
+scope := "notebook" if lib.is_notebook
+
+else := "platform"
+
+# Resources a platform pod without limits is given; a notebook's come from its profile.
+sizing := profiles.profile if lib.is_notebook
+
+else := data.settings.platform.resources
+
 spec := {
 	"profile": profiles.requested,
 	"notebook": lib.is_notebook,
@@ -83,15 +119,16 @@ spec := {
 	"seccomp": data.settings.seccomp[lib.origin],
 	"apparmor": data.settings.apparmor[lib.origin],
 	"resources": {
-		"cpu_limit": profiles.profile.cpu_limit,
-		"memory_limit": profiles.profile.memory_limit,
-		"cpu_request": profiles.profile.cpu_request,
-		"memory_request": profiles.profile.memory_request,
-		"gpu": profiles.profile.gpu,
+		"cpu_limit": sizing.cpu_limit,
+		"memory_limit": sizing.memory_limit,
+		"cpu_request": sizing.cpu_request,
+		"memory_request": sizing.memory_request,
+		"gpu": sizing.gpu,
 		"pids_limit": data.settings.defaults.pids_limit,
 	},
 	"egress": egress.spec,
 	"storage": storage,
+	"labels": {"managed_prefix": data.settings.hub.egress_label_prefix, "set": identity.labels},
 }
 
 storage := g if {

@@ -82,3 +82,27 @@ test_origin_falls_back_to_check if {
 	d := main.decision with input as inp
 	d.spec.seccomp.type == "RuntimeDefault"
 }
+
+test_scope_notebook_by_z2jh_conventions if {
+	base := t.admission({"labels": {"app": "jupyterhub"}}, {"containers": [t.compliant_container]}, "system:serviceaccount:jhub:hub")
+	d := main.decision with input as base
+	d.scope == "platform"
+	every meta in [
+		{"labels": {"component": "singleuser-server"}},
+		{"labels": {"hub.jupyter.org/username": "alice"}},
+		{"name": "jupyter-alice"},
+	] {
+		scope_of(json.patch(base, [{"op": "replace", "path": "/workload/pod/metadata", "value": meta}])) == "notebook"
+	}
+}
+
+scope_of(inp) := d.scope if d := main.decision with input as inp
+
+test_platform_pods_skip_notebook_only_rules if {
+	writable := json.patch(t.compliant_container, [{"op": "replace", "path": "/securityContext/readOnlyRootFilesystem", "value": false}])
+	inp := t.with_profile(t.admission({"labels": {"component": "proxy"}}, {"containers": [writable]}, "system:serviceaccount:kube-system:replicaset-controller"), "no-such-profile")
+	d := main.decision with input as inp
+	d.allowed
+	d.spec.read_only_root == false
+	d.spec.resources.cpu_limit == "2"
+}

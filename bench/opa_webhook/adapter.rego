@@ -34,7 +34,12 @@ labels := object.get(pod_metadata, "labels", {})
 
 username := object.get(annotations, "hub.jupyter.org/username", object.get(labels, "hub.jupyter.org/username", ""))
 
-groups := [trim_space(g) | some g in split(object.get(annotations, "jovial-guard.io/groups", ""), ","); trim_space(g) != ""]
+raw_groups := object.get(annotations, "jovial-guard.io/groups", "")
+
+# A JSON list (what the hub sends), or the older comma-joined form.
+groups := json.unmarshal(raw_groups) if startswith(trim_space(raw_groups), "[")
+
+else := [trim_space(g) | some g in split(raw_groups, ","); trim_space(g) != ""]
 
 user := {"name": username, "groups": sort(groups), "admin": lower(object.get(annotations, "jovial-guard.io/admin", "")) == "true"} if username != ""
 

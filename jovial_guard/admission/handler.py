@@ -34,6 +34,7 @@ from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
 from ..policy.engine import PolicyEngine
 from ..workload import Workload
 from .cache import DecisionCache, RevisionTracker, workload_key
+from .labels import label_ops
 from .review import (
     MalformedReview,
     bad_request_body,
@@ -42,6 +43,7 @@ from .review import (
     parse_review,
     request_kind,
 )
+from .update import classify, with_stored_object
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ NOT_HARDENED = "not-hardened"
 UNSUPPORTED_KIND = "unsupported-kind"
 #: The only part of a stored Pod's spec an UPDATE may patch.
 EPHEMERAL_PREFIX = "/spec/ephemeralContainers/"
+#: Label of an UPDATE admitted without a decision (only finalizers and the like changed).
+METADATA_ONLY = "update-metadata-only"
 #: Rule id for any bug or surprise inside the webhook (never an allow).
 INTERNAL_ERROR = "webhook-internal-error"
 
@@ -176,6 +180,17 @@ class AdmissionHandler:
             workload = workload_from_admission_review(review)
         except MalformedInput as exc:
             return self._deny(uid, Decision.deny(MALFORMED_INPUT, f"The object cannot be decided: {exc}"), code=400, outcome="denied")
+        update = classify(review["request"], workload)
+        if update == "unchanged-metadata":
+            # Like Pod Security: an update that touches neither the spec nor any label or
+            # annotation (finalizers, ownerReferences, ...) is not re-decided.
+            return HandlerResult(
+                200,
+                build_response(uid, allowed=True, audit_annotations={"update": "metadata-only", **self.settings.extra_audit}),
+                "allowed",
+                rule=METADATA_ONLY,
+            )
+        workload = with_stored_object(review["request"], workload, update)
 
         # Fast path (CPU only, bounded): a cached answer for this workload and revision.
         revision = self.revisions.current
@@ -203,6 +218,7 @@ class AdmissionHandler:
             "policy-revision": decision.policy_revision,
             "decision-id": decision.decision_id,
             "decision-cache": cache_label,
+            **decision_audit(decision),
             **self.settings.extra_audit,
         }
         if not decision.allowed:
@@ -270,12 +286,13 @@ class AdmissionHandler:
         """What an allow means for this endpoint: the patch (mutate) or the hardening check."""
         if not decision.allowed or decision.spec is None:
             return _Cached(decision=decision, patch_b64=None, extra_reason=None)
-        ops = render_pod_patch(workload.pod, decision.spec)
+        ops = render_pod_patch(workload.pod, decision.spec) + label_ops(workload.pod, decision.spec)
         if workload.kind == "Pod" and workload.operation == "UPDATE":
             # A stored pod's spec is immutable except its ephemeral containers (kubectl
             # debug): a patch anywhere else would make every update (labels, finalizers)
             # fail. The new ephemeral containers are hardened; the policy still decides
-            # the whole pod.
+            # the whole pod. Labels were rendered when the pod was created; the policy
+            # refuses an update that introduces egress labels the hub's groups do not give.
             ops = [op for op in ops if op["path"].startswith(EPHEMERAL_PREFIX)]
         if mode == "mutate":
             rerooted = reroot_patch(ops, workload.pod_path)
@@ -304,7 +321,7 @@ class AdmissionHandler:
         audit: dict[str, str] | None = None,
         cache: str = "none",
     ) -> HandlerResult:
-        annotations = audit or {"policy-revision": decision.policy_revision, "decision-id": decision.decision_id}
+        annotations = audit or {"policy-revision": decision.policy_revision, "decision-id": decision.decision_id, **decision_audit(decision)}
         return HandlerResult(
             200,
             build_response(
@@ -320,3 +337,13 @@ class AdmissionHandler:
             cache=cache,
             rule=decision.reasons[0].rule if decision.reasons else "",
         )
+
+
+def decision_audit(decision: Decision) -> dict[str, str]:
+    """Audit annotations for how a decision was made: the scope and any exemptions used."""
+    audit: dict[str, str] = {}
+    if decision.scope:
+        audit["scope"] = decision.scope
+    if decision.exemptions:
+        audit["exemptions"] = ", ".join(f"{e.id} ({e.rule}): {e.reason}" for e in decision.exemptions)[:1024]
+    return audit

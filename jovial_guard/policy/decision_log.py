@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,10 +30,20 @@ _SECRET_KEY = re.compile(r"(token|secret|password|passwd|credential|api[-_]?key|
 
 
 def mask_input(input_doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an OPA input with secrets masked (env values, secret-looking annotations)."""
+    """A copy of an OPA input with secrets masked (env values, secret-looking annotations),
+    in the pod and in the stored object an UPDATE carries beside it (``extra``)."""
     doc = copy.deepcopy(input_doc)
-    pod = doc.get("workload", {}).get("pod", {})
-    spec = pod.get("spec") if isinstance(pod, dict) else None
+    workload = doc.get("workload", {})
+    pod = workload.get("pod", {}) if isinstance(workload, dict) else {}
+    if isinstance(pod, dict):
+        _mask_pod(pod.get("spec"), pod.get("metadata"))
+    extra = workload.get("extra") if isinstance(workload, dict) else None
+    if isinstance(extra, dict):
+        _mask_pod(extra.get("old_spec"), extra.get("old_metadata"))
+    return doc
+
+
+def _mask_pod(spec: Any, metadata: Any) -> None:
     if isinstance(spec, dict):
         for kind in ("containers", "initContainers", "ephemeralContainers"):
             for container in spec.get(kind) or []:
@@ -45,10 +55,8 @@ def mask_input(input_doc: dict[str, Any]) -> dict[str, Any]:
                 for key in ("args", "command"):
                     if isinstance(container.get(key), list):
                         container[key] = [_mask_arg(a) for a in container[key]]
-    metadata = pod.get("metadata") if isinstance(pod, dict) else None
     if isinstance(metadata, dict) and isinstance(metadata.get("annotations"), dict):
         metadata["annotations"] = {k: (MASK if _SECRET_KEY.search(k) else v) for k, v in metadata["annotations"].items()}
-    return doc
 
 
 def _mask_arg(arg: Any) -> Any:
@@ -69,10 +77,14 @@ class DecisionRecord:
     policy_revision: str
     latency_ms: float
     input: dict[str, Any]
+    #: Exemptions that lifted a rule ({"id", "rule", "reason", "expires"}), and the scope
+    #: the workload was decided in; absent from records written before they existed.
+    exemptions: list[dict[str, Any]] = field(default_factory=list)
+    scope: str = ""
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "DecisionRecord":
-        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
 class DecisionLog:
@@ -109,6 +121,8 @@ class DecisionLog:
             policy_revision=decision.policy_revision,
             latency_ms=round(seconds * 1000, 3),
             input=mask_input(workload.to_input()),
+            exemptions=[e.to_json() for e in decision.exemptions],
+            scope=decision.scope,
         )
         line = json.dumps(record.__dict__, sort_keys=True, separators=(",", ":")) + "\n"
         with self._lock:

@@ -1,5 +1,11 @@
 # Image policy: images come from allowed registries/repositories and are pinned.
 #
+# Allowlist entries match at registry or repository boundaries only: an entry ending in
+# "/" ("quay.io/jupyterhub/") admits every repository under that path; any other entry
+# ("registry.k8s.io/pause") admits exactly that repository, whatever its tag or digest,
+# and nothing that merely starts with the same characters
+# ("registry.k8s.io/pause-but-not-really/x").
+#
 # References are normalized the way container engines read them ("jupyter/x" is
 # "docker.io/jupyter/x", "ubuntu" is "docker.io/library/ubuntu"), so an allowlist entry
 # cannot be dodged by spelling. ":latest" (or no tag) is refused unless data allows it:
@@ -30,8 +36,28 @@ violation contains {"rule": "images/latest", "message": msg} if {
 }
 
 allowed(ref) if {
-	some prefix in data.settings.images.allowed_prefixes
-	startswith(ref, prefix)
+	some entry in data.settings.images.allowed_prefixes
+	entry_matches(entry, repository(ref))
+}
+
+entry_matches(entry, repo) if {
+	endswith(entry, "/")
+	startswith(repo, entry)
+}
+
+entry_matches(entry, repo) if {
+	not endswith(entry, "/")
+	repo == entry
+}
+
+# The repository of a normalized reference: without its digest and its tag (a tag is a
+# ":" in the last path component; a ":" earlier is a registry port).
+repository(ref) := repo if {
+	no_digest := split(ref, "@")[0]
+	parts := split(no_digest, "/")
+	last := parts[count(parts) - 1]
+	name := split(last, ":")[0]
+	repo := concat("/", array.concat(array.slice(parts, 0, count(parts) - 1), [name]))
 }
 
 # Split off the registry: the first path component is a registry when it has a dot or a

@@ -29,7 +29,11 @@ containers contains {"kind": kind, "index": i, "name": object.get(c, "name", "")
 
 security_context(c) := object.get(c.container, "securityContext", {})
 
-# A notebook pod: spawned by our hook, or labelled the way KubeSpawner labels user servers.
+# A notebook pod: spawned by our hook, or made the way KubeSpawner makes user servers on
+# zero-to-jupyterhub (the `component: singleuser-server` label, the
+# `hub.jupyter.org/username` label or any other user claim, or KubeSpawner's pod name). Every other pod is a
+# platform pod. Erring towards "notebook" is the safe side: notebooks get every platform
+# rule and more.
 default is_notebook := false
 
 is_notebook if workload.origin == "spawn"
@@ -39,14 +43,61 @@ is_notebook if {
 	labels[key] == value
 }
 
+# A pod that claims a hub user or a profile (label or annotation) is a user's server.
+is_notebook if {
+	some key in data.settings.hub.identity_annotations
+	object.get(labels, key, null) != null
+}
+
+is_notebook if {
+	some key in data.settings.hub.identity_annotations
+	object.get(annotations, key, null) != null
+}
+
+is_notebook if {
+	workload.kind == "Pod"
+	some prefix in data.settings.hub.notebook_name_prefixes
+	startswith(object.get(metadata, "name", ""), prefix)
+}
+
+# The hub's service account(s), as request user names ("system:serviceaccount:NS:NAME").
+hub_service_accounts := {sprintf("system:serviceaccount:%s:%s", [data.settings.hub.namespace, data.settings.hub.service_account])}
+
 # Only the hub may speak for a user. Through admission, the user named in a pod's
-# annotations is believed only when the hub's own service account created the pod;
+# annotations is believed when the hub's own service account created the pod, or when a
+# stored pod is updated without touching those annotations (they were decided when the
+# pod was created, and only trusted creators may set them: see the identity package);
 # anyone else gets their request identity and no groups.
 default trusted_request := false
 
 trusted_request if workload.origin != "admission"
 
-trusted_request if workload.request_user in data.settings.hub.service_accounts
+trusted_request if workload.request_user in hub_service_accounts
+
+trusted_request if stored_owner_kept
+
+# An UPDATE of a stored Pod that keeps its owner: the identity annotations and labels are
+# what they were.
+default stored_owner_kept := false
+
+stored_owner_kept if {
+	workload.operation == "UPDATE"
+	workload.kind == "Pod"
+	old := workload.extra.old_metadata
+	identity_claims(metadata) == identity_claims(old)
+}
+
+# The annotations and labels through which a pod claims a hub user.
+identity_claims(meta) := {
+	"annotations": {k: v |
+		some k, v in object.get(meta, "annotations", {})
+		k in data.settings.hub.identity_annotations
+	},
+	"labels": {k: v |
+		some k, v in object.get(meta, "labels", {})
+		k in data.settings.hub.identity_annotations
+	},
+}
 
 user := u if {
 	trusted_request
@@ -58,6 +109,8 @@ request_user_name := n if {
 	n := workload.request_user
 	is_string(n)
 } else := ""
+
+request_groups := {g | some g in object.get(workload, "request_groups", [])}
 
 # "*" stands for everyone.
 groups := {g | some g in object.get(user, "groups", [])} | {"*"}

@@ -1,4 +1,6 @@
-# Pod security at least as strict as Kubernetes Pod Security "restricted".
+# Pod security at least as strict as Kubernetes Pod Security "restricted", policy version
+# v1.37 (k8s.io/pod-security-admission v0.37), for every pod; notebooks get more (a
+# read-only root, never root even in a user namespace).
 #
 # `violation` lists what a workload explicitly asks for and must never get: those are
 # denied. `omission` lists what is merely missing and is fixed by mutation (the patch
@@ -7,7 +9,7 @@ package jovial_guard.pod_security
 
 import data.jovial_guard.lib
 
-# Pod Security "baseline"/"restricted" safe sysctls.
+# Pod Security "baseline"/"restricted" safe sysctls, as of policy version v1.37.
 safe_sysctls := {
 	"kernel.shm_rmid_forced",
 	"net.ipv4.ip_local_port_range",
@@ -19,12 +21,16 @@ safe_sysctls := {
 	"net.ipv4.tcp_fin_timeout",
 	"net.ipv4.tcp_keepalive_intvl",
 	"net.ipv4.tcp_keepalive_probes",
+	"net.ipv4.tcp_rmem",
+	"net.ipv4.tcp_wmem",
+	"net.ipv4.tcp_slow_start_after_idle",
+	"net.ipv4.tcp_notsent_lowat",
 }
 
 # Pod Security "restricted" volume types.
 allowed_volume_types := {
 	"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-	"persistentVolumeClaim", "projected", "secret",
+	"image", "persistentVolumeClaim", "projected", "secret",
 }
 
 allowed_capability_adds := {"NET_BIND_SERVICE"}
@@ -82,22 +88,26 @@ violation contains {"rule": "pod-security/privilege-escalation", "message": msg}
 }
 
 violation contains {"rule": "pod-security/run-as-root", "message": msg} if {
+	root_forbidden
 	lib.pod_security_context.runAsNonRoot == false
 	msg := "The pod sets runAsNonRoot: false. Notebook containers never run as root; remove it."
 }
 
 violation contains {"rule": "pod-security/run-as-root", "message": msg} if {
+	root_forbidden
 	some c in lib.containers
 	lib.security_context(c).runAsNonRoot == false
 	msg := sprintf("Container %q sets runAsNonRoot: false. Containers never run as root; remove it.", [c.name])
 }
 
 violation contains {"rule": "pod-security/run-as-root", "message": msg} if {
+	root_forbidden
 	lib.pod_security_context.runAsUser == 0
 	msg := "The pod asks to run as uid 0 (root). Remove runAsUser or use a non-zero uid."
 }
 
 violation contains {"rule": "pod-security/run-as-root", "message": msg} if {
+	root_forbidden
 	some c in lib.containers
 	lib.security_context(c).runAsUser == 0
 	msg := sprintf("Container %q asks to run as uid 0 (root). Remove runAsUser or use a non-zero uid.", [c.name])
@@ -144,6 +154,8 @@ violation contains {"rule": "pod-security/apparmor", "message": msg} if {
 }
 
 valid_apparmor_annotation(value) if value == "runtime/default"
+
+valid_apparmor_annotation(value) if value == ""
 
 valid_apparmor_annotation(value) if startswith(value, "localhost/")
 
@@ -216,6 +228,35 @@ valid_id(value) if {
 	is_number(value)
 	value >= 0
 	value == floor(value)
+}
+
+# Probes and lifecycle handlers with a host make the kubelet connect elsewhere than the
+# pod (cloud metadata, node-local ports): baseline since v1.34.
+probe_handlers := ["livenessProbe", "readinessProbe", "startupProbe"]
+
+lifecycle_handlers := ["postStart", "preStop"]
+
+handlers(c) := [h | some name in probe_handlers; h := object.get(c.container, name, null); is_object(h)]
+
+lifecycle(c) := [h | some name in lifecycle_handlers; h := object.get(object.get(c.container, "lifecycle", {}), name, null); is_object(h)]
+
+violation contains {"rule": "pod-security/probe-host", "message": msg} if {
+	some c in lib.containers
+	some handler in array.concat(handlers(c), lifecycle(c))
+	some action in ["httpGet", "tcpSocket"]
+	host := object.get(object.get(handler, action, {}), "host", "")
+	host != ""
+	msg := sprintf("Container %q has a probe or lifecycle handler with host %q, which makes the kubelet connect to another machine. Remove the host; probes go to the pod itself.", [c.name, host])
+}
+
+# Running as uid 0 is forbidden, except (Pod Security v1.35+) in a platform pod with its
+# own user namespace (hostUsers: false), where uid 0 is no host root. Notebooks never run
+# as root.
+default root_forbidden := true
+
+root_forbidden := false if {
+	not lib.is_notebook
+	lib.spec.hostUsers == false
 }
 
 # --- omissions: fixed by mutation, reported as warnings -----------------------------

@@ -130,3 +130,48 @@ test_malformed_ids_denied if {
 	"pod-security/malformed-ids" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"fsGroup": 1.5}})
 	"pod-security/malformed-ids" in t.rules(pod_security.violation) with input as t.workload({"containers": [t.compliant_container], "securityContext": {"runAsGroup": -1}})
 }
+
+test_probe_and_lifecycle_host_denied if {
+	probe := t.patched(t.compliant_container, [{"op": "add", "path": "/livenessProbe", "value": {"httpGet": {"host": "169.254.169.254", "port": 80}}}])
+	t.rules(pod_security.violation) == {"pod-security/probe-host"} with input as probe
+	tcp := t.patched(t.compliant_container, [{"op": "add", "path": "/readinessProbe", "value": {"tcpSocket": {"host": "10.0.0.1", "port": 22}}}])
+	t.rules(pod_security.violation) == {"pod-security/probe-host"} with input as tcp
+	hook := t.patched(t.compliant_container, [{"op": "add", "path": "/lifecycle", "value": {"preStop": {"httpGet": {"host": "node", "port": 10250}}}}])
+	t.rules(pod_security.violation) == {"pod-security/probe-host"} with input as hook
+	fine := t.patched(t.compliant_container, [{"op": "add", "path": "/startupProbe", "value": {"httpGet": {"host": "", "port": 8888}}}])
+	count(pod_security.violation) == 0 with input as fine
+}
+
+test_v1_37_safe_sysctls_allowed if {
+	every name in ["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"] {
+		count(pod_security.violation) == 0 with input as t.workload({"containers": [t.compliant_container], "securityContext": {"sysctls": [{"name": name, "value": "1"}]}})
+	}
+}
+
+test_image_volumes_allowed if {
+	spec := {"containers": [t.compliant_container], "volumes": [{"name": "data", "image": {"reference": "quay.io/jupyter/datasets:1"}}]}
+	count(pod_security.violation) == 0 with input as t.workload(spec)
+}
+
+test_empty_apparmor_annotation_allowed if {
+	inp := json.patch(t.one(t.compliant_container), [{"op": "add", "path": "/workload/pod/metadata/annotations", "value": {"container.apparmor.security.beta.kubernetes.io/notebook": ""}}])
+	count(pod_security.violation) == 0 with input as inp
+}
+
+platform(spec) := json.patch(t.workload(spec), [
+	{"op": "replace", "path": "/workload/pod/metadata/labels", "value": {"app": "tools"}},
+	{"op": "replace", "path": "/workload/origin", "value": "admission"},
+])
+
+test_host_users_false_relaxes_root_for_platform_pods if {
+	root := json.patch(t.compliant_container, [{"op": "replace", "path": "/securityContext/runAsUser", "value": 0}, {"op": "replace", "path": "/securityContext/runAsNonRoot", "value": false}])
+	count(pod_security.violation) == 0 with input as platform({"containers": [root], "hostUsers": false})
+	t.rules(pod_security.violation) == {"pod-security/run-as-root"} with input as platform({"containers": [root]})
+
+	# Notebooks never run as root, user namespace or not.
+	t.rules(pod_security.violation) == {"pod-security/run-as-root"} with input as t.workload({"containers": [root], "hostUsers": false})
+
+	# procMount stays restricted even with hostUsers: false (restricted, v1.35+).
+	unmasked := json.patch(t.compliant_container, [{"op": "add", "path": "/securityContext/procMount", "value": "Unmasked"}])
+	t.rules(pod_security.violation) == {"pod-security/proc-mount"} with input as platform({"containers": [unmasked], "hostUsers": false})
+}

@@ -1,4 +1,5 @@
-# Resource policy: every container has limits, within the maximum of the user's groups.
+# Resource policy: every container has limits; a notebook's are within the maximum of the
+# user's groups; accelerators (extended resources and DRA claims) are limited for every pod.
 #
 # Missing limits are fixed by mutation (the profile's values); limits above the user's
 # maximum are denied. A user's maximum is the largest of their groups' maxima ("*" is
@@ -28,6 +29,7 @@ amounts(c, resource) := {amount |
 }
 
 violation contains {"rule": "resources/cpu", "message": msg} if {
+	lib.is_notebook
 	some c in limited_containers
 	some amount in amounts(c, "cpu")
 	cpu(amount) > max_cpu
@@ -35,26 +37,67 @@ violation contains {"rule": "resources/cpu", "message": msg} if {
 }
 
 violation contains {"rule": "resources/memory", "message": msg} if {
+	lib.is_notebook
 	some c in limited_containers
 	some amount in amounts(c, "memory")
 	memory(amount) > max_memory
 	msg := sprintf("Container %q asks for %v memory; your groups allow at most %v bytes (%v GiB). Choose a smaller profile.", [c.name, amount, max_memory, max_memory / 1073741824])
 }
 
-violation contains {"rule": "resources/gpu", "message": msg} if {
+# Accelerators: every extended resource whose name matches an entry of
+# data.settings.resources.accelerators (an entry ending in "/" is a whole vendor domain:
+# "nvidia.com/" covers nvidia.com/gpu and every nvidia.com/mig-* slice) counts towards the
+# group's "gpu" maximum, summed over the pod's containers.
+accelerator(resource) if {
+	some entry in data.settings.resources.accelerators
+	endswith(entry, "/")
+	startswith(resource, entry)
+}
+
+accelerator(resource) if resource in data.settings.resources.accelerators
+
+accelerator_amounts contains [c.name, resource, raw] if {
 	some c in limited_containers
-	some raw in amounts(c, "nvidia.com/gpu")
-	amount := to_number(raw)
-	amount > max_gpu
-	msg := sprintf("Container %q asks for %v GPUs; your groups allow %v.", [c.name, amount, max_gpu])
+	some section in ["limits", "requests"]
+	some resource, raw in object.get(object.get(c.container, "resources", {}), section, {})
+	accelerator(resource)
+}
+
+# Limits and requests of one resource are the same devices: count the larger per
+# container and resource, then add up.
+accelerator_total := sum([n |
+	some key in {[a[0], a[1]] | some a in accelerator_amounts}
+	n := max({to_number(a[2]) | some a in accelerator_amounts; [a[0], a[1]] == key; is_count(a[2])})
+])
+
+is_count(raw) if {
+	is_number(raw)
+	raw >= 0
+	raw == floor(raw)
+}
+
+is_count(raw) if regex.match(`^[0-9]+$`, raw)
+
+violation contains {"rule": "resources/gpu", "message": msg} if {
+	accelerator_total > max_gpu
+	msg := sprintf("The pod asks for %v accelerator devices (%s); your groups allow %v.", [accelerator_total, concat(", ", sort({a[1] | some a in accelerator_amounts})), max_gpu])
 }
 
 violation contains {"rule": "resources/gpu", "message": msg} if {
-	some c in limited_containers
-	some amount in amounts(c, "nvidia.com/gpu")
-	not is_number(amount)
-	not regex.match(`^[0-9]+$`, amount)
-	msg := sprintf("Container %q has a malformed GPU amount %v.", [c.name, amount])
+	some a in accelerator_amounts
+	not is_count(a[2])
+	msg := sprintf("Container %q has a malformed %s amount %v.", [a[0], a[1], a[2]])
+}
+
+# Dynamic Resource Allocation: a pod's resourceClaims (by name or from a template) can
+# bind any device a DRA driver offers, so each one counts against the group's "dra_claims"
+# maximum (0 unless data grants it).
+max_dra_claims := max({object.get(m, "dra_claims", 0) | some g in lib.groups; m := data.settings.resources.group_max[g]})
+
+violation contains {"rule": "resources/dra", "message": msg} if {
+	claims := object.get(lib.spec, "resourceClaims", [])
+	count(claims) > max_dra_claims
+	msg := sprintf("The pod asks for %d dynamic resource claims (%s); your groups allow %v. Devices come with a profile that grants them.", [count(claims), concat(", ", sort([object.get(c, "name", "") | some c in claims])), max_dra_claims])
 }
 
 violation contains {"rule": "resources/malformed", "message": msg} if {

@@ -51,3 +51,38 @@ test_numeric_quantities if {
 	count(resources.violation) == 0 with input as with_resources({"limits": {"cpu": 1.5, "memory": 1073741824}})
 	t.rules(resources.violation) == {"resources/cpu"} with input as with_resources({"limits": {"cpu": 3, "memory": 1073741824}})
 }
+
+with_resources(res) := t.patched(t.compliant_container, [{"op": "replace", "path": "/resources", "value": res}])
+
+test_every_vendor_denied if {
+	every name in ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb", "amd.com/gpu", "gpu.intel.com/i915"] {
+		"resources/gpu" in t.rules(resources.violation) with input as with_resources({"limits": {"cpu": "1", "memory": "2Gi", name: "1"}})
+	}
+}
+
+test_accelerators_within_group_max if {
+	res := {"limits": {"cpu": "1", "memory": "2Gi", "amd.com/gpu": 1}, "requests": {"amd.com/gpu": "1"}}
+	count(resources.violation) == 0 with input as t.with_groups(with_resources(res), ["gpu-users"])
+	res2 := {"limits": {"cpu": "1", "memory": "2Gi", "amd.com/gpu": "1", "nvidia.com/gpu": "1"}}
+	"resources/gpu" in t.rules(resources.violation) with input as t.with_groups(with_resources(res2), ["gpu-users"])
+	"resources/gpu" in t.rules(resources.violation) with input as with_resources({"limits": {"amd.com/gpu": "one"}})
+}
+
+test_other_extended_resources_are_not_accelerators if {
+	count(resources.violation) == 0 with input as with_resources({"limits": {"cpu": "1", "memory": "2Gi", "example.com/dongle": "3"}})
+}
+
+test_dra_claims_are_limited if {
+	spec := {"containers": [t.compliant_container], "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": "a-gpu"}]}
+	t.rules(resources.violation) == {"resources/dra"} with input as t.workload(spec)
+	by_name := {"containers": [t.compliant_container], "resourceClaims": [{"name": "gpu", "resourceClaimName": "shared"}]}
+	t.rules(resources.violation) == {"resources/dra"} with input as t.workload(by_name)
+	count(resources.violation) == 0 with input as t.workload(spec) with data.settings.resources.group_max["*"].dra_claims as 1
+}
+
+test_platform_pods_have_no_per_group_cpu_caps if {
+	big := {"limits": {"cpu": "16", "memory": "64Gi"}}
+	inp := json.patch(with_resources(big), [{"op": "replace", "path": "/workload/pod/metadata/labels", "value": {"component": "hub"}}, {"op": "replace", "path": "/workload/origin", "value": "admission"}])
+	count(resources.violation) == 0 with input as inp
+	"resources/cpu" in t.rules(resources.violation) with input as with_resources(big)
+}

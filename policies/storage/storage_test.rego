@@ -18,7 +18,7 @@ settings := {
 	},
 }
 
-hub := {"service_accounts": ["system:serviceaccount:jhub:hub"], "notebook_labels": {}}
+hub := {"namespace": "jhub", "service_account": "hub", "notebook_labels": {}, "notebook_name_prefixes": [], "identity_annotations": []}
 
 spawn(user) := {"workload": {"origin": "spawn", "user": user, "pod": {}}}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import tempfile
 import uuid
@@ -88,7 +89,8 @@ async def kubespawner_pod(
         "uid": 1000,
         "fs_gid": 100,
         "extra_annotations": {
-            "jovial-guard.io/groups": ",".join(groups),
+            # Groups travel as a JSON list (a group name may contain a comma).
+            "jovial-guard.io/groups": json.dumps(sorted(groups)),
             # "bare": KubeSpawner's defaults, no profile chosen (the policy's default applies).
             **({"jovial-guard.io/profile": profile} if profile != "bare" else {}),
         },

@@ -87,12 +87,24 @@ def test_webhook_configurations_fail_closed_and_cover_every_pod_template_kind() 
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["timeoutSeconds"] > deadline, "the internal deadline must fire before the API server's timeout"
         assert hook["clientConfig"]["service"]["path"] == path
-        assert hook["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "jhub"}
+        assert hook["namespaceSelector"]["matchLabels"] == {"jovial-guard.io/guarded": "true"}
+        pod_resources = {r for rule in hook["rules"] if rule["apiGroups"] == [""] for r in rule["resources"]}
+        assert {"pods", "pods/ephemeralcontainers", "pods/resize"} <= pod_resources
         covered = {kind_of[r] for rule in hook["rules"] for r in rule["resources"] if r in kind_of}
         assert covered == set(POD_TEMPLATE_PATHS)
         assert all(set(rule["operations"]) == {"CREATE", "UPDATE"} for rule in hook["rules"])
         if config.startswith("Mutating"):
             assert hook["reinvocationPolicy"] == "IfNeeded"
+
+
+def test_one_hub_identity_for_install_values_and_policy() -> None:
+    """install.sh, the z2jh values and policies/data.json name the same hub identity."""
+    hub = json.loads((REPO / "policies" / "data.json").read_text())["settings"]["hub"]
+    values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
+    assert values["hub"]["serviceAccount"]["name"] == hub["service_account"]
+    install = (DEPLOY / "install.sh").read_text()
+    assert "settings" in install and "data.json" in install and "jhub" not in install
+    assert "jovial-guard.io/guarded=true" in install
 
 
 def test_deployment_service_pdb_wiring() -> None:
@@ -293,11 +305,19 @@ async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine:
         doc = as_api_server_sends(client.sanitize_for_serialization(hooked))
     finally:
         await client.close()
-    assert doc["metadata"]["annotations"]["jovial-guard.io/groups"] == "astro,large-memory"
+    assert json.loads(doc["metadata"]["annotations"]["jovial-guard.io/groups"]) == ["astro", "large-memory"]
     assert doc["metadata"]["annotations"]["jovial-guard.io/profile"] == "large-memory"
-    assert doc["metadata"]["labels"]["egress.jovial-guard.io/astro"] == "allow"
+    assert not any(k.startswith("egress.jovial-guard.io/") for k in doc["metadata"]["labels"])
+    assert config.KubeSpawner.user_namespace_labels == {"jovial-guard.io/guarded": "true"}
     result = await AdmissionHandler(engine).handle(json.dumps(admission_review(doc)).encode(), mode="mutate")
     assert result.body["response"]["allowed"] is True
+    # The webhook renders the group's egress label from the groups the hub vouched for.
+    import base64
+
+    import jsonpatch
+
+    doc = jsonpatch.apply_patch(doc, json.loads(base64.b64decode(result.body["response"]["patch"])))
+    assert doc["metadata"]["labels"]["egress.jovial-guard.io/astro"] == "allow"
     # The group's NetworkPolicy selects this pod.
     astro = next(p for p in render_network_policies(load_settings(REPO / "policies" / "data.json")) if p["metadata"]["name"] == "jovial-guard-egress-astro")
     assert astro["spec"]["podSelector"]["matchLabels"].items() <= doc["metadata"]["labels"].items()

@@ -59,6 +59,7 @@ from kubernetes.dynamic import DynamicClient
 REPO = Path(__file__).resolve().parents[2]
 HUB_NS = "jhub"
 PSS_ONLY_NS = "pss-only"
+GUARDED = "jovial-guard.io/guarded"
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,9 @@ def api(cluster: LocalKubeCluster, webhook: WebhookProcess, certs: CertPaths) ->
     core = client.CoreV1Api(api_client)
     restricted = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
     for name in (HUB_NS, PSS_ONLY_NS):
-        core.create_namespace({"metadata": {"name": name, "labels": restricted}})
+        # The webhooks' namespaceSelector follows install.sh's label; pss-only is not guarded.
+        labels = {**restricted, **({GUARDED: "true"} if name == HUB_NS else {})}
+        core.create_namespace({"metadata": {"name": name, "labels": labels}})
         core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
     reg = client.AdmissionregistrationV1Api(api_client)
     mutating, validating = webhook_configurations(webhook.port, certs.ca_cert)
@@ -169,9 +172,9 @@ def _wait_for_webhooks(api_client: client.ApiClient, timeout: float = 60.0) -> N
         time.sleep(0.2)
 
 
-def raw_pod(username: str, **kwargs: Any) -> dict[str, Any]:
+def raw_pod(username: str, namespace: str = HUB_NS, **kwargs: Any) -> dict[str, Any]:
     """KubeSpawner's pod exactly as it would POST it (numeric quantities and all)."""
-    return asyncio.run(kubespawner_pod(username=username, namespace=HUB_NS, **kwargs))
+    return asyncio.run(kubespawner_pod(username=username, namespace=namespace, **kwargs))
 
 
 def create_pod(api: client.ApiClient, pod: dict[str, Any], namespace: str = HUB_NS, *, dry_run: bool = False) -> dict[str, Any]:
@@ -290,6 +293,27 @@ def test_group_annotations_count_only_when_the_hub_creates_the_pod(api: client.A
     finally:
         as_hub.close()
     assert created["spec"]["containers"][0]["resources"]["limits"]["memory"] == "8589934592"  # KubeSpawner's 8G
+
+
+def test_a_new_per_user_namespace_is_guarded_by_its_label(api: client.ApiClient) -> None:
+    """KubeSpawner's enable_user_namespaces: a namespace per user, labelled through
+    user_namespace_labels; the webhooks follow the label, not one namespace name."""
+    core = client.CoreV1Api(api)
+    for name, labels in (("jupyter-ursula", {GUARDED: "true"}), ("unguarded-ursula", {})):
+        core.create_namespace({"metadata": {"name": name, "labels": labels}})
+        core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
+    bad = raw_pod("ursula", namespace="jupyter-ursula")
+    bad["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    with pytest.raises(ApiException) as err:
+        create_pod(api, bad, namespace="jupyter-ursula")
+    assert "[pod-security/privileged]" in denial_of(err.value)
+    created = create_pod(api, raw_pod("ursula", namespace="jupyter-ursula"), namespace="jupyter-ursula")
+    stored = core.read_namespaced_pod(created["metadata"]["name"], "jupyter-ursula")
+    assert stored.spec.containers[0].security_context.read_only_root_filesystem is True
+    assert stored.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    # Without the label the webhooks are not called: the raw pod is stored as sent.
+    plain = create_pod(api, raw_pod("ursula", namespace="unguarded-ursula"), namespace="unguarded-ursula")
+    assert (plain["spec"].get("securityContext") or {}).get("seccompProfile") is None
 
 
 def test_dry_run_is_decided_and_not_stored(api: client.ApiClient) -> None:

@@ -27,10 +27,10 @@ import requests
 
 from ..errors import JovialGuardError
 from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
+from ..paths import HUB_STATE_ENV
 from ..policy.bundle_server import BundleServer
 from ..policy.bundles import opa_bundle_config
 from ..policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
-from ..paths import HUB_STATE_ENV
 from ..policy.store import PolicyStore
 from ..runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image
 from ..runtime.podman import PodmanService, default_root

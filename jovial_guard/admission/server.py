@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..documents import BOUNDS
 from ..errors import PolicyEngineUnavailable
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import PolicyEngine
@@ -38,8 +39,8 @@ from .tls import ReloadingTLS
 log = logging.getLogger(__name__)
 
 #: Largest body accepted: the API server caps objects at ~1.5 MiB; a review may carry
-#: object and oldObject.
-MAX_BODY = 4 * 1024 * 1024
+#: object and oldObject. The shared parser's bound, so the webhook and check agree.
+MAX_BODY = BOUNDS.max_body_bytes
 
 
 @dataclass

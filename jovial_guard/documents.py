@@ -180,7 +180,8 @@ class _YamlBuilder:
     def fail(self, event: Any, problem: str) -> MalformedDocument:
         mark = getattr(event, "start_mark", None)
         where = [f"line {mark.line + 1 + self.line}"] if mark is not None else []
-        where += [self._path()] if self.stack else []
+        path = self._path() if self.stack else ""
+        where += [path if len(path) <= 100 else f"{path[:48]}...{path[-48:]}"] if path else []
         return MalformedDocument(f"{', '.join(where)}: {problem}" if where else problem)
 
     def _path(self) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP
 from ..workload import Workload
 
 V = TypeVar("V")
@@ -145,7 +146,13 @@ class RevisionTracker:
                 listener(revision)
 
     def ready(self, *, max_age: float) -> tuple[bool, str]:
-        """Ready means: OPA answered recently, with the expected revision if one is set."""
+        """Ready means: OPA answered recently, with a revision (the expected one if set).
+
+        Policies without a revision (OPA started by hand on a directory, or a bundle not
+        activated yet) are served, but not ready: nobody could tell which policy decided.
+        """
+        if self.current == UNVERSIONED:
+            return False, UNVERSIONED_HELP
         if self.current is None or self.last_seen is None:
             return False, f"policy engine has not reported a revision ({self.last_error or 'not asked yet'})"
         age = self._clock() - self.last_seen

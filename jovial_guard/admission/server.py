@@ -29,7 +29,7 @@ from aiohttp import web
 from ..documents import BOUNDS
 from ..errors import PolicyEngineUnavailable
 from ..policy.client import OpaConnection, OpaEndpoint
-from ..policy.engine import PolicyEngine
+from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, PolicyEngine
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
@@ -145,6 +145,8 @@ class WebhookServer:
         except (TimeoutError, PolicyEngineUnavailable) as exc:
             self.revisions.observe(None, error=str(exc) or type(exc).__name__)
         else:
+            if revision == UNVERSIONED and self.revisions.current != UNVERSIONED:
+                log.warning("policy revision: %s", UNVERSIONED_HELP)
             self.revisions.observe(revision)
         ready, _ = self.revisions.ready(max_age=self._max_age)
         self.metrics.ready.set(1 if ready else 0)

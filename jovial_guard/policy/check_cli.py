@@ -5,8 +5,9 @@ with file, index, allowed, reasons, patch, policy_revision; plus ``item`` for an
 ``kind: List``, ``error`` for a malformed document and ``applicable: false`` with ``kind``
 for an object without a pod template (a Service, a ConfigMap: reported, not decided).
 ``-`` reads standard input, so ``kubectl get pods -o yaml | jovial-guard check -`` works.
-Exit 0 all allowed (or not applicable), 1 any denied, 2 usage error or any malformed
-document (each named on stderr; the rest of the batch is still decided).
+Exit 0 all allowed (or not applicable), 1 any denied, 2 usage error, any malformed
+document (each named on stderr; the rest of the batch is still decided) or a document the
+policy engine could not decide (OPA down or past the deadline: denied, named on stderr).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from ..decision import ENGINE_UNAVAILABLE
 from ..errors import PolicyEngineUnavailable
 from .check import STDIN, CheckResult, exit_code, run_check
 from .client import OpaEndpoint
@@ -73,6 +75,12 @@ def check(
     except PolicyEngineUnavailable as exc:
         click.echo(f"jovial-guard check: {exc}", err=True)
         sys.exit(2)
+    if not results:
+        click.echo(f"jovial-guard check: no documents in {', '.join(files)}", err=True)
+    undecided = [r for r in results if r.reasons and r.reasons[0]["rule"] == ENGINE_UNAVAILABLE]
+    if undecided:
+        click.echo(f"jovial-guard check: {len(undecided)} of {len(results)} documents could not be decided "
+                   f"(denied): {undecided[0].reasons[0]['message']}", err=True)
     for result in results:
         if result.error is not None:
             item = "" if result.item is None else f" item {result.item}"
@@ -84,5 +92,7 @@ def check(
         out.flush()
     else:
         _print_table(results)
-    sys.exit(exit_code(results))
+    # OPA down or too slow is not a verdict: the results deny (fail closed), the exit code
+    # says "could not decide" rather than "denied".
+    sys.exit(2 if undecided else exit_code(results))
 

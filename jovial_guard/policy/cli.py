@@ -253,7 +253,7 @@ def bundle_build(policy_dir: str, output: str, store_dir: str | None) -> None:
 
 
 @bundle.command(name="verify")
-@click.argument("bundle_file", type=click.Path(dir_okay=False))
+@click.argument("bundle_file", type=click.Path(dir_okay=False, exists=True))
 @_store_option
 def bundle_verify(bundle_file: str, store_dir: str | None) -> None:
     """Verify BUNDLE_FILE's signature and file digests against the store's key."""

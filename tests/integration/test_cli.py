@@ -94,10 +94,11 @@ def test_malformed_documents_exit_2_and_the_rest_is_decided(tmp_path: Path) -> N
     assert "mixed.yaml: document 2" in proc.stderr and "mixed.yaml: document 1" not in proc.stderr
 
 
-def test_check_with_dead_opa_denies_everything_and_exits_1() -> None:
+def test_check_with_dead_opa_denies_everything_and_exits_2() -> None:
     port = free_loopback_port()
     proc = run("check", str(FIXTURES / "pss" / "allowed.yaml"), "--opa-url", f"http://127.0.0.1:{port}", "--deadline", "1")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # not decided, which is not "denied by policy" (1)
+    assert proc.stderr.count("\n") == 1 and "could not be decided" in proc.stderr and "Traceback" not in proc.stderr
     results = lines(proc)
     assert results and all(not r["allowed"] and r["reasons"][0]["rule"] == "policy-engine-unavailable" for r in results)
 

@@ -68,30 +68,33 @@ class MalformedDocument(MalformedInput):
 
 
 def check_tree(value: Any, *, bounds: Bounds = BOUNDS) -> None:
-    """Raise MalformedDocument unless ``value`` is a bounded tree of JSON values."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    nodes = 0
-    while stack:
-        node, depth = stack.pop()
-        nodes += 1
+    """Raise MalformedDocument unless ``value`` is a bounded tree of JSON values.
+
+    Walks level by level (no recursion, no per-node tuples): it runs on every admission
+    request.
+    """
+    level: list[Any] = [value]
+    depth = nodes = 0
+    while level:
+        depth += 1
+        nodes += len(level)
         if nodes > bounds.max_nodes:
             raise MalformedDocument(f"more than {bounds.max_nodes} values in one document")
-        if isinstance(node, dict):
-            if depth > bounds.max_depth:
-                raise MalformedDocument(f"nested deeper than {bounds.max_depth} levels")
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            if depth > bounds.max_depth:
-                raise MalformedDocument(f"nested deeper than {bounds.max_depth} levels")
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, bool) or node is None or isinstance(node, str):
-            continue
-        elif isinstance(node, int):
-            if not INT64_MIN <= node <= INT64_MAX:
-                raise MalformedDocument(f"integer {node} does not fit in 64 bits")
-        elif isinstance(node, float):
-            if not math.isfinite(node):
+        if depth > bounds.max_depth and any(type(n) is dict or type(n) is list for n in level):
+            raise MalformedDocument(f"nested deeper than {bounds.max_depth} levels")
+        below: list[Any] = []
+        for node in level:
+            kind = type(node)
+            if kind is dict:
+                below.extend(node.values())
+            elif kind is list:
+                below.extend(node)
+            elif kind is int:
+                if not INT64_MIN <= node <= INT64_MAX:
+                    raise MalformedDocument(f"integer {node} does not fit in 64 bits")
+            elif kind is float and not math.isfinite(node):
                 raise MalformedDocument(f"number {node} is not finite")
+        level = below
 
 
 def load_json(data: bytes, *, bounds: Bounds = BOUNDS) -> Any:
@@ -154,6 +157,9 @@ _AMBIGUOUS_HINT = {
 }
 
 
+_NOT_ROOT = object()
+
+
 @dataclass
 class _Frame:
     value: dict[str, Any] | list[Any]
@@ -188,7 +194,7 @@ class _YamlBuilder:
         if not self.stack:
             return ""
         top = self.stack[-1]
-        if isinstance(top.value, dict):
+        if top.keys_seen is not None:
             return f"{top.path}/{top.key}" if top.key is not None else top.path or "/"
         return f"{top.path}/{len(top.value)}"
 
@@ -232,8 +238,9 @@ class _YamlBuilder:
         """Put a finished node into its parent (a list, or a map as key or value)."""
         top = self.stack[-1]
         top.nodes += nodes
-        top.height = max(top.height, height + 1)
-        if isinstance(top.value, list):
+        if height >= top.height:
+            top.height = height + 1
+        if top.keys_seen is None:
             top.value.append(value)
             return
         if top.key is None:
@@ -247,56 +254,60 @@ class _YamlBuilder:
         top.value[top.key] = value
         top.key = None
 
+    def _awaits_key(self) -> bool:
+        return bool(self.stack) and self.stack[-1].keys_seen is not None and self.stack[-1].key is None
+
+    def _place(self, event: Any, value: Any, nodes: int, height: int, *, is_key: bool = False) -> Any:
+        """Attach to the parent; return the value when it is the document's root."""
+        if not self.stack:
+            return value
+        self._attach(event, value, nodes, height, is_key_scalar=is_key)
+        return _NOT_ROOT
+
     def build(self, events: Iterator[Any]) -> Iterator[Any]:
         """Yield each document of the event stream (None for an empty one)."""
         root: Any = None
         for event in events:
-            if isinstance(event, yaml.DocumentStartEvent):
-                root, self.anchors, self.alias_nodes, self.total_nodes = None, {}, 0, 0
-            elif isinstance(event, yaml.DocumentEndEvent):
-                yield root
-            elif isinstance(event, yaml.ScalarEvent):
-                is_key = bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None
+            kind = type(event)
+            placed: Any = _NOT_ROOT
+            if kind is yaml.ScalarEvent:
+                is_key = self._awaits_key()
                 self._count(event, 1, 0)
                 value = self._scalar(event)
                 if event.anchor is not None:
                     self.anchors[event.anchor] = (value, 1, 0)
-                if self.stack:
-                    self._attach(event, value, 1, 0, is_key_scalar=is_key)
-                else:
-                    root = value
-            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                if self.stack and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None:
+                placed = self._place(event, value, 1, 0, is_key=is_key)
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if self._awaits_key():
                     raise self.fail(event, "mapping key is a map or list; keys must be strings")
                 if event.tag not in (None, "!", _CORE + "map", _CORE + "seq"):
                     raise self.fail(event, f"YAML tag {event.tag} is not allowed (only JSON values)")
                 self._count(event, 1, 1)
-                mapping = isinstance(event, yaml.MappingStartEvent)
+                mapping = kind is yaml.MappingStartEvent
                 self.stack.append(_Frame({} if mapping else [], self._path(), event.anchor,
                                          keys_seen=set() if mapping else None))
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
                 frame = self.stack.pop()
                 if frame.anchor is not None:
                     self.anchors[frame.anchor] = (frame.value, frame.nodes, frame.height)
-                if self.stack:
-                    self._attach(event, frame.value, frame.nodes, frame.height)
-                else:
-                    root = frame.value
-            elif isinstance(event, yaml.AliasEvent):
+                placed = self._place(event, frame.value, frame.nodes, frame.height)
+            elif kind is yaml.AliasEvent:
                 if event.anchor not in self.anchors:
                     raise self.fail(event, f"alias *{event.anchor} has no complete anchor (undefined or recursive)")
+                if self._awaits_key():
+                    raise self.fail(event, "an alias cannot be a mapping key")
                 value, nodes, height = self.anchors[event.anchor]
                 self.alias_nodes += nodes
                 if self.alias_nodes > self.bounds.max_alias_nodes:
                     raise self.fail(event, f"aliases expand to more than {self.bounds.max_alias_nodes} values")
                 self._count(event, nodes, height)
-                is_key = bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None
-                if is_key:
-                    raise self.fail(event, "an alias cannot be a mapping key")
-                if self.stack:
-                    self._attach(event, value, nodes, height)
-                else:
-                    root = value
+                placed = self._place(event, value, nodes, height)
+            elif kind is yaml.DocumentStartEvent:
+                root, self.anchors, self.alias_nodes, self.total_nodes = None, {}, 0, 0
+            elif kind is yaml.DocumentEndEvent:
+                yield root
+            if placed is not _NOT_ROOT:
+                root = placed
 
 
 def load_yaml_documents(text: str, *, line: int = 0, bounds: Bounds = BOUNDS) -> list[Any]:

@@ -28,10 +28,10 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from .errors import MalformedInput
 
@@ -240,18 +240,19 @@ class _YamlBuilder:
         top.nodes += nodes
         if height >= top.height:
             top.height = height + 1
-        if top.keys_seen is None:
-            top.value.append(value)
+        container, seen = top.value, top.keys_seen
+        if isinstance(container, list) or seen is None:
+            cast(list[Any], container).append(value)
             return
         if top.key is None:
             if not is_key_scalar or not isinstance(value, str):
                 raise self.fail(event, f"mapping key {value!r} is not a string; quote it")
-            if value in top.keys_seen:  # type: ignore[operator]
+            if value in seen:
                 raise self.fail(event, f"duplicate key {value!r}")
-            top.keys_seen.add(value)  # type: ignore[union-attr]
+            seen.add(value)
             top.key = value
             return
-        top.value[top.key] = value
+        container[top.key] = value
         top.key = None
 
     def _awaits_key(self) -> bool:

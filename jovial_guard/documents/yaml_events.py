@@ -1,25 +1,9 @@
-"""The one parser for every document jovial_guard decides: JSON and YAML, bounded.
+"""YAML documents as JSON values, built from the parser's events within :data:`BOUNDS`.
 
-``jovial-guard check`` (files, stdin) and the admission webhook (request bodies) both read
-through here, so one set of :data:`BOUNDS` and one set of rules decides what is a document:
-
-* bytes must be UTF-8 (what the API server and kubectl accept);
-* nesting, node count and YAML alias expansion are bounded *before* anything is built, so a
-  deep or "billion laughs" document costs a bounded amount of work and is refused by name;
-* values are JSON values only: string keys, finite floats, integers that fit Kubernetes'
-  int64, no lone surrogates, no YAML tags beyond the core ones;
-* a YAML plain scalar that YAML tools read differently is refused, not guessed at.
-  Kubernetes decodes YAML with go-yaml v2 (YAML 1.1): ``y``/``n`` are booleans there but
-  strings to PyYAML; ``2024-05-27`` is a date to PyYAML and a string to go-yaml;
-  ``1e3`` and ``08`` are numbers to go-yaml and strings to PyYAML; ``1:30`` is a number to
-  PyYAML only. Deciding either reading would let a manifest mean one thing to the policy
-  and another to the cluster (``privileged: y`` is *true* to Kubernetes), so the document
-  is an error that says which value to quote. Duplicate keys and merge keys (``<<``), which
-  tools also resolve differently, are refused for the same reason.
-
-A YAML stream is split at its document markers before decoding, so one bad document (bad
-bytes, bad syntax, past a bound) is an error for that document only and the rest of the
-stream is still read.
+Building from events (instead of letting PyYAML construct) is what makes the bounds hold
+before any work is done: depth, node count and alias expansion are counted as the events
+arrive, and every plain scalar is resolved twice, as PyYAML and as Kubernetes' go-yaml v2
+would, so a value the two read differently is refused (see the package docstring).
 """
 
 from __future__ import annotations
@@ -28,98 +12,13 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-import orjson
 import yaml  # type: ignore[import-untyped]
 
-from .errors import MalformedInput
+from .limits import BOUNDS, INT64_MAX, INT64_MIN, Bounds, MalformedDocument
 
-
-@dataclass(frozen=True)
-class Bounds:
-    """Limits on one input; every one is far above any real Kubernetes object."""
-
-    #: One request body (an AdmissionReview carries object and oldObject, each capped
-    #: by the API server at ~1.5 MiB).
-    max_body_bytes: int = 4 * 1024 * 1024
-    #: One file or stdin for ``check`` (``kubectl get pods -A -o yaml`` of a large cluster).
-    max_stream_bytes: int = 64 * 1024 * 1024
-    #: Nesting of maps and lists; the deepest real pod field (a CronJob inside an
-    #: AdmissionReview, down to an affinity term's values) is about 20.
-    max_depth: int = 100
-    #: Maps, lists and scalars of one document after alias expansion (a List of a few
-    #: thousand pods stays below it).
-    max_nodes: int = 2_000_000
-    #: Nodes reached only through YAML aliases: bounds "billion laughs" expansion.
-    max_alias_nodes: int = 100_000
-
-
-BOUNDS = Bounds()
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class MalformedDocument(MalformedInput):
-    """The bytes are not a document jovial_guard will decide; the message says why."""
-
-
-# -- JSON --------------------------------------------------------------------------------
-
-
-def check_tree(value: Any, *, bounds: Bounds = BOUNDS) -> None:
-    """Raise MalformedDocument unless ``value`` is a bounded tree of JSON values.
-
-    Walks level by level (no recursion, no per-node tuples): it runs on every admission
-    request.
-    """
-    level: list[Any] = [value]
-    depth = nodes = 0
-    while level:
-        depth += 1
-        nodes += len(level)
-        if nodes > bounds.max_nodes:
-            raise MalformedDocument(f"more than {bounds.max_nodes} values in one document")
-        if depth > bounds.max_depth and any(type(n) is dict or type(n) is list for n in level):
-            raise MalformedDocument(f"nested deeper than {bounds.max_depth} levels")
-        below: list[Any] = []
-        for node in level:
-            kind = type(node)
-            if kind is dict:
-                below.extend(node.values())
-            elif kind is list:
-                below.extend(node)
-            elif kind is int:
-                if not INT64_MIN <= node <= INT64_MAX:
-                    raise MalformedDocument(f"integer {node} does not fit in 64 bits")
-            elif kind is float and not math.isfinite(node):
-                raise MalformedDocument(f"number {node} is not finite")
-        level = below
-
-
-def load_json(data: bytes, *, bounds: Bounds = BOUNDS) -> Any:
-    """One JSON document from UTF-8 bytes, within ``bounds``."""
-    if len(data) > bounds.max_stream_bytes:
-        raise MalformedDocument(f"larger than {bounds.max_stream_bytes} bytes")
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedDocument(f"not JSON: {_json_problem(data, exc)}") from None
-    check_tree(value, bounds=bounds)
-    return value
-
-
-def _json_problem(data: bytes, exc: orjson.JSONDecodeError) -> str:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return f"not UTF-8 (byte 0x{data[bad.start]:02x} at offset {bad.start})"
-    if "recursion" in str(exc):
-        return "nested too deeply"
-    return str(exc)[:200]
-
-
-# -- YAML --------------------------------------------------------------------------------
 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
@@ -131,7 +30,8 @@ _GO_INT = re.compile(r"[-+]?(?:0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|0[bB][01]+|[1-9][0
 _GO_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 _KIND_OF_TAG = {_CORE + "null": "null", _CORE + "bool": "bool", _CORE + "int": "int", _CORE + "float": "float",
                 _CORE + "str": "str"}
-_MARKER = re.compile(rb"^(?:%[^\n]*\n)*(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.M)
+#: libyaml's parser when PyYAML was built with it (the events are the same).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def go_yaml_kind(plain: str) -> str:
@@ -255,7 +155,7 @@ class _YamlBuilder:
         container[top.key] = value
         top.key = None
 
-    def _awaits_key(self) -> bool:
+    def _awaits_key(self) -> bool:  # the next node is a mapping key
         return bool(self.stack) and self.stack[-1].keys_seen is not None and self.stack[-1].key is None
 
     def _place(self, event: Any, value: Any, nodes: int, height: int, *, is_key: bool = False) -> Any:
@@ -268,7 +168,7 @@ class _YamlBuilder:
     def build(self, events: Iterator[Any]) -> Iterator[Any]:
         """Yield each document of the event stream (None for an empty one)."""
         root: Any = None
-        for event in events:
+        for event in events:  # dispatch on the exact class: this loop runs once per node
             kind = type(event)
             placed: Any = _NOT_ROOT
             if kind is yaml.ScalarEvent:
@@ -315,7 +215,7 @@ def load_yaml_documents(text: str, *, line: int = 0, bounds: Bounds = BOUNDS) ->
     """Every document of one YAML text (normally one chunk of a stream); None for empty ones."""
     builder = _YamlBuilder(bounds, line)
     try:
-        return list(builder.build(yaml.parse(text, Loader=_fast_loader())))
+        return list(builder.build(yaml.parse(text, Loader=_LOADER)))
     except MalformedDocument:
         raise
     except yaml.MarkedYAMLError as exc:
@@ -324,85 +224,3 @@ def load_yaml_documents(text: str, *, line: int = 0, bounds: Bounds = BOUNDS) ->
         raise MalformedDocument(f"invalid YAML: {exc.problem or exc.context}{where}") from None
     except yaml.YAMLError as exc:
         raise MalformedDocument(f"invalid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-
-
-def _fast_loader() -> type:
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[no-any-return]
-
-
-# -- streams -----------------------------------------------------------------------------
-
-
-@dataclass
-class Parsed:
-    """One document of a stream: its body, or why it could not be read."""
-
-    index: int
-    line: int
-    body: Any = None
-    error: str | None = None
-
-
-def split_yaml_stream(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(first line, bytes) of each part between document markers (``---``, ``...``)."""
-    starts = [m.start() for m in _MARKER.finditer(data)]
-    bounds = ([0] if not starts or starts[0] != 0 else []) + starts + [len(data)]
-    line = 0
-    for start, end in zip(bounds, bounds[1:]):
-        yield line, data[start:end]
-        line += data.count(b"\n", start, end)
-
-
-def _decode(chunk: bytes, line: int) -> str:
-    try:
-        return chunk.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad_line = line + chunk.count(b"\n", 0, exc.start) + 1
-        raise MalformedDocument(f"not UTF-8: byte 0x{chunk[exc.start]:02x} on line {bad_line}") from None
-
-
-Format = Literal["json", "yaml", "auto"]
-
-
-def read_stream(data: bytes, *, fmt: Format = "auto", bounds: Bounds = BOUNDS) -> Iterator[Parsed]:
-    """Every non-empty document of a file or stdin, in order; bad ones carry ``error``."""
-    if len(data) > bounds.max_stream_bytes:
-        yield Parsed(0, 1, error=f"input is larger than {bounds.max_stream_bytes} bytes; split it")
-        return
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if fmt == "json":
-        try:
-            yield Parsed(0, 1, body=load_json(data, bounds=bounds))
-        except MalformedDocument as exc:
-            yield Parsed(0, 1, error=str(exc))
-        return
-    if fmt == "auto" and data.lstrip()[:1] in (b"{", b"["):
-        # kubectl's -o json; a YAML flow mapping also starts with "{", so only a JSON
-        # syntax error falls through to the YAML reader (a bound is final).
-        try:
-            yield Parsed(0, 1, body=load_json(data, bounds=bounds))
-            return
-        except MalformedDocument as exc:
-            if not str(exc).startswith("not JSON"):
-                yield Parsed(0, 1, error=str(exc))
-                return
-    index = 0
-    for line, chunk in split_yaml_stream(data):
-        if chunk.startswith(b"..."):
-            # A document end marker closes the previous document; the rest of its
-            # line is a comment.
-            newline = chunk.find(b"\n")
-            chunk, line = (b"", line) if newline < 0 else (chunk[newline + 1 :], line + 1)
-        try:
-            documents = load_yaml_documents(_decode(chunk, line), line=line, bounds=bounds)
-        except MalformedDocument as exc:
-            yield Parsed(index, line + 1, error=str(exc))
-            index += 1
-            continue
-        for body in documents:
-            if body is None:
-                continue
-            yield Parsed(index, line + 1, body=body)
-            index += 1
-

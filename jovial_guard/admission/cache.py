@@ -101,8 +101,12 @@ class DecisionCache(Generic[V]):
         return value
 
     def put(self, key: Hashable, value: V, *, revision: str | None) -> None:
-        """Store under the current revision only; a stale-revision answer is dropped."""
-        if revision is None or revision != self._revision:
+        """Store under the current revision only; a stale-revision answer is dropped.
+
+        Nothing is stored for unversioned policies: a change to them would not change the
+        revision, so a cached answer could outlive the policy that gave it.
+        """
+        if revision is None or revision == UNVERSIONED or revision != self._revision:
             return
         self._data[key] = (self._clock() + self.ttl, value)
         self._data.move_to_end(key)

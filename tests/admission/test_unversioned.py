@@ -72,6 +72,9 @@ async def test_unversioned_opa_is_served_but_not_ready_until_a_revision_appears(
             async with s.post(f"{running.url}/mutate", json=admission_review(pod)) as resp:
                 doc = await resp.json()
             assert doc["response"]["auditAnnotations"]["policy-revision"] == "unversioned"
+            async with s.post(f"{running.url}/mutate", json=admission_review(pod)) as resp:
+                again = await resp.json()
+            assert again["response"]["auditAnnotations"]["decision-cache"] == "miss"  # never cached unversioned
             async with s.get(f"{running.url}/readyz") as resp:
                 assert resp.status == 503  # a decision naming "unversioned" does not make it ready
 

@@ -110,8 +110,14 @@ def _converted(exc: Exception, where: str) -> CliError | None:
         path = exc.ctx.command_path if exc.ctx is not None else where
         return CliError(path, f"{exc.format_message()} (see '{path} --help')", exc.exit_code)
     if isinstance(exc, click.ClickException):
-        # click's default code 1 would read as "denied" to a caller of check: a mistake is 2.
-        return CliError(where, exc.format_message(), MISTAKE if exc.exit_code == 1 else exc.exit_code)
+        # A code set on this exception, or carried by the project error it replaced, is
+        # kept (a verification "no" is 1). click's class default (1) would read as
+        # "denied" to a caller of check, so without one it is a mistake: 2.
+        code = vars(exc).get("exit_code")
+        origin = exc.__cause__ or exc.__context__
+        if code is None and origin is not None:
+            code = getattr(origin, "exit_code", None)
+        return CliError(where, exc.format_message(), code if isinstance(code, int) and code > 0 else MISTAKE)
     if _is_foreseeable(exc):
         if os.environ.get("JOVIAL_GUARD_DEBUG") == "1":
             traceback.print_exception(exc)

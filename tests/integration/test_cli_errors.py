@@ -106,7 +106,17 @@ def boom(what: str) -> None:
     errors: dict[str, BaseException] = {
         "coded": Refused("refused on purpose"), "engine": PolicyEngineUnavailable("OPA at http://x is unreachable"),
         "oserror": PermissionError(13, "Permission denied", "/etc/secret"), "bug": KeyError("surprise"),
+        "click-default": click.ClickException("a mistake the command named"),
     }
+    if what == "click-coded":
+        answer = click.ClickException("verification failed")
+        answer.exit_code = 1
+        raise answer
+    if what == "click-from-coded":
+        try:
+            raise Refused("refused on purpose")
+        except Refused as exc:
+            raise click.ClickException(f"wrapped: {exc}") from None
     raise errors[what]
 
 
@@ -114,6 +124,9 @@ def boom(what: str) -> None:
     ("coded", 3, "jovial-guard boom: refused on purpose"),
     ("engine", 2, "jovial-guard boom: OPA at http://x is unreachable"),
     ("oserror", 2, "jovial-guard boom: Permission denied: /etc/secret (check its permissions"),
+    ("click-default", 2, "jovial-guard boom: a mistake the command named"),
+    ("click-coded", 1, "jovial-guard boom: verification failed"),
+    ("click-from-coded", 3, "jovial-guard boom: wrapped: refused on purpose"),
 ])
 def test_exit_code_comes_from_the_exception(monkeypatch: Any, what: str, code: int, text: str) -> None:
     monkeypatch.setitem(cli.SUBCOMMANDS, "boom", f"{__name__}:boom")

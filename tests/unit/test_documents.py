@@ -155,3 +155,43 @@ def test_the_webhook_refuses_with_the_shared_parser(body: bytes, phrase: str) ->
     with pytest.raises(MalformedReview) as err:
         parse_review(body)
     assert phrase in str(err.value)
+
+
+# -- properties: never a crash, never a different value -----------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROPERTY = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+              st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=25,
+)
+
+
+@PROPERTY
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    for doc in read_stream(data):
+        assert (doc.body is None) != (doc.error is None)
+
+
+@PROPERTY
+@given(json_values)
+def test_yaml_round_trip_is_exact_or_refused(value: Any) -> None:
+    """Whatever PyYAML writes, the reader gives back the same value or refuses it by name."""
+    text = yaml.safe_dump(value, default_flow_style=False)
+    docs = list(read_stream(text.encode(), fmt="yaml"))
+    if value is None:
+        return  # an empty document
+    [doc] = docs
+    assert doc.error is not None or doc.body == value, (text, doc.body)
+
+
+@PROPERTY
+@given(json_values)
+def test_json_round_trip_is_exact(value: Any) -> None:
+    [doc] = list(read_stream(json.dumps(value).encode(), fmt="json"))
+    assert doc.error is None and doc.body == value

@@ -135,6 +135,28 @@ def test_exit_code_comes_from_the_exception(monkeypatch: Any, what: str, code: i
     assert result.stderr.strip().startswith(text)
 
 
+def test_policy_rollback_with_opa_down(tmp_path: Path) -> None:
+    import shutil
+
+    from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
+    from jovial_guard.policy.store import PolicyStore
+
+    store = PolicyStore(tmp_path / "store")
+    first = store.add(DEFAULT_POLICY_DIR)
+    store.activate(first)
+    store.record("deploy", first, previous=None, details={})
+    changed = tmp_path / "policies"
+    shutil.copytree(DEFAULT_POLICY_DIR, changed)
+    (changed / "main.rego").write_text((changed / "main.rego").read_text() + "\n# changed\n")
+    second = store.add(changed)
+    store.activate(second)
+    store.record("deploy", second, previous=first, details={})
+    proc = run("policy", "rollback", "--store", str(tmp_path / "store"), "--opa-url", DEAD)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "rollback:" in proc.stderr
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch: Any) -> None:
     monkeypatch.setitem(cli.SUBCOMMANDS, "boom", f"{__name__}:boom")
     result = CliRunner().invoke(cli.main, ["boom", "bug"], prog_name="jovial-guard")

@@ -35,6 +35,64 @@ ADMIN_ANNOTATION = "jovial-guard.io/admin"
 PROFILE_ANNOTATION = "jovial-guard.io/profile"
 
 
+class NoPodTemplate(MalformedInput):
+    """The object's kind carries no pod template, so the pod policy does not apply to it.
+
+    A caller that decides only pods (the webhook) treats it as malformed input; a caller
+    that reads whole manifests (``jovial-guard check``) reports the object as not
+    applicable.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"kind {kind!r} has no pod template; supported: {', '.join(sorted(POD_TEMPLATE_PATHS))}")
+
+
+#: Fields Kubernetes types as booleans. The API server refuses anything else there, and a
+#: YAML reader may hand over a string ("y", "on") where the cluster sees ``true``: a
+#: non-bool is malformed, never read as "false".
+POD_BOOL_FIELDS = ("hostNetwork", "hostPID", "hostIPC", "hostUsers", "shareProcessNamespace",
+                   "automountServiceAccountToken", "enableServiceLinks", "setHostnameAsFQDN")
+CONTAINER_BOOL_FIELDS = ("stdin", "stdinOnce", "tty")
+SECURITY_CONTEXT_BOOL_FIELDS = ("privileged", "allowPrivilegeEscalation", "readOnlyRootFilesystem", "runAsNonRoot")
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def _require_bools(obj: Any, fields: tuple[str, ...], where: str) -> None:
+    if not isinstance(obj, dict):
+        return
+    for name in fields:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise MalformedInput(f"{where}/{name} must be true or false, got {value!r}")
+
+
+def _security_context(holder: dict[str, Any], where: str) -> None:
+    context = holder.get("securityContext")
+    if context is None:
+        return
+    if not isinstance(context, dict):
+        raise MalformedInput(f"{where}/securityContext must be a map")
+    _require_bools(context, SECURITY_CONTEXT_BOOL_FIELDS, f"{where}/securityContext")
+    _require_bools(context.get("windowsOptions"), ("hostProcess",), f"{where}/securityContext/windowsOptions")
+
+
+def check_bool_fields(spec: dict[str, Any], where: str) -> None:
+    """Raise MalformedInput if a boolean field of a pod spec holds anything but a bool."""
+    _require_bools(spec, POD_BOOL_FIELDS, where)
+    _security_context(spec, where)
+    for list_name in CONTAINER_LISTS:
+        for i, container in enumerate(spec.get(list_name) or []):
+            at = f"{where}/{list_name}/{i}"
+            _require_bools(container, CONTAINER_BOOL_FIELDS, at)
+            _security_context(container, at)
+            for j, mount in enumerate(container.get("volumeMounts") or []):
+                _require_bools(mount, ("readOnly",), f"{at}/volumeMounts/{j}")
+    for i, volume in enumerate(spec.get("volumes") or []):
+        for source, body in volume.items():
+            _require_bools(body, ("readOnly", "optional"), f"{where}/volumes/{i}/{source}")
+
+
 def _walk(obj: Any, pointer: str) -> Any:
     node = obj
     for part in [p for p in pointer.split("/") if p]:
@@ -93,9 +151,7 @@ def workload_from_object(
     if not isinstance(kind, str) or not kind:
         raise MalformedInput("not a Kubernetes object: no 'kind'")
     if kind not in POD_TEMPLATE_PATHS:
-        raise MalformedInput(
-            f"kind {kind!r} has no pod template; supported: {', '.join(sorted(POD_TEMPLATE_PATHS))}"
-        )
+        raise NoPodTemplate(kind)
     metadata = obj.get("metadata")
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
@@ -116,6 +172,7 @@ def workload_from_object(
             not isinstance(value, list) or not all(isinstance(c, dict) for c in value)
         ):
             raise MalformedInput(f"{pod_path}/spec/{list_name} must be a list of maps")
+    check_bool_fields(spec, f"{pod_path}/spec")
     pod_metadata = pod.get("metadata")
     pod_metadata = {} if pod_metadata is None else pod_metadata
     if not isinstance(pod_metadata, dict):

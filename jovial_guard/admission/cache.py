@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP
 from ..workload import Workload
 
 V = TypeVar("V")
@@ -100,8 +101,12 @@ class DecisionCache(Generic[V]):
         return value
 
     def put(self, key: Hashable, value: V, *, revision: str | None) -> None:
-        """Store under the current revision only; a stale-revision answer is dropped."""
-        if revision is None or revision != self._revision:
+        """Store under the current revision only; a stale-revision answer is dropped.
+
+        Nothing is stored for unversioned policies: a change to them would not change the
+        revision, so a cached answer could outlive the policy that gave it.
+        """
+        if revision is None or revision == UNVERSIONED or revision != self._revision:
             return
         self._data[key] = (self._clock() + self.ttl, value)
         self._data.move_to_end(key)
@@ -145,7 +150,13 @@ class RevisionTracker:
                 listener(revision)
 
     def ready(self, *, max_age: float) -> tuple[bool, str]:
-        """Ready means: OPA answered recently, with the expected revision if one is set."""
+        """Ready means: OPA answered recently, with a revision (the expected one if set).
+
+        Policies without a revision (OPA started by hand on a directory, or a bundle not
+        activated yet) are served, but not ready: nobody could tell which policy decided.
+        """
+        if self.current == UNVERSIONED:
+            return False, UNVERSIONED_HELP
         if self.current is None or self.last_seen is None:
             return False, f"policy engine has not reported a revision ({self.last_error or 'not asked yet'})"
         age = self._clock() - self.last_seen

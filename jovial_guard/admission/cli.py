@@ -57,9 +57,19 @@ def serve(
     decision_log: str | None,
     log_level: str,
 ) -> None:
-    """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS."""
+    """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS.
+
+    An OPA whose policies carry no revision (started by hand with `opa run --server
+    policies/`) is served, reported as "unversioned", and /readyz stays not ready until a
+    revision appears: a bundle-fed OPA has no revision either until its first bundle
+    activates, so refusing to start would turn that normal start-up race into a crash
+    loop. The log and /readyz say what to load.
+    """
+    from ..policy.client import OpaEndpoint
     from .server import WebhookConfig
     from .server import serve as run
+
+    OpaEndpoint(opa_url).parts()  # a wrong URL stops here, before any worker starts
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if expected_policy_dir and not expected_revision:

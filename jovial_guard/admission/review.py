@@ -2,7 +2,8 @@
 
 Two kinds of bad input are kept apart on purpose:
 
-* an envelope we cannot answer at all (not JSON, not ``admission.k8s.io/v1``, no ``uid``):
+* an envelope we cannot answer at all (not JSON, past a bound of
+  :data:`jovial_guard.documents.BOUNDS`, not ``admission.k8s.io/v1``, no ``uid``):
   :class:`MalformedReview`, which the server turns into HTTP 400 with the reason; the
   API server then applies the webhook's ``failurePolicy: Fail``, i.e. the request is refused;
 * a well-formed envelope whose object cannot be decided: answered in-band with
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from ..documents import BOUNDS, MalformedDocument, load_json
 from ..errors import MalformedInput
 
 API_VERSION = "admission.k8s.io/v1"
@@ -41,15 +43,13 @@ def parse_review(body: bytes) -> tuple[dict[str, Any], str]:
     """The review document and its request uid; raise MalformedReview otherwise."""
     if not body:
         raise MalformedReview("empty request body; expected an AdmissionReview v1 JSON object")
+    if len(body) > BOUNDS.max_body_bytes:
+        raise MalformedReview(f"request body is larger than {BOUNDS.max_body_bytes} bytes")
     try:
-        review = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses a few valid documents (integers beyond 64 bits, deep nesting);
-        # the standard parser decides those, so the verdict never depends on the parser.
-        try:
-            review = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise MalformedReview(f"request body is not JSON: {str(exc)[:200]}") from None
+        # The parser and bounds `jovial-guard check` uses: a body it refuses, check refuses.
+        review = load_json(body)
+    except MalformedDocument as exc:
+        raise MalformedReview(f"request body is {exc}" if str(exc).startswith("not JSON") else f"request body refused: {exc}") from None
     if not isinstance(review, dict):
         raise MalformedReview("AdmissionReview must be a JSON object")
     if review.get("apiVersion") != API_VERSION or review.get("kind") != KIND:

@@ -26,9 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..documents import BOUNDS
 from ..errors import PolicyEngineUnavailable
 from ..policy.client import OpaConnection, OpaEndpoint
-from ..policy.engine import PolicyEngine
+from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, PolicyEngine
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
@@ -38,8 +39,8 @@ from .tls import ReloadingTLS
 log = logging.getLogger(__name__)
 
 #: Largest body accepted: the API server caps objects at ~1.5 MiB; a review may carry
-#: object and oldObject.
-MAX_BODY = 4 * 1024 * 1024
+#: object and oldObject. The shared parser's bound, so the webhook and check agree.
+MAX_BODY = BOUNDS.max_body_bytes
 
 
 @dataclass
@@ -144,6 +145,8 @@ class WebhookServer:
         except (TimeoutError, PolicyEngineUnavailable) as exc:
             self.revisions.observe(None, error=str(exc) or type(exc).__name__)
         else:
+            if revision == UNVERSIONED and self.revisions.current != UNVERSIONED:
+                log.warning("policy revision: %s", UNVERSIONED_HELP)
             self.revisions.observe(revision)
         ready, _ = self.revisions.ready(max_age=self._max_age)
         self.metrics.ready.set(1 if ready else 0)

@@ -1,7 +1,9 @@
 """`jovial-guard creds`: issue, list, revoke, rotate-key, rewrap, verify (and init, plan).
 
-Every credentials error becomes a one-line message and exit status 1; an invalid token
-says only "invalid grant" (no oracle), the other refusals say what is wrong.
+Every credentials error becomes a one-line message; a grant that fails verification exits
+1 (the answer is no), any other error (not initialised, a bad argument, a loose key file)
+is a mistake and exits 2. An invalid token says only "invalid grant" (no oracle), the other
+refusals say what is wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from ..paths import hub_state_dir
-from .errors import CredentialError
+from .errors import CredentialError, GrantRefused, InvalidGrant
 from .issuer import DEFAULT_LIFETIME, Issuer
 
 
@@ -33,7 +35,9 @@ def _readable(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except CredentialError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            error = click.ClickException(f"{type(exc).__name__}: {exc}")
+            error.exit_code = getattr(exc, "exit_code", 1 if isinstance(exc, (InvalidGrant, GrantRefused)) else 2)
+            raise error from None
 
     return wrapper
 

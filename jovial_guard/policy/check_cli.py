@@ -1,8 +1,13 @@
 """`jovial-guard check FILE... [--format jsonl|table]`: decide manifests with the real policy.
 
 Contract (other tools call it exactly like this): one JSON object per document per line
-with file, index, allowed, reasons, patch, policy_revision; exit 0 all allowed, 1 any
-denied, 2 usage or internal error (and malformed documents, which are named).
+with file, index, allowed, reasons, patch, policy_revision; plus ``item`` for an item of a
+``kind: List``, ``error`` for a malformed document and ``applicable: false`` with ``kind``
+for an object without a pod template (a Service, a ConfigMap: reported, not decided).
+``-`` reads standard input, so ``kubectl get pods -o yaml | jovial-guard check -`` works.
+Exit 0 all allowed (or not applicable), 1 any denied, 2 usage error, any malformed
+document (each named on stderr; the rest of the batch is still decided) or a document the
+policy engine could not decide (OPA down or past the deadline: denied, named on stderr).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from pathlib import Path
 
 import click
 
+from ..decision import ENGINE_UNAVAILABLE
 from ..errors import PolicyEngineUnavailable
-from .check import CheckResult, exit_code, run_check
+from .check import STDIN, CheckResult, exit_code, run_check
 from .client import OpaEndpoint
 from .opa_process import DEFAULT_POLICY_DIR, ManagedOpa
 
@@ -28,14 +34,18 @@ def _print_table(results: list[CheckResult]) -> None:
     for column in ("file", "#", "decision", "reasons", "patch ops", "revision"):
         table.add_column(column)
     for r in results:
-        verdict = "[green]allowed[/]" if r.allowed else ("[red]error[/]" if r.error else "[red]denied[/]")
+        if not r.applicable:
+            verdict = f"n/a ({r.kind})"
+        else:
+            verdict = "[green]allowed[/]" if r.allowed else ("[red]error[/]" if r.error else "[red]denied[/]")
         reasons = "\n".join(f"{x['rule']}: {x['message']}" for x in r.reasons) or "-"
-        table.add_row(r.file, str(r.index), verdict, reasons, str(len(r.patch)), r.policy_revision)
+        position = str(r.index) if r.item is None else f"{r.index}.{r.item}"
+        table.add_row(r.file, position, verdict, reasons, str(len(r.patch)), r.policy_revision)
     Console(width=max(120, Console().width)).print(table)
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
 @click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="Use this OPA instead of starting one.")
 @click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN", help="Bearer token for --opa-url.")
@@ -51,7 +61,9 @@ def check(
     policy_dir: str,
     deadline: float,
 ) -> None:
-    """Decide Pods, workload objects or AdmissionReviews in FILES (YAML/JSON, multi-document)."""
+    """Decide Pods, workload objects or AdmissionReviews in FILES (YAML/JSON, multi-document, '-' for stdin)."""
+    if files.count(STDIN) > 1:
+        raise click.UsageError("'-' (standard input) can be given only once")
     try:
         with ExitStack() as stack:
             if opa_url:
@@ -63,9 +75,16 @@ def check(
     except PolicyEngineUnavailable as exc:
         click.echo(f"jovial-guard check: {exc}", err=True)
         sys.exit(2)
+    if not results:
+        click.echo(f"jovial-guard check: no documents in {', '.join(files)}", err=True)
+    undecided = [r for r in results if r.reasons and r.reasons[0]["rule"] == ENGINE_UNAVAILABLE]
+    if undecided:
+        click.echo(f"jovial-guard check: {len(undecided)} of {len(results)} documents could not be decided "
+                   f"(denied): {undecided[0].reasons[0]['message']}", err=True)
     for result in results:
         if result.error is not None:
-            click.echo(f"{result.file}: document {result.index}: {result.error}", err=True)
+            item = "" if result.item is None else f" item {result.item}"
+            click.echo(f"{result.file}: document {result.index}{item}: {result.error}", err=True)
     if fmt == "jsonl":
         out = sys.stdout
         for result in results:
@@ -73,5 +92,7 @@ def check(
         out.flush()
     else:
         _print_table(results)
-    sys.exit(exit_code(results))
+    # OPA down or too slow is not a verdict: the results deny (fail closed), the exit code
+    # says "could not decide" rather than "denied".
+    sys.exit(2 if undecided else exit_code(results))
 

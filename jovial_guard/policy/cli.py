@@ -182,7 +182,7 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
     """Lint, test, dry-run, then activate CANDIDATE as a new signed revision; probe; roll back on failure."""
     import asyncio
 
-    from ..errors import JovialGuardError
+    from ..errors import JovialGuardError, PolicyEngineUnavailable
     from .lifecycle import deploy as do_deploy
 
     store = _store(store_dir)
@@ -192,7 +192,8 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
         asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo))
     except JovialGuardError as exc:
         click.echo(f"deploy: {exc}", err=True)
-        sys.exit(1)
+        # OPA unreachable is a mistake to fix (2), not a refused deploy (1).
+        sys.exit(2 if isinstance(exc, PolicyEngineUnavailable) else 1)
 
 
 @policy.command()
@@ -203,14 +204,15 @@ def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, o
     """Re-activate REVISION (default: the one before the current)."""
     import asyncio
 
-    from ..errors import JovialGuardError
+    from ..errors import JovialGuardError, PolicyEngineUnavailable
     from .lifecycle import rollback as do_rollback
 
     try:
         asyncio.run(do_rollback(_store(store_dir), endpoint=_endpoint(opa_url, opa_token), revision=revision, say=click.echo))
     except JovialGuardError as exc:
         click.echo(f"rollback: {exc}", err=True)
-        sys.exit(1)
+        # OPA unreachable is a mistake to fix (2), not a refused rollback (1).
+        sys.exit(2 if isinstance(exc, PolicyEngineUnavailable) else 1)
 
 
 @policy.command()
@@ -253,7 +255,7 @@ def bundle_build(policy_dir: str, output: str, store_dir: str | None) -> None:
 
 
 @bundle.command(name="verify")
-@click.argument("bundle_file", type=click.Path(dir_okay=False))
+@click.argument("bundle_file", type=click.Path(dir_okay=False, exists=True))
 @_store_option
 def bundle_verify(bundle_file: str, store_dir: str | None) -> None:
     """Verify BUNDLE_FILE's signature and file digests against the store's key."""

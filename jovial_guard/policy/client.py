@@ -22,9 +22,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from opa_client.errors import PolicyNotFoundError
 from opa_client.opa_async import AsyncOpaClient
 
 from ..errors import PolicyEngineUnavailable
+
+
+class NoSuchData(PolicyEngineUnavailable):
+    """OPA answered, but the data document asked for is undefined (not loaded)."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,12 @@ class OpaConnection:
         """Read a data document (``jovial_guard_meta/revision``); undefined raises."""
         try:
             answer = await self._client.get_data(path)
+        except PolicyNotFoundError:
+            raise NoSuchData(f"OPA has no data at {path}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             raise PolicyEngineUnavailable(f"OPA data read failed: {exc}") from exc
         if not isinstance(answer, dict) or "result" not in answer:
-            raise PolicyEngineUnavailable(f"OPA has no data at {path}")
+            raise NoSuchData(f"OPA has no data at {path}")
         return answer["result"]
 
     async def healthy(self) -> bool:

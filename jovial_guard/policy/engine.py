@@ -16,13 +16,24 @@ from typing import Any, Awaitable, Callable, Iterable
 from ..decision import ENGINE_UNAVAILABLE, Decision
 from ..errors import PolicyEngineUnavailable
 from ..workload import Workload
-from .client import OpaConnection
+from .client import NoSuchData, OpaConnection
 
 log = logging.getLogger(__name__)
 
 #: Where the combined decision lives in the policy set.
 DECISION_PACKAGE = "jovial_guard.main"
 DECISION_RULE = "decision"
+
+#: The revision of policies loaded without ``data.jovial_guard_meta.revision`` (the same
+#: word main.rego puts into such decisions).
+UNVERSIONED = "unversioned"
+#: What to do about it, for logs and /readyz.
+UNVERSIONED_HELP = (
+    "OPA serves policies without data.jovial_guard_meta.revision (unversioned), so no decision "
+    "could be traced to a policy: load a revision with them, e.g. `opa run --server policies/ "
+    'revision.json` where revision.json is {"jovial_guard_meta": {"revision": "<an id such as the '
+    'git commit>"}}, or serve a signed bundle as `jovial-guard up` does'
+)
 
 #: Callback told about every decision (decision log, audit, metrics); must not raise.
 DecisionListener = Callable[[Workload, Decision, float], Awaitable[None] | None]
@@ -63,8 +74,14 @@ class PolicyEngine:
         return list(await asyncio.gather(*(self.decide(w) for w in workloads)))
 
     async def revision(self) -> str:
-        """The revision OPA has loaded (raises PolicyEngineUnavailable if it cannot say)."""
-        return str(await self.connection.get_data("jovial_guard_meta/revision"))
+        """The revision OPA has loaded, :data:`UNVERSIONED` when its policies carry none.
+
+        Raises PolicyEngineUnavailable when OPA cannot be asked.
+        """
+        try:
+            return str(await self.connection.get_data("jovial_guard_meta/revision"))
+        except NoSuchData:
+            return UNVERSIONED
 
     async def _decide(self, workload: Workload) -> Decision:
         try:

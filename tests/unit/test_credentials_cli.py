@@ -16,7 +16,7 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
     base = ["creds", "--state-dir", str(tmp_path / "state"), "--key-dir", str(tmp_path / "keys")]
 
     def invoke(*args: str) -> tuple[int, str]:
-        result = runner.invoke(main, [*base, *args])
+        result = runner.invoke(main, [*base, *args], prog_name="jovial-guard")
         return result.exit_code, result.output
 
     return invoke
@@ -33,7 +33,7 @@ def _issue(run, user: str = "alice") -> tuple[str, str]:  # type: ignore[no-unty
 
 def test_lifecycle(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out = run("list")
-    assert code == 1 and "creds init" in out
+    assert code == 2 and "creds init" in out  # a mistake, not a "no"
     assert run("init")[0] == 0
     serial, token = _issue(run)
     code, out = run("verify", token, "--user", "alice", "--fileset", "home/alice")
@@ -43,7 +43,7 @@ def test_lifecycle(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out = run("verify", token, "--user", "alice", "--fileset", "home/bob")
     assert code == 1 and "GrantWrongFileset" in out
     code, out = run("verify", token[:-4] + "AAAA", "--user", "alice")
-    assert code == 1 and out.strip() == "Error: InvalidGrant: invalid grant"
+    assert code == 1 and out.strip() == "jovial-guard creds: InvalidGrant: invalid grant"
     code, out = run("rotate-key")
     assert code == 0 and "k2" in out
     code, out = run("list")
@@ -67,14 +67,14 @@ def test_revoke_needs_one_target(run) -> None:  # type: ignore[no-untyped-def]
 def test_bad_issue_argument_is_named(run) -> None:  # type: ignore[no-untyped-def]
     run("init")
     code, out = run("issue", "--user", "alice", "--uid", "0", "--gid", "100", "--fileset", "home/alice", "--mode", "rw")
-    assert code == 1 and "uid 0" in out and "never root" in out
+    assert code == 2 and "uid 0" in out and "never root" in out
 
 
 def test_loose_key_file_refused(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("init")
     (tmp_path / "keys" / "kek.json").chmod(0o644)
     code, out = run("list")
-    assert code == 1 and f"chmod 600 {tmp_path / 'keys' / 'kek.json'}" in out
+    assert code == 2 and f"chmod 600 {tmp_path / 'keys' / 'kek.json'}" in out
 
 
 def test_plan_writes_private_key_files(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

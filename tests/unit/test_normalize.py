@@ -91,3 +91,50 @@ def test_digest_ignores_dry_run_but_not_content() -> None:
 def test_malformed_reviews_raise(bad: Any) -> None:
     with pytest.raises(MalformedInput):
         workload_from_document(bad)
+
+
+@pytest.mark.parametrize("kind", ["Service", "ConfigMap", "Namespace", "List"])
+def test_kinds_without_a_pod_template_are_named(kind: str) -> None:
+    from jovial_guard.normalize import NoPodTemplate
+
+    with pytest.raises(NoPodTemplate) as err:
+        workload_from_object({"kind": kind, "metadata": {"name": "x"}})
+    assert err.value.kind == kind
+    assert isinstance(err.value, MalformedInput)  # callers that decide only pods still refuse it
+
+
+BOOL_PLACES: list[tuple[str, Any]] = [
+    ("/spec/hostNetwork", lambda s, v: s.update(hostNetwork=v)),
+    ("/spec/hostPID", lambda s, v: s.update(hostPID=v)),
+    ("/spec/hostUsers", lambda s, v: s.update(hostUsers=v)),
+    ("/spec/securityContext/runAsNonRoot", lambda s, v: s.update(securityContext={"runAsNonRoot": v})),
+    ("/spec/containers/0/securityContext/privileged", lambda s, v: s["containers"][0].update(securityContext={"privileged": v})),
+    ("/spec/initContainers/0/securityContext/allowPrivilegeEscalation",
+     lambda s, v: s["initContainers"][0].update(securityContext={"allowPrivilegeEscalation": v})),
+    ("/spec/ephemeralContainers/0/securityContext/windowsOptions/hostProcess",
+     lambda s, v: s["ephemeralContainers"][0].update(securityContext={"windowsOptions": {"hostProcess": v}})),
+    ("/spec/containers/0/volumeMounts/0/readOnly", lambda s, v: s["containers"][0].update(volumeMounts=[{"name": "v", "mountPath": "/v", "readOnly": v}])),
+    ("/spec/volumes/0/secret/optional", lambda s, v: s.update(volumes=[{"name": "v", "secret": {"secretName": "s", "optional": v}}])),
+]
+
+
+@pytest.mark.parametrize("where, place", BOOL_PLACES, ids=[w for w, _ in BOOL_PLACES])
+@pytest.mark.parametrize("value", ["y", "true", 1, 0, [True], {"on": True}])
+def test_a_non_bool_where_kubernetes_has_a_bool_is_malformed(where: str, place: Any, value: Any) -> None:
+    import copy
+
+    pod = copy.deepcopy(obj("Pod"))
+    place(pod["spec"], value)
+    with pytest.raises(MalformedInput) as err:
+        workload_from_object(pod)
+    assert f"{where} must be true or false" in str(err.value)
+
+
+@pytest.mark.parametrize("where, place", BOOL_PLACES, ids=[w for w, _ in BOOL_PLACES])
+@pytest.mark.parametrize("value", [True, False, None])
+def test_bools_and_null_are_accepted(where: str, place: Any, value: Any) -> None:
+    import copy
+
+    pod = copy.deepcopy(obj("Pod"))
+    place(pod["spec"], value)
+    workload_from_object(pod)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import CredentialError
+from ..errors import JovialGuardError
 from .issuer import DEFAULT_LIFETIME, Issuer
 
 
@@ -32,7 +32,7 @@ def _readable(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except CredentialError as exc:
+        except JovialGuardError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper

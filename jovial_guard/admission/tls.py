@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -121,11 +123,7 @@ def create_serving_cert(
 
 def _write(path: Path, data: bytes, *, private: bool) -> None:
     """Write atomically (rename), so a reloading server never reads half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, data, mode=0o600 if private else 0o644)
 
 
 def write_webhook_certs(

@@ -193,7 +193,7 @@ def main() -> int:
         plain_settings.config_file = config
         env = stack.hub_env()
         env.update({
-            "JOVIAL_GUARD_STATE_DIR": str(plain_settings.state_dir),
+            "JOVIAL_GUARD_HUB_STATE_DIR": str(plain_settings.state_dir),
             "JOVIAL_GUARD_BIND_URL": plain_settings.url,
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterable

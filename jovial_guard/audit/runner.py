@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..constants import DOCKER_API_VERSION
 from .checkpoint import load_or_create_key
 from .registry import SpawnRegistry
 from .responses import (
@@ -107,7 +108,7 @@ class RunningAudit:
         if s.engine_url:
             import docker  # type: ignore[import-untyped]
 
-            docker_client = docker.DockerClient(base_url=s.engine_url, version="1.41")
+            docker_client = docker.DockerClient(base_url=s.engine_url, version=DOCKER_API_VERSION)
         from .netcut import NftNetworkCutter
 
         actions["cut_network"] = CutNetworkAction(NftNetworkCutter(self.registry, docker_client=docker_client))

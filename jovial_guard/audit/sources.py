@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import queue
 import threading
 from pathlib import Path
@@ -19,6 +18,7 @@ import aiohttp
 import orjson
 
 from ..atomic import atomic_write
+from ..constants import DOCKER_API_VERSION
 from .events import MalformedEvent, engine_event
 from .service import AuditService
 
@@ -73,7 +73,7 @@ class EngineEventStream:
     ``container oom`` event whenever it goes up.
     """
 
-    def __init__(self, service: AuditService, base_url: str, *, api_version: str = "1.41") -> None:
+    def __init__(self, service: AuditService, base_url: str, *, api_version: str = DOCKER_API_VERSION) -> None:
         if not base_url.startswith("unix://"):
             raise ValueError("base_url must be unix:///path/to/podman.sock")
         self.service = service

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from .. import paths
 from ..errors import JovialGuardError
 from .issuer import DEFAULT_LIFETIME, Issuer
-
-
-def _default_dir(kind: str) -> str:
-    cache = os.environ.get("JOVIAL_GUARD_CACHE") or str(Path.home() / ".cache" / "jovial_guard")
-    return str(Path(cache) / "credentials" / kind)
 
 
 def _when(ts: int) -> str:
@@ -49,15 +44,15 @@ def _issuer(ctx: click.Context, *, create: bool = False) -> Issuer:
 @click.option(
     "--state-dir",
     envvar="JOVIAL_GUARD_CREDS_STATE",
-    default=lambda: _default_dir("state"),
-    show_default="$JOVIAL_GUARD_CACHE/credentials/state",
+    default=lambda: str(paths.credentials_state_dir()),
+    show_default="the hub's: HUB_STATE/credentials",
     help="Grant envelopes and revocation list.",
 )
 @click.option(
     "--key-dir",
     envvar="JOVIAL_GUARD_CREDS_KEYS",
-    default=lambda: _default_dir("keys"),
-    show_default="$JOVIAL_GUARD_CACHE/credentials/keys",
+    default=lambda: str(paths.credentials_key_dir()),
+    show_default="the hub's: HUB_STATE/credentials-keys",
     help="kek.json (mode 0600) and the signing key.",
 )
 @click.option(

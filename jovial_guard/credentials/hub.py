@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,11 @@ from traitlets.config import SingletonConfigurable
 
 from .agent import NodeAgent
 from .backends.bind import BindBackend
+from .. import paths
 from .delivery import load_or_create_agent_key
 from .errors import CredentialError, GrantRefused
 from .grant import Grant
 from .issuer import DEFAULT_LIFETIME, Issuer
-
-
-def _cache() -> Path:
-    return Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
 
 
 class StorageCredentials(SingletonConfigurable):
@@ -41,33 +37,33 @@ class StorageCredentials(SingletonConfigurable):
     state_dir = Unicode(
         config=True,
         help="""Issued grants (envelopes only) and the revocation list. Default
-        ``$JOVIAL_GUARD_CACHE/credentials/state``. Example: ``/var/lib/jovial-guard/credentials``.""",
+        ``HUB_STATE/credentials`` (see :mod:`jovial_guard.paths`). Example: ``/var/lib/jovial-guard/credentials``.""",
     )
 
     @default("state_dir")
     def _default_state(self) -> str:
-        return str(_cache() / "credentials" / "state")
+        return str(paths.credentials_state_dir())
 
     key_dir = Unicode(
         config=True,
         help="""Key-encryption keys (``kek.json``, mode 0600) and the issuer's signing key,
-        kept apart from ``state_dir``. Default ``$JOVIAL_GUARD_CACHE/credentials/keys``.
+        kept apart from ``state_dir``. Default ``HUB_STATE/credentials-keys``.
         Example: ``/etc/jovial-guard/keys``.""",
     )
 
     @default("key_dir")
     def _default_keys(self) -> str:
-        return str(_cache() / "credentials" / "keys")
+        return str(paths.credentials_key_dir())
 
     agent_key_path = Unicode(
         config=True,
         help="""The node agent's X25519 private key (created on first use, mode 0600).
-        Default ``$JOVIAL_GUARD_CACHE/credentials/agent/agent.key``.""",
+        Default ``HUB_STATE/credentials-agent/agent.key``.""",
     )
 
     @default("agent_key_path")
     def _default_agent_key(self) -> str:
-        return str(_cache() / "credentials" / "agent" / "agent.key")
+        return str(paths.credentials_agent_key())
 
     agent_id = Unicode(config=True, help="This node's agent id (bound into sealed grants). Default: the host name.")
 
@@ -78,13 +74,13 @@ class StorageCredentials(SingletonConfigurable):
     storage_root = Unicode(
         config=True,
         help="""Root of the file system filesets live under (``bind`` backend); a fileset
-        ``home/alice`` is ``<storage_root>/home/alice``. Default ``$JOVIAL_GUARD_CACHE/lustre-sim``.
+        ``home/alice`` is ``<storage_root>/home/alice``. Default ``STATE/lustre-sim``.
         Example: ``/srv/jovial-guard/lustre`` or a Lustre client mount.""",
     )
 
     @default("storage_root")
     def _default_storage_root(self) -> str:
-        return str(_cache() / "lustre-sim")
+        return str(paths.storage_root())
 
     staging_root = Unicode(
         config=True,

@@ -69,11 +69,9 @@ def fmt(policy_dir: str, check_only: bool) -> None:
 
 def _state_dir() -> Path:
     """The embedded hub's state directory (`jovial-guard up`'s --state-dir default)."""
-    import os
+    from ..paths import hub_state_dir
 
-    from ..runtime.podman import cache_dir
-
-    return Path(os.environ.get("JOVIAL_GUARD_STATE") or cache_dir() / "hub")
+    return hub_state_dir()
 
 
 def _store(store_dir: str | None) -> "PolicyStore":
@@ -115,12 +113,12 @@ def _since(text: str | None) -> float | None:
     return time.time() - seconds
 
 
-_store_option = click.option("--store", "store_dir", envvar="JOVIAL_GUARD_POLICY_STORE", help="Policy store directory (default: $JOVIAL_GUARD_STATE/policy-store).")
+_store_option = click.option("--store", "store_dir", envvar="JOVIAL_GUARD_POLICY_STORE", help="Policy store directory (default: $JOVIAL_GUARD_HUB_STATE_DIR/policy-store).")
 _opa_options = [
     click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="The running OPA (default: from `jovial-guard up`'s runtime file)."),
     click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
 ]
-_log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: $JOVIAL_GUARD_STATE/decisions.jsonl).")
+_log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: $JOVIAL_GUARD_HUB_STATE_DIR/decisions.jsonl).")
 
 
 def _with(options: list[Any]) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import requests
 
+from ..paths import cache_dir
 from ..errors import PolicyEngineUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +35,7 @@ def find_opa() -> str:
         os.environ.get("JOVIAL_GUARD_OPA", ""),
         str(REPO_ROOT / ".tools" / "bin" / "opa"),
     ]
-    cache = Path(os.environ.get("JOVIAL_GUARD_CACHE", Path.home() / ".cache" / "jovial_guard"))
-    candidates += sorted((str(p) for p in (cache / "tools" / "opa").glob("*/opa")), reverse=True)
+    candidates += sorted((str(p) for p in (cache_dir() / "tools" / "opa").glob("*/opa")), reverse=True)
     candidates.append(shutil.which("opa") or "")
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):

@@ -26,26 +26,23 @@ from typing import Any
 
 import docker
 
-from ..errors import JovialGuardError
+from ..constants import DOCKER_API_VERSION
+from ..errors import Unavailable
+from ..paths import engine_root
 
-#: Docker API version podman 4.3 speaks.
-API_VERSION = "1.41"
+API_VERSION = DOCKER_API_VERSION
 DEFAULT_SOCKET = Path("/run/jovial-guard/podman.sock")
 DEFAULT_RUNROOT = Path("/run/jovial-guard/podman")
 ULIMITS = ("nofile=20000:20000", "nproc=4096:4096")
 
 
-class EngineUnavailable(JovialGuardError):
+class EngineUnavailable(Unavailable):
     """The container engine cannot be started or does not answer on its socket."""
 
 
-def cache_dir() -> Path:
-    """``$JOVIAL_GUARD_CACHE`` (default ``~/.cache/jovial_guard``): where built things live."""
-    return Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
-
-
 def default_root() -> Path:
-    return cache_dir() / "podman" / "root"
+    """The engine's storage: images and users' home volumes, so it is state, not cache."""
+    return engine_root()
 
 
 def find_podman() -> str:

@@ -175,7 +175,7 @@ class EmbeddedStack:
         env.update({
             "JOVIAL_GUARD_OPA_URL": self.opa.url,  # type: ignore[union-attr]
             "JOVIAL_GUARD_ENGINE_SOCKET": str(self.podman.socket_path),  # type: ignore[union-attr]
-            "JOVIAL_GUARD_STATE_DIR": str(s.state_dir),
+            "JOVIAL_GUARD_HUB_STATE_DIR": str(s.state_dir),
             "JOVIAL_GUARD_BIND_URL": s.url,
             "JOVIAL_GUARD_HUB_PORT": str(s.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(s.proxy_api_port),

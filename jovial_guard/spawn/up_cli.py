@@ -22,7 +22,8 @@ import click
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
 from ..policy.opa_process import find_opa
-from ..runtime.podman import DEFAULT_SOCKET, cache_dir
+from ..paths import hub_state_dir
+from ..runtime.podman import DEFAULT_SOCKET
 from .stack import REPO_ROOT, EmbeddedStack, StackSettings
 
 
@@ -51,7 +52,7 @@ def _missing_tools() -> list[str]:
               help="Hub API port, on the egress hub address user containers reach.")
 @click.option("--proxy-api-port", default=8001, show_default=True, help="Proxy API port (loopback).")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-              help="Hub database, secrets and logs (default: $JOVIAL_GUARD_CACHE/hub).")
+              help="Hub database, secrets and logs (default: $JOVIAL_GUARD_HUB_STATE_DIR, else STATE/hub).")
 @click.option("--engine-socket", type=click.Path(path_type=Path), default=DEFAULT_SOCKET,
               show_default=True, help="Socket of the project's podman Docker API service.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True),
@@ -72,7 +73,7 @@ def up(port: int, host: str, hub_port: int, proxy_api_port: int, state_dir: Path
     except JovialGuardError as exc:
         raise click.ClickException(f"start-up stopped: {exc}") from None
     settings = StackSettings(
-        state_dir=state_dir or cache_dir() / "hub",
+        state_dir=state_dir or hub_state_dir(),
         bind_host=host, bind_port=port, hub_port=hub_port, proxy_api_port=proxy_api_port,
         config_file=config_file.resolve(), engine_socket=engine_socket,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from ..constants import PROFILE_ANNOTATION
 from ..errors import MalformedInput
 from ..workload import HubUser, Workload
 
@@ -71,7 +72,7 @@ def spawn_workload(
             "annotations": {
                 USERNAME_ANNOTATION: username,
                 SERVERNAME_ANNOTATION: server_name,
-                "jovial-guard/profile": profile,
+                PROFILE_ANNOTATION: profile,
             },
         },
         "spec": {"containers": [container]},

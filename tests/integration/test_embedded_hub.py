@@ -61,7 +61,7 @@ def _start_hub(embedded_hub: EmbeddedHub, tmp_path: Path, *, env_override: dict[
     settings.config_file = config
     env = embedded_hub.stack.hub_env()
     env.update({
-        "JOVIAL_GUARD_STATE_DIR": str(settings.state_dir),
+        "JOVIAL_GUARD_HUB_STATE_DIR": str(settings.state_dir),
         "JOVIAL_GUARD_BIND_URL": settings.url,
         "JOVIAL_GUARD_HUB_PORT": str(settings.hub_port),
         "JOVIAL_GUARD_PROXY_API_PORT": str(settings.proxy_api_port),

@@ -42,7 +42,7 @@ def _cli(hub: EmbeddedHub, *args: str, timeout: float = 240) -> subprocess.Compl
     """`jovial-guard policy ...` as the admin runs it next to `jovial-guard up`."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("JOVIAL_GUARD_OPA_URL", "JOVIAL_GUARD_POLICY_STORE", "JOVIAL_GUARD_DECISION_LOG")}
-    env.update({"JOVIAL_GUARD_STATE": str(hub.state_dir), "JOVIAL_GUARD_ACTOR": "flow-test-admin"})
+    env.update({"JOVIAL_GUARD_HUB_STATE_DIR": str(hub.state_dir), "JOVIAL_GUARD_ACTOR": "flow-test-admin"})
     return subprocess.run([sys.executable, "-m", "jovial_guard", "policy", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
 

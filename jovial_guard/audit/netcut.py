@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import Unavailable
 from .registry import Owner, SpawnRegistry
 from .responses import ActionSkipped
 
@@ -33,7 +34,7 @@ table inet jovial_guard_cut {
 _USER_NETNS = re.compile(r"^[a-z][a-z0-9]{0,15}-u-[a-z0-9-]{1,40}$")
 
 
-class NetworkCutFailed(RuntimeError):
+class NetworkCutFailed(Unavailable):
     """nft did not accept the drop-all ruleset, or the namespace could not be entered."""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from ..errors import MalformedInput
 from .merkle import LEAF_PREFIX
 
 VERSION = b"v1"
@@ -32,7 +33,7 @@ _ENTRY_START = 68
 _sha256 = hashlib.sha256
 
 
-class RecordFormatError(ValueError):
+class RecordFormatError(MalformedInput, ValueError):
     """A line that is not a well-formed version-1 record."""
 
 

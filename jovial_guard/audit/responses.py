@@ -41,6 +41,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import yaml  # type: ignore[import-untyped]
 
+from ..errors import JovialGuardError, Misconfigured, Unavailable
 from .events import PRIORITIES, canonical_priority
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,15 @@ log = logging.getLogger(__name__)
 ACTION_NAMES = ("notify", "stop_server", "revoke_storage", "cut_network")
 
 
-class RulesInvalid(ValueError):
+class RulesInvalid(Misconfigured, ValueError):
     """The responses file is not valid; the message names the rule and the field."""
 
 
-class ActionSkipped(Exception):
-    """Nothing to act on (e.g. no registered container for the user)."""
+class ActionSkipped(JovialGuardError):
+    """Nothing to act on (e.g. no registered container for the user): recorded as skipped.
+
+    Not a failure of any kind; the responder records it and moves on.
+    """
 
 
 @dataclass(frozen=True)
@@ -229,7 +233,7 @@ class NotifyAction:
         async with aiohttp.ClientSession(timeout=self.timeout) as session:
             async with session.post(self.webhook, json=payload) as resp:
                 if resp.status >= 300:
-                    raise RuntimeError(f"notify webhook answered {resp.status}")
+                    raise Unavailable(f"notify webhook answered {resp.status}")
         return f"posted to {self.webhook}"
 
 
@@ -256,7 +260,7 @@ class HubStopServerAction:
                     return f"hub accepted stop ({resp.status})"
                 if resp.status == 400 and "not running" in body:
                     raise ActionSkipped("server is not running")
-                raise RuntimeError(f"hub answered {resp.status}: {body}")
+                raise Unavailable(f"hub answered {resp.status}: {body}")
 
 
 class RevokeStorageAction:

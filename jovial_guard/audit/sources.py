@@ -19,6 +19,7 @@ import orjson
 
 from ..atomic import atomic_write
 from ..constants import DOCKER_API_VERSION
+from ..errors import Unavailable
 from .events import MalformedEvent, engine_event
 from .service import AuditService
 
@@ -170,7 +171,7 @@ class EngineEventStream:
                 async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                     async with session.get(url) as resp:
                         if resp.status != 200:
-                            raise RuntimeError(f"engine /events answered {resp.status}")
+                            raise Unavailable(f"engine /events answered {resp.status}")
                         self.connected.set()
                         backoff = 0.2
                         async for line in resp.content:

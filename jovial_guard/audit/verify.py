@@ -33,29 +33,9 @@ from .checkpoint import (
     parse_checkpoint,
     verify_signature,
 )
-from .log import CHECKPOINT_FILE, log_files
+from .log import CHECKPOINT_FILE, LogVerificationFailed, log_files
 from .merkle import EMPTY_ROOT
 from .record import GENESIS
-
-
-class LogVerificationFailed(Exception):
-    """The log does not verify; ``record`` is the first bad record (1-based sequence)."""
-
-    def __init__(self, reason: str, *, record: int | None = None, file: str | None = None,
-                 line: int | None = None, checkpoint: int | None = None) -> None:
-        self.reason = reason
-        self.record = record
-        self.file = file
-        self.line = line
-        self.checkpoint = checkpoint
-        where = []
-        if record is not None:
-            where.append(f"first bad record: {record}")
-        if file is not None:
-            where.append(f"{file}" + (f" line {line}" if line is not None else ""))
-        if checkpoint is not None:
-            where.append(f"checkpoint #{checkpoint}")
-        super().__init__(f"{reason} ({'; '.join(where)})" if where else reason)
 
 
 @dataclass

@@ -17,14 +17,14 @@ from typing import Any
 
 import requests
 
-from ..errors import JovialGuardError
+from ..errors import JovialGuardError, MalformedInput
 from ..policy.decision_log import DecisionLog
 from ..policy.store import PolicyStore, StoreError
 from .model import AuditRow, Checks, DecisionRow, Grant, Reason, RevisionView, ServerRow
 from .recorder import read_records
 
 
-class CandidateInvalid(JovialGuardError):
+class CandidateInvalid(MalformedInput):
     """The dry-run candidate is not a readable policy directory; the message says why."""
 
 

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..atomic import atomic_write
-from ..errors import JovialGuardError
+from ..errors import Misconfigured
 from .bundles import SigningKey, build_bundle, verify_bundle
 from .opa_process import policy_files, policy_revision
 
 GENESIS = "0" * 64
 
 
-class StoreError(JovialGuardError):
+class StoreError(Misconfigured):
     """The store is missing a revision, or its history does not verify."""
 
 

@@ -65,7 +65,7 @@ class SpawnRegistrar:
     def __init__(self, registry: SpawnRegistry | str | Path) -> None:
         self.registry = registry if isinstance(registry, SpawnRegistry) else SpawnRegistry(registry)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "SpawnRegistrar":
+    def __deepcopy__(self, memo: dict[int, Any]) -> SpawnRegistrar:
         """The registrar itself: traitlets deep-copies config values (a
         ``c.JovialGuard.spawn_listeners`` entry) and the registry's lock cannot be copied."""
         return self

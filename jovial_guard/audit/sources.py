@@ -313,7 +313,7 @@ class HubEventForwarder(logging.Handler):
         self._thread.start()
         self.failures = 0
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "HubEventForwarder":
+    def __deepcopy__(self, memo: dict[int, Any]) -> HubEventForwarder:
         """The handler itself: config loaders deep-copy trait values, and a handler owns a
         lock and a worker thread that must stay one."""
         return self

@@ -22,9 +22,9 @@ from typing import Any
 from traitlets import Bool, Integer, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
+from .. import paths
 from .agent import NodeAgent
 from .backends.bind import BindBackend
-from .. import paths
 from .delivery import load_or_create_agent_key
 from .errors import CredentialError, GrantRefused
 from .grant import Grant
@@ -273,7 +273,7 @@ class StorageCredentials(SingletonConfigurable):
             await asyncio.sleep(self.sweep_interval)
             try:
                 await asyncio.to_thread(self.tick)
-            except Exception:  # noqa: BLE001 - keep sweeping; each failure is logged
+            except Exception:
                 self.log.exception("storage credentials sweep failed")
 
     async def close(self) -> None:

@@ -20,10 +20,11 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -109,7 +110,7 @@ class Issuer:
         keyring: KeyProvider | None = None,
         lifetime: int = DEFAULT_LIFETIME,
         create: bool = False,
-    ) -> "Issuer":
+    ) -> Issuer:
         """The standard layout: ``state_dir/{grants/, revoked.json}``, keys under ``keys/``.
 
         The key directory defaults to ``state_dir/../keys`` so a scan of the state directory
@@ -273,7 +274,7 @@ class Issuer:
         for listener in list(self.listeners):
             try:
                 listener(entries)
-            except Exception:  # noqa: BLE001 - a failing listener must not undo a revocation
+            except Exception:
                 log.exception("revocation listener failed; the next agent sweep removes the mount")
         return [e.serial for e in entries]
 

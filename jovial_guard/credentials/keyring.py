@@ -17,8 +17,9 @@ import base64
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -83,7 +84,7 @@ class LocalFileKeyring:
     @classmethod
     def create(
         cls, path: Path, *, randbytes: Callable[[int], bytes] = os.urandom, now: int | None = None
-    ) -> "LocalFileKeyring":
+    ) -> LocalFileKeyring:
         """Write a new keyring with one key (``k1``); refuses to overwrite an existing file."""
         path = Path(path)
         if path.exists():

@@ -63,7 +63,7 @@ class BundleServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "BundleServer":
+    def start(self) -> BundleServer:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -103,7 +103,7 @@ class BundleServer:
             self._thread.join(10)
             self._loop = None
 
-    def __enter__(self) -> "BundleServer":
+    def __enter__(self) -> BundleServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

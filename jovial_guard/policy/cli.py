@@ -74,13 +74,13 @@ def _state_dir() -> Path:
     return hub_state_dir()
 
 
-def _store(store_dir: str | None) -> "PolicyStore":
+def _store(store_dir: str | None) -> PolicyStore:
     from .store import PolicyStore
 
     return PolicyStore(Path(store_dir) if store_dir else _state_dir() / "policy-store")
 
 
-def _endpoint(opa_url: str | None, token: str | None) -> "OpaEndpoint":
+def _endpoint(opa_url: str | None, token: str | None) -> OpaEndpoint:
     import json as _json
 
     from .client import OpaEndpoint
@@ -94,7 +94,7 @@ def _endpoint(opa_url: str | None, token: str | None) -> "OpaEndpoint":
     return OpaEndpoint(opa_url, token=token)
 
 
-def _decision_log(path: str | None) -> "DecisionLog":
+def _decision_log(path: str | None) -> DecisionLog:
     from .decision_log import DecisionLog
 
     return DecisionLog(Path(path) if path else _state_dir() / "decisions.jsonl")
@@ -226,7 +226,7 @@ def history(store_dir: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     current = store.current()
     for e in entries:
-        when = dt.datetime.fromtimestamp(e.time, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         mark = "*" if e.revision == current and e.action in ("deploy", "rollback") else " "
         checks = " ".join(f"{k}={e.details[k]}" for k in ("lint", "tests", "coverage", "switch_seconds") if k in e.details)
         click.echo(f"{mark} {e.seq:4d} {when}Z {e.actor:12s} {e.action:13s} {e.revision}  (from {e.previous})  {checks}")

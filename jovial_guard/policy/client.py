@@ -14,7 +14,6 @@ result is an error (never an empty allow), and TLS to an external OPA can pin a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ class OpaConnection:
         )
         self._open = False
 
-    async def __aenter__(self) -> "OpaConnection":
+    async def __aenter__(self) -> OpaConnection:
         await self._client._init_session()
         self._open = True
         return self
@@ -114,7 +113,7 @@ class OpaConnection:
             )
         except aiohttp.ClientResponseError as exc:
             raise PolicyEngineUnavailable(f"OPA answered HTTP {exc.status}: {exc.message}") from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PolicyEngineUnavailable(
                 f"OPA at {self.endpoint.url} is unreachable: {type(exc).__name__}: {exc}"
             ) from exc
@@ -131,7 +130,7 @@ class OpaConnection:
         """Read a data document (``jovial_guard_meta/revision``); undefined raises."""
         try:
             answer = await self._client.get_data(path)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise PolicyEngineUnavailable(f"OPA data read failed: {exc}") from exc
         if not isinstance(answer, dict) or "result" not in answer:
             raise PolicyEngineUnavailable(f"OPA has no data at {path}")

@@ -18,9 +18,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..decision import Decision
 from ..workload import Workload
@@ -71,7 +72,7 @@ class DecisionRecord:
     input: dict[str, Any]
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "DecisionRecord":
+    def from_json(cls, doc: dict[str, Any]) -> DecisionRecord:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
 
 
@@ -88,7 +89,7 @@ class DecisionLog:
         self.retention_seconds = retention_days * 86400
         self._lock = threading.Lock()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "DecisionLog":
+    def __deepcopy__(self, memo: dict[int, Any]) -> DecisionLog:
         """The log itself, not a copy: traitlets deep-copies config values (e.g. when it is
         a ``c.JovialGuard.decision_listeners`` entry) and a lock cannot be copied."""
         return self

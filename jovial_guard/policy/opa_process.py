@@ -17,13 +17,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import requests
 
-from ..paths import cache_dir
 from ..errors import PolicyEngineUnavailable
+from ..paths import cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY_DIR = REPO_ROOT / "policies"
@@ -153,7 +154,7 @@ class ManagedOpa:
             raise PolicyEngineUnavailable("tls_cert given without tls_key")
         return ["--tls-cert-file", str(self.tls_cert), "--tls-private-key-file", str(self.tls_key)]
 
-    def start(self) -> "ManagedOpa":
+    def start(self) -> ManagedOpa:
         self._tmp = tempfile.TemporaryDirectory(prefix="jovial-guard-opa-")
         meta_file: Path | None = None
         if self.policy_dir is not None:
@@ -226,7 +227,7 @@ class ManagedOpa:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "ManagedOpa":
+    def __enter__(self) -> ManagedOpa:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -110,7 +110,11 @@ class PolicyStore:
         revision = self.current()
         if revision is None:
             return None
-        return revision, self.bundle_path(revision).read_bytes()
+        return revision, self.bundle_bytes(revision)
+
+    def bundle_bytes(self, revision: str) -> bytes:
+        """The signed bundle of ``revision`` (verified when it was activated)."""
+        return self.bundle_path(revision).read_bytes()
 
     # --- history -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +39,9 @@ from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
 from .network import NetworkUnavailable, UserNetworks
 from .workload import requested_profile, spawn_workload
+
+#: How many recent hook durations the hub keeps for its timing figures.
+HOOK_TIMINGS_KEPT = 1000
 
 
 class StartupRefused(JovialGuardError):
@@ -196,7 +200,8 @@ class JovialGuard(SingletonConfigurable):
         self._connection: OpaConnection | None = None
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
-        self.hook_seconds: list[float] = []
+        #: The latest hooks' durations (a window, so a long-running hub does not grow it).
+        self.hook_seconds: deque[float] = deque(maxlen=HOOK_TIMINGS_KEPT)
 
     # -- start-up -----------------------------------------------------------------------
     def check_startup(self) -> None:

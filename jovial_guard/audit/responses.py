@@ -42,6 +42,7 @@ import aiohttp
 import yaml  # type: ignore[import-untyped]
 
 from ..errors import JovialGuardError, Misconfigured, Unavailable
+from .entries import ResponseRecord
 from .events import PRIORITIES, canonical_priority
 
 log = logging.getLogger(__name__)
@@ -354,8 +355,10 @@ class Responder:
                 "summary": f"{rule.name}: {name} {outcome} ({detail})",
                 "user": user, "server": server,
                 "attribution": event.get("attribution") or "unattributed",
-                "fields": {"trigger_record": seq, "response_rule": rule.name, "action": name,
-                           "outcome": outcome, "detail": detail, "trigger_rule": event.get("rule")},
+                "fields": ResponseRecord(
+                    response_rule=rule.name, action=name, outcome=outcome, detail=detail,
+                    trigger_rule=event.get("rule"), trigger_record=seq,
+                ).to_fields(),
             }
             try:
                 result = self.record(response)

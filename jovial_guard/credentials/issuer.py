@@ -44,7 +44,7 @@ from .errors import (
 from .grant import SECRET_BYTES, Grant, GrantHeader, Mode
 from .keyring import KeyProvider, LocalFileKeyring
 from .revocation import Revocation, RevocationList
-from .store import GrantStore
+from .store import GRANTS_DIR, REVOCATIONS_FILE, GrantStore
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ class Issuer:
         signer = load_or_create_signing_key(key_dir / "issuer-signing.key")
         return cls(
             keyring=keyring,
-            store=GrantStore(state_dir / "grants"),
-            revocations=RevocationList(state_dir / "revoked.json"),
+            store=GrantStore(state_dir / GRANTS_DIR),
+            revocations=RevocationList(state_dir / REVOCATIONS_FILE),
             signer=signer,
             lifetime=lifetime,
         )

@@ -16,6 +16,10 @@ from .envelope import read_header
 from .errors import CredentialError, InvalidGrant
 from .grant import GrantHeader
 
+#: The issuer's state directory layout: grant envelopes, and the revocation list beside them.
+GRANTS_DIR = "grants"
+REVOCATIONS_FILE = "revoked.json"
+
 SUFFIX = ".grant"
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 from jovial_guard import paths
 from jovial_guard.constants import DOCKER_API_VERSION
+from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
+from jovial_guard.policy.decision_log import DecisionLog
 from jovial_guard.runtime.image import NOTEBOOK_IMAGE
 from jovial_guard.spawn import (
     GuardedDockerSpawner,
@@ -43,8 +45,6 @@ from jovial_guard.spawn import (
     post_stop_hook,
     pre_spawn_hook,
 )
-from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
-from jovial_guard.policy.decision_log import DecisionLog
 from jovial_guard.spawn.options import options_from_form, profile_descriptions, render_options_form
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file

@@ -170,7 +170,7 @@ def load_base(path: Path = BASE_PROFILE) -> dict[str, Any]:
             "golang-github-containers-common (scripts/install-system.sh)"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise SeccompProfileInvalid(f"engine default seccomp profile {path} is unreadable: {exc}")
+        raise SeccompProfileInvalid(f"engine default seccomp profile {path} is unreadable: {exc}") from None
     if not isinstance(doc, dict):
         raise SeccompProfileInvalid(f"engine default seccomp profile {path} is not an object")
     return doc

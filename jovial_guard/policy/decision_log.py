@@ -139,7 +139,7 @@ class DecisionLog:
         rotated = self._rotated()
         if rotated:
             rotated[-1].unlink(missing_ok=True)
-            for older, newer in zip(reversed(rotated[1:]), reversed(rotated[:-1])):
+            for older, newer in zip(reversed(rotated[1:]), reversed(rotated[:-1]), strict=True):
                 if newer.exists():
                     os.replace(newer, older)
             os.replace(self.path, rotated[0])

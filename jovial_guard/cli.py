@@ -42,7 +42,7 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("jovial_guard"):
-                raise click.ClickException(f"'{cmd_name}' is not available in this build ({exc.name})")
+                raise click.ClickException(f"'{cmd_name}' is not available in this build ({exc.name})") from None
             raise
         command: Any = getattr(module, attr)
         return command  # type: ignore[no-any-return]

@@ -9,7 +9,8 @@ never produces a Workload that looks harmless because fields were missing.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .constants import ADMIN_ANNOTATION, GROUPS_ANNOTATION, PROFILE_ANNOTATION
 from .errors import MalformedInput

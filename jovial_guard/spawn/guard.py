@@ -21,8 +21,9 @@ import asyncio
 import importlib
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tornado import web
 from traitlets import Any as AnyTrait
@@ -395,7 +396,7 @@ class JovialGuard(SingletonConfigurable):
                 result = _import_callable(listener)(spawner, record)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - a listener never changes the outcome
+            except Exception:
                 spawner.log.exception("jovial_guard spawn listener failed")
         return record
 

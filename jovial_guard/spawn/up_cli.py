@@ -21,8 +21,8 @@ import click
 
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
-from ..policy.opa_process import find_opa
 from ..paths import hub_state_dir
+from ..policy.opa_process import find_opa
 from ..runtime.podman import DEFAULT_SOCKET
 from .stack import REPO_ROOT, EmbeddedStack, StackSettings
 

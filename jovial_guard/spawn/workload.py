@@ -8,7 +8,8 @@ passes in plain values read from the spawner.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..constants import PROFILE_ANNOTATION
 from ..errors import MalformedInput

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, overload
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,7 +34,8 @@ from .atomic import atomic_write
 from .errors import Misconfigured
 
 PrivateKey = Ed25519PrivateKey | X25519PrivateKey | ec.EllipticCurvePrivateKey
-K = TypeVar("K", Ed25519PrivateKey, X25519PrivateKey, ec.EllipticCurvePrivateKey)
+#: The kinds of key the project keeps: issuer and audit signing keys, agent keys, bundle signing.
+Kind = Literal["ed25519", "x25519", "p256"]
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -96,55 +99,72 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
     write_public_key(public_path(path), public_pem(key))
 
 
-def load_private_key(path: Path, key_type: type[K], *, missing_hint: str = "") -> K:
-    """Load a private key of ``key_type`` after :func:`check_private_file` accepted the file."""
+@dataclass(frozen=True)
+class _Kind:
+    cls: type
+    generate: Callable[[], PrivateKey]
+    label: str
+
+
+_KINDS: dict[str, _Kind] = {
+    "ed25519": _Kind(Ed25519PrivateKey, Ed25519PrivateKey.generate, "Ed25519 private key"),
+    "x25519": _Kind(X25519PrivateKey, X25519PrivateKey.generate, "X25519 private key"),
+    "p256": _Kind(ec.EllipticCurvePrivateKey, lambda: ec.generate_private_key(ec.SECP256R1()), "EC P-256 private key"),
+}
+
+
+@overload
+def load_private_key(path: Path, kind: Literal["ed25519"], *, missing_hint: str = "") -> Ed25519PrivateKey: ...
+@overload
+def load_private_key(path: Path, kind: Literal["x25519"], *, missing_hint: str = "") -> X25519PrivateKey: ...
+@overload
+def load_private_key(path: Path, kind: Literal["p256"], *, missing_hint: str = "") -> ec.EllipticCurvePrivateKey: ...
+def load_private_key(path: Path, kind: Kind, *, missing_hint: str = "") -> PrivateKey:
+    """Load a private key of ``kind`` after :func:`check_private_file` accepted the file."""
     path = Path(path)
+    expected = _KINDS[kind]
     check_private_file(path, missing_hint=missing_hint)
     try:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"key file {path}: not a PEM private key ({exc})") from None
-    if not isinstance(loaded, key_type):
-        raise KeyFileError(f"key file {path} holds a {type(loaded).__name__.lstrip('_')}, not a {_label(key_type)}")
+    if not isinstance(loaded, expected.cls):
+        raise KeyFileError(f"key file {path} holds a {type(loaded).__name__.lstrip('_')}, not a {expected.label}")
     if isinstance(loaded, ec.EllipticCurvePrivateKey) and not isinstance(loaded.curve, ec.SECP256R1):
-        raise KeyFileError(f"key file {path} holds an EC key on {loaded.curve.name}, not a {_label(key_type)}")
+        raise KeyFileError(f"key file {path} holds an EC key on {loaded.curve.name}, not a {expected.label}")
+    if not isinstance(loaded, Ed25519PrivateKey | X25519PrivateKey | ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"key file {path} holds a {type(loaded).__name__}, not a {expected.label}")
     return loaded
 
 
-def load_or_create(path: Path, key_type: type[K]) -> K:
-    """The private key at ``path``, created (0600, with its ``.pub``) on first use.
+@overload
+def load_or_create(path: Path, kind: Literal["ed25519"]) -> Ed25519PrivateKey: ...
+@overload
+def load_or_create(path: Path, kind: Literal["x25519"]) -> X25519PrivateKey: ...
+@overload
+def load_or_create(path: Path, kind: Literal["p256"]) -> ec.EllipticCurvePrivateKey: ...
+def load_or_create(path: Path, kind: Kind) -> PrivateKey:
+    """The private key of ``kind`` at ``path``, created (0600, with its ``.pub``) on first use.
 
     An existing file is checked exactly as :func:`load_private_key` checks it; a missing
     public key beside an existing private key is written again.
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
-        key = _generate(key_type)
+        key = _KINDS[kind].generate()
         write_private_key(path, key)
         return key
-    key = load_private_key(path, key_type)
+    key = load_private_key(path, kind)
     if not public_path(path).exists():
         write_public_key(public_path(path), public_pem(key))
     return key
 
 
-def _generate(key_type: type[K]) -> K:
-    if key_type is ec.EllipticCurvePrivateKey:
-        return ec.generate_private_key(ec.SECP256R1())  # type: ignore[return-value]
-    return key_type.generate()  # type: ignore[union-attr,no-any-return]
-
-
-def _label(key_type: type[PrivateKey]) -> str:
-    return {
-        Ed25519PrivateKey: "Ed25519 private key",
-        X25519PrivateKey: "X25519 private key",
-        ec.EllipticCurvePrivateKey: "EC P-256 private key",
-    }.get(key_type, key_type.__name__)
-
-
 __all__ = [
+    "Kind",
     "KeyFileError",
     "KeyFilePermissions",
+    "PrivateKey",
     "check_private_file",
     "load_or_create",
     "load_private_key",

@@ -56,7 +56,7 @@ def write_public_key(public_key: Ed25519PublicKey, path: Path) -> None:
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The log's signing key, created on first use; refused when others may read it."""
-    return keyfile.load_or_create(path, Ed25519PrivateKey)
+    return keyfile.load_or_create(path, "ed25519")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

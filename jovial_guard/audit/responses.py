@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from ..errors import JovialGuardError, Misconfigured, Unavailable
 from .entries import ResponseRecord

@@ -106,7 +106,7 @@ class RunningAudit:
                 DirectoryRevoker(s.credentials_state, key_dir=s.credentials_keys))
         docker_client = None
         if s.engine_url:
-            import docker  # type: ignore[import-untyped]
+            import docker
 
             docker_client = docker.DockerClient(base_url=s.engine_url, version=DOCKER_API_VERSION)
         from .netcut import NftNetworkCutter

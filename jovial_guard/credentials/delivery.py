@@ -71,12 +71,12 @@ def open_delivery(sealed: bytes, *, agent_key: X25519PrivateKey, agent_id: str, 
 # -- key files -----------------------------------------------------------------------------
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     """The issuer's Ed25519 key (PEM, mode 0600), created with its ``.pub`` beside it on first use."""
-    return keyfile.load_or_create(path, Ed25519PrivateKey)
+    return keyfile.load_or_create(path, "ed25519")
 
 
 def load_or_create_agent_key(path: Path) -> X25519PrivateKey:
     """A node agent's X25519 key (PEM, mode 0600), created with its ``.pub`` on first use."""
-    return keyfile.load_or_create(path, X25519PrivateKey)
+    return keyfile.load_or_create(path, "x25519")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey | X25519PublicKey:

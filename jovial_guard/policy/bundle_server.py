@@ -104,9 +104,9 @@ class BundleServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        addresses = self._runner.addresses  # the bound address, with the port when 0 was asked
+        if addresses:
+            self.port = int(addresses[0][1])
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:

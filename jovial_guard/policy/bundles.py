@@ -16,8 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from .. import keyfile
 from ..atomic import atomic_write
 from ..errors import Misconfigured
@@ -51,7 +49,7 @@ class SigningKey:
         others may read, or another uid owns, is refused with the ``chmod 600`` that fixes it.
         """
         private_path, id_path = key_dir / "signing.key", key_dir / "keyid"
-        keyfile.load_or_create(private_path, ec.EllipticCurvePrivateKey)
+        keyfile.load_or_create(private_path, "p256")
         if not id_path.exists():
             atomic_write(id_path, key_id.encode(), mode=0o644)
         return cls(private_path=private_path, public_path=keyfile.public_path(private_path),

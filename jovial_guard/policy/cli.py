@@ -8,8 +8,9 @@ binary on the real policy directory, so what passes here is what OPA will load.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -118,11 +119,13 @@ _opa_options = [
     click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="The running OPA (default: from `jovial-guard up`'s runtime file)."),
     click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
 ]
+_F = TypeVar("_F", bound=Callable[..., Any])
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: $JOVIAL_GUARD_HUB_STATE_DIR/decisions.jsonl).")
 
 
-def _with(options: list[Any]) -> Any:
-    def wrap(f: Any) -> Any:
+def _with(options: list[Callable[[_F], _F]]) -> Callable[[_F], _F]:
+    """Apply several click options as one decorator."""
+    def wrap(f: _F) -> _F:
         for option in reversed(options):
             f = option(f)
         return f

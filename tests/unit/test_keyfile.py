@@ -30,14 +30,17 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.mark.parametrize("key_type", [Ed25519PrivateKey, X25519PrivateKey, ec.EllipticCurvePrivateKey])
-def test_created_private_with_public_beside_it(tmp_path: Path, key_type: type[keyfile.PrivateKey]) -> None:
+@pytest.mark.parametrize(("kind", "key_type"), [
+    ("ed25519", Ed25519PrivateKey), ("x25519", X25519PrivateKey), ("p256", ec.EllipticCurvePrivateKey),
+])
+def test_created_private_with_public_beside_it(tmp_path: Path, kind: keyfile.Kind, key_type: type) -> None:
     path = tmp_path / "keys" / "signing.key"
-    key = keyfile.load_or_create(path, key_type)
+    key = keyfile.load_or_create(path, kind)
+    assert isinstance(key, key_type)
     assert _mode(path) == 0o600
     assert _mode(path.with_suffix(".pub")) == 0o644
     assert path.with_suffix(".pub").read_bytes() == keyfile.public_pem(key)
-    again = keyfile.load_or_create(path, key_type)
+    again = keyfile.load_or_create(path, kind)
     assert keyfile.public_pem(again) == keyfile.public_pem(key)
     assert sorted(p.name for p in path.parent.iterdir()) == ["signing.key", "signing.pub"]  # no temp files left
 
@@ -45,40 +48,40 @@ def test_created_private_with_public_beside_it(tmp_path: Path, key_type: type[ke
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o602])
 def test_loose_permissions_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "signing.key"
-    keyfile.load_or_create(path, Ed25519PrivateKey)
+    keyfile.load_or_create(path, "ed25519")
     path.chmod(mode)
     with pytest.raises(KeyFilePermissions, match=rf"mode {mode:04o}.*chmod 600 {path}$"):
-        keyfile.load_or_create(path, Ed25519PrivateKey)
+        keyfile.load_or_create(path, "ed25519")
 
 
 def test_foreign_owner_refused(tmp_path: Path) -> None:
     path = tmp_path / "signing.key"
-    keyfile.load_or_create(path, Ed25519PrivateKey)
+    keyfile.load_or_create(path, "ed25519")
     os.chown(path, 12345, 12345)
     with pytest.raises(KeyFilePermissions, match=rf"owned by uid 12345.*chmod 600 {path}"):
-        keyfile.load_or_create(path, Ed25519PrivateKey)
+        keyfile.load_or_create(path, "ed25519")
 
 
 def test_not_a_regular_file_refused(tmp_path: Path) -> None:
     path = tmp_path / "signing.key"
     path.mkdir(mode=0o700)
     with pytest.raises(KeyFileError, match="not a regular file"):
-        keyfile.load_or_create(path, Ed25519PrivateKey)
+        keyfile.load_or_create(path, "ed25519")
 
 
 def test_dangling_symlink_is_not_replaced_by_a_new_key(tmp_path: Path) -> None:
     path = tmp_path / "signing.key"
     path.symlink_to(tmp_path / "elsewhere.key")
     with pytest.raises(KeyFileError, match="does not exist"):
-        keyfile.load_or_create(path, Ed25519PrivateKey)
+        keyfile.load_or_create(path, "ed25519")
     assert not (tmp_path / "elsewhere.key").exists()
 
 
 def test_wrong_key_type_refused(tmp_path: Path) -> None:
     path = tmp_path / "agent.key"
-    keyfile.load_or_create(path, Ed25519PrivateKey)
+    keyfile.load_or_create(path, "ed25519")
     with pytest.raises(KeyFileError, match="not a X25519 private key"):
-        keyfile.load_or_create(path, X25519PrivateKey)
+        keyfile.load_or_create(path, "x25519")
 
 
 def test_wrong_curve_refused(tmp_path: Path) -> None:
@@ -88,7 +91,7 @@ def test_wrong_curve_refused(tmp_path: Path) -> None:
                                        serialization.NoEncryption()))
     path.chmod(0o600)
     with pytest.raises(KeyFileError, match="secp384r1"):
-        keyfile.load_or_create(path, ec.EllipticCurvePrivateKey)
+        keyfile.load_or_create(path, "p256")
 
 
 def test_garbage_refused_without_traceback_worthy_errors(tmp_path: Path) -> None:
@@ -96,14 +99,14 @@ def test_garbage_refused_without_traceback_worthy_errors(tmp_path: Path) -> None
     path.write_bytes(b"not a key")
     path.chmod(0o600)
     with pytest.raises(KeyFileError, match="not a PEM private key"):
-        keyfile.load_or_create(path, Ed25519PrivateKey)
+        keyfile.load_or_create(path, "ed25519")
 
 
 def test_missing_public_key_is_written_again(tmp_path: Path) -> None:
     path = tmp_path / "signing.key"
-    key = keyfile.load_or_create(path, Ed25519PrivateKey)
+    key = keyfile.load_or_create(path, "ed25519")
     path.with_suffix(".pub").unlink()
-    keyfile.load_or_create(path, Ed25519PrivateKey)
+    keyfile.load_or_create(path, "ed25519")
     assert path.with_suffix(".pub").read_bytes() == keyfile.public_pem(key)
 
 

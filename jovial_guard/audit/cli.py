@@ -84,7 +84,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
 def verify(directory: Path, public_key: Path | None, workers: int | None, require_signed: bool) -> None:
     """Check every record and signed checkpoint; exit 1 naming the first bad record."""
     from .checkpoint import InvalidCheckpoint, load_public_key
-    from .log import LogVerificationFailed
+    from .errors import LogVerificationFailed
     from .verify import verify_log
 
     key_path = public_key or directory / "keys" / "signing.pub"

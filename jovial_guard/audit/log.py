@@ -28,7 +28,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import MalformedInput, Unavailable
 from .checkpoint import (
     Checkpoint,
     InvalidCheckpoint,
@@ -37,43 +36,13 @@ from .checkpoint import (
     sign,
     verify_signature,
 )
+from .errors import AuditWriteFailed as AuditWriteFailed  # re-exported: the writer's errors
+from .errors import LogCorrupted as LogCorrupted
 from .merkle import CompactRange
 from .record import GENESIS, RecordFormatError, build_line, expected_chain, parse_line
 
 FILE_PATTERN = re.compile(r"^audit-(\d{6})\.log$")
 CHECKPOINT_FILE = "checkpoints.log"
-
-
-class LogVerificationFailed(MalformedInput):
-    """The log does not verify; ``record`` is the first bad record (1-based sequence).
-
-    The writer raises the same error (as :data:`LogCorrupted`) when the log it is asked to
-    append to fails to verify anywhere but a torn tail.
-    """
-
-    def __init__(self, reason: str, *, record: int | None = None, file: str | None = None,
-                 line: int | None = None, checkpoint: int | None = None) -> None:
-        self.reason = reason
-        self.record = record
-        self.file = file
-        self.line = line
-        self.checkpoint = checkpoint
-        where = []
-        if record is not None:
-            where.append(f"first bad record: {record}")
-        if file is not None:
-            where.append(f"{file}" + (f" line {line}" if line is not None else ""))
-        if checkpoint is not None:
-            where.append(f"checkpoint #{checkpoint}")
-        super().__init__(f"{reason} ({'; '.join(where)})" if where else reason)
-
-
-#: The writer's name for a log that does not verify somewhere other than a torn tail.
-LogCorrupted = LogVerificationFailed
-
-
-class AuditWriteFailed(Unavailable):
-    """A batch could not be made durable; none of it is acknowledged (senders retry)."""
 
 
 def file_index(path: Path | str) -> int:

@@ -26,8 +26,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .errors import AuditWriteFailed
 from .events import MalformedEvent, decision_event, engine_event, falco_event, hub_event
-from .log import AuditWriteFailed, iso_now
+from .log import iso_now
 from .metrics import CONTENT_TYPE_LATEST
 from .prepare import prepare_in_worker, prepare_lines
 from .service import AuditService

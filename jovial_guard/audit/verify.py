@@ -34,7 +34,8 @@ from .checkpoint import (
     parse_checkpoint,
     verify_signature,
 )
-from .log import CHECKPOINT_FILE, LogVerificationFailed, log_files
+from .errors import LogVerificationFailed
+from .log import CHECKPOINT_FILE, log_files
 from .merkle import EMPTY_ROOT, CompactRange, perfect_root
 from .record import GENESIS, RecordFormatError, expected_chain, leaf_of, split_line
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..atomic import atomic_write
+from ..keyfile import load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,8 @@ def write_webhook_certs(
     paths = CertPaths(out / "ca.crt", out / "ca.key", out / "tls.crt", out / "tls.key")
     if reuse_ca and paths.ca_cert.exists() and paths.ca_key.exists():
         ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-        loaded = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{paths.ca_key} is not an EC key; remove it or pass reuse_ca=False")
-        ca_key = loaded
+        # The CA key gets every key file's checks (0600, our uid, P-256).
+        ca_key = load_private_key(paths.ca_key, "p256")
     else:
         ca_key, ca_cert = create_ca()
         _write(paths.ca_key, _key_pem(ca_key), private=True)

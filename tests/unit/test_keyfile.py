@@ -147,3 +147,13 @@ def test_every_key_user_refuses_a_foreign_owner(tmp_path: Path, who: str) -> Non
     os.chown(path, 12345, 12345)
     with pytest.raises(KeyFilePermissions, match="owned by uid 12345"):
         load(path)
+
+
+def test_webhook_ca_key_is_checked_before_reuse(tmp_path: Path) -> None:
+    from jovial_guard.admission.tls import write_webhook_certs
+
+    paths = write_webhook_certs(tmp_path, dns_names=["localhost"])
+    assert _mode(paths.ca_key) == 0o600 and _mode(paths.key) == 0o600
+    paths.ca_key.chmod(0o640)
+    with pytest.raises(KeyFilePermissions, match=f"chmod 600 {paths.ca_key}"):
+        write_webhook_certs(tmp_path, dns_names=["localhost"])

@@ -41,8 +41,12 @@ class EngineUnavailable(Unavailable):
 
 
 def default_root() -> Path:
-    """The engine's storage: images and users' home volumes, so it is state, not cache."""
-    return engine_root()
+    """The engine's storage: images and users' home volumes, so it is state, not cache.
+
+    ``engine_root()/root``: the service keeps its containers.conf, network directory and
+    log beside it, all inside ``engine_root()``.
+    """
+    return engine_root() / "root"
 
 
 def find_podman() -> str:

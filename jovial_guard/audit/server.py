@@ -94,14 +94,14 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
                 try:
                     await service.quarantine([(raw, reason)], endpoint=endpoint)
                 except AuditWriteFailed:
-                    return _json_response({"error": "could not store the malformed event"}, 503)
-                return _json_response({"error": reason, "quarantined": True}, 400)
+                    return _json_response({"error": "could not store the malformed event"}, AuditWriteFailed.http_status)
+                return _json_response({"error": reason, "quarantined": True}, MalformedEvent.http_status)
             if event is None:
                 return _json_response({"ignored": True})
             try:
                 seq = await service.record(event)
             except AuditWriteFailed:
-                return _json_response({"error": "audit log write failed; retry"}, 503)
+                return _json_response({"error": "audit log write failed; retry"}, AuditWriteFailed.http_status)
             histogram.observe(time.perf_counter() - started)
             return _json_response({"seq": seq})
 
@@ -139,7 +139,8 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
                 for (kind, rule, priority, user), count in part.counts.items():
                     metrics.events.labels(kind, rule, priority, user).inc(count)
         except AuditWriteFailed:
-            return _json_response({"error": "audit log write failed; retry the batch"}, 503)
+            return _json_response({"error": "audit log write failed; retry the batch"},
+                                  AuditWriteFailed.http_status)
         metrics.intake_seconds.labels("bulk").observe(time.perf_counter() - started)
         return _json_response({"accepted": len(bodies), "first_seq": first if bodies else None,
                                "quarantined": len(bad), "ignored": ignored})

@@ -33,6 +33,10 @@ import secrets
 import shutil
 from pathlib import Path
 
+from jovial_guard import paths
+from jovial_guard.constants import DOCKER_API_VERSION
+from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
+from jovial_guard.policy.decision_log import DecisionLog
 from jovial_guard.runtime.image import NOTEBOOK_IMAGE
 from jovial_guard.spawn import (
     GuardedDockerSpawner,
@@ -41,16 +45,13 @@ from jovial_guard.spawn import (
     post_stop_hook,
     pre_spawn_hook,
 )
-from jovial_guard.hardening.egress import DEFAULT_POOL, EgressNamespaces
-from jovial_guard.paths import hub_state_dir
-from jovial_guard.policy.decision_log import DecisionLog
 from jovial_guard.spawn.options import options_from_form, profile_descriptions, render_options_form
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 env = os.environ.get
 REPO = Path(__file__).resolve().parent
-STATE = hub_state_dir()
+STATE = paths.hub_state_dir()
 STATE.mkdir(parents=True, exist_ok=True)
 os.chmod(STATE, 0o700)
 
@@ -109,7 +110,7 @@ if _token:
 # -- the spawner: DockerSpawner on the project's podman, hardened by the hook -------------
 engine_socket = env("JOVIAL_GUARD_ENGINE_SOCKET", "/run/jovial-guard/podman.sock")
 c.JupyterHub.spawner_class = GuardedDockerSpawner
-c.DockerSpawner.client_kwargs = {"base_url": f"unix://{engine_socket}", "version": "1.41"}
+c.DockerSpawner.client_kwargs = {"base_url": f"unix://{engine_socket}", "version": DOCKER_API_VERSION}
 c.DockerSpawner.image = NOTEBOOK_IMAGE
 c.DockerSpawner.allowed_images = []  # users cannot pick images; only profiles
 c.DockerSpawner.remove = True
@@ -150,10 +151,10 @@ c.JovialGuard.decision_listeners = [
 # policy's fileset is bind-mounted at the decision's storage.mount_path (/lustre/home ...);
 # the grant is revoked at stop. JOVIAL_GUARD_STORAGE=0 turns it off.
 c.JovialGuard.storage_enabled = env("JOVIAL_GUARD_STORAGE", "1") == "1"
-c.StorageCredentials.state_dir = str(STATE / "credentials")
-c.StorageCredentials.key_dir = str(STATE / "credentials-keys")
-c.StorageCredentials.agent_key_path = str(STATE / "credentials-agent" / "agent.key")
-c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(STATE / "lustre-sim")
+c.StorageCredentials.state_dir = str(paths.credentials_state_dir())
+c.StorageCredentials.key_dir = str(paths.credentials_key_dir())
+c.StorageCredentials.agent_key_path = str(paths.credentials_agent_key())
+c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(paths.storage_root())
 
 # -- runtime audit (jovial_guard.audit, docs/audit.md) ------------------------------------
 # A managed hub service: follows podman's event stream (start, die, oom, exec), takes
@@ -183,8 +184,8 @@ if env("JOVIAL_GUARD_AUDIT", "1") == "1":
             "--engine-url", f"unix://{engine_socket}",
             "--hub-api-url", c.JupyterHub.bind_url.rstrip("/") + "/hub/api",
             "--rules", str(Path(__file__).resolve().parent / "config" / "audit-responses.yaml"),
-            "--credentials-state", str(STATE / "credentials"),
-            "--credentials-keys", str(STATE / "credentials-keys"),
+            "--credentials-state", str(paths.credentials_state_dir()),
+            "--credentials-keys", str(paths.credentials_key_dir()),
         ],
         "environment": {k: v for k, v in os.environ.items() if k.startswith("JOVIAL_GUARD_") or k in ("PATH", "HOME")},
     })
@@ -210,10 +211,10 @@ if env("JOVIAL_GUARD_DASHBOARD", "1") == "1":
 
     c.JovialGuard.spawn_listeners.append(hardening_recorder(STATE / "hardening"))
     _dashboard_env = {
-        "JOVIAL_GUARD_HUB_STATE_DIR": str(STATE),
+        paths.HUB_STATE_ENV: str(STATE),
         "JOVIAL_GUARD_NETNS_PREFIX": netns_prefix,
         "JOVIAL_GUARD_EGRESS_POOL": egress_pool,
-        "JOVIAL_GUARD_CREDENTIALS_DIR": str(STATE / "credentials"),
+        "JOVIAL_GUARD_CREDENTIALS_DIR": str(paths.credentials_state_dir()),
         # where `jovial-guard audit serve --dir` keeps its log (docs/audit.md)
         "JOVIAL_GUARD_AUDIT_DIR": env("JOVIAL_GUARD_AUDIT_DIR") or str(STATE / "audit"),
     }

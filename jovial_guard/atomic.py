@@ -1,8 +1,11 @@
 """Durable, atomic file replacement: write a temp file, fsync it, rename, fsync the directory.
 
 Readers see either the old or the new content, never a torn file, and a crash after
-:func:`atomic_write` returns cannot lose the write. Used for the credentials' revocation list, grant
-envelopes, key files and rewraps, and the policy store's current-revision pointer.
+:func:`atomic_write` returns cannot lose the write. The one writer for every file that is
+replaced in place: key files and their public keys (:mod:`jovial_guard.keyfile`), the
+credentials' revocation list, grant envelopes and rewraps, the policy store's pointer and key
+id, the webhook's certificates, the dashboard's hardening records and the audit follower's
+offset.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class SecuritySpec:
     managed_label_prefix: str = ""
 
     @classmethod
-    def from_json(cls, doc: Any) -> "SecuritySpec":
+    def from_json(cls, doc: Any) -> SecuritySpec:
         """Parse the ``spec`` document of OPA's decision; anything odd is MalformedDecision."""
         try:
             res = doc["resources"]
@@ -214,7 +214,7 @@ class Decision:
     scope: str = ""
 
     @classmethod
-    def deny(cls, rule: str, message: str, *, policy_revision: str = "unknown") -> "Decision":
+    def deny(cls, rule: str, message: str, *, policy_revision: str = "unknown") -> Decision:
         """The only decision Python may make on its own: a fail-closed denial."""
         return cls(
             allowed=False,
@@ -224,7 +224,7 @@ class Decision:
         )
 
     @classmethod
-    def from_opa(cls, result: Any) -> "Decision":
+    def from_opa(cls, result: Any) -> Decision:
         """Parse ``data.jovial_guard.main.decision``; raise MalformedDecision on anything odd.
 
         An allow must carry a valid spec: an allow we cannot harden is not an allow.

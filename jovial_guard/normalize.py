@@ -9,8 +9,10 @@ never produces a Workload that looks harmless because fields were missing.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from .constants import ADMIN_ANNOTATION, GROUPS_ANNOTATION, PROFILE_ANNOTATION
 from .errors import MalformedInput
 from .workload import HubUser, Origin, Workload
 
@@ -30,9 +32,6 @@ POD_TEMPLATE_PATHS: dict[str, str] = {
 #: Annotations the hub (KubeSpawner, or our hook) puts on a pod to say whose it is.
 USERNAME_ANNOTATION = "hub.jupyter.org/username"
 USERNAME_LABEL = "hub.jupyter.org/username"
-GROUPS_ANNOTATION = "jovial-guard.io/groups"
-ADMIN_ANNOTATION = "jovial-guard.io/admin"
-PROFILE_ANNOTATION = "jovial-guard.io/profile"
 
 
 class NoPodTemplate(MalformedInput):

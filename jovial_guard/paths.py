@@ -18,7 +18,8 @@ from pathlib import Path
 
 CACHE_ENV = "JOVIAL_GUARD_CACHE"
 STATE_ENV = "JOVIAL_GUARD_STATE_DIR"
-#: The embedded hub's own directory, handed from ``up`` to the hub and its services.
+#: One hub's own directory; set by ``jovial-guard up`` for the hub and its services, and by
+#: tests that run a second hub. Unset, it is ``state_dir()/hub``.
 HUB_STATE_ENV = "JOVIAL_GUARD_HUB_STATE_DIR"
 SYSTEM_STATE_DIR = Path("/var/lib/jovial-guard")
 
@@ -43,9 +44,30 @@ def state_dir() -> Path:
 def hub_state_dir() -> Path:
     """The embedded hub's state: database, secrets, policy store, decision log, audit log,
     credentials. One directory so one backup covers the hub. ``$JOVIAL_GUARD_HUB_STATE_DIR``
-    names it directly (a test's or benchmark's hub)."""
+    names it directly (the stack passes it to the hub and its services)."""
     explicit = os.environ.get(HUB_STATE_ENV)
     return Path(explicit) if explicit else state_dir() / "hub"
+
+
+def credentials_state_dir() -> Path:
+    """Issued grants (envelopes only) and the revocation list."""
+    return hub_state_dir() / "credentials"
+
+
+def credentials_key_dir() -> Path:
+    """Key-encryption keys and the issuer's signing key, apart from the grants."""
+    return hub_state_dir() / "credentials-keys"
+
+
+def credentials_agent_key() -> Path:
+    """The node agent's X25519 private key."""
+    return hub_state_dir() / "credentials-agent" / "agent.key"
+
+
+def storage_root() -> Path:
+    """Where the simulated Lustre filesets live when no real mount is configured (users'
+    files, so state)."""
+    return hub_state_dir() / "lustre-sim"
 
 
 def engine_root() -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -246,10 +247,21 @@ def serve(config: WebhookConfig) -> int:
         return 0
     if not hasattr(socket, "SO_REUSEPORT"):
         raise RuntimeError("several workers need SO_REUSEPORT (Linux)")
-    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not multiproc_dir:
-        multiproc_dir = tempfile.mkdtemp(prefix="jovial-guard-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    # The workers' metrics files live in a shared directory; one we make is ours to remove.
+    made_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made_dir = tempfile.mkdtemp(prefix="jovial-guard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
+    try:
+        return _fork_workers(config)
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _fork_workers(config: WebhookConfig) -> int:
+    """Fork ``config.workers`` workers sharing the port; wait for all; 1 if one failed."""
     children: list[int] = []
     for _ in range(config.workers):
         pid = os.fork()

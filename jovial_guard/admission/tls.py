@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +27,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ..atomic import atomic_write
+from ..keyfile import load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +123,7 @@ def create_serving_cert(
 
 def _write(path: Path, data: bytes, *, private: bool) -> None:
     """Write atomically (rename), so a reloading server never reads half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, data, mode=0o600 if private else 0o644)
 
 
 def write_webhook_certs(
@@ -146,10 +144,8 @@ def write_webhook_certs(
     paths = CertPaths(out / "ca.crt", out / "ca.key", out / "tls.crt", out / "tls.key")
     if reuse_ca and paths.ca_cert.exists() and paths.ca_key.exists():
         ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-        loaded = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{paths.ca_key} is not an EC key; remove it or pass reuse_ca=False")
-        ca_key = loaded
+        # The CA key gets every key file's checks (0600, our uid, P-256).
+        ca_key = load_private_key(paths.ca_key, "p256")
     else:
         ca_key, ca_cert = create_ca()
         _write(paths.ca_key, _key_pem(ca_key), private=True)

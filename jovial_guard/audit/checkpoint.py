@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from .. import keyfile
+from ..errors import MalformedInput
+
 SIGNING_CONTEXT = b"jovial-guard audit checkpoint v1\n"
 
 
-class InvalidCheckpoint(Exception):
-    """A checkpoint line that does not parse or whose signature is invalid."""
+class InvalidCheckpoint(MalformedInput):
+    """A checkpoint line that does not parse, whose signature is invalid, or a key that is not Ed25519."""
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -39,34 +41,22 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def generate_key(path: Path) -> Ed25519PrivateKey:
-    """Create a new signing key file (0600) and its public key beside it (``.pub``)."""
+    """Create a new signing key file (0600, atomic) and its public key beside it (``.pub``)."""
     key = Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
-    write_public_key(key.public_key(), path.with_suffix(".pub"))
+    keyfile.write_private_key(path, key)
     return key
 
 
 def write_public_key(public_key: Ed25519PublicKey, path: Path) -> None:
-    path.write_bytes(
-        public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    """Write a public key (PEM, 0644, atomic): what a verifier is given."""
+    keyfile.write_public_key(
+        path, public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    if not path.exists():
-        return generate_key(path)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidCheckpoint(f"{path} is not an Ed25519 private key")
-    return key
+    """The log's signing key, created on first use; refused when others may read it."""
+    return keyfile.load_or_create(path, "ed25519")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

@@ -70,7 +70,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
         else:
             uvloop.run(serve_forever(settings))
     except RulesInvalid as exc:
-        raise click.ClickException(f"responses file: {exc}")
+        raise click.ClickException(f"responses file: {exc}") from None
 
 
 @audit.command()
@@ -84,13 +84,14 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
 def verify(directory: Path, public_key: Path | None, workers: int | None, require_signed: bool) -> None:
     """Check every record and signed checkpoint; exit 1 naming the first bad record."""
     from .checkpoint import InvalidCheckpoint, load_public_key
-    from .verify import LogVerificationFailed, verify_log
+    from .errors import LogVerificationFailed
+    from .verify import verify_log
 
     key_path = public_key or directory / "keys" / "signing.pub"
     try:
         key = load_public_key(key_path)
     except (OSError, ValueError, InvalidCheckpoint) as exc:
-        raise click.ClickException(f"cannot load public key {key_path}: {exc}")
+        raise click.ClickException(f"cannot load public key {key_path}: {exc}") from None
     try:
         report = verify_log(directory, key, workers=workers)
     except LogVerificationFailed as exc:
@@ -134,7 +135,7 @@ def query(directory: Path, user: str | None, unattributed: bool, rule: str | Non
                   priority=priority, min_priority=min_priority, kind=kind,
                   since=parse_time(since) if since else None, until=parse_time(until) if until else None)
     except (ValueError, MalformedEvent) as exc:
-        raise click.BadParameter(str(exc))
+        raise click.BadParameter(str(exc)) from None
     out = sys.stdout.buffer
     for record in run_query(directory, q, limit=limit):
         out.write(orjson.dumps(record) + b"\n")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..decision import Decision
+from ..errors import Unavailable
 from ..workload import Workload
 from .events import decision_event
 
@@ -79,7 +80,7 @@ class HttpSink:
             self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
         async with self._session.post(f"{self.url}/{endpoint}", json=doc) as resp:
             if resp.status != 200:
-                raise RuntimeError(f"audit intake answered {resp.status}: {(await resp.text())[:200]}")
+                raise Unavailable(f"audit intake answered {resp.status}: {(await resp.text())[:200]}")
 
     async def close(self) -> None:
         if self._session is not None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from ..errors import MalformedInput
+
 #: Falco priorities, most severe first (falco.yaml ``priority``, syslog levels).
 PRIORITIES: tuple[str, ...] = (
     "Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug",
@@ -32,7 +34,7 @@ SERVERNAME_LABEL = "hub.jupyter.org/servername"
 MAX_TEXT = 8192
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(MalformedInput, ValueError):
     """An event that is not in any accepted form; ``reason`` says what is wrong."""
 
 

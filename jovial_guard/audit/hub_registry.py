@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..errors import Misconfigured, Unavailable
 from .registry import Owner, SpawnRegistry
 
 #: How the spawn hook joins a container to its egress namespace (render_docker).
@@ -64,7 +65,7 @@ class SpawnRegistrar:
     def __init__(self, registry: SpawnRegistry | str | Path) -> None:
         self.registry = registry if isinstance(registry, SpawnRegistry) else SpawnRegistry(registry)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "SpawnRegistrar":
+    def __deepcopy__(self, memo: dict[int, Any]) -> SpawnRegistrar:
         """The registrar itself: traitlets deep-copies config values (a
         ``c.JovialGuard.spawn_listeners`` entry) and the registry's lock cannot be copied."""
         return self
@@ -92,14 +93,14 @@ async def register_from_hub(registry: SpawnRegistry, *, api_url: str, token: str
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as session:
         async with session.get(url) as resp:
             if resp.status != 200:
-                raise RuntimeError(f"hub answered {resp.status} for user {user}")
+                raise Unavailable(f"hub answered {resp.status} for user {user}")
             model = await resp.json()
     server_model = (model.get("servers") or {}).get(server)
     if not isinstance(server_model, dict):
         return None
     state = server_model.get("state")
     if not isinstance(state, dict):
-        raise RuntimeError("the hub token lacks admin:server_state (no spawner state in the user model)")
+        raise Misconfigured("the hub token lacks admin:server_state (no spawner state in the user model)")
     ids = owner_from_state(state)
     if not (ids["container_id"] or ids["container_name"] or ids["pod"]):
         return None

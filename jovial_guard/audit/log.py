@@ -36,19 +36,13 @@ from .checkpoint import (
     sign,
     verify_signature,
 )
+from .errors import AuditWriteFailed as AuditWriteFailed  # re-exported: the writer's errors
+from .errors import LogCorrupted as LogCorrupted
 from .merkle import CompactRange
 from .record import GENESIS, RecordFormatError, build_line, expected_chain, parse_line
 
 FILE_PATTERN = re.compile(r"^audit-(\d{6})\.log$")
 CHECKPOINT_FILE = "checkpoints.log"
-
-
-class LogCorrupted(Exception):
-    """The log on disk does not verify somewhere other than a torn tail; refusing to append."""
-
-
-class AuditWriteFailed(Exception):
-    """A batch could not be made durable; none of it is acknowledged."""
 
 
 def file_index(path: Path | str) -> int:

@@ -55,6 +55,22 @@ class CompactRange:
         nodes.append(node)
         self.size += 1
 
+    def append_subtree(self, node: bytes, height: int) -> None:
+        """Add the root of a perfect subtree of ``2**height`` leaves (``height`` 0: one leaf).
+
+        The range must end on a multiple of that subtree's width, as it does when a verifier
+        adds the aligned subtrees a worker computed for a run of leaves.
+        """
+        if self.size & ((1 << height) - 1):
+            raise ValueError(f"a subtree of {1 << height} leaves cannot follow {self.size} leaves")
+        nodes = self.nodes
+        size = self.size >> height
+        while size & 1:
+            node = _sha256(NODE_PREFIX + nodes.pop() + node).digest()
+            size >>= 1
+        nodes.append(node)
+        self.size += 1 << height
+
     def root(self) -> bytes:
         """RFC 6962 Merkle Tree Hash of all leaves so far."""
         if not self.nodes:
@@ -66,6 +82,14 @@ class CompactRange:
 
     def copy(self) -> CompactRange:
         return CompactRange(self.size, self.nodes)
+
+
+def perfect_root(leaves: list[bytes]) -> bytes:
+    """Root of a perfect tree: ``len(leaves)`` must be a power of two."""
+    level = leaves
+    while len(level) > 1:
+        level = [_sha256(NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:

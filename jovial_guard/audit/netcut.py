@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import Unavailable
 from .registry import Owner, SpawnRegistry
 from .responses import ActionSkipped
 
@@ -28,13 +28,20 @@ table inet jovial_guard_cut {
   chain output { type filter hook output priority -300; policy drop; }
 }
 """
-#: Only per-user namespaces (EgressNamespaces.user_ns: ``PREFIX-u-NAME``) may be cut: never
-#: the router or a service namespace, whose flushed ruleset would open egress for everyone.
-_USER_NETNS = re.compile(r"^[a-z][a-z0-9]{0,15}-u-[a-z0-9-]{1,40}$")
 
 
-class NetworkCutFailed(RuntimeError):
+class NetworkCutFailed(Unavailable):
     """nft did not accept the drop-all ruleset, or the namespace could not be entered."""
+
+
+def _is_users_namespace(name: str, user: str) -> bool:
+    """Whether ``name`` is ``user``'s per-user namespace (``PREFIX-u-KEY``, KEY from the one
+    naming function the spawn uses). Only those may be cut: never the router or a service
+    namespace, whose flushed ruleset would open egress for everyone, nor another user's."""
+    from ..spawn.network import namespace_key
+
+    prefix, separator, key = name.rpartition("-u-")
+    return bool(separator) and bool(prefix) and key == namespace_key(user)
 
 
 def _host_netns() -> int:
@@ -62,8 +69,9 @@ class NftNetworkCutter:
         nft = shutil.which("nft") or "nft"
         if owner.netns:
             name = os.path.basename(owner.netns)
-            if not _USER_NETNS.match(name):
-                raise NetworkCutFailed(f"registered netns {owner.netns!r} is not a per-user namespace; refusing")
+            if not _is_users_namespace(name, owner.user):
+                raise NetworkCutFailed(
+                    f"registered netns {owner.netns!r} is not {owner.user}'s per-user namespace; refusing")
             try:
                 inode = os.stat(f"/run/netns/{name}").st_ino
             except OSError as exc:

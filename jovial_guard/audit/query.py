@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from .entries import AuditEntry
 from .events import PRIORITIES, canonical_priority
 from .log import iter_bodies
 
@@ -95,3 +96,9 @@ def run_query(directory: str | Path, query: Query, *, limit: int | None = None) 
             found += 1
             if limit is not None and found >= limit:
                 return
+
+
+def entries(directory: str | Path, query: Query, *, limit: int | None = None) -> Iterator[AuditEntry]:
+    """Matching records as typed :class:`~.entries.AuditEntry` values, oldest first."""
+    for body in run_query(directory, query, limit=limit):
+        yield AuditEntry.from_body(int(body["seq"]), body)

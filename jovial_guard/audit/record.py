@@ -17,10 +17,13 @@ Pure functions only: building and checking lines does no I/O.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
-from .merkle import LEAF_PREFIX
+from ..errors import MalformedInput
+from .merkle import leaf_hash
 
 VERSION = b"v1"
 CHAIN_PREFIX = b"\x02"
@@ -30,9 +33,13 @@ _HASH_START = 3
 _HASH_END = 67
 _ENTRY_START = 68
 _sha256 = hashlib.sha256
+_LINE_START = VERSION + b" "
+_match_line = re.compile(re.escape(_LINE_START) + rb"([0-9a-f]{64}) ([0-9]+) ").match
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+_unhex = binascii.unhexlify
 
 
-class RecordFormatError(ValueError):
+class RecordFormatError(MalformedInput, ValueError):
     """A line that is not a well-formed version-1 record."""
 
 
@@ -44,8 +51,8 @@ class ParsedRecord:
     body: bytes
 
 
-def leaf_of(body: bytes) -> bytes:
-    return _sha256(LEAF_PREFIX + body).digest()
+#: The record's Merkle leaf: RFC 6962's leaf hash of its body.
+leaf_of = leaf_hash
 
 
 def build_line(seq: int, body: bytes, prev_chain: bytes, leaf: bytes | None = None) -> tuple[bytes, bytes, bytes]:
@@ -56,33 +63,40 @@ def build_line(seq: int, body: bytes, prev_chain: bytes, leaf: bytes | None = No
     if b"\n" in body:
         raise RecordFormatError("record body must not contain a newline")
     if leaf is None:
-        leaf = _sha256(LEAF_PREFIX + body).digest()
-    chain = _sha256(CHAIN_PREFIX + prev_chain + seq.to_bytes(8, "big") + leaf).digest()
-    return b"v1 %s %d %s\n" % (chain.hex().encode(), seq, body), leaf, chain
+        leaf = leaf_hash(body)
+    chain = expected_chain(prev_chain, seq, leaf)
+    return b"%s %s %d %s\n" % (VERSION, chain.hex().encode(), seq, body), leaf, chain
+
+
+def split_line(line: bytes) -> tuple[int, bytes, bytes]:
+    """``(seq, stored chain hash, body)`` of one line given without its newline.
+
+    Raises RecordFormatError naming what is wrong. The verifier calls this for every record,
+    so it is one regular-expression match and does no hashing (see :func:`leaf_of` and
+    :func:`expected_chain`).
+    """
+    match = _match_line(line)
+    if match is None:
+        raise RecordFormatError(_what_is_wrong(line))
+    return int(match[2]), _unhex(match[1]), line[match.end():]
+
+
+def _what_is_wrong(line: bytes) -> str:
+    if line[:_HASH_START] != _LINE_START or line[_HASH_END:_ENTRY_START] != b" ":
+        return "not a version-1 line"
+    if _HEX64.fullmatch(line[_HASH_START:_HASH_END]) is None:
+        return "chain hash is not hex"
+    return "bad sequence number"
 
 
 def parse_line(line: bytes) -> ParsedRecord:
     """Split a complete line (with its newline) and hash it; does not check the chain."""
     if len(line) < _ENTRY_START + 3 or not line.endswith(b"\n"):
         raise RecordFormatError("truncated record")
-    if line[:_HASH_START] != b"v1 " or line[_HASH_END:_ENTRY_START] != b" ":
-        raise RecordFormatError("not a version-1 record")
-    try:
-        chain = bytes.fromhex(line[_HASH_START:_HASH_END].decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RecordFormatError("chain hash is not hex") from exc
-    entry = line[_ENTRY_START:-1]
-    space = entry.find(b" ")
-    if space <= 0 or not entry[:space].isdigit():
-        raise RecordFormatError("sequence number missing")
-    body = entry[space + 1:]
-    return ParsedRecord(
-        seq=int(entry[:space]),
-        chain=chain,
-        leaf=_sha256(LEAF_PREFIX + body).digest(),
-        body=body,
-    )
+    seq, chain, body = split_line(line[:-1])
+    return ParsedRecord(seq=seq, chain=chain, leaf=leaf_of(body), body=body)
 
 
 def expected_chain(prev_chain: bytes, seq: int, leaf: bytes) -> bytes:
+    """The chain hash record ``seq`` must carry after ``prev_chain``."""
     return _sha256(CHAIN_PREFIX + prev_chain + seq.to_bytes(8, "big") + leaf).digest()

@@ -39,8 +39,10 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import yaml  # type: ignore[import-untyped]
+import yaml
 
+from ..errors import JovialGuardError, Misconfigured, Unavailable
+from .entries import ResponseRecord
 from .events import PRIORITIES, canonical_priority
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,15 @@ log = logging.getLogger(__name__)
 ACTION_NAMES = ("notify", "stop_server", "revoke_storage", "cut_network")
 
 
-class RulesInvalid(ValueError):
+class RulesInvalid(Misconfigured, ValueError):
     """The responses file is not valid; the message names the rule and the field."""
 
 
-class ActionSkipped(Exception):
-    """Nothing to act on (e.g. no registered container for the user)."""
+class ActionSkipped(JovialGuardError):
+    """Nothing to act on (e.g. no registered container for the user): recorded as skipped.
+
+    Not a failure of any kind; the responder records it and moves on.
+    """
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ class NotifyAction:
         async with aiohttp.ClientSession(timeout=self.timeout) as session:
             async with session.post(self.webhook, json=payload) as resp:
                 if resp.status >= 300:
-                    raise RuntimeError(f"notify webhook answered {resp.status}")
+                    raise Unavailable(f"notify webhook answered {resp.status}")
         return f"posted to {self.webhook}"
 
 
@@ -256,7 +261,7 @@ class HubStopServerAction:
                     return f"hub accepted stop ({resp.status})"
                 if resp.status == 400 and "not running" in body:
                     raise ActionSkipped("server is not running")
-                raise RuntimeError(f"hub answered {resp.status}: {body}")
+                raise Unavailable(f"hub answered {resp.status}: {body}")
 
 
 class RevokeStorageAction:
@@ -350,8 +355,10 @@ class Responder:
                 "summary": f"{rule.name}: {name} {outcome} ({detail})",
                 "user": user, "server": server,
                 "attribution": event.get("attribution") or "unattributed",
-                "fields": {"trigger_record": seq, "response_rule": rule.name, "action": name,
-                           "outcome": outcome, "detail": detail, "trigger_rule": event.get("rule")},
+                "fields": ResponseRecord(
+                    response_rule=rule.name, action=name, outcome=outcome, detail=detail,
+                    trigger_rule=event.get("rule"), trigger_record=seq,
+                ).to_fields(),
             }
             try:
                 result = self.record(response)

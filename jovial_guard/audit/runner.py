@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..constants import DOCKER_API_VERSION
 from .checkpoint import load_or_create_key
 from .registry import SpawnRegistry
 from .responses import (
@@ -105,9 +106,9 @@ class RunningAudit:
                 DirectoryRevoker(s.credentials_state, key_dir=s.credentials_keys))
         docker_client = None
         if s.engine_url:
-            import docker  # type: ignore[import-untyped]
+            import docker
 
-            docker_client = docker.DockerClient(base_url=s.engine_url, version="1.41")
+            docker_client = docker.DockerClient(base_url=s.engine_url, version=DOCKER_API_VERSION)
         from .netcut import NftNetworkCutter
 
         actions["cut_network"] = CutNetworkAction(NftNetworkCutter(self.registry, docker_client=docker_client))

@@ -26,8 +26,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .errors import AuditWriteFailed
 from .events import MalformedEvent, decision_event, engine_event, falco_event, hub_event
-from .log import AuditWriteFailed, iso_now
+from .log import iso_now
 from .metrics import CONTENT_TYPE_LATEST
 from .prepare import prepare_in_worker, prepare_lines
 from .service import AuditService
@@ -93,14 +94,14 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
                 try:
                     await service.quarantine([(raw, reason)], endpoint=endpoint)
                 except AuditWriteFailed:
-                    return _json_response({"error": "could not store the malformed event"}, 503)
-                return _json_response({"error": reason, "quarantined": True}, 400)
+                    return _json_response({"error": "could not store the malformed event"}, AuditWriteFailed.http_status)
+                return _json_response({"error": reason, "quarantined": True}, MalformedEvent.http_status)
             if event is None:
                 return _json_response({"ignored": True})
             try:
                 seq = await service.record(event)
             except AuditWriteFailed:
-                return _json_response({"error": "audit log write failed; retry"}, 503)
+                return _json_response({"error": "audit log write failed; retry"}, AuditWriteFailed.http_status)
             histogram.observe(time.perf_counter() - started)
             return _json_response({"seq": seq})
 
@@ -138,7 +139,8 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
                 for (kind, rule, priority, user), count in part.counts.items():
                     metrics.events.labels(kind, rule, priority, user).inc(count)
         except AuditWriteFailed:
-            return _json_response({"error": "audit log write failed; retry the batch"}, 503)
+            return _json_response({"error": "audit log write failed; retry the batch"},
+                                  AuditWriteFailed.http_status)
         metrics.intake_seconds.labels("bulk").observe(time.perf_counter() - started)
         return _json_response({"accepted": len(bodies), "first_seq": first if bodies else None,
                                "quarantined": len(bad), "ignored": ignored})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import queue
 import threading
 from pathlib import Path
@@ -18,6 +17,9 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from ..atomic import atomic_write
+from ..constants import DOCKER_API_VERSION
+from ..errors import Unavailable
 from .events import MalformedEvent, engine_event
 from .service import AuditService
 
@@ -72,7 +74,7 @@ class EngineEventStream:
     ``container oom`` event whenever it goes up.
     """
 
-    def __init__(self, service: AuditService, base_url: str, *, api_version: str = "1.41") -> None:
+    def __init__(self, service: AuditService, base_url: str, *, api_version: str = DOCKER_API_VERSION) -> None:
         if not base_url.startswith("unix://"):
             raise ValueError("base_url must be unix:///path/to/podman.sock")
         self.service = service
@@ -169,7 +171,7 @@ class EngineEventStream:
                 async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                     async with session.get(url) as resp:
                         if resp.status != 200:
-                            raise RuntimeError(f"engine /events answered {resp.status}")
+                            raise Unavailable(f"engine /events answered {resp.status}")
                         self.connected.set()
                         backoff = 0.2
                         async for line in resp.content:
@@ -263,9 +265,9 @@ class EngineEventsFile:
                     if end:
                         await self._handle_lines(data[:end].split(b"\n"))
                         offset += end
-                        tmp = self.offset_file.with_suffix(".tmp")
-                        tmp.write_text(str(offset))
-                        os.replace(tmp, self.offset_file)
+                        # Not fsync'd: after a crash the follower may read a few lines
+                        # again (recording them twice); it never skips one.
+                        atomic_write(self.offset_file, str(offset).encode(), durable=False)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep following; the error is logged
@@ -311,7 +313,7 @@ class HubEventForwarder(logging.Handler):
         self._thread.start()
         self.failures = 0
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "HubEventForwarder":
+    def __deepcopy__(self, memo: dict[int, Any]) -> HubEventForwarder:
         """The handler itself: config loaders deep-copy trait values, and a handler owns a
         lock and a worker thread that must stay one."""
         return self

@@ -10,12 +10,13 @@ What each kind of edit looks like to the verifier:
 - a forged, edited or foreign-key checkpoint: its Ed25519 signature does not verify.
 
 Records after the newest checkpoint are covered by the chain only (reported as unsigned).
-Hot loop is written inline on purpose: it is the part that must verify 10^6 records in seconds.
+The record format and the hashing are :mod:`.record`'s and :mod:`.merkle`'s, the same
+functions the writer uses; what is here is only the order of the checks and the parallel
+split (the part that must verify 10^6 records in seconds).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import multiprocessing
 import os
@@ -33,29 +34,10 @@ from .checkpoint import (
     parse_checkpoint,
     verify_signature,
 )
+from .errors import LogVerificationFailed
 from .log import CHECKPOINT_FILE, log_files
-from .merkle import EMPTY_ROOT
-from .record import GENESIS
-
-
-class LogVerificationFailed(Exception):
-    """The log does not verify; ``record`` is the first bad record (1-based sequence)."""
-
-    def __init__(self, reason: str, *, record: int | None = None, file: str | None = None,
-                 line: int | None = None, checkpoint: int | None = None) -> None:
-        self.reason = reason
-        self.record = record
-        self.file = file
-        self.line = line
-        self.checkpoint = checkpoint
-        where = []
-        if record is not None:
-            where.append(f"first bad record: {record}")
-        if file is not None:
-            where.append(f"{file}" + (f" line {line}" if line is not None else ""))
-        if checkpoint is not None:
-            where.append(f"checkpoint #{checkpoint}")
-        super().__init__(f"{reason} ({'; '.join(where)})" if where else reason)
+from .merkle import EMPTY_ROOT, CompactRange, perfect_root
+from .record import GENESIS, RecordFormatError, expected_chain, leaf_of, split_line
 
 
 @dataclass
@@ -100,7 +82,7 @@ def _frontier_sizes(size: int) -> list[int]:
 def _locate(cp: Checkpoint, nodes: list[bytes], good_size: int) -> int:
     """First record that can be bad, from the signed frontier vs the recomputed one."""
     start = 0
-    for width, signed, ours in zip(_frontier_sizes(cp.size), cp.frontier, nodes):
+    for width, signed, ours in zip(_frontier_sizes(cp.size), cp.frontier, nodes, strict=False):
         if not hmac.compare_digest(signed, ours):
             return max(start, good_size) + 1
         start += width
@@ -140,32 +122,25 @@ def _scan_chunk(path: str, start: int, end: int, cp_sizes: frozenset[int] = froz
     lines = data.split(b"\n")
     out.tail = lines.pop()
     out.lines = len(lines)
-    sha = hashlib.sha256
-    unhex = bytes.fromhex
     leaves: list[bytes] = []
     add = leaves.append
+    split, leaf_hash, chain_hash = split_line, leaf_of, expected_chain  # locals: the hot loop
     prev_stored = b""
     expected = 0
     for number, line in enumerate(lines, 1):
-        if line[:3] != b"v1 " or line[67:68] != b" ":
-            out.error = (number, expected, "malformed record (not a version-1 line)")
-            break
-        entry = line[68:]
-        space = entry.find(b" ")
         try:
-            seq = int(entry[:space]) if space > 0 else -1
-            stored = unhex(line[3:67].decode("ascii"))
-        except (ValueError, UnicodeDecodeError):
-            out.error = (number, expected, "malformed record (bad sequence number or hash)")
+            seq, stored, body = split(line)
+        except RecordFormatError as exc:
+            out.error = (number, expected, f"malformed record ({exc})")
             break
-        leaf = sha(b"\x00" + entry[space + 1:]).digest()
+        leaf = leaf_hash(body)
         if number == 1:
             out.first_seq, out.first_leaf, out.first_stored = seq, leaf, stored
         else:
             if seq != expected:
                 out.error = (number, expected, _seq_reason(seq, expected))
                 break
-            if sha(b"\x02" + prev_stored + seq.to_bytes(8, "big") + leaf).digest() != stored:
+            if chain_hash(prev_stored, seq, leaf) != stored:
                 out.error = (number, seq, _chain_reason(seq))
                 break
         add(leaf)
@@ -182,14 +157,6 @@ def _scan_chunk(path: str, start: int, end: int, cp_sizes: frozenset[int] = froz
     return out
 
 
-def _perfect_root(leaves: list[bytes]) -> bytes:
-    sha = hashlib.sha256
-    level = leaves
-    while len(level) > 1:
-        level = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
-    return level[0]
-
-
 def _pieces(leaves: list[bytes], first: int, cp_sizes: frozenset[int]) -> list[tuple[int, list[tuple[int, bytes]]]]:
     """Cover leaves ``[first, first+len)`` by aligned perfect subtrees, cut at checkpoint sizes."""
     end = first + len(leaves)
@@ -203,7 +170,7 @@ def _pieces(leaves: list[bytes], first: int, cp_sizes: frozenset[int]) -> list[t
             while pos % (2 << height) == 0 and pos + (2 << height) <= cut:
                 height += 1
             width = 1 << height
-            subtrees.append((height, _perfect_root(leaves[pos - first:pos - first + width])))
+            subtrees.append((height, perfect_root(leaves[pos - first:pos - first + width])))
             pos += width
         out.append((cut, subtrees))
     return out
@@ -277,12 +244,9 @@ def _verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers:
     ranges = _chunks(files, chunk_bytes)
     cp_sizes = frozenset(cp.size for cp in checkpoints)
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    sha = hashlib.sha256
-    node_prefix = b"\x01"
     prev = GENESIS
     expected = 1
-    nodes: list[bytes] = []
-    frontier_size = 0
+    frontier = CompactRange()
     line_base: dict[str, int] = {}
 
     pool = None
@@ -292,12 +256,12 @@ def _verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers:
         context.set_forkserver_preload(["jovial_guard.audit.verify"])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         results: Iterable[_Chunk] = pool.map(
-            _scan_chunk, *zip(*[(p, s, e, cp_sizes) for p, s, e, _ in ranges])
+            _scan_chunk, *zip(*[(p, s, e, cp_sizes) for p, s, e, _ in ranges], strict=True)
         )
     else:
         results = (_scan_chunk(p, s, e, cp_sizes) for p, s, e, _ in ranges)
     try:
-        for (path_s, _start, _end, last_of_file), chunk in zip(ranges, results):
+        for (path_s, _start, _end, last_of_file), chunk in zip(ranges, results, strict=True):
             name = Path(path_s).name
             base = line_base.get(name, 0)
             line_base[name] = base + chunk.lines
@@ -309,7 +273,7 @@ def _verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers:
                     else:
                         raise LogVerificationFailed(_seq_reason(chunk.first_seq, expected),
                                                     record=expected, file=name, line=base + 1)
-                elif sha(b"\x02" + prev + expected.to_bytes(8, "big") + chunk.first_leaf).digest() != chunk.first_stored:
+                elif expected_chain(prev, expected, chunk.first_leaf) != chunk.first_stored:
                     raise LogVerificationFailed(_chain_reason(expected), record=expected,
                                                 file=name, line=base + 1)
             # Each unit: (end seq, [(height, node)]) — a whole piece, or one leaf after an error.
@@ -321,25 +285,17 @@ def _verify_log(directory: str | Path, public_key: Ed25519PublicKey, *, workers:
                 units = [(expected + i // 32, [(0, leaves[i:i + 32])]) for i in range(0, len(leaves), 32)]
             for seq, subtrees in units:
                 for height, subtree in subtrees:
-                    node = subtree
-                    size = frontier_size >> height
-                    while size & 1:
-                        node = sha(node_prefix + nodes.pop() + node).digest()
-                        size >>= 1
-                    nodes.append(node)
-                    frontier_size += 1 << height
+                    frontier.append_subtree(subtree, height)
                 if seq == next_cp:
                     head = chunk.heads.get(seq, b"")
                     while cp_index < len(checkpoints) and checkpoints[cp_index].size == seq:
                         cp = checkpoints[cp_index]
-                        root = nodes[-1]
-                        for left in reversed(nodes[:-1]):
-                            root = sha(node_prefix + left + root).digest()
+                        root = frontier.root()
                         if not (hmac.compare_digest(root, cp.root) and hmac.compare_digest(head, cp.head)):
                             raise LogVerificationFailed(
                                 f"records {good_size + 1}..{seq} do not match signed checkpoint "
                                 f"#{cp_index + 1} (size {seq}): rewritten after signing",
-                                record=_locate(cp, nodes, good_size), checkpoint=cp_index + 1,
+                                record=_locate(cp, frontier.nodes, good_size), checkpoint=cp_index + 1,
                             )
                         cp_index += 1
                     good_size = seq

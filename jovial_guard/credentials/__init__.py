@@ -1,4 +1,4 @@
-"""Encrypted, expiring, revocable per-user storage credentials (issue 6). See docs/credentials.md.
+"""Encrypted, expiring, revocable per-user storage credentials. See docs/credentials.md.
 
 For the audit responder, the hub's stop hook and admin tooling, one call::
 

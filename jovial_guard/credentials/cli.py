@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from ..paths import hub_state_dir
-from .errors import CredentialError, GrantRefused, InvalidGrant
+from .. import paths
+from ..errors import JovialGuardError
+from .errors import GrantRefused, InvalidGrant
 from .issuer import DEFAULT_LIFETIME, Issuer
 
 
-def _default_dir(kind: str) -> str:
-    """The embedded hub's layout, so `creds` with no options sees the hub's grants."""
-    return str(hub_state_dir() / {"state": "credentials", "keys": "credentials-keys"}[kind])
-
-
 def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _readable(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,9 +31,10 @@ def _readable(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except CredentialError as exc:
+        except JovialGuardError as exc:
+            # A grant that fails verification is an answer (1); anything else a mistake (2).
             error = click.ClickException(f"{type(exc).__name__}: {exc}")
-            error.exit_code = getattr(exc, "exit_code", 1 if isinstance(exc, (InvalidGrant, GrantRefused)) else 2)
+            error.exit_code = 1 if isinstance(exc, (InvalidGrant, GrantRefused)) else getattr(exc, "exit_code", 2)
             raise error from None
 
     return wrapper
@@ -53,15 +51,15 @@ def _issuer(ctx: click.Context, *, create: bool = False) -> Issuer:
 @click.option(
     "--state-dir",
     envvar="JOVIAL_GUARD_CREDS_STATE",
-    default=lambda: _default_dir("state"),
-    show_default="STATE/hub/credentials",
+    default=lambda: str(paths.credentials_state_dir()),
+    show_default="the hub's: HUB_STATE/credentials",
     help="Grant envelopes and revocation list.",
 )
 @click.option(
     "--key-dir",
     envvar="JOVIAL_GUARD_CREDS_KEYS",
-    default=lambda: _default_dir("keys"),
-    show_default="STATE/hub/credentials-keys",
+    default=lambda: str(paths.credentials_key_dir()),
+    show_default="the hub's: HUB_STATE/credentials-keys",
     help="kek.json (mode 0600) and the signing key.",
 )
 @click.option(

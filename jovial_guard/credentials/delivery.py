@@ -20,17 +20,15 @@ the user's container, its environment or its volumes. Any failure to open is Inv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ..atomic import atomic_write
+from .. import keyfile
 from .errors import CredentialError, InvalidGrant, KeyringError
 from .grant import Grant
-from .keyring import check_private_file
 
 DELIVERY_VERSION = b"\x01"
 PAYLOAD_VERSION = b"\x01"
@@ -71,50 +69,14 @@ def open_delivery(sealed: bytes, *, agent_key: X25519PrivateKey, agent_id: str, 
 
 
 # -- key files -----------------------------------------------------------------------------
-_K = TypeVar("_K", Ed25519PrivateKey, X25519PrivateKey)
-
-
-def _write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> None:
-    raw = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, raw, mode=0o600)
-
-
-def _write_public_key(path: Path, key: Ed25519PublicKey | X25519PublicKey) -> None:
-    raw = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    atomic_write(path, raw, mode=0o644)
-
-
-def _load_or_create(path: Path, key_type: type[_K], label: str) -> _K:
-    """A private key of ``key_type`` (PEM, mode 0600), created with its ``.pub`` on first use."""
-    path = Path(path)
-    if not path.exists():
-        key = key_type.generate()
-        _write_private_key(path, key)
-        _write_public_key(path.with_suffix(".pub"), key.public_key())
-        return key
-    loaded = _load_private(path)
-    if not isinstance(loaded, key_type):
-        raise KeyringError(f"{path} is not an {label} private key")
-    return loaded
-
-
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
     """The issuer's Ed25519 key (PEM, mode 0600), created with its ``.pub`` beside it on first use."""
-    return _load_or_create(path, Ed25519PrivateKey, "Ed25519")
+    return keyfile.load_or_create(path, "ed25519")
 
 
 def load_or_create_agent_key(path: Path) -> X25519PrivateKey:
     """A node agent's X25519 key (PEM, mode 0600), created with its ``.pub`` on first use."""
-    return _load_or_create(path, X25519PrivateKey, "X25519")
-
-
-def _load_private(path: Path) -> object:
-    check_private_file(path)
-    try:
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyringError(f"{path}: not a PEM private key ({exc})") from None
+    return keyfile.load_or_create(path, "x25519")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey | X25519PublicKey:

@@ -22,7 +22,8 @@ import binascii
 import json
 import os
 import struct
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM

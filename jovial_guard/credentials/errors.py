@@ -9,21 +9,22 @@ exceptions, so the hub and the admins can say what happened.
 
 from __future__ import annotations
 
-from ..errors import JovialGuardError
+from ..errors import Denied, JovialGuardError, MalformedInput, Misconfigured, Unavailable
+from ..keyfile import KeyFilePermissions
 
 
 class CredentialError(JovialGuardError):
-    """Base class for every credentials error."""
+    """Base class for every credentials error (each also derives from one kind in ``errors``)."""
 
 
-class InvalidGrant(CredentialError):
+class InvalidGrant(CredentialError, Denied):
     """The token or sealed grant failed authentication or decoding. Deliberately vague."""
 
     def __init__(self) -> None:
         super().__init__("invalid grant")
 
 
-class GrantRefused(CredentialError):
+class GrantRefused(CredentialError, Denied):
     """An authentic grant that must not be used; ``serial`` names it for the logs."""
 
     def __init__(self, message: str, *, serial: str) -> None:
@@ -51,21 +52,37 @@ class GrantWrongFileset(GrantRefused):
     """An authentic grant presented for a fileset it does not cover (replay)."""
 
 
-class GrantRequestInvalid(CredentialError, ValueError):
+class GrantRequestInvalid(CredentialError, MalformedInput, ValueError):
     """A caller asked for a grant with a bad argument; the message names it and what is accepted."""
 
 
-class KeyringError(CredentialError):
-    """The key-encryption keys cannot be loaded or used (missing file, bad format, unknown id)."""
+class KeyringError(CredentialError, Misconfigured):
+    """The key-encryption keys cannot be loaded or used (missing file, bad format, unknown id).
+
+    A key file others could read is :class:`~jovial_guard.keyfile.KeyFilePermissions`
+    (re-exported here), the same refusal every key file gets.
+    """
 
 
-class KeyFilePermissions(KeyringError):
-    """A key file is readable or writable by group or others; refused before reading it."""
-
-
-class MountError(CredentialError):
+class MountError(CredentialError, Unavailable):
     """The node agent could not perform or remove a mount."""
 
 
-class StoragePolicyError(CredentialError):
+class StoragePolicyError(CredentialError, Unavailable):
     """OPA gave no usable storage grant for the workload (no grant, or a malformed one)."""
+
+
+__all__ = [
+    "CredentialError",
+    "InvalidGrant",
+    "GrantRefused",
+    "GrantExpired",
+    "GrantRevoked",
+    "GrantWrongUser",
+    "GrantWrongFileset",
+    "GrantRequestInvalid",
+    "KeyringError",
+    "KeyFilePermissions",
+    "MountError",
+    "StoragePolicyError",
+]

@@ -152,7 +152,7 @@ class Grant:
         return canonical_json({**self.public_json(), "secret": base64.b64encode(self.secret).decode()})
 
     @classmethod
-    def from_json_bytes(cls, raw: bytes) -> "Grant":
+    def from_json_bytes(cls, raw: bytes) -> Grant:
         """Parse :meth:`to_json_bytes` output; raises ValueError/GrantRequestInvalid on anything odd."""
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("v") != GRANT_VERSION:
@@ -161,7 +161,7 @@ class Grant:
         return cls.from_header(doc, secret=secret)
 
     @classmethod
-    def from_header(cls, doc: dict[str, Any], *, secret: bytes) -> "Grant":
+    def from_header(cls, doc: dict[str, Any], *, secret: bytes) -> Grant:
         return cls(
             user=doc["user"],
             uid=doc["uid"],

@@ -22,7 +22,7 @@ from typing import Any
 from traitlets import Bool, Integer, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
-from ..paths import hub_state_dir
+from .. import paths
 from .agent import NodeAgent
 from .backends.bind import BindBackend
 from .delivery import load_or_create_agent_key
@@ -31,44 +31,39 @@ from .grant import Grant
 from .issuer import DEFAULT_LIFETIME, Issuer
 
 
-def _state() -> Path:
-    """Grants and keys are state (never cache): the embedded hub's state directory."""
-    return hub_state_dir()
-
-
 class StorageCredentials(SingletonConfigurable):
     """Per-user storage grants for spawned servers (used when ``c.JovialGuard.storage_enabled``)."""
 
     state_dir = Unicode(
         config=True,
         help="""Issued grants (envelopes only) and the revocation list. Default
-        ``STATE/hub/credentials`` (``jovial_guard.paths``). Example: ``/var/lib/jovial-guard/credentials``.""",
+        ``HUB_STATE/credentials`` (see :mod:`jovial_guard.paths`). Example: ``/var/lib/jovial-guard/credentials``.""",
     )
 
     @default("state_dir")
     def _default_state(self) -> str:
-        return str(_state() / "credentials")
+        return str(paths.credentials_state_dir())
 
     key_dir = Unicode(
         config=True,
         help="""Key-encryption keys (``kek.json``, mode 0600) and the issuer's signing key,
-        kept apart from ``state_dir``. Default ``STATE/hub/credentials-keys``.
+        kept apart from ``state_dir``. Default ``HUB_STATE/credentials-keys``.
         Example: ``/etc/jovial-guard/keys``.""",
     )
 
     @default("key_dir")
     def _default_keys(self) -> str:
-        return str(_state() / "credentials-keys")
+        return str(paths.credentials_key_dir())
 
     agent_key_path = Unicode(
         config=True,
         help="""The node agent's X25519 private key (created on first use, mode 0600).
-        Default ``STATE/hub/credentials-agent/agent.key``.""",
+        Default ``HUB_STATE/credentials-agent/agent.key``.""",
     )
 
     @default("agent_key_path")
     def _default_agent_key(self) -> str:
-        return str(_state() / "credentials-agent" / "agent.key")
+        return str(paths.credentials_agent_key())
 
     agent_id = Unicode(config=True, help="This node's agent id (bound into sealed grants). Default: the host name.")
 
@@ -79,13 +74,13 @@ class StorageCredentials(SingletonConfigurable):
     storage_root = Unicode(
         config=True,
         help="""Root of the file system filesets live under (``bind`` backend); a fileset
-        ``home/alice`` is ``<storage_root>/home/alice``. Default ``STATE/hub/lustre-sim``.
+        ``home/alice`` is ``<storage_root>/home/alice``. Default ``STATE/lustre-sim``.
         Example: ``/srv/jovial-guard/lustre`` or a Lustre client mount.""",
     )
 
     @default("storage_root")
     def _default_storage_root(self) -> str:
-        return str(_state() / "lustre-sim")
+        return str(paths.storage_root())
 
     staging_root = Unicode(
         config=True,
@@ -278,7 +273,7 @@ class StorageCredentials(SingletonConfigurable):
             await asyncio.sleep(self.sweep_interval)
             try:
                 await asyncio.to_thread(self.tick)
-            except Exception:  # noqa: BLE001 - keep sweeping; each failure is logged
+            except Exception:
                 self.log.exception("storage credentials sweep failed")
 
     async def close(self) -> None:

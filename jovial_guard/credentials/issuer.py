@@ -20,10 +20,11 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -43,7 +44,7 @@ from .errors import (
 from .grant import SECRET_BYTES, Grant, GrantHeader, Mode
 from .keyring import KeyProvider, LocalFileKeyring
 from .revocation import Revocation, RevocationList
-from .store import GrantStore
+from .store import GRANTS_DIR, REVOCATIONS_FILE, GrantStore
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Issuer:
         keyring: KeyProvider | None = None,
         lifetime: int = DEFAULT_LIFETIME,
         create: bool = False,
-    ) -> "Issuer":
+    ) -> Issuer:
         """The standard layout: ``state_dir/{grants/, revoked.json}``, keys under ``keys/``.
 
         The key directory defaults to ``state_dir/../keys`` so a scan of the state directory
@@ -126,8 +127,8 @@ class Issuer:
         signer = load_or_create_signing_key(key_dir / "issuer-signing.key")
         return cls(
             keyring=keyring,
-            store=GrantStore(state_dir / "grants"),
-            revocations=RevocationList(state_dir / "revoked.json"),
+            store=GrantStore(state_dir / GRANTS_DIR),
+            revocations=RevocationList(state_dir / REVOCATIONS_FILE),
             signer=signer,
             lifetime=lifetime,
         )
@@ -273,7 +274,7 @@ class Issuer:
         for listener in list(self.listeners):
             try:
                 listener(entries)
-            except Exception:  # noqa: BLE001 - a failing listener must not undo a revocation
+            except Exception:
                 log.exception("revocation listener failed; the next agent sweep removes the mount")
         return [e.serial for e in entries]
 

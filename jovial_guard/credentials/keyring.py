@@ -16,16 +16,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..atomic import atomic_write
-from .errors import InvalidGrant, KeyFilePermissions, KeyringError
+from ..keyfile import check_private_file
+from .errors import InvalidGrant, KeyringError
 
 KEYRING_VERSION = 1
 KEY_BYTES = 32
@@ -61,27 +62,6 @@ class KeyProvider(Protocol):
         ...
 
 
-def check_private_file(path: Path) -> os.stat_result:
-    """Refuse a key file that group or others may read or write, or that someone else owns."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise KeyringError(f"key file {path} does not exist (create one with `jovial-guard creds init`)") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyringError(f"key file {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise KeyFilePermissions(
-            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"refusing to use it. Restrict it with: chmod 600 {path}"
-        )
-    if st.st_uid != os.geteuid():
-        raise KeyFilePermissions(
-            f"key file {path} is owned by uid {st.st_uid}, not by this process (uid {os.geteuid()}); "
-            f"refusing to use it. Fix with: chown {os.geteuid()} {path} && chmod 600 {path}"
-        )
-    return st
-
-
 class LocalFileKeyring:
     """Versioned AES-256 KEKs in a private JSON file.
 
@@ -104,7 +84,7 @@ class LocalFileKeyring:
     @classmethod
     def create(
         cls, path: Path, *, randbytes: Callable[[int], bytes] = os.urandom, now: int | None = None
-    ) -> "LocalFileKeyring":
+    ) -> LocalFileKeyring:
         """Write a new keyring with one key (``k1``); refuses to overwrite an existing file."""
         path = Path(path)
         if path.exists():
@@ -124,6 +104,8 @@ class LocalFileKeyring:
         return cls(path, randbytes=randbytes)
 
     def reload(self) -> None:
+        if not self.path.exists():
+            raise KeyringError(f"key file {self.path} does not exist (create one with `jovial-guard creds init`)")
         check_private_file(self.path)
         try:
             doc = json.loads(self.path.read_bytes())

@@ -28,7 +28,7 @@ class StorageParams:
     mount_path: str
 
     @classmethod
-    def from_json(cls, doc: Any) -> "StorageParams":
+    def from_json(cls, doc: Any) -> StorageParams:
         if not isinstance(doc, dict):
             raise StoragePolicyError(f"data.{PACKAGE}.{RULE} is not an object: {doc!r}")
         fileset, mode, mount_path = doc.get("fileset"), doc.get("mode"), doc.get("mount_path")

@@ -8,13 +8,17 @@ keyring) or the new one, so rewrapping needs no downtime.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..atomic import atomic_write, ensure_private_dir, sync_directory
 from .envelope import read_header
 from .errors import CredentialError, InvalidGrant
 from .grant import GrantHeader
+
+#: The issuer's state directory layout: grant envelopes, and the revocation list beside them.
+GRANTS_DIR = "grants"
+REVOCATIONS_FILE = "revoked.json"
 
 SUFFIX = ".grant"
 

@@ -29,6 +29,7 @@ from jupyterhub.services.auth import (  # type: ignore[import-untyped]
 from jupyterhub.utils import url_path_join  # type: ignore[import-untyped]
 from tornado import ioloop, web
 
+from ..paths import HUB_STATE_ENV
 from ..policy.decision_log import DecisionLog
 from ..policy.lifecycle import DryRunReport, dry_run
 from ..policy.store import PolicyStore, StoreError
@@ -236,9 +237,9 @@ def _history(store: PolicyStore) -> list[Any]:
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     """The service's settings from the hub-provided and jovial_guard variables."""
     env = dict(os.environ if env is None else env)
-    state_dir = env.get("JOVIAL_GUARD_HUB_STATE_DIR")
+    state_dir = env.get(HUB_STATE_ENV)
     if not state_dir:
-        raise SystemExit("jovial_guard dashboard: JOVIAL_GUARD_HUB_STATE_DIR is not set")
+        raise SystemExit(f"jovial_guard dashboard: {HUB_STATE_ENV} is not set")
     audit = env.get("JOVIAL_GUARD_AUDIT_DIR")
     creds = env.get("JOVIAL_GUARD_CREDENTIALS_DIR") or str(Path(state_dir) / "credentials")
     return Settings(

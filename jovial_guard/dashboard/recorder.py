@@ -12,11 +12,12 @@ as active.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_write
 
 VERSION = 1
 
@@ -32,11 +33,7 @@ def write_record(directory: Path, *, user: str, server: str, record: dict[str, A
     doc = {"v": VERSION, "time": time.time() if now is None else now, "user": user, "server": server,
            "record": record}
     path = directory / _file_name(user, server)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, sort_keys=True, default=str).encode(), mode=0o600)
     return path
 
 

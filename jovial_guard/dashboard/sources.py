@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +16,14 @@ from typing import Any
 
 import requests
 
-from ..errors import JovialGuardError
+from ..errors import JovialGuardError, MalformedInput
 from ..policy.decision_log import DecisionLog
 from ..policy.store import PolicyStore, StoreError
 from .model import AuditRow, Checks, DecisionRow, Grant, Reason, RevisionView, ServerRow
 from .recorder import read_records
 
 
-class CandidateInvalid(JovialGuardError):
+class CandidateInvalid(MalformedInput):
     """The dry-run candidate is not a readable policy directory; the message says why."""
 
 
@@ -144,38 +143,21 @@ def hub_servers(settings: Settings, *, timeout: float = 10.0) -> list[dict[str, 
 
 
 def grants_by_user(credentials_dir: Path | None, *, now: float | None = None) -> dict[str, list[Grant]]:
-    """Unexpired grants per user from the credentials store (clear headers only)."""
-    if credentials_dir is None or not credentials_dir.is_dir():
+    """Live grants per user, from the credentials' query API (clear headers only)."""
+    if credentials_dir is None:
         return {}
-    from ..credentials.store import GrantStore
+    from ..credentials.query import live_grants_by_user
 
-    now = time.time() if now is None else now
-    directory = credentials_dir / "grants"
-    if not directory.is_dir():
-        return {}
-    revoked = _revoked_serials(credentials_dir / "revoked.json")
-    out: dict[str, list[Grant]] = {}
-    for serial, header in GrantStore(directory).headers():
-        if header is None or header["expires"] < now or serial in revoked or "*" in revoked:
-            continue
-        out.setdefault(header["user"], []).append(
-            Grant(serial, header["fileset"], header["mode"], header["mount_path"], float(header["expires"])))
-    return out
-
-
-def _revoked_serials(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    try:
-        from ..credentials.revocation import RevocationList
-
-        return {r.serial for r in RevocationList(path).all()}
-    except Exception:  # noqa: BLE001 - an unreadable list: show no grant as live
-        return {"*"}
+    return {user: [Grant(g.serial, g.fileset, g.mode, g.mount_path, g.expires) for g in grants]
+            for user, grants in live_grants_by_user(credentials_dir, now=now).items()}
 
 
 def egress_rules(settings: Settings, username: str) -> tuple[str | None, str | None]:
-    """(ruleset, error) of the user's egress namespace, read live with ``nft list ruleset``."""
+    """(ruleset, error) of the user's egress namespace, read live with ``nft list ruleset``.
+
+    The dashboard's only contact with the host's network state: everything else about a
+    user's egress comes from the hardening record.
+    """
     from ..hardening.egress import EgressNamespaces
     from ..spawn.network import namespace_key
 
@@ -233,22 +215,18 @@ def audit_rows(directory: Path | None, *, since_hours: float = 24.0, limit: int 
     """The newest audit records (events and responses), newest first."""
     if directory is None or not directory.is_dir():
         return []
-    from ..audit.query import Query, run_query
+    from ..audit.query import Query, entries
 
     since = (now or _dt.datetime.now(_dt.UTC)) - _dt.timedelta(hours=since_hours)
     newest: collections.deque[AuditRow] = collections.deque(maxlen=limit)
-    for body in run_query(directory, Query(since=since)):
-        raw_fields = body.get("fields")
-        fields: dict[str, Any] = raw_fields if isinstance(raw_fields, dict) else {}
-        rule = str(body.get("rule") or "")
-        outcome = ""
-        if body.get("kind") == "response":
-            # responses.py: rule "response <action>", fields {response_rule, action, outcome, trigger_rule}
-            outcome = str(fields.get("outcome") or "")
-            rule = f"{fields.get('action') or rule} by {fields.get('response_rule') or '?'}" \
-                   f" on {fields.get('trigger_rule') or '?'} (record {fields.get('trigger_record', '?')})"
-        newest.append(AuditRow(int(body.get("seq", 0)), str(body.get("ts", "")), str(body.get("kind", "?")),
-                               body.get("user"), rule, str(body.get("priority") or ""), outcome))
+    for entry in entries(directory, Query(since=since)):
+        rule, outcome = entry.rule, ""
+        if entry.response is not None:
+            response = entry.response
+            outcome = response.outcome
+            rule = (f"{response.action or rule} by {response.response_rule or '?'}"
+                    f" on {response.trigger_rule or '?'} (record {response.trigger_record or '?'})")
+        newest.append(AuditRow(entry.seq, entry.ts, entry.kind, entry.user, rule, entry.priority, outcome))
     return list(reversed(newest))
 
 

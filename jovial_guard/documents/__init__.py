@@ -117,7 +117,7 @@ def split_yaml_stream(data: bytes) -> Iterator[tuple[int, bytes]]:
     starts = [m.start() for m in _MARKER.finditer(data)]
     bounds = ([0] if not starts or starts[0] != 0 else []) + starts + [len(data)]
     line = 0
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in zip(bounds, bounds[1:], strict=False):
         yield line, data[start:end]
         line += data.count(b"\n", start, end)
 

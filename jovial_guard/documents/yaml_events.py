@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from .limits import BOUNDS, INT64_MAX, INT64_MIN, Bounds, MalformedDocument
 
@@ -108,7 +108,7 @@ class _YamlBuilder:
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         tag, value = event.tag, event.value
         if event.implicit[0] and tag in (None, "!"):
-            resolved = self.loader.resolve(yaml.ScalarNode, value, (True, False))
+            resolved = self.loader.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
             pyyaml_kind = _KIND_OF_TAG.get(resolved, resolved.rsplit(":", 1)[-1])
             go_kind = go_yaml_kind(value)
             if pyyaml_kind != go_kind:

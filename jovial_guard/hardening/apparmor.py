@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import JovialGuardError
+from ..errors import Misconfigured, Unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_NAME = "jovial-guard-notebook"
@@ -23,7 +23,7 @@ ENABLED_PARAMETER = Path("/sys/module/apparmor/parameters/enabled")
 _NOISE = "Cache read/write disabled"
 
 
-class AppArmorProfileInvalid(JovialGuardError):
+class AppArmorProfileInvalid(Misconfigured):
     """The AppArmor profile is missing or does not compile; the parser's message says why."""
 
 
@@ -101,7 +101,7 @@ def profile_loaded(name: str = PROFILE_NAME) -> bool:
     return any(line.split(" (")[0] == name for line in text.splitlines())
 
 
-class AppArmorUnsupported(JovialGuardError):
+class AppArmorUnsupported(Unavailable):
     """The host kernel cannot enforce AppArmor; the reason says why. Never papered over."""
 
 

@@ -22,27 +22,24 @@ Why each piece is shaped the way it is (see PLATFORM-NOTES):
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..decision import SecuritySpec
-from ..errors import JovialGuardError
+from ..errors import Misconfigured
+from .quantity import Quantity, parse
 
 #: ulimits every container gets (``nofile`` must not exceed the host hard limit of 20000).
 ULIMITS: tuple[tuple[str, int, int], ...] = (("nofile", 20000, 20000), ("nproc", 4096, 4096))
 DEFAULT_HOME = "/home/jovyan"
 DEFAULT_TMPFS_SIZE = "512m"
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
 _CAPABILITY = re.compile(r"^(CAP_)?[A-Z_]{2,32}$")
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _NETNS_MODE = re.compile(r"^(ns:/run/netns/[A-Za-z0-9_.-]{1,64}|none)$")
 _TMPFS_SIZE = re.compile(r"^[0-9]+[kmg]?$")
 
 
-class UnrenderableSpec(JovialGuardError):
+class UnrenderableSpec(Misconfigured):
     """The spec (or a render argument) cannot be turned into an engine configuration.
 
     Raised instead of rendering something weaker: the hook refuses the spawn.
@@ -51,11 +48,10 @@ class UnrenderableSpec(JovialGuardError):
 
 def parse_memory(quantity: str) -> int:
     """Kubernetes memory quantity (``"2Gi"``, ``"512M"``, ``"1073741824"``) to bytes."""
-    number, suffix = _split_quantity(quantity, what="memory")
-    if suffix == "m":
-        raise UnrenderableSpec(f"memory quantity {quantity!r} uses milli-units; use Mi or Gi")
-    scale = _BINARY.get(suffix) or _DECIMAL.get(suffix) or 1
-    value = int(number * scale)
+    parsed = _parse(quantity, what="memory")
+    if parsed.suffix in ("m", "u", "n"):
+        raise UnrenderableSpec(f"memory quantity {quantity!r} uses milli-units (or smaller); use Mi or Gi")
+    value = int(parsed.value)
     if value < 6 * 2**20:
         raise UnrenderableSpec(f"memory limit {quantity!r} is below the engine minimum of 6Mi")
     return value
@@ -63,24 +59,20 @@ def parse_memory(quantity: str) -> int:
 
 def parse_cpu(quantity: str) -> int:
     """Kubernetes CPU quantity (``"2"``, ``"500m"``, ``"1.5"``) to Docker ``nano_cpus``."""
-    number, suffix = _split_quantity(quantity, what="cpu")
-    if suffix not in ("", "m"):
+    parsed = _parse(quantity, what="cpu")
+    if parsed.suffix not in ("", "m"):
         raise UnrenderableSpec(f"cpu quantity {quantity!r}: expected cores ('2') or millicores ('500m')")
-    cores = number / 1000 if suffix == "m" else number
-    nano = int(cores * 10**9)
+    nano = int(parsed.value * 10**9)
     if nano < 10**7:
         raise UnrenderableSpec(f"cpu limit {quantity!r} is below 10m")
     return nano
 
 
-def _split_quantity(quantity: str, *, what: str) -> tuple[Decimal, str]:
-    match = _QUANTITY.match(str(quantity).strip())
-    if not match:
-        raise UnrenderableSpec(f"{what} quantity {quantity!r} is not a Kubernetes quantity like '2Gi'")
+def _parse(quantity: str, *, what: str) -> Quantity:
     try:
-        return Decimal(match.group(1)), match.group(2) or ""
-    except InvalidOperation as exc:  # pragma: no cover - the regex already guarantees digits
-        raise UnrenderableSpec(f"{what} quantity {quantity!r} is not a number") from exc
+        return parse(quantity)
+    except ValueError as exc:
+        raise UnrenderableSpec(f"{what} quantity {quantity!r} is not a Kubernetes quantity like '2Gi' ({exc})") from None
 
 
 def _capabilities(names: tuple[str, ...], *, which: str) -> list[str]:

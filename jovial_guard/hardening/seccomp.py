@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import JovialGuardError
+from ..errors import Misconfigured
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_PROFILE = Path("/usr/share/containers/seccomp.json")
@@ -67,7 +67,7 @@ MIPS_ARCHES = ["mips3l64n32", "mips64", "mips64n32", "mipsel", "mipsel64"]
 _REPLACED = frozenset({"clone", "clone3", "personality"})
 
 
-class SeccompProfileInvalid(JovialGuardError):
+class SeccompProfileInvalid(Misconfigured):
     """A seccomp profile file is missing, unreadable, or weaker than the notebook policy."""
 
 
@@ -170,7 +170,7 @@ def load_base(path: Path = BASE_PROFILE) -> dict[str, Any]:
             "golang-github-containers-common (scripts/install-system.sh)"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise SeccompProfileInvalid(f"engine default seccomp profile {path} is unreadable: {exc}")
+        raise SeccompProfileInvalid(f"engine default seccomp profile {path} is unreadable: {exc}") from None
     if not isinstance(doc, dict):
         raise SeccompProfileInvalid(f"engine default seccomp profile {path} is not an object")
     return doc

@@ -24,17 +24,28 @@ _WAIT = re.compile(r"wait=(\d+)")
 
 
 def make_bundle_app(store: PolicyStore, *, check_interval: float = 0.05) -> web.Application:
+    """The bundle endpoint. A waiting request re-reads only the store's small ``current``
+    pointer every ``check_interval``; the bundle itself is read once per revision."""
+    latest: dict[str, bytes] = {}
+
+    def payload(revision: str) -> bytes:
+        if revision not in latest:
+            data = store.bundle_bytes(revision)
+            latest.clear()
+            latest[revision] = data
+        return latest[revision]
+
     async def bundle(request: web.Request) -> web.StreamResponse:
         match = _WAIT.search(request.headers.get("Prefer", ""))
         deadline = time.monotonic() + (min(int(match.group(1)), 60) if match else 0)
         seen = request.headers.get("If-None-Match", "").strip('"')
         while True:
-            current = store.current_bundle()
-            if current is None:
+            revision = store.current()
+            if revision is None:
                 return web.Response(status=404, text="no policy revision is active")
-            revision, payload = current
             if revision != seen:
-                return web.Response(body=payload, content_type=BUNDLE_CONTENT_TYPE, headers={"ETag": f'"{revision}"'})
+                return web.Response(body=payload(revision), content_type=BUNDLE_CONTENT_TYPE,
+                                    headers={"ETag": f'"{revision}"'})
             if time.monotonic() >= deadline:
                 return web.Response(status=304, headers={"ETag": f'"{revision}"', "Content-Type": BUNDLE_CONTENT_TYPE})
             await asyncio.sleep(check_interval)
@@ -63,7 +74,7 @@ class BundleServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "BundleServer":
+    def start(self) -> BundleServer:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -93,9 +104,9 @@ class BundleServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        addresses = self._runner.addresses  # the bound address, with the port when 0 was asked
+        if addresses:
+            self.port = int(addresses[0][1])
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
@@ -103,7 +114,7 @@ class BundleServer:
             self._thread.join(10)
             self._loop = None
 
-    def __enter__(self) -> "BundleServer":
+    def __enter__(self) -> BundleServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,24 +10,22 @@ bundles without one: GHSA-g2pf-6v5v-qcc8; we pin 1.22.3 and still insist on the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from ..errors import JovialGuardError
+from .. import keyfile
+from ..atomic import atomic_write
+from ..errors import Misconfigured
 from .opa_process import find_opa, policy_revision
 
 BUNDLE_NAME = "jovial_guard"
 SIGNING_ALG = "ES256"
 
 
-class BundleError(JovialGuardError):
+class BundleError(Misconfigured):
     """A bundle could not be built, or failed verification (unsigned, tampered, wrong key)."""
 
 
@@ -44,20 +42,18 @@ class SigningKey:
         return self.public_path.read_text()
 
     @classmethod
-    def load_or_create(cls, key_dir: Path, *, key_id: str = "jovial-guard-policy-1") -> "SigningKey":
-        """Load the key pair from ``key_dir`` (creating it with mode 0600 the first time)."""
-        key_dir.mkdir(parents=True, exist_ok=True)
-        private_path, public_path, id_path = key_dir / "signing.key", key_dir / "signing.pub", key_dir / "keyid"
-        if not private_path.exists():
-            key = ec.generate_private_key(ec.SECP256R1())
-            fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-            id_path.write_text(key_id)
-        if private_path.stat().st_mode & 0o077:
-            raise BundleError(f"{private_path} is readable by group or others; run: chmod 600 {private_path}")
-        return cls(private_path=private_path, public_path=public_path, key_id=id_path.read_text().strip())
+    def load_or_create(cls, key_dir: Path, *, key_id: str = "jovial-guard-policy-1") -> SigningKey:
+        """Load the key pair from ``key_dir``, creating it (0600, atomically) the first time.
+
+        The key file gets the same checks as every key (:mod:`jovial_guard.keyfile`): a file
+        others may read, or another uid owns, is refused with the ``chmod 600`` that fixes it.
+        """
+        private_path, id_path = key_dir / "signing.key", key_dir / "keyid"
+        keyfile.load_or_create(private_path, "p256")
+        if not id_path.exists():
+            atomic_write(id_path, key_id.encode(), mode=0o644)
+        return cls(private_path=private_path, public_path=keyfile.public_path(private_path),
+                   key_id=id_path.read_text().strip())
 
 
 def _run_opa(args: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

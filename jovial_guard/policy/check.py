@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..decision import MALFORMED_INPUT, Decision, Reason
 from ..documents import BOUNDS, Bounds, Format, read_stream
@@ -23,7 +24,6 @@ from ..normalize import NoPodTemplate, workload_from_document
 from ..workload import Workload
 from .client import OpaConnection, OpaEndpoint
 from .engine import PolicyEngine
-
 
 #: ``policy_revision`` of a result no policy was asked about.
 NOT_DECIDED = "n/a"

@@ -8,8 +8,9 @@ binary on the real policy directory, so what passes here is what OPA will load.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -69,20 +70,18 @@ def fmt(policy_dir: str, check_only: bool) -> None:
 
 def _state_dir() -> Path:
     """The embedded hub's state directory (`jovial-guard up`'s --state-dir default)."""
-    import os
+    from ..paths import hub_state_dir
 
-    from ..paths import HUB_STATE_ENV, hub_state_dir
-
-    return Path(os.environ.get(HUB_STATE_ENV) or hub_state_dir())
+    return hub_state_dir()
 
 
-def _store(store_dir: str | None) -> "PolicyStore":
+def _store(store_dir: str | None) -> PolicyStore:
     from .store import PolicyStore
 
     return PolicyStore(Path(store_dir) if store_dir else _state_dir() / "policy-store")
 
 
-def _endpoint(opa_url: str | None, token: str | None) -> "OpaEndpoint":
+def _endpoint(opa_url: str | None, token: str | None) -> OpaEndpoint:
     import json as _json
 
     from .client import OpaEndpoint
@@ -96,7 +95,7 @@ def _endpoint(opa_url: str | None, token: str | None) -> "OpaEndpoint":
     return OpaEndpoint(opa_url, token=token)
 
 
-def _decision_log(path: str | None) -> "DecisionLog":
+def _decision_log(path: str | None) -> DecisionLog:
     from .decision_log import DecisionLog
 
     return DecisionLog(Path(path) if path else _state_dir() / "decisions.jsonl")
@@ -120,11 +119,13 @@ _opa_options = [
     click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="The running OPA (default: from `jovial-guard up`'s runtime file)."),
     click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
 ]
+_F = TypeVar("_F", bound=Callable[..., Any])
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")
 
 
-def _with(options: list[Any]) -> Any:
-    def wrap(f: Any) -> Any:
+def _with(options: list[Callable[[_F], _F]]) -> Callable[[_F], _F]:
+    """Apply several click options as one decorator."""
+    def wrap(f: _F) -> _F:
         for option in reversed(options):
             f = option(f)
         return f
@@ -230,7 +231,7 @@ def history(store_dir: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     current = store.current()
     for e in entries:
-        when = dt.datetime.fromtimestamp(e.time, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         mark = "*" if e.revision == current and e.action in ("deploy", "rollback") else " "
         checks = " ".join(f"{k}={e.details[k]}" for k in ("lint", "tests", "coverage", "switch_seconds") if k in e.details)
         click.echo(f"{mark} {e.seq:4d} {when}Z {e.actor:12s} {e.action:13s} {e.revision}  (from {e.previous})  {checks}")

@@ -14,7 +14,6 @@ result is an error (never an empty allow), and TLS to an external OPA can pin a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from dataclasses import dataclass
@@ -98,7 +97,7 @@ class OpaConnection:
         )
         self._open = False
 
-    async def __aenter__(self) -> "OpaConnection":
+    async def __aenter__(self) -> OpaConnection:
         await self._client._init_session()
         self._open = True
         return self
@@ -119,7 +118,7 @@ class OpaConnection:
             )
         except aiohttp.ClientResponseError as exc:
             raise PolicyEngineUnavailable(f"OPA answered HTTP {exc.status}: {exc.message}") from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PolicyEngineUnavailable(
                 f"OPA at {self.endpoint.url} is unreachable: {type(exc).__name__}: {exc}"
             ) from exc
@@ -138,7 +137,7 @@ class OpaConnection:
             answer = await self._client.get_data(path)
         except PolicyNotFoundError:
             raise NoSuchData(f"OPA has no data at {path}") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise PolicyEngineUnavailable(f"OPA data read failed: {exc}") from exc
         if not isinstance(answer, dict) or "result" not in answer:
             raise NoSuchData(f"OPA has no data at {path}")

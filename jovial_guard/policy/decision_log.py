@@ -18,9 +18,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..decision import Decision
 from ..workload import Workload
@@ -83,7 +84,7 @@ class DecisionRecord:
     scope: str = ""
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "DecisionRecord":
+    def from_json(cls, doc: dict[str, Any]) -> DecisionRecord:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
@@ -100,7 +101,7 @@ class DecisionLog:
         self.retention_seconds = retention_days * 86400
         self._lock = threading.Lock()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "DecisionLog":
+    def __deepcopy__(self, memo: dict[int, Any]) -> DecisionLog:
         """The log itself, not a copy: traitlets deep-copies config values (e.g. when it is
         a ``c.JovialGuard.decision_listeners`` entry) and a lock cannot be copied."""
         return self
@@ -152,7 +153,7 @@ class DecisionLog:
         rotated = self._rotated()
         if rotated:
             rotated[-1].unlink(missing_ok=True)
-            for older, newer in zip(reversed(rotated[1:]), reversed(rotated[:-1])):
+            for older, newer in zip(reversed(rotated[1:]), reversed(rotated[:-1]), strict=True):
                 if newer.exists():
                     os.replace(newer, older)
             os.replace(self.path, rotated[0])

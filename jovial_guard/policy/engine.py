@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from ..decision import ENGINE_UNAVAILABLE, Decision
 from ..errors import PolicyEngineUnavailable
@@ -65,7 +66,7 @@ class PolicyEngine:
                 result = listener(workload, decision, elapsed)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - a listener must never change a decision
+            except Exception:
                 log.exception("decision listener failed")
         return decision
 
@@ -86,7 +87,7 @@ class PolicyEngine:
     async def _decide(self, workload: Workload) -> Decision:
         try:
             raw = await asyncio.wait_for(self._query(workload.to_input()), timeout=self.deadline)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Decision.deny(
                 ENGINE_UNAVAILABLE,
                 f"The policy engine did not answer within {self.deadline:g}s, so the workload "
@@ -97,7 +98,7 @@ class PolicyEngine:
                 ENGINE_UNAVAILABLE,
                 f"The policy engine could not decide ({exc}), so the workload was not admitted.",
             )
-        except Exception as exc:  # noqa: BLE001 - an unexpected failure still fails closed
+        except Exception as exc:
             log.exception("unexpected error asking OPA")
             return Decision.deny(ENGINE_UNAVAILABLE, f"The policy engine failed unexpectedly ({type(exc).__name__}).")
         try:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..decision import Decision
-from ..errors import JovialGuardError, PolicyEngineUnavailable
+from ..errors import Denied, JovialGuardError, PolicyEngineUnavailable, Unavailable
 from .cli_checks import lint_policies, test_policies
 from .client import OpaConnection, OpaEndpoint
 from .decision_log import DecisionRecord
@@ -29,11 +30,11 @@ from .store import PolicyStore
 Say = Callable[[str], None]
 
 
-class DeployRefused(JovialGuardError):
+class DeployRefused(Denied):
     """The candidate failed its checks; nothing was changed."""
 
 
-class DeployRolledBack(JovialGuardError):
+class DeployRolledBack(Unavailable):
     """The candidate went live, failed its health probe and was rolled back."""
 
 

@@ -17,12 +17,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import requests
 
 from ..errors import PolicyEngineUnavailable
+from ..paths import cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY_DIR = REPO_ROOT / "policies"
@@ -34,8 +36,7 @@ def find_opa() -> str:
         os.environ.get("JOVIAL_GUARD_OPA", ""),
         str(REPO_ROOT / ".tools" / "bin" / "opa"),
     ]
-    cache = Path(os.environ.get("JOVIAL_GUARD_CACHE", Path.home() / ".cache" / "jovial_guard"))
-    candidates += sorted((str(p) for p in (cache / "tools" / "opa").glob("*/opa")), reverse=True)
+    candidates += sorted((str(p) for p in (cache_dir() / "tools" / "opa").glob("*/opa")), reverse=True)
     candidates.append(shutil.which("opa") or "")
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
@@ -159,7 +160,7 @@ class ManagedOpa:
             raise PolicyEngineUnavailable("tls_cert given without tls_key")
         return ["--tls-cert-file", str(self.tls_cert), "--tls-private-key-file", str(self.tls_key)]
 
-    def start(self) -> "ManagedOpa":
+    def start(self) -> ManagedOpa:
         self._tmp = tempfile.TemporaryDirectory(prefix="jovial-guard-opa-")
         meta_file: Path | None = None
         if self.policy_dir is not None:
@@ -237,7 +238,7 @@ class ManagedOpa:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "ManagedOpa":
+    def __enter__(self) -> ManagedOpa:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

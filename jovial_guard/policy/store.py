@@ -20,19 +20,20 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..atomic import atomic_write
-from ..errors import JovialGuardError
+from ..errors import Misconfigured
 from .bundles import SigningKey, build_bundle, verify_bundle
 from .opa_process import policy_files, policy_revision
 
 GENESIS = "0" * 64
 
 
-class StoreError(JovialGuardError):
+class StoreError(Misconfigured):
     """The store is missing a revision, or its history does not verify."""
 
 
@@ -109,7 +110,11 @@ class PolicyStore:
         revision = self.current()
         if revision is None:
             return None
-        return revision, self.bundle_path(revision).read_bytes()
+        return revision, self.bundle_bytes(revision)
+
+    def bundle_bytes(self, revision: str) -> bytes:
+        """The signed bundle of ``revision`` (verified when it was activated)."""
+        return self.bundle_path(revision).read_bytes()
 
     # --- history -----------------------------------------------------------------------
 

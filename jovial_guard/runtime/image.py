@@ -26,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from .podman import EngineUnavailable, cache_dir
+from ..paths import cache_dir
+from .podman import EngineUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE_DIR = REPO_ROOT / "images" / "notebook"

@@ -27,26 +27,26 @@ from typing import Any
 
 import docker
 
-from ..errors import JovialGuardError
-from ..paths import cache_dir, engine_root
+from ..constants import DOCKER_API_VERSION
+from ..errors import Unavailable
+from ..paths import engine_root
 
-#: Docker API version podman 4.3 speaks.
-API_VERSION = "1.41"
+API_VERSION = DOCKER_API_VERSION
 DEFAULT_SOCKET = Path("/run/jovial-guard/podman.sock")
 RUN_DIR = Path("/run/jovial-guard")
 ULIMITS = ("nofile=20000:20000", "nproc=4096:4096")
 
 
-class EngineUnavailable(JovialGuardError):
+class EngineUnavailable(Unavailable):
     """The container engine cannot be started or does not answer on its socket."""
 
 
-__all__ = ["API_VERSION", "DEFAULT_SOCKET", "EngineUnavailable", "PodmanService", "cache_dir",
-           "default_root", "default_runroot", "find_podman", "render_containers_conf"]
-
-
 def default_root() -> Path:
-    """Engine storage lives in the state directory: users' home volumes are data."""
+    """The engine's storage: images and users' home volumes, so it is state, not cache.
+
+    ``engine_root()/root``: the service keeps its containers.conf, network directory and
+    log beside it, all inside ``engine_root()``.
+    """
     return engine_root() / "root"
 
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tornado import web
 from traitlets import Any as AnyTrait
@@ -38,6 +40,9 @@ from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
 from .network import NetworkUnavailable, UserNetworks
 from .workload import requested_profile, spawn_workload
+
+#: How many recent hook durations the hub keeps for its timing figures.
+HOOK_TIMINGS_KEPT = 1000
 
 
 class StartupRefused(JovialGuardError):
@@ -216,7 +221,8 @@ class JovialGuard(SingletonConfigurable):
         self._connection: OpaConnection | None = None
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
-        self.hook_seconds: list[float] = []
+        #: The latest hooks' durations (a window, so a long-running hub does not grow it).
+        self.hook_seconds: deque[float] = deque(maxlen=HOOK_TIMINGS_KEPT)
 
     # -- start-up -----------------------------------------------------------------------
     def check_startup(self) -> None:
@@ -406,7 +412,7 @@ class JovialGuard(SingletonConfigurable):
                 result = _import_callable(listener)(spawner, record)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - a listener never changes the outcome
+            except Exception:
                 spawner.log.exception("jovial_guard spawn listener failed")
         return record
 

@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -72,7 +72,7 @@ class StackSettings:
         return f"http://{self.bind_host}:{self.bind_port}"
 
     @classmethod
-    def ephemeral(cls, state_dir: Path, **kwargs: object) -> "StackSettings":
+    def ephemeral(cls, state_dir: Path, **kwargs: object) -> StackSettings:
         """Free loopback ports, a fresh API token: for tests and benchmarks."""
         settings = cls(
             state_dir=state_dir,
@@ -101,7 +101,7 @@ class HubProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> "HubProcess":
+    def start(self) -> HubProcess:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
@@ -199,7 +199,7 @@ class EmbeddedStack:
         env.update(s.extra_env)
         return env
 
-    def start(self) -> "EmbeddedStack":
+    def start(self) -> EmbeddedStack:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -272,7 +272,7 @@ class EmbeddedStack:
             self.bundle_server = None
         (self.settings.state_dir / "runtime.json").unlink(missing_ok=True)
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> EmbeddedStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -26,9 +26,9 @@ import click
 
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
-from ..policy.opa_process import find_opa
 from ..hardening.egress import DEFAULT_POOL
 from ..paths import cache_dir, hub_state_dir
+from ..policy.opa_process import find_opa
 from ..runtime.podman import DEFAULT_SOCKET, PodmanService, default_root
 from .migrate import migrate_cache_state
 from .stack import REPO_ROOT, EmbeddedStack, StackSettings

@@ -8,8 +8,10 @@ passes in plain values read from the spawner.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from ..constants import PROFILE_ANNOTATION
 from ..errors import MalformedInput
 from ..workload import HubUser, Workload
 
@@ -71,7 +73,7 @@ def spawn_workload(
             "annotations": {
                 USERNAME_ANNOTATION: username,
                 SERVERNAME_ANNOTATION: server_name,
-                "jovial-guard/profile": profile,
+                PROFILE_ANNOTATION: profile,
             },
         },
         "spec": {"containers": [container]},

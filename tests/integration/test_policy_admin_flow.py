@@ -1,4 +1,4 @@
-"""Issue 8's "done when", end to end on the running embedded hub, as docs/admin.md tells an
+"""The policy admin's workflow, end to end on the running embedded hub, as docs/admin.md tells an
 admin to do it: record decisions by spawning, dry-run a changed policy, deploy it, watch
 a spawn that was denied get the new decision (with the new revision in the hub's decision
 log), roll back, and the spawn is denied again.

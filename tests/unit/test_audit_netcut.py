@@ -9,6 +9,7 @@ import pytest
 from jovial_guard.audit.netcut import DROP_ALL, NetworkCutFailed, NftNetworkCutter
 from jovial_guard.audit.registry import Owner, SpawnRegistry
 from jovial_guard.audit.responses import ActionSkipped
+from jovial_guard.spawn.network import namespace_key
 
 
 @pytest.fixture
@@ -25,7 +26,18 @@ def test_only_user_namespaces_are_targets(cutter: NftNetworkCutter, netns: str) 
 
 def test_missing_namespace_fails_clearly(cutter: NftNetworkCutter) -> None:
     with pytest.raises(NetworkCutFailed, match="does not exist"):
-        cutter.argv_for(Owner(user="alice", server="", netns="jgzz-u-nobody-here"))
+        cutter.argv_for(Owner(user="alice", server="", netns=f"jgzz-u-{namespace_key('alice')}"))
+
+
+@pytest.mark.parametrize("user", ["alice", "alice@uni.edu", "Bob.Smith"])
+def test_only_the_users_own_namespace_is_a_target(cutter: NftNetworkCutter, user: str) -> None:
+    """The name comes from the spawn's naming function; another user's namespace is refused."""
+    own = f"jgzz-u-{namespace_key(user)}"
+    with pytest.raises(NetworkCutFailed, match="does not exist"):  # accepted as a target, then looked up
+        cutter.argv_for(Owner(user=user, server="", netns=f"/run/netns/{own}"))
+    other = f"jgzz-u-{namespace_key('mallory')}"
+    with pytest.raises(NetworkCutFailed, match="per-user namespace; refusing"):
+        cutter.argv_for(Owner(user=user, server="", netns=f"/run/netns/{other}"))
 
 
 async def test_nothing_registered_is_skipped(cutter: NftNetworkCutter) -> None:

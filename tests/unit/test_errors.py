@@ -31,7 +31,7 @@ NOT_A_KIND = {
 
 
 @pytest.mark.parametrize(("kind", "status", "code"), [
-    (MalformedInput, 400, 2), (Denied, 403, 1), (Unavailable, 503, 3), (Misconfigured, 503, 2),
+    (MalformedInput, 400, 2), (Denied, 403, 1), (Unavailable, 503, 2), (Misconfigured, 503, 2),
 ])
 def test_kinds_map_to_one_status_and_exit_code(kind: type[JovialGuardError], status: int, code: int) -> None:
     assert (kind.http_status, kind.exit_code) == (status, code)

@@ -1,0 +1,132 @@
+"""Hardened notebook pods actually run on a real node, and the kernel enforces the patches.
+
+A single-node cluster (``node_cluster.NodeCluster``: etcd, kube-apiserver, scheduler,
+controller-manager, kubelet, containerd v2, runc, CNI bridge) runs the project's notebook
+image in the pod KubeSpawner makes, hardened by ``render_pod_patch`` exactly as the webhook
+patches it (read-only root with emptyDir scratch for /tmp and home, uid 1000, drop ALL, no
+privilege escalation). The container's own probe reports what the kernel applied, through
+its termination message. The probe's syscall is ``process_vm_readv`` on itself: the runtime's
+default seccomp profile allows it (kernel >= 4.8), the notebook profile answers EPERM.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jovial_guard.decision import ProfileRef
+
+from .node_tools import missing_tools
+
+pytestmark = pytest.mark.integration
+
+if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_NODE") == "1":
+    pytest.skip("JOVIAL_GUARD_SKIP_KUBE_NODE=1: the node tests were switched off explicitly", allow_module_level=True)
+if missing_tools():
+    pytest.fail("the single-node cluster is incomplete: " + "; ".join(missing_tools()), pytrace=False)
+if os.geteuid() != 0:
+    pytest.fail("the single-node cluster needs root (bridges, mounts, cgroups)", pytrace=False)
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+
+from .node_cluster import NodeCluster
+from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, hardened_pod
+
+REPO = Path(__file__).resolve().parents[2]
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[NodeCluster]:
+    cluster = NodeCluster()
+    with cluster:
+        yield cluster
+    left = cluster.leftovers()
+    if left:
+        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def core(node: NodeCluster) -> client.CoreV1Api:
+    api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
+    api.create_namespace({"metadata": {"name": NAMESPACE}})
+    deadline = time.monotonic() + 60
+    while node.get_object("serviceaccount", "default", NAMESPACE) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
+        time.sleep(0.5)
+    return api
+
+
+def create_pod(core: client.CoreV1Api, pod: dict[str, Any]) -> None:
+    """POST the pod JSON as KubeSpawner (kubernetes_asyncio) would: numbers stay numbers."""
+    DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod").create(body=pod, namespace=NAMESPACE)
+
+
+def run_to_completion(core: client.CoreV1Api, pod: dict[str, Any], *, timeout: float = 180) -> dict[str, Any]:
+    """Create the pod, wait until it has finished, return the probe's report."""
+    create_pod(core, pod)
+    name = pod["metadata"]["name"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = core.read_namespaced_pod(name, NAMESPACE).status
+        if status.phase in ("Succeeded", "Failed"):
+            terminated = status.container_statuses[0].state.terminated
+            assert status.phase == "Succeeded", f"probe failed: {terminated}"
+            return json.loads(terminated.message)  # type: ignore[no-any-return]
+        time.sleep(1)
+    raise AssertionError(f"pod {name} did not finish within {timeout}s: {status}")
+
+
+def test_node_is_ready_and_the_host_forwards_nothing(node: NodeCluster) -> None:
+    ready = node.get_object("node", "jg-node")
+    assert ready is not None
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+    assert (node.seccomp_dir() / NOTEBOOK_PROFILE).read_bytes() == (REPO / "profiles/seccomp/notebook.json").read_bytes()
+
+
+def test_runtime_default_pod_is_hardened_but_allows_process_vm_readv(core: client.CoreV1Api) -> None:
+    report = run_to_completion(core, hardened_pod("probe-runtime-default", ProfileRef("RuntimeDefault")))
+    assert report["uid"] == 1000
+    assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
+    assert report["CapBnd"] == "0000000000000000"
+    assert report["write_root"] == errno.EROFS
+    assert (report["write_tmp"], report["write_home"]) == (0, 0)
+    # The runtime's default profile lets a process read its own memory this way.
+    assert report["process_vm_readv"] == 0
+
+
+def test_localhost_notebook_profile_refuses_what_runtime_default_allows(core: client.CoreV1Api) -> None:
+    report = run_to_completion(core, hardened_pod("probe-notebook", ProfileRef("Localhost", NOTEBOOK_PROFILE)))
+    assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
+    assert report["write_root"] == errno.EROFS
+    assert (report["write_tmp"], report["write_home"]) == (0, 0)
+    assert report["process_vm_readv"] == errno.EPERM
+    assert report["unshare"] == errno.EPERM
+    assert report["mounts"]["/"] == "ro"
+    assert report["mounts"]["/tmp"] == "rw"
+
+
+def test_missing_localhost_profile_fails_closed(core: client.CoreV1Api) -> None:
+    pod = hardened_pod("probe-missing-profile", ProfileRef("Localhost", "jovial-guard/absent.json"))
+    create_pod(core, pod)
+    deadline = time.monotonic() + 120
+    reason = message = ""
+    while time.monotonic() < deadline:
+        status = core.read_namespaced_pod("probe-missing-profile", NAMESPACE).status
+        assert status.phase == "Pending", f"a pod without its seccomp profile left Pending: {status}"
+        waiting = status.container_statuses[0].state.waiting if status.container_statuses else None
+        if waiting is not None and waiting.reason not in ("ContainerCreating", None):
+            reason, message = waiting.reason, waiting.message or ""
+            break
+        time.sleep(1)
+    assert reason == "CreateContainerError", (reason, message)
+    assert "absent.json" in message
+    state = core.read_namespaced_pod("probe-missing-profile", NAMESPACE).status.container_statuses[0]
+    assert state.container_id is None and not state.started

@@ -23,7 +23,9 @@ from tests.admission.kubespawner_pods import kubespawner_pod_sync
 from .node_images import notebook_image
 
 REPO = Path(__file__).resolve().parents[2]
-NAMESPACE = "jhub"
+#: Pods hardened by the renderer in the test; the webhook watches only WEBHOOK_NAMESPACE.
+NAMESPACE = "jg-render"
+WEBHOOK_NAMESPACE = "jhub"
 NOTEBOOK_PROFILE = "jovial-guard/notebook.json"
 
 #: Runs as the container's command; reports through the termination message (no kubelet
@@ -60,6 +62,7 @@ for line in open("/proc/self/mounts"):
     if parts[1] in ("/", "/tmp", os.path.expanduser("~")):
         mounts[parts[1]] = parts[3].split(",")[0]
 out["mounts"] = mounts
+out["default_route"] = any(l.split()[1] == "00000000" for l in open("/proc/net/route").read().splitlines()[1:])
 open("/dev/termination-log", "w").write(json.dumps(out))
 """
 
@@ -69,15 +72,21 @@ def _spec(seccomp: ProfileRef) -> SecuritySpec:
     return dataclasses.replace(SecuritySpec.from_json(vector["spec"]), seccomp=seccomp)
 
 
-def hardened_pod(name: str, seccomp: ProfileRef) -> dict[str, Any]:
-    """KubeSpawner's pod for a user, patched by the project's renderer, running the probe."""
-    pod = kubespawner_pod_sync(username=name, image=notebook_image(), namespace=NAMESPACE)
-    pod = jsonpatch.apply_patch(pod, render_pod_patch(pod, _spec(seccomp)))
+def probe_pod(name: str, namespace: str) -> dict[str, Any]:
+    """KubeSpawner's pod for a user, as the hub would POST it, running the probe once."""
+    pod = kubespawner_pod_sync(username=name, image=notebook_image(), namespace=namespace)
     pod["metadata"]["name"] = name
-    pod["metadata"]["namespace"] = NAMESPACE
+    pod["metadata"]["namespace"] = namespace
     pod["spec"]["restartPolicy"] = "Never"
     pod["spec"]["automountServiceAccountToken"] = False
     container = pod["spec"]["containers"][0]
     container.update(command=["python", "-c", PROBE], args=[], imagePullPolicy="Never")
     container.pop("lifecycle", None)
     return pod
+
+
+def hardened_pod(name: str, seccomp: ProfileRef) -> dict[str, Any]:
+    """The probe pod patched by the project's renderer for the default profile."""
+    pod = probe_pod(name, NAMESPACE)
+    patched: dict[str, Any] = jsonpatch.apply_patch(pod, render_pod_patch(pod, _spec(seccomp)))
+    return patched

@@ -38,7 +38,8 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
 from .node_cluster import NodeCluster
-from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, hardened_pod
+from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, WEBHOOK_NAMESPACE, hardened_pod, probe_pod
+from .node_webhook import running_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,27 +56,57 @@ def node() -> Iterator[NodeCluster]:
 @pytest.fixture(scope="module")
 def core(node: NodeCluster) -> client.CoreV1Api:
     api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
-    api.create_namespace({"metadata": {"name": NAMESPACE}})
     deadline = time.monotonic() + 60
-    while node.get_object("serviceaccount", "default", NAMESPACE) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
-        time.sleep(0.5)
+    for namespace in (NAMESPACE, WEBHOOK_NAMESPACE):
+        api.create_namespace({"metadata": {"name": namespace}})
+        while node.get_object("serviceaccount", "default", namespace) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
+            time.sleep(0.5)
     return api
+
+
+@pytest.fixture(scope="module")
+def webhook(core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The project's webhook registered with the cluster (it selects WEBHOOK_NAMESPACE only)."""
+    reg = client.AdmissionregistrationV1Api(core.api_client)
+    with running_webhook(tmp_path_factory.mktemp("node-webhook")) as (mutating, validating):
+        reg.create_mutating_webhook_configuration(mutating)
+        reg.create_validating_webhook_configuration(validating)
+        pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
+        deadline = time.monotonic() + 60
+        while True:
+            seen = pods.create(body=probe_pod("webhook-ready", WEBHOOK_NAMESPACE), namespace=WEBHOOK_NAMESPACE,
+                               query_params=[("dryRun", "All")]).to_dict()
+            if (seen["spec"].get("securityContext") or {}).get("seccompProfile"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API server never called the jovial-guard webhook")
+            time.sleep(0.3)
+        yield
+        reg.delete_mutating_webhook_configuration(mutating["metadata"]["name"])
+        reg.delete_validating_webhook_configuration(validating["metadata"]["name"])
+
+
+@pytest.fixture(scope="module")
+def runtime_default_report(core: client.CoreV1Api) -> dict[str, Any]:
+    """The probe's report from the renderer-hardened pod under RuntimeDefault."""
+    return run_to_completion(core, hardened_pod("probe-runtime-default", ProfileRef("RuntimeDefault")))
 
 
 def create_pod(core: client.CoreV1Api, pod: dict[str, Any]) -> None:
     """POST the pod JSON as KubeSpawner (kubernetes_asyncio) would: numbers stay numbers."""
-    DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod").create(body=pod, namespace=NAMESPACE)
+    pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
+    pods.create(body=pod, namespace=pod["metadata"]["namespace"])
 
 
 def run_to_completion(core: client.CoreV1Api, pod: dict[str, Any], *, timeout: float = 180) -> dict[str, Any]:
     """Create the pod, wait until it has finished, return the probe's report."""
     create_pod(core, pod)
-    name = pod["metadata"]["name"]
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = core.read_namespaced_pod(name, NAMESPACE).status
+        status = core.read_namespaced_pod(name, namespace).status
         if status.phase in ("Succeeded", "Failed"):
             terminated = status.container_statuses[0].state.terminated
             assert status.phase == "Succeeded", f"probe failed: {terminated}"
@@ -91,8 +122,8 @@ def test_node_is_ready_and_the_host_forwards_nothing(node: NodeCluster) -> None:
     assert (node.seccomp_dir() / NOTEBOOK_PROFILE).read_bytes() == (REPO / "profiles/seccomp/notebook.json").read_bytes()
 
 
-def test_runtime_default_pod_is_hardened_but_allows_process_vm_readv(core: client.CoreV1Api) -> None:
-    report = run_to_completion(core, hardened_pod("probe-runtime-default", ProfileRef("RuntimeDefault")))
+def test_runtime_default_pod_is_hardened_but_allows_process_vm_readv(runtime_default_report: dict[str, Any]) -> None:
+    report = runtime_default_report
     assert report["uid"] == 1000
     assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
     assert report["CapBnd"] == "0000000000000000"
@@ -111,6 +142,8 @@ def test_localhost_notebook_profile_refuses_what_runtime_default_allows(core: cl
     assert report["unshare"] == errno.EPERM
     assert report["mounts"]["/"] == "ro"
     assert report["mounts"]["/tmp"] == "rw"
+    # The pod network leads nowhere: no default route (isGateway false).
+    assert report["default_route"] is False
 
 
 def test_missing_localhost_profile_fails_closed(core: client.CoreV1Api) -> None:
@@ -130,3 +163,20 @@ def test_missing_localhost_profile_fails_closed(core: client.CoreV1Api) -> None:
     assert "absent.json" in message
     state = core.read_namespaced_pod("probe-missing-profile", NAMESPACE).status.container_statuses[0]
     assert state.container_id is None and not state.started
+
+
+def test_pod_patched_by_the_webhook_runs_exactly_as_rendered(
+    core: client.CoreV1Api, webhook: None, runtime_default_report: dict[str, Any],
+) -> None:
+    """The hub's raw pod goes through the API server's admission chain to our webhook; what
+    the kernel applies to it is what the renderer's pod got."""
+    raw = probe_pod("probe-webhook", WEBHOOK_NAMESPACE)
+    assert "readOnlyRootFilesystem" not in (raw["spec"]["containers"][0].get("securityContext") or {})
+    report = run_to_completion(core, raw)
+    stored = core.read_namespaced_pod("probe-webhook", WEBHOOK_NAMESPACE)
+    assert stored.spec.containers[0].security_context.read_only_root_filesystem is True
+    assert stored.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
+    compared = ("Seccomp", "NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "uid", "write_root", "write_tmp",
+                "write_home", "process_vm_readv", "unshare", "mounts", "default_route")
+    assert {k: report[k] for k in compared} == {k: runtime_default_report[k] for k in compared}

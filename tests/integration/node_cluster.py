@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -153,14 +154,22 @@ class NodeCluster:
                                             start_new_session=True, env=env)
         log.close()
 
+    def timed(self, what: str, action: Any) -> Any:
+        """Run one start or teardown step; its duration goes to stderr (pytest shows it on failure)."""
+        started = time.monotonic()
+        try:
+            return action()
+        finally:
+            print(f"node cluster: {what}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+
     def start(self) -> NodeCluster:
         self.tunables = {t: (Path("/proc/sys") / t).read_text().strip() for t in KERNEL_TUNABLES}
         self.network.create()
-        self.control.start()
-        self._start_containerd()
+        self.timed("etcd + kube-apiserver", self.control.start)
+        self.timed("containerd + image import", self._start_containerd)
         self._start_control_plane_controllers()
         self._start_kubelet()
-        self._wait(self._node_schedulable, 120, "node Ready without the not-ready taint")
+        self.timed("node Ready", lambda: self._wait(self._node_schedulable, 120, "node Ready without the not-ready taint"))
         return self
 
     def _start_containerd(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -115,22 +114,22 @@ def _remove_cgroups(cluster: NodeCluster) -> None:
 def teardown(cluster: NodeCluster) -> None:
     errors: list[BaseException] = []
 
-    def step(action: Callable[[], object]) -> None:
+    def step(action: Callable[[], object], what: str = "") -> None:
         try:
-            action()
+            cluster.timed(what, action) if what else action()
         except BaseException as exc:  # noqa: BLE001 - every step runs; the first error is raised
             errors.append(exc)
 
     if "kubelet" in cluster.procs and cluster.procs["kubelet"].poll() is None:
-        step(lambda: delete_all_pods(cluster))
+        step(lambda: delete_all_pods(cluster), "pods deleted")
     for name in ("kubelet", "kube-controller-manager", "kube-scheduler"):
-        step(lambda name=name: cluster.stop_process(name))  # type: ignore[misc]
+        step(lambda name=name: cluster.stop_process(name), f"{name} stopped")  # type: ignore[misc]
     if "containerd" in cluster.procs and cluster.procs["containerd"].poll() is None:
-        step(lambda: _kill_tasks(cluster))
-    step(lambda: cluster.stop_process("containerd"))
+        step(lambda: _kill_tasks(cluster), "containerd tasks removed")
+    step(lambda: cluster.stop_process("containerd"), "containerd stopped")
     # etcd and kube-apiserver name the directory too; they stop last, gracefully.
     control = {proc.pid for proc in cluster.control.procs}
-    step(lambda: _kill_pids((_cgroup_pids(cluster) | _pids_naming(cluster.dir)) - control))
+    step(lambda: _kill_pids((_cgroup_pids(cluster) | _pids_naming(cluster.dir)) - control), "leftover processes killed")
     for point in _mounts_under(cluster.dir):
         step(lambda point=point: subprocess.run(["umount", point], check=False, capture_output=True).returncode == 0
              or subprocess.run(["umount", "-l", point], check=True, capture_output=True))  # type: ignore[misc]
@@ -138,8 +137,9 @@ def teardown(cluster: NodeCluster) -> None:
     for tunable, value in cluster.tunables.items():
         step(lambda t=tunable, v=value: (Path("/proc/sys") / t).write_text(v + "\n"))  # type: ignore[misc]
     step(lambda: _remove_cgroups(cluster))
-    step(cluster.control.stop)
-    step(lambda: shutil.rmtree(cluster.dir) if cluster.dir.exists() else None)
+    step(cluster.control.stop, "etcd + kube-apiserver stopped")
+    # rm stays on the directory's file system: a mount that survived is not descended into.
+    step(lambda: subprocess.run(["rm", "-rf", "--one-file-system", str(cluster.dir)], check=True), "directory removed")
     if errors:
         raise errors[0]
 

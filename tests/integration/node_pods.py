@@ -60,14 +60,17 @@ mounts = {}
 for line in open("/proc/self/mounts"):
     parts = line.split()
     if parts[1] in ("/", "/tmp", os.path.expanduser("~")):
-        mounts[parts[1]] = parts[3].split(",")[0]
+        mounts[parts[1]] = sorted(o for o in parts[3].split(",") if o in ("ro", "rw", "nosuid", "nodev", "noexec"))
 out["mounts"] = mounts
 out["default_route"] = any(l.split()[1] == "00000000" for l in open("/proc/net/route").read().splitlines()[1:])
-open("/dev/termination-log", "w").write(json.dumps(out))
+print(json.dumps(out))
+if os.path.exists("/dev/termination-log"):
+    open("/dev/termination-log", "w").write(json.dumps(out))
 """
 
 
-def _spec(seccomp: ProfileRef) -> SecuritySpec:
+def security_spec(seccomp: ProfileRef) -> SecuritySpec:
+    """The default profile's SecuritySpec (the renderer's golden vector) with ``seccomp``."""
     vector = json.loads((REPO / "tests" / "vectors" / "render_pod" / "bare_notebook.json").read_text())
     return dataclasses.replace(SecuritySpec.from_json(vector["spec"]), seccomp=seccomp)
 
@@ -88,5 +91,5 @@ def probe_pod(name: str, namespace: str) -> dict[str, Any]:
 def hardened_pod(name: str, seccomp: ProfileRef) -> dict[str, Any]:
     """The probe pod patched by the project's renderer for the default profile."""
     pod = probe_pod(name, NAMESPACE)
-    patched: dict[str, Any] = jsonpatch.apply_patch(pod, render_pod_patch(pod, _spec(seccomp)))
+    patched: dict[str, Any] = jsonpatch.apply_patch(pod, render_pod_patch(pod, security_spec(seccomp)))
     return patched

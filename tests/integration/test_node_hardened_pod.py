@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,10 +39,11 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
 from .node_cluster import NodeCluster
-from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, WEBHOOK_NAMESPACE, hardened_pod, probe_pod
+from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, PROBE, WEBHOOK_NAMESPACE, hardened_pod, probe_pod, security_spec
 from .node_webhook import running_webhook
 
 REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "tests" / "artifacts"
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[NodeCluster]:
@@ -133,15 +135,49 @@ def test_runtime_default_pod_is_hardened_but_allows_process_vm_readv(runtime_def
     assert report["process_vm_readv"] == 0
 
 
-def test_localhost_notebook_profile_refuses_what_runtime_default_allows(core: client.CoreV1Api) -> None:
-    report = run_to_completion(core, hardened_pod("probe-notebook", ProfileRef("Localhost", NOTEBOOK_PROFILE)))
+@pytest.fixture(scope="module")
+def notebook_report(core: client.CoreV1Api) -> dict[str, Any]:
+    """The probe's report from the renderer-hardened pod under the notebook profile."""
+    return run_to_completion(core, hardened_pod("probe-notebook", ProfileRef("Localhost", NOTEBOOK_PROFILE)))
+
+
+@pytest.fixture(scope="module")
+def embedded_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same probe in the embedded engine, hardened by render_docker for the same spec."""
+    from jovial_guard.hardening.render_docker import render_docker
+    from jovial_guard.hardening.seccomp import notebook_profile_path
+    from jovial_guard.runtime.image import ensure_notebook_image
+    from jovial_guard.runtime.podman import PodmanService
+
+    rendered = render_docker(security_spec(ProfileRef("Localhost", NOTEBOOK_PROFILE)),
+                             seccomp_path=str(notebook_profile_path()), apparmor_supported=False,
+                             network_mode="none", home_volume="jg-node-compare-home")
+    with PodmanService(socket_path=tmp_path_factory.mktemp("engine") / "podman.sock") as engine:
+        image = ensure_notebook_image(engine, progress=lambda m: print(m, file=sys.stderr))
+        docker_client = engine.docker_client()
+        container = docker_client.containers.create(image, ["python", "-c", PROBE], user=rendered["user"],
+                                                    volumes=rendered["volumes"], **rendered["host_config"])
+        try:
+            container.start()
+            status = container.wait(timeout=90)
+            logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
+            assert status.get("StatusCode") == 0, f"embedded probe failed: {status}\n{logs}"
+            return json.loads(logs.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        finally:
+            container.remove(force=True)
+            docker_client.volumes.get("jg-node-compare-home").remove(force=True)
+            docker_client.close()
+
+
+def test_localhost_notebook_profile_refuses_what_runtime_default_allows(notebook_report: dict[str, Any]) -> None:
+    report = notebook_report
     assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
     assert report["write_root"] == errno.EROFS
     assert (report["write_tmp"], report["write_home"]) == (0, 0)
     assert report["process_vm_readv"] == errno.EPERM
     assert report["unshare"] == errno.EPERM
-    assert report["mounts"]["/"] == "ro"
-    assert report["mounts"]["/tmp"] == "rw"
+    assert "ro" in report["mounts"]["/"]
+    assert "rw" in report["mounts"]["/tmp"]
     # The pod network leads nowhere: no default route (isGateway false).
     assert report["default_route"] is False
 
@@ -180,3 +216,17 @@ def test_pod_patched_by_the_webhook_runs_exactly_as_rendered(
     compared = ("Seccomp", "NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "uid", "write_root", "write_tmp",
                 "write_home", "process_vm_readv", "unshare", "mounts", "default_route")
     assert {k: report[k] for k in compared} == {k: runtime_default_report[k] for k in compared}
+
+
+def test_embedded_and_kubernetes_notebooks_get_the_same_kernel_state(
+    notebook_report: dict[str, Any], embedded_report: dict[str, Any],
+) -> None:
+    """One SecuritySpec, two renderers, two runtimes: the kernel sees the same process."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "node_vs_embedded_probe.json").write_text(
+        json.dumps({"kubernetes": notebook_report, "embedded": embedded_report}, indent=1, sort_keys=True))
+    compared = ("Seccomp", "NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "uid", "write_root", "write_tmp",
+                "write_home", "process_vm_readv", "unshare")
+    assert {k: embedded_report[k] for k in compared} == {k: notebook_report[k] for k in compared}
+    for path in ("/", "/tmp"):
+        assert ("ro" in embedded_report["mounts"][path]) == ("ro" in notebook_report["mounts"][path]), path

@@ -21,7 +21,8 @@ this cluster exists to run the pods a test creates, not to test node authorizati
 
 Teardown deletes every pod through the kubelet, kills what is left by process id (tasks,
 shims, container processes found in the cluster's cgroups), unmounts everything under the
-directory, deletes the bridges, removes the kubelet's cgroups and then the directory.
+directory, deletes the bridges, removes the run's cgroup root (the kubelet's ``cgroupRoot``)
+and then the directory.
 ``leftovers()`` lists anything that survived, for tests to assert on.
 """
 
@@ -136,7 +137,8 @@ class NodeCluster:
         self.network = NodeNetwork()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.tunables: dict[str, str] = {}
-        self.cgroups_before = set(CGROUP_ROOT.glob("*/kubepods"))
+        #: The kubelet's cgroupRoot: one per run, so clusters of parallel runs never share cgroups.
+        self.cgroup_name = f"jg-node-{self.network.suffix}"
         self.socket = self.dir / "containerd" / "containerd.sock"
 
     @property
@@ -199,14 +201,28 @@ class NodeCluster:
             f"--root-ca-file={pki / 'ca.crt'}", f"--service-account-private-key-file={pki / 'sa.key'}",
             "--use-service-account-credentials=false", "--v=1"])
 
+    def cgroup_dirs(self) -> list[Path]:
+        """The run's cgroup directory in every v1 hierarchy (and the hybrid unified one)."""
+        return [h / self.cgroup_name for h in sorted(CGROUP_ROOT.iterdir()) if h.is_dir() and not h.is_symlink()]
+
+    def _create_cgroups(self) -> None:
+        for directory in self.cgroup_dirs():
+            directory.mkdir()
+            if directory.parent.name == "cpuset":
+                # A new cpuset has no CPUs or memory nodes until given its parent's.
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    (directory / knob).write_text((directory.parent / knob).read_text())
+
     def _start_kubelet(self) -> None:
         root = self.kubelet_root
+        self._create_cgroups()
         for name, source in SECCOMP_PROFILES.items():
             target = root / "seccomp" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         config = kubelet_config(self.dir, socket=self.socket, node_ip=self.network.node_ip,
                                 client_ca=self.control.dir / "pki" / "ca.crt", port=free_port(self.network.node_ip))
+        config["cgroupRoot"] = f"/{self.cgroup_name}"
         (self.dir / "kubelet.json").write_text(json.dumps(config, indent=1))
         self._spawn("kubelet", [
             tool("kubelet"), f"--config={self.dir / 'kubelet.json'}", f"--kubeconfig={self.kubeconfig}",

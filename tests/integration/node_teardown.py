@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .node_cluster import NodeCluster
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
 
 def _api(cluster: NodeCluster, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
     req = urllib.request.Request(cluster.control.url + path, method=method,
@@ -48,13 +46,13 @@ def delete_all_pods(cluster: NodeCluster, *, timeout: float = 90.0) -> None:
     raise RuntimeError(f"pods still present {timeout}s after deletion")
 
 
-def _kubepods(cluster: NodeCluster) -> list[Path]:
-    return [p for p in CGROUP_ROOT.glob("*/kubepods") if p not in cluster.cgroups_before]
+def _run_cgroups(cluster: NodeCluster) -> list[Path]:
+    return [p for p in cluster.cgroup_dirs() if p.is_dir()]
 
 
 def _cgroup_pids(cluster: NodeCluster) -> set[int]:
     pids: set[int] = set()
-    for top in _kubepods(cluster):
+    for top in _run_cgroups(cluster):
         for procs in top.rglob("cgroup.procs"):
             try:
                 pids.update(int(p) for p in procs.read_text().split())
@@ -105,7 +103,7 @@ def _kill_pids(pids: set[int]) -> None:
 
 
 def _remove_cgroups(cluster: NodeCluster) -> None:
-    for top in _kubepods(cluster):
+    for top in _run_cgroups(cluster):
         for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
             directory.rmdir()
         top.rmdir()
@@ -149,7 +147,7 @@ def leftovers(cluster: NodeCluster) -> list[str]:
     found = [f"process {pid}" for pid in sorted(_pids_naming(cluster.dir) | _cgroup_pids(cluster))]
     found += [f"mount {point}" for point in _mounts_under(cluster.dir)]
     found += [f"link {name}" for name in sorted(cluster.links())]
-    found += [f"cgroup {path}" for path in _kubepods(cluster)]
+    found += [f"cgroup {path}" for path in _run_cgroups(cluster)]
     found += [f"directory {cluster.dir}"] if cluster.dir.exists() else []
     for tunable, value in cluster.tunables.items():
         now = (Path("/proc/sys") / tunable).read_text().strip()

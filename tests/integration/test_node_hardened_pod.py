@@ -121,6 +121,8 @@ def test_node_is_ready_and_the_host_forwards_nothing(node: NodeCluster) -> None:
     ready = node.get_object("node", "jg-node")
     assert ready is not None
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+    # The kubelet's pods live under this run's own cgroup root, in every hierarchy.
+    assert all((d / "kubepods").is_dir() for d in node.cgroup_dirs() if d.parent.name in ("memory", "pids", "cpu"))
     assert (node.seccomp_dir() / NOTEBOOK_PROFILE).read_bytes() == (REPO / "profiles/seccomp/notebook.json").read_bytes()
 
 

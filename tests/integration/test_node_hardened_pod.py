@@ -7,6 +7,9 @@ patches it (read-only root with emptyDir scratch for /tmp and home, uid 1000, dr
 privilege escalation). The container's own probe reports what the kernel applied, through
 its termination message. The probe's syscall is ``process_vm_readv`` on itself: the runtime's
 default seccomp profile allows it (kernel >= 4.8), the notebook profile answers EPERM.
+Two more comparisons: the hub's raw pod patched by the webhook itself (through the API
+server's admission chain) against the renderer's pod, and the embedded engine's container
+(``render_docker``, podman) against the Kubernetes pod under the same notebook profile.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .node_webhook import running_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
+
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[NodeCluster]:

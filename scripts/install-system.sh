@@ -6,8 +6,9 @@
 # Idempotent: installs only what is missing.
 #
 #   install-system.sh setup [test] [bench]   the profiles whose packages are needed
-# `setup` is what the embedded hub runs on; `test` adds etcd (the API server e2e) and
-# Chromium (the dashboard's browser tests); `bench` adds wrk.
+# `setup` is what the embedded hub runs on; `test` adds etcd (the API server e2e), the CNI
+# plugins and gcc (the single-node cluster's pod network and pause image) and Chromium (the
+# dashboard's browser tests); `bench` adds wrk. runc (setup) also runs the cluster's pods.
 set -euo pipefail
 PACKAGES=(
   podman runc uidmap iproute2 nftables debootstrap apparmor
@@ -17,7 +18,7 @@ PACKAGES=(
 for profile in "${@:-setup}"; do
   case "$profile" in
     setup) ;;
-    test) PACKAGES+=(etcd-server chromium chromium-driver) ;;
+    test) PACKAGES+=(etcd-server containernetworking-plugins gcc libc6-dev chromium chromium-driver) ;;
     bench) PACKAGES+=(wrk) ;;
     *) echo "install-system: unknown profile '$profile' (setup, test, bench)" >&2; exit 2 ;;
   esac

@@ -1,0 +1,89 @@
+"""Images for the single-node test cluster, without a registry.
+
+The notebook image's root filesystem tarball (the same one the embedded engine imports) is
+turned into a docker-archive by podman in a throw-away storage (``podman import`` with the
+image's user, environment and command, then ``podman save``), cached beside the tarball by
+recipe key, and loaded into containerd's ``k8s.io`` namespace with ``ctr images import``.
+The pause image's archive comes ready-made from scripts/test.d/55-pause-image.sh.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from jovial_guard.paths import cache_dir
+from jovial_guard.runtime.image import NOTEBOOK_REPOSITORY, import_changes, recipe_key, tarball_path
+
+from .node_tools import KUBE_VERSION
+
+PAUSE_IMAGE = f"localhost/jovial-guard/pause:{KUBE_VERSION}"
+
+
+class ImageUnavailable(RuntimeError):
+    """An image the node needs is neither cached nor buildable; the message says which step."""
+
+
+def _run(argv: list[str], *, what: str, timeout: float = 600) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    if proc.returncode != 0:
+        raise ImageUnavailable(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+
+
+def pause_archive() -> Path:
+    """The pause image's docker-archive built by the set-up step."""
+    path = cache_dir() / "tools" / "pause" / KUBE_VERSION / "pause.tar"
+    if not path.is_file():
+        raise ImageUnavailable(f"{path} is missing: run scripts/test.d/55-pause-image.sh (./guard test does)")
+    return path
+
+
+def notebook_image() -> str:
+    """The notebook image's name inside the cluster (tagged by recipe key)."""
+    return f"{NOTEBOOK_REPOSITORY}:{recipe_key()}"
+
+
+def notebook_archive() -> Path:
+    """The notebook image as a docker-archive, built once per recipe key."""
+    key = recipe_key()
+    rootfs = tarball_path(key)
+    out = rootfs.with_name(f"{key}.docker-archive.tar")
+    if out.is_file():
+        return out
+    if not rootfs.is_file():
+        raise ImageUnavailable(f"{rootfs} is missing: run scripts/setup.d/20-notebook-image.sh (./guard test does)")
+    podman = shutil.which("podman")
+    if podman is None:
+        raise ImageUnavailable("podman is missing: run scripts/install-system.sh")
+    with open(out.with_name(".docker-archive.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file():
+            return out
+        # podman refuses a runroot longer than 50 characters: that one lives in /tmp.
+        with tempfile.TemporaryDirectory(prefix="jovial-guard-archive-", dir=out.parent) as work, \
+                tempfile.TemporaryDirectory(prefix="jg-run-") as run:
+            base = [podman, "--root", f"{work}/root", "--runroot", run,
+                    "--storage-driver", "vfs", "--tmpdir", work]
+            image = notebook_image()
+            argv = base + ["import", "--quiet"]
+            for change in import_changes():
+                argv += ["--change", change]
+            try:
+                _run(argv + [str(rootfs), image], what="podman import of the notebook root filesystem")
+                partial = out.with_suffix(".partial")
+                _run(base + ["save", "--quiet", "--format", "docker-archive", "-o", str(partial), image],
+                     what="podman save of the notebook image")
+                partial.rename(out)
+            finally:
+                subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True, check=False)
+    return out
+
+
+def import_into(ctr: str, address: str, archive: Path) -> None:
+    """Load a docker-archive into containerd's CRI namespace, unpacked for overlayfs."""
+    _run([ctr, "--address", address, "-n", "k8s.io", "images", "import",
+          "--snapshotter", "overlayfs", str(archive)],
+         what=f"ctr images import {archive.name}")

@@ -1,0 +1,80 @@
+"""The project's admission webhook in front of the single-node cluster.
+
+``jovial-guard webhook serve`` runs as a process on loopback with a real OPA on the
+committed policies; deploy/'s webhook configurations are registered with ``clientConfig``
+pointed at it. Pods in the namespaces the configurations select are then patched by the
+webhook itself before the kubelet ever sees them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jovial_guard.admission.tls import write_webhook_certs
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, REPO_ROOT, ManagedOpa, free_loopback_port
+
+CONFIGURATIONS = REPO_ROOT / "deploy" / "webhook" / "webhookconfigurations.yaml"
+
+
+def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
+    """deploy/'s configurations with ``clientConfig`` pointed at the loopback webhook."""
+    docs = [d for d in yaml.safe_load_all(CONFIGURATIONS.read_text()) if d]
+    ca = base64.b64encode(ca_file.read_bytes()).decode()
+    for doc in docs:
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
+    return docs
+
+
+@contextlib.contextmanager
+def running_webhook(workdir: Path) -> Iterator[list[dict[str, Any]]]:
+    """OPA + the webhook process; yields the configurations to register."""
+    certs = write_webhook_certs(workdir, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    port = free_loopback_port()
+    with ManagedOpa(DEFAULT_POLICY_DIR) as opa, open(workdir / "webhook.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jovial_guard", "webhook", "serve", "--opa-url", opa.url,
+             "--cert", str(certs.cert), "--key", str(certs.key), "--host", "127.0.0.1", "--port", str(port),
+             "--expected-policy-dir", str(DEFAULT_POLICY_DIR)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            _wait_ready(port, certs.ca_cert, proc, workdir / "webhook.log")
+            yield webhook_configurations(port, certs.ca_cert)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+
+
+def _wait_ready(port: int, ca_file: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=ctx, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - poll until ready
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"webhook did not become ready: {log.read_text()[-2000:]}")
+        time.sleep(0.2)

@@ -22,7 +22,7 @@ cached() {
     && "$DEST/bin/containerd" --version >/dev/null 2>&1 || return 1
   mkdir -p "$HERE/.tools/bin"
   local tool
-  for tool in "${TOOLS[@]}"; do ln -sfn "$DEST/bin/$tool" "$HERE/.tools/bin/$tool"; done
+  for tool in "${TOOLS[@]}"; do ln -sfn "$(readlink -f "$DEST/bin/$tool")" "$HERE/.tools/bin/$tool"; done
   echo "containerd $VERSION: cached at $DEST/bin"
 }
 

@@ -14,7 +14,7 @@ BIN="$DEST/helm"
 
 link_into_checkout() {
   mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$BIN" "$HERE/.tools/bin/helm"
+  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/helm"
 }
 
 if [ -x "$BIN" ] && "$BIN" version --short >/dev/null 2>&1; then

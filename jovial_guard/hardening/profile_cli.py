@@ -1,0 +1,137 @@
+"""`jovial-guard profile`: record notebook syscalls, build the learned profile, compare.
+
+::
+
+    jovial-guard profile record              # run the workloads, write the recording
+    jovial-guard profile build               # recording -> notebook-learned.json + review
+    jovial-guard profile build --check       # exit 1 if the committed files drifted
+    jovial-guard profile stats               # syscall counts side by side
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import JovialGuardError
+from .learn import (
+    build_learned_profile,
+    learned_profile_path,
+    load_json,
+    recording_path,
+    render_review,
+    review_path,
+    stats_table,
+)
+from .seccomp import BASE_PROFILE, notebook_profile_path, render, validate_profile_file
+
+
+@click.group()
+def profile() -> None:
+    """Seccomp profiles learned from what notebooks actually call."""
+
+
+@profile.command("record")
+@click.option("--workload", "workloads", multiple=True,
+              help="Run only this workload (repeatable); default: all of them.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the recording [default: profiles/seccomp/recordings/"
+                   "notebook.json].")
+def record_cmd(workloads: tuple[str, ...], out: Path | None) -> None:
+    """Run notebook workloads under a logging profile and write the syscalls they used.
+
+    Needs root (audit netlink, the engine). Every workload runs in its own hardened
+    container; a workload that fails makes the command fail and the recording unusable.
+    """
+    from .recorder import WORKLOADS, record
+
+    target = out or recording_path()
+    command = "jovial-guard profile record" + "".join(
+        f" --workload {shlex.quote(w)}" for w in workloads)
+    if out is not None:
+        command += f" --out {shlex.quote(str(out))}"
+    try:
+        chosen = tuple(workloads) or WORKLOADS
+        result = record(workloads=chosen, command=command,
+                        progress=lambda m: click.echo(m, err=True))
+    except (JovialGuardError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(result))
+    failed = [name for name, run in result["workloads"].items() if not run["ok"]]
+    click.echo(f"wrote {target}: {len(result['syscalls'])} distinct syscalls from "
+               f"{result['records']} records, {result['lost']} lost")
+    if failed:
+        for name in failed:
+            click.echo(f"workload {name} failed:\n{result['workloads'][name]['log_tail']}",
+                       err=True)
+        raise click.ClickException(f"workloads failed: {', '.join(failed)}")
+
+
+@profile.command("build")
+@click.option("--recording", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Recording to learn from [default: the committed one].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Learned profile [default: profiles/seccomp/notebook-learned.json].")
+@click.option("--review", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Review text [default: profiles/seccomp/notebook-learned.diff].")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 if the files differ from what would be written.")
+def build_cmd(recording: Path | None, out: Path | None, review: Path | None,
+              check: bool) -> None:
+    """Build the allowlist profile from a recording, with a review against the current one."""
+    out = out or learned_profile_path()
+    review = review or review_path()
+    try:
+        current = load_json(notebook_profile_path(), what="notebook profile")
+        recorded = load_json(recording or recording_path(), what="recording")
+        learned = build_learned_profile(current, recorded)
+        engine = load_json(BASE_PROFILE, what="engine default profile") \
+            if BASE_PROFILE.exists() else None
+        text = render_review(current, learned, recorded, engine_default=engine)
+    except JovialGuardError as exc:
+        raise click.ClickException(str(exc)) from exc
+    wanted = {out: render(learned), review: text}
+    if check:
+        stale = [str(p) for p, body in wanted.items()
+                 if not p.exists() or p.read_text() != body]
+        if stale:
+            click.echo(f"out of date: {', '.join(stale)}; run: jovial-guard profile build",
+                       err=True)
+            sys.exit(1)
+        click.echo("learned profile and review are up to date")
+        return
+    for path, body in wanted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+    try:
+        validate_profile_file(out)
+    except JovialGuardError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out} and {review}")
+    click.echo(text.split("## no longer allowed")[0].split("\n\n", 1)[1].rstrip())
+
+
+@profile.command("stats")
+@click.argument("extra", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def stats_cmd(extra: tuple[Path, ...], as_json: bool) -> None:
+    """Syscall counts of the engine default, the notebook profile and the learned one."""
+    from .learn import profile_stats
+
+    named = {"engine default": BASE_PROFILE, "notebook": notebook_profile_path(),
+             "notebook-learned": learned_profile_path()}
+    named.update({path.name: path for path in extra})
+    try:
+        profiles = {name: load_json(path, what=name) for name, path in named.items()
+                    if path.exists() or name not in ("engine default", "notebook-learned")}
+    except JovialGuardError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({n: profile_stats(p) for n, p in profiles.items()}, indent=1))
+    else:
+        click.echo(stats_table(profiles), nl=False)

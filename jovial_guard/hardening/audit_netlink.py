@@ -118,6 +118,9 @@ class AuditReader:
         self._lock = threading.Lock()
         self._seen_pids: set[int] = set()
         self._markers: set[int] = set()
+        self._host_pidns = os.readlink("/proc/self/ns/pid")
+        #: pid -> its pid namespace when first read (None: already gone).
+        self._pid_ns: dict[int, str | None] = {}
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -187,8 +190,29 @@ class AuditReader:
             self._seen_pids.add(record.pid)
             if record.session == self.session and record.code == SECCOMP_RET_LOG:
                 self._records.append(record)
+                self._check_namespace(record.pid)
             else:
                 self.foreign += 1
+
+    def _check_namespace(self, pid: int) -> None:
+        """Note a session pid's pid namespace, once, while it still lives."""
+        if pid not in self._pid_ns:
+            try:
+                self._pid_ns[pid] = os.readlink(f"/proc/{pid}/ns/pid")
+            except OSError:
+                self._pid_ns[pid] = None  # already gone: the session id attributes it
+
+    def namespace_check(self) -> tuple[int, int]:
+        """(pids seen inside a container's pid namespace, pids seen in the host's).
+
+        A cross-check of the session filter: the engine's own processes carry no logging
+        filter, so every logging pid still alive when read must be in a container.
+        """
+        with self._lock:
+            seen = [ns for pid, ns in self._pid_ns.items()
+                    if ns is not None and pid not in self._markers]
+        outside = sum(1 for ns in seen if ns == self._host_pidns)
+        return len(seen) - outside, outside
 
     def sync(self, *, timeout: float = 120.0) -> None:
         """Return once every record logged before this call has been read."""
@@ -209,6 +233,33 @@ class AuditReader:
         with self._lock:
             records, self._records = self._records, []
             return [r for r in records if r.pid not in self._markers]
+
+
+_STATUS_FIELDS = ("mask", "enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost",
+                  "backlog", "version", "backlog_wait_time", "backlog_wait_time_actual")
+
+
+def audit_status() -> dict[str, int]:
+    """The kernel's audit counters (AUDIT_GET; read-only, needs CAP_AUDIT_CONTROL).
+
+    ``lost`` counts records the kernel dropped anywhere (backlog full, no memory); a
+    recording compares it before and after, because such a drop never reaches any socket.
+    """
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT) as sock:
+        sock.settimeout(5)
+        try:
+            sock.bind((0, 0))
+            sock.send(_NLMSG.pack(_NLMSG.size, 1000, 0x1, 1, 0))  # AUDIT_GET, NLM_F_REQUEST
+            data = sock.recv(8192)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot read the kernel's audit status: {exc}") from exc
+    length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data)
+    body = data[_NLMSG.size:length]
+    if kind == 2 and struct.unpack_from("=i", body)[0] != 0:  # NLMSG_ERROR
+        code = -struct.unpack_from("=i", body)[0]
+        raise AuditUnavailable(f"the kernel refused AUDIT_GET: {os.strerror(code)}")
+    values = struct.unpack_from(f"={len(body) // 4}I", body)
+    return dict(zip(_STATUS_FIELDS, values))
 
 
 class SyscallNames:

@@ -143,6 +143,8 @@ def check_recording(recording: Any) -> None:
             raise LearnError(f"recording has no {field!r}")
     if recording["lost"]:
         raise LearnError(f"the recording lost {recording['lost']} audit records; record again")
+    if recording.get("pids_outside_container_namespace"):
+        raise LearnError("the recording holds records of processes outside the containers")
     failed = sorted(name for name, run in recording["workloads"].items() if not run.get("ok"))
     if failed:
         raise LearnError(f"workloads failed while recording: {failed}; fix them and record again")

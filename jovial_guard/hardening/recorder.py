@@ -32,7 +32,7 @@ import docker
 from ..decision import SecuritySpec
 from ..runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image, recipe_key
 from ..runtime.podman import RUN_DIR, PodmanService
-from .audit_netlink import AuditReader, SyscallNames, start_audit_session
+from .audit_netlink import AuditReader, SyscallNames, audit_status, start_audit_session
 from .learn import RECORDING_VERSION, digest, logging_profile
 from .render_docker import render_docker
 from .seccomp import load_base, notebook_profile_path, render
@@ -98,17 +98,14 @@ def container_kwargs(*, seccomp_path: Path, home_volume: str, wheel_dir: Path) -
     return {"user": rendered["user"], "host_config": rendered["host_config"], "binds": binds}
 
 
-def run_workload(client: docker.DockerClient, name: str, kwargs: dict[str, Any], *,
-                 timeout: float = 600.0) -> dict[str, Any]:
-    """Run one workload to its end; its last output line is its JSON verdict."""
-    if name not in WORKLOADS:
-        raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+def run_in_notebook(client: docker.DockerClient, argv: list[str], kwargs: dict[str, Any], *,
+                    label: str, timeout: float = 600.0) -> tuple[int, str, float]:
+    """Run ``argv`` in a notebook container made from ``kwargs``; (exit code, output, s)."""
     api = client.api
     host_config = api.create_host_config(binds=kwargs["binds"], **kwargs["host_config"])
     created = api.create_container(
-        NOTEBOOK_IMAGE, ["python3", f"{WORKLOAD_MOUNT}/{name}.py"], user=kwargs["user"],
-        host_config=host_config, labels={LABEL: name},
-        volumes=[spec["bind"] for spec in kwargs["binds"].values()],
+        NOTEBOOK_IMAGE, argv, user=kwargs["user"], host_config=host_config,
+        labels={LABEL: label}, volumes=[spec["bind"] for spec in kwargs["binds"].values()],
     )
     started = time.monotonic()
     try:
@@ -117,15 +114,26 @@ def run_workload(client: docker.DockerClient, name: str, kwargs: dict[str, Any],
         logs = api.logs(created["Id"], stdout=True, stderr=True).decode(errors="replace")
     finally:
         api.remove_container(created["Id"], force=True)
-    verdict: dict[str, Any] = {}
+    return int(status.get("StatusCode", -1)), logs, round(time.monotonic() - started, 1)
+
+
+def run_workload(client: docker.DockerClient, name: str, kwargs: dict[str, Any], *,
+                 timeout: float = 600.0) -> dict[str, Any]:
+    """Run one workload to its end; its last output line is its JSON verdict."""
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+    exit_code, logs, seconds = run_in_notebook(
+        client, ["python3", f"{WORKLOAD_MOUNT}/{name}.py"], kwargs, label=name,
+        timeout=timeout)
     lines = logs.strip().splitlines()
     try:
         verdict = json.loads(lines[-1]) if lines else {}
     except ValueError:
         verdict = {}
-    exit_code = int(status.get("StatusCode", -1))
+    if not isinstance(verdict, dict):
+        verdict = {}
     return {"ok": exit_code == 0 and verdict.get("ok") is True, "exit_code": exit_code,
-            "seconds": round(time.monotonic() - started, 1), "result": verdict,
+            "seconds": seconds, "result": verdict,
             "log_tail": "" if exit_code == 0 else logs[-2000:]}
 
 
@@ -140,6 +148,7 @@ def record(*, workloads: tuple[str, ...] = WORKLOADS, command: str,
     session = start_audit_session()
     names = SyscallNames()
     runs: dict[str, Any] = {}
+    lost_before = audit_status()["lost"]
     with tempfile.TemporaryDirectory(prefix="jg-profile-record-") as tmp, \
             AuditReader(session) as reader:
         work = Path(tmp)
@@ -177,6 +186,8 @@ def record(*, workloads: tuple[str, ...] = WORKLOADS, command: str,
             finally:
                 client.volumes.get(home).remove(force=True)
                 client.close()
+    kernel_lost = audit_status()["lost"] - lost_before
+    inside, outside = reader.namespace_check()
     used = sorted({name for run in runs.values() for name in run["syscalls"]})
     return {
         "version": RECORDING_VERSION,
@@ -190,7 +201,9 @@ def record(*, workloads: tuple[str, ...] = WORKLOADS, command: str,
         "image_recipe": recipe_key(),
         "kernel": platform.release(),
         "machine": platform.machine(),
-        "lost": reader.lost,
+        "lost": reader.lost + kernel_lost,
+        "pids_in_container_namespace": inside,
+        "pids_outside_container_namespace": outside,
         "records": sum(run["records"] for run in runs.values()),
         "workloads": runs,
         "syscalls": used,

@@ -3,12 +3,12 @@ import json
 
 from jupyter_client.manager import start_new_kernel
 
-manager, client = start_new_kernel(kernel_name="python3", startup_timeout=60)
+manager, client = start_new_kernel(kernel_name="python3", startup_timeout=300)
 outputs = []
 try:
     for code in ("import numpy as np; float(np.arange(10).sum())",
                  "from astropy import units as u; str((3 * u.km).to(u.m))"):
-        reply = client.execute_interactive(code, timeout=60,
+        reply = client.execute_interactive(code, timeout=300,
                                            output_hook=lambda msg: outputs.append(msg))
         if reply["content"]["status"] != "ok":
             raise SystemExit(f"cell failed: {reply['content']}")

@@ -64,13 +64,13 @@ headers = {"Authorization": f"token {TOKEN}"}
 def call(method: str, path: str) -> dict:
     request = urllib.request.Request(base + path, method=method, headers=headers,
                                      data=b"{}" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=120) as response:
         body = response.read()
     return json.loads(body) if body else {}
 
 
 status, started = None, time.monotonic()
-while time.monotonic() - started < 90 and server.poll() is None:
+while time.monotonic() - started < 300 and server.poll() is None:
     try:
         status = call("GET", "api/status")
         break
@@ -82,7 +82,7 @@ if status is not None:
     kernel = call("POST", "api/kernels")
     ws = websocket.create_connection(
         f"ws://127.0.0.1:{PORT}{PREFIX}api/kernels/{kernel['id']}/channels",
-        header=[f"Authorization: token {TOKEN}"], timeout=60)
+        header=[f"Authorization: token {TOKEN}"], timeout=300)
     msg_id = "learn-1"
     ws.send(json.dumps({"header": {"msg_id": msg_id, "msg_type": "execute_request",
                                    "username": "jovyan", "session": "learn", "version": "5.3"},
@@ -96,7 +96,7 @@ if status is not None:
     ws.close()
     call("DELETE", f"api/kernels/{kernel['id']}")
 server.send_signal(signal.SIGTERM)
-code = server.wait(timeout=30)
+code = server.wait(timeout=120)
 hub.shutdown()
 ok = status is not None and result == "42"
 if not ok:

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..errors import JovialGuardError
 
@@ -277,6 +278,11 @@ class SyscallNames:
         self._lib = lib
         self._free = ctypes.CDLL(None).free
         self._free.argtypes = [ctypes.c_void_p]
+
+    def native_names(self, names: Any, arch: int = 0xC000003E) -> frozenset[str]:
+        """Those of ``names`` that are real syscalls on ``arch`` (default x86_64)."""
+        return frozenset(n for n in names
+                         if self._lib.seccomp_syscall_resolve_name_arch(arch, n.encode()) >= 0)
 
     def name(self, arch: int, number: int) -> str:
         pointer = self._lib.seccomp_syscall_resolve_num_arch(arch, number)

@@ -33,10 +33,14 @@ RECORDING_VERSION = 1
 ALLOW = "SCMP_ACT_ALLOW"
 LOG = "SCMP_ACT_LOG"
 EPERM = 1
-#: Allowed whether or not a recording saw them: the kernel's own signal-return and
-#: syscall-restart paths and process exit, which a recording catches only by timing
-#: (a signal landing in a blocking call), and whose refusal corrupts or hangs a process.
-BASELINE = ("exit", "exit_group", "restart_syscall", "rt_sigreturn")
+#: Allowed whether or not a recording saw them. The kernel's own signal-return and
+#: syscall-restart paths and process exit, which a recording catches only by timing (a
+#: signal landing in a blocking call) and whose refusal corrupts or hangs a process; and
+#: the calls the vDSO answers in user space, which become real syscalls on a host whose
+#: clock source has no vDSO support (a recording here never sees them, a refusal there
+#: breaks every clock read).
+BASELINE = ("exit", "exit_group", "restart_syscall", "rt_sigreturn",
+            "clock_gettime", "clock_getres", "gettimeofday", "time", "getcpu")
 #: How rule "arches" name the machine the recording ran on (archMap names differ).
 NATIVE_ARCH = "amd64"
 
@@ -152,13 +156,22 @@ def check_recording(recording: Any) -> None:
         raise LearnError("recording 'syscalls' must be a sorted, non-empty list of names")
 
 
-def profile_stats(profile: dict[str, Any], *, arch: str = NATIVE_ARCH) -> dict[str, Any]:
-    """Counts a reviewer compares: what is allowed, conditionally, and refused on purpose."""
-    allowed = allowed_names(profile, arch=arch)
+def profile_stats(profile: dict[str, Any], *, arch: str = NATIVE_ARCH,
+                  native: frozenset[str] | None = None) -> dict[str, Any]:
+    """Counts a reviewer compares: what is allowed, conditionally, and refused on purpose.
+
+    ``native``: the names that are real syscalls on ``arch`` (profiles list other
+    architectures' names too, which the compiler ignores there); None counts every name.
+    """
+    def real(names: Any) -> set[str]:
+        return {n for n in names if native is None or n in native}
+
+    allowed = {n: f for n, f in allowed_names(profile, arch=arch).items()
+               if native is None or n in native}
     every_rule = {n for r in profile.get("syscalls", []) if r.get("action") == ALLOW
                   for n in r["names"]}
-    refused = {n for r in profile.get("syscalls", []) if r.get("action") == "SCMP_ACT_ERRNO"
-               and _applies(r, arch) for n in r["names"]}
+    refused = real(n for r in profile.get("syscalls", []) if r.get("action") == "SCMP_ACT_ERRNO"
+                   and _applies(r, arch) for n in r["names"])
     return {
         "default": f"{profile.get('defaultAction')}({profile.get('defaultErrno', '')})",
         "allowed": len(allowed),
@@ -168,9 +181,10 @@ def profile_stats(profile: dict[str, Any], *, arch: str = NATIVE_ARCH) -> dict[s
     }
 
 
-def stats_table(profiles: dict[str, dict[str, Any]]) -> str:
-    """Side-by-side counts (``allowed``: names a capability-less x86_64 process may call)."""
-    rows = {name: profile_stats(profile) for name, profile in profiles.items()}
+def stats_table(profiles: dict[str, dict[str, Any]], *,
+                native: frozenset[str] | None = None) -> str:
+    """Side-by-side counts (``allowed``: syscalls a capability-less x86_64 process may call)."""
+    rows = {name: profile_stats(profile, native=native) for name, profile in profiles.items()}
     head = ("profile", "default action", "allowed", "of which arg-filtered",
             "allow names (any arch/caps)", "refused by rule")
     keys = ("default", "allowed", "argument_filtered", "allow_names_any_arch_or_caps",
@@ -193,9 +207,13 @@ def _wrap(names: list[str], width: int = 88) -> list[str]:
 
 def render_review(current: dict[str, Any], learned: dict[str, Any],
                   recording: dict[str, Any], *, engine_default: dict[str, Any] | None = None,
-                  baseline: tuple[str, ...] = BASELINE) -> str:
+                  baseline: tuple[str, ...] = BASELINE,
+                  native: frozenset[str] | None = None) -> str:
     """A reviewable account of what the learned profile changes (plain text)."""
-    before, after = allowed_names(current), allowed_names(learned)
+    def real(names: dict[str, bool]) -> dict[str, bool]:
+        return {n: f for n, f in names.items() if native is None or n in native}
+
+    before, after = real(allowed_names(current)), real(allowed_names(learned))
     removed = sorted(set(before) - set(after))
     users: dict[str, list[str]] = {}
     for workload, run in sorted(recording["workloads"].items()):
@@ -205,10 +223,12 @@ def render_review(current: dict[str, Any], learned: dict[str, Any],
            f"# recorded by: {recording['command']}",
            f"# image {recording.get('image')} (recipe {recording.get('image_recipe')}), "
            f"kernel {recording.get('kernel')}", "",
-           "## syscall counts (x86_64, no capabilities)", ""]
+           "## syscall counts (x86_64 syscalls, no capabilities; names of other "
+           "architectures left out)" if native is not None else
+           "## syscall counts (names, no capabilities)", ""]
     table = {"engine default": engine_default} if engine_default else {}
     table.update({"notebook": current, "notebook-learned": learned})
-    out += ["    " + line for line in stats_table(table).splitlines()] + [""]
+    out += ["    " + line for line in stats_table(table, native=native).splitlines()] + [""]
     out += [f"## no longer allowed ({len(removed)}): EPERM in the learned profile"]
     out += _wrap(removed) + [""]
     kept = sorted(after)

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import click
 
+from typing import Any
+
 from ..errors import JovialGuardError
+from .audit_netlink import AuditUnavailable, SyscallNames
 from .learn import (
     build_learned_profile,
     learned_profile_path,
@@ -28,6 +31,16 @@ from .learn import (
     stats_table,
 )
 from .seccomp import BASE_PROFILE, notebook_profile_path, render, validate_profile_file
+
+
+def native_names(*profiles: dict[str, Any]) -> frozenset[str] | None:
+    """Names in ``profiles`` that are x86_64 syscalls (libseccomp); None if it is missing."""
+    try:
+        resolver = SyscallNames()
+    except AuditUnavailable:
+        return None
+    return resolver.native_names({n for p in profiles for r in p.get("syscalls", [])
+                                  for n in r.get("names", [])})
 
 
 @click.group()
@@ -92,7 +105,8 @@ def build_cmd(recording: Path | None, out: Path | None, review: Path | None,
         learned = build_learned_profile(current, recorded)
         engine = load_json(BASE_PROFILE, what="engine default profile") \
             if BASE_PROFILE.exists() else None
-        text = render_review(current, learned, recorded, engine_default=engine)
+        native = native_names(current, learned, *([engine] if engine else []))
+        text = render_review(current, learned, recorded, engine_default=engine, native=native)
     except JovialGuardError as exc:
         raise click.ClickException(str(exc)) from exc
     wanted = {out: render(learned), review: text}
@@ -131,7 +145,9 @@ def stats_cmd(extra: tuple[Path, ...], as_json: bool) -> None:
                     if path.exists() or name not in ("engine default", "notebook-learned")}
     except JovialGuardError as exc:
         raise click.ClickException(str(exc)) from exc
+    native = native_names(*profiles.values())
     if as_json:
-        click.echo(json.dumps({n: profile_stats(p) for n, p in profiles.items()}, indent=1))
+        click.echo(json.dumps({n: profile_stats(p, native=native) for n, p in profiles.items()},
+                              indent=1))
     else:
-        click.echo(stats_table(profiles), nl=False)
+        click.echo(stats_table(profiles, native=native), nl=False)

@@ -59,7 +59,7 @@ CURRENT: dict[str, Any] = {
     "syscalls": [
         {"names": ["unshare", "mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
          "args": [], "comment": "no namespaces", "includes": {}, "excludes": {}},
-        {"names": ["read", "write", "openat", "getcpu", "exit_group", "rt_sigreturn"],
+        {"names": ["read", "write", "openat", "getsid", "exit_group", "rt_sigreturn"],
          "action": "SCMP_ACT_ALLOW", "args": [], "comment": "", "includes": {},
          "excludes": {}},
         {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
@@ -112,7 +112,7 @@ def test_learned_profile_allows_only_what_was_recorded() -> None:
     assert learned["defaultErrnoRet"] == 1
     assert set(allowed_names(learned)) == {"clone", "openat", "read", *(
         set(BASELINE) & set(allowed_names(CURRENT)))}
-    assert "write" not in allowed_names(learned) and "getcpu" not in allowed_names(learned)
+    assert "write" not in allowed_names(learned) and "getsid" not in allowed_names(learned)
     clone = [r for r in learned["syscalls"] if r["names"] == ["clone"]][0]
     assert clone["args"] == CURRENT["syscalls"][3]["args"], "clone keeps its namespace mask"
     assert allowed_names(learned)["clone"] is True, "clone stays argument-filtered"
@@ -142,7 +142,7 @@ def test_unusable_recordings_are_refused(changes: dict[str, Any], message: str) 
 
 def test_stats_count_arch_and_capabilities() -> None:
     stats = profile_stats(CURRENT)
-    # read write openat getcpu exit_group rt_sigreturn personality clone arch_prctl
+    # read write openat getsid exit_group rt_sigreturn personality clone arch_prctl
     assert stats["allowed"] == 9
     assert stats["argument_filtered"] == 2
     assert stats["allow_names_any_arch_or_caps"] == 10

@@ -43,6 +43,11 @@ BASELINE = ("exit", "exit_group", "restart_syscall", "rt_sigreturn",
             "clock_gettime", "clock_getres", "gettimeofday", "time", "getcpu")
 #: How rule "arches" name the machine the recording ran on (archMap names differ).
 NATIVE_ARCH = "amd64"
+#: The only architecture a learned profile admits: what was recorded. Its 32-bit and x32
+#: sub-architectures are left out (a recording says nothing about them, and libseccomp
+#: cannot even compile argument-filtered socket rules for i386, which multiplexes socket
+#: calls through socketcall); calls from any other ABI are refused as a bad architecture.
+SCMP_NATIVE_ARCH = {"x86_64": "SCMP_ARCH_X86_64"}
 
 
 class LearnError(JovialGuardError):
@@ -115,9 +120,15 @@ def build_learned_profile(current: dict[str, Any], recording: dict[str, Any], *,
     stray = sorted(set(recording["syscalls"]) - set(allowed_names(current)))
     if stray:
         raise LearnError(f"the recording names syscalls the current profile refuses: {stray}")
+    machine = recording.get("machine", "x86_64")
+    if machine not in SCMP_NATIVE_ARCH:
+        raise LearnError(f"recordings from {machine!r} are not supported (x86_64 only)")
     rules: list[dict[str, Any]] = []
     for original in current.get("syscalls", []):
         rule = copy.deepcopy(original)
+        arches = (rule.get("includes") or {}).get("arches")
+        if arches and NATIVE_ARCH not in arches:
+            continue  # another architecture's rule; the learned profile admits only one
         if rule.get("action") == ALLOW:
             rule["names"] = [name for name in rule["names"] if name in used]
             if not rule["names"]:
@@ -127,13 +138,14 @@ def build_learned_profile(current: dict[str, Any], recording: dict[str, Any], *,
         f"jovial_guard notebook-learned: {len(recording['syscalls'])} syscalls recorded by "
         f"{', '.join(sorted(recording['workloads']))} (recording sha256:"
         f"{hashlib.sha256(render(recording).encode()).hexdigest()[:16]}); everything else "
-        "EPERM. " + str(rules[0].get("comment") or "")
+        f"EPERM; {machine} only; valid only with no-new-privileges (without it the runtime "
+        "installs the filter before it drops privileges). " + str(rules[0].get("comment") or "")
     )
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
         "defaultErrno": "EPERM",
-        "archMap": copy.deepcopy(current.get("archMap", [])),
+        "archMap": [{"architecture": SCMP_NATIVE_ARCH[machine], "subArchitectures": []}],
         "syscalls": rules,
     }
 

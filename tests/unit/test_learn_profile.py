@@ -119,6 +119,9 @@ def test_learned_profile_allows_only_what_was_recorded() -> None:
     refusals = [r["names"] for r in learned["syscalls"] if r["action"] == "SCMP_ACT_ERRNO"]
     assert ["clone3"] in refusals and ["unshare", "mount"] in refusals
     assert not any(r["names"] == ["personality"] for r in learned["syscalls"])
+    assert learned["archMap"] == [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": []}]
+    assert not any("amd64" not in (r["includes"].get("arches") or ["amd64"])
+                   for r in learned["syscalls"]), "other architectures' rules are dropped"
 
 
 def test_learned_profile_keeps_personality_filter_when_recorded() -> None:
@@ -133,6 +136,8 @@ def test_learned_profile_keeps_personality_filter_when_recorded() -> None:
     ({"profile_sha256": "0" * 64}, "another notebook profile"),
     ({"syscalls": ["read", "unshare"]}, "refuses: \\['unshare'\\]"),
     ({"syscalls": []}, "non-empty"),
+    ({"machine": "s390x"}, "x86_64 only"),
+    ({"pids_outside_container_namespace": 1}, "outside the containers"),
     ({"workloads": {"pip_wheel": {"ok": False, "syscalls": {}}}}, "failed while recording"),
 ])
 def test_unusable_recordings_are_refused(changes: dict[str, Any], message: str) -> None:
@@ -147,6 +152,12 @@ def test_stats_count_arch_and_capabilities() -> None:
     assert stats["argument_filtered"] == 2
     assert stats["allow_names_any_arch_or_caps"] == 10
     assert stats["refused_by_rule"] == 3
+
+
+def test_stats_leave_out_other_architectures_names() -> None:
+    native = frozenset({"read", "write", "openat", "clone", "personality", "arch_prctl"})
+    stats = profile_stats(CURRENT, native=native)
+    assert stats["allowed"] == 6 and stats["refused_by_rule"] == 0
 
 
 def test_parse_seccomp_record() -> None:

@@ -55,6 +55,20 @@ PROBE = (
     "print(json.dumps(out))\n"
 )
 
+#: A 64-bit process makes the i386 getpid through ``int 0x80`` (the 32-bit ABI); the
+#: parent reports how the child ended.
+I386_PROBE = (
+    "import ctypes,json,mmap,os,subprocess,sys\n"
+    "if sys.argv[1:]==['child']:\n"
+    "    page=mmap.mmap(-1,4096,prot=mmap.PROT_READ|mmap.PROT_WRITE|mmap.PROT_EXEC)\n"
+    "    page.write(bytes([0xb8,0x14,0,0,0,0xcd,0x80,0xc3]))\n"
+    "    call=ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))\n"
+    "    print(call(),os.getpid(),flush=True)\n"
+    "    raise SystemExit(0)\n"
+    "child=subprocess.run([sys.executable,'-c',sys.argv[1],'child'],capture_output=True,text=True)\n"
+    "print(json.dumps({'rc':child.returncode,'out':child.stdout.split()}))\n"
+)
+
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
@@ -117,6 +131,20 @@ def test_unrecorded_syscall_fails_with_eperm(client: docker.DockerClient,
     for name in chosen:
         assert results["learned"][name] == [-1, 1], f"{name} under learned: {results}"
         assert results["notebook"][name][1] != 1, f"{name} under notebook: {results}"
+
+
+def test_32_bit_syscalls_are_refused(client: docker.DockerClient, wheel_dir: Path) -> None:
+    """The notebook profile admits the i386 ABI; the learned one (x86_64 only) kills it."""
+    results = {}
+    for label, profile in (("learned", learned_profile_path()),
+                           ("notebook", notebook_profile_path())):
+        code, logs, _ = run_in_notebook(client, ["python3", "-c", I386_PROBE, I386_PROBE],
+                                        _kwargs(client, profile, wheel_dir), label="i386")
+        assert code == 0, logs
+        results[label] = json.loads(logs.strip().splitlines()[-1])
+    pid = results["notebook"]["out"]
+    assert results["notebook"]["rc"] == 0 and len(pid) == 2 and pid[0] == pid[1], results
+    assert results["learned"] == {"rc": -31, "out": []}, f"expected SIGSYS: {results}"
 
 
 def test_recorder_records_only_the_containers_syscalls(tmp_path: Path) -> None:

@@ -81,16 +81,23 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
 @pytest.fixture(scope="module")
 def client(engine: PodmanService) -> Iterator[docker.DockerClient]:
     cli = engine.docker_client(timeout=900)
-    home = f"jovial-guard-learn-test-{secrets.token_hex(4)}"
-    cli.volumes.create(name=home, labels={LABEL: "test-home"})
-    cli.learn_home = home  # type: ignore[attr-defined]
     try:
         yield cli
     finally:
         for container in cli.containers.list(all=True, filters={"label": LABEL}):
             container.remove(force=True)
-        cli.volumes.get(home).remove(force=True)
         cli.close()
+
+
+@pytest.fixture(scope="module")
+def home(client: docker.DockerClient) -> Iterator[str]:
+    """One home volume for all workloads, as one user's server keeps its home."""
+    name = f"jovial-guard-learn-test-{secrets.token_hex(4)}"
+    client.volumes.create(name=name, labels={LABEL: "test-home"})
+    try:
+        yield name
+    finally:
+        client.volumes.get(name).remove(force=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,21 +107,23 @@ def wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _kwargs(client: docker.DockerClient, profile: Path, wheel_dir: Path) -> dict[str, Any]:
-    return container_kwargs(seccomp_path=validate_profile_file(profile),
-                            home_volume=client.learn_home,  # type: ignore[attr-defined]
-                            wheel_dir=wheel_dir)
+@pytest.fixture(scope="module")
+def settings(home: str, wheel_dir: Path) -> Any:
+    """Container settings of the spawn for a given seccomp profile file."""
+    def make(profile: Path) -> dict[str, Any]:
+        return container_kwargs(seccomp_path=validate_profile_file(profile),
+                                home_volume=home, wheel_dir=wheel_dir)
+    return make
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_workload_passes_under_the_learned_profile(client: docker.DockerClient,
-                                                   wheel_dir: Path, workload: str) -> None:
-    run = run_workload(client, workload, _kwargs(client, learned_profile_path(), wheel_dir))
+def test_workload_passes_under_the_learned_profile(client: docker.DockerClient, settings: Any,
+                                                   workload: str) -> None:
+    run = run_workload(client, workload, settings(learned_profile_path()))
     assert run["ok"], f"{workload} failed under the learned profile:\n{run['log_tail']}"
 
 
-def test_unrecorded_syscall_fails_with_eperm(client: docker.DockerClient,
-                                             wheel_dir: Path) -> None:
+def test_unrecorded_syscall_fails_with_eperm(client: docker.DockerClient, settings: Any) -> None:
     notebook = allowed_names(load_json(notebook_profile_path(), what="notebook"))
     learned = allowed_names(load_json(learned_profile_path(), what="learned"))
     chosen = [n for n in ZERO_ARG_CANDIDATES if n in notebook and n not in learned]
@@ -125,7 +134,7 @@ def test_unrecorded_syscall_fails_with_eperm(client: docker.DockerClient,
     for label, profile in (("learned", learned_profile_path()),
                            ("notebook", notebook_profile_path())):
         code, logs, _ = run_in_notebook(client, ["python3", "-c", PROBE, numbers],
-                                        _kwargs(client, profile, wheel_dir), label="eperm")
+                                        settings(profile), label="eperm")
         assert code == 0, logs
         results[label] = json.loads(logs.strip().splitlines()[-1])
     for name in chosen:
@@ -133,13 +142,13 @@ def test_unrecorded_syscall_fails_with_eperm(client: docker.DockerClient,
         assert results["notebook"][name][1] != 1, f"{name} under notebook: {results}"
 
 
-def test_32_bit_syscalls_are_refused(client: docker.DockerClient, wheel_dir: Path) -> None:
+def test_32_bit_syscalls_are_refused(client: docker.DockerClient, settings: Any) -> None:
     """The notebook profile admits the i386 ABI; the learned one (x86_64 only) kills it."""
     results = {}
     for label, profile in (("learned", learned_profile_path()),
                            ("notebook", notebook_profile_path())):
         code, logs, _ = run_in_notebook(client, ["python3", "-c", I386_PROBE, I386_PROBE],
-                                        _kwargs(client, profile, wheel_dir), label="i386")
+                                        settings(profile), label="i386")
         assert code == 0, logs
         results[label] = json.loads(logs.strip().splitlines()[-1])
     pid = results["notebook"]["out"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
-import base64
 import json
 import zipfile
 from pathlib import Path
@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from jovial_guard.cli import main as cli
+from jovial_guard.decision import SecuritySpec
 from jovial_guard.hardening.audit_netlink import (
     SECCOMP_RET_LOG,
     SyscallNames,
@@ -40,7 +41,6 @@ from jovial_guard.hardening.recorder import (
     container_kwargs,
 )
 from jovial_guard.hardening.render_docker import render_docker
-from jovial_guard.decision import SecuritySpec
 from jovial_guard.hardening.seccomp import (
     BASE_PROFILE,
     DENIED,

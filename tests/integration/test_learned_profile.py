@@ -161,7 +161,7 @@ def test_recorder_records_only_the_containers_syscalls(tmp_path: Path) -> None:
     out = tmp_path / "recording.json"
     proc = subprocess.run(
         [sys.executable, "-m", "jovial_guard.cli", "profile", "record", "--workload", "files",
-         "--out", str(out)], capture_output=True, text=True, timeout=300,
+         "--out", str(out)], capture_output=True, text=True, timeout=600,
         env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from click.testing import CliRunner
 from jovial_guard.cli import main as cli
 from jovial_guard.decision import SecuritySpec
 from jovial_guard.hardening.audit_netlink import (
+    AUDIT_SECCOMP,
     SECCOMP_RET_LOG,
+    AuditReader,
     SyscallNames,
     parse_seccomp,
 )
@@ -166,6 +169,27 @@ def test_parse_seccomp_record() -> None:
     assert (record.pid, record.session, record.arch, record.syscall) == (25225, 7, 0xC000003E, 257)
     assert record.code == SECCOMP_RET_LOG and record.exe == "/usr/bin/python3.11"
     assert parse_seccomp("audit(1:2): pid=1 ses=x") is None
+
+
+def _netlink(kind: int, body: str) -> bytes:
+    data = body.encode()
+    length = 16 + len(data)
+    return struct.pack("=IHHII", length, kind, 0, 0, 0) + data + b"\0" * (-length % 4)
+
+
+def test_reader_keeps_only_its_session_and_logged_calls() -> None:
+    """Several messages in one datagram; other sessions, other actions, other types dropped."""
+    reader = AuditReader(session=7)
+    ours = RECORD
+    other_session = RECORD.replace("ses=7", "ses=8")
+    refused = RECORD.replace("code=0x7ffc0000", "code=0x50001")
+    reader._ingest(_netlink(AUDIT_SECCOMP, ours) + _netlink(1300, "audit(1:1): arch=c000003e")
+                   + _netlink(AUDIT_SECCOMP, other_session) + _netlink(AUDIT_SECCOMP, refused)
+                   + _netlink(AUDIT_SECCOMP, ours.replace("syscall=257", "syscall=0")))
+    records = reader.take()
+    assert [r.syscall for r in records] == [257, 0]
+    assert reader.foreign == 2
+    assert reader.take() == [], "take hands records over once"
 
 
 def test_syscall_names_come_from_libseccomp() -> None:

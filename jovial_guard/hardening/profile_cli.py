@@ -58,7 +58,8 @@ def record_cmd(workloads: tuple[str, ...], out: Path | None) -> None:
     """Run notebook workloads under a logging profile and write the syscalls they used.
 
     Needs root (audit netlink, the engine). Every workload runs in its own hardened
-    container; a workload that fails makes the command fail and the recording unusable.
+    container. If a workload fails or records were lost, the command fails, the previous
+    recording stays, and this one is written beside it as NAME.failed.json to inspect.
     """
     from .recorder import WORKLOADS, record
 
@@ -73,16 +74,21 @@ def record_cmd(workloads: tuple[str, ...], out: Path | None) -> None:
                         progress=lambda m: click.echo(m, err=True))
     except (JovialGuardError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    failed = [name for name, run in result["workloads"].items() if not run["ok"]]
+    if failed or result["lost"] or result["pids_outside_container_namespace"]:
+        # Keep the last good recording: write this one beside it for inspection only.
+        target = target.with_name(target.stem + ".failed.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render(result))
-    failed = [name for name, run in result["workloads"].items() if not run["ok"]]
     click.echo(f"wrote {target}: {len(result['syscalls'])} distinct syscalls from "
                f"{result['records']} records, {result['lost']} lost")
+    for name in failed:
+        click.echo(f"workload {name} failed:\n{result['workloads'][name]['log_tail']}", err=True)
     if failed:
-        for name in failed:
-            click.echo(f"workload {name} failed:\n{result['workloads'][name]['log_tail']}",
-                       err=True)
         raise click.ClickException(f"workloads failed: {', '.join(failed)}")
+    if target.name.endswith(".failed.json"):
+        raise click.ClickException("records were lost or came from outside the containers; "
+                                   "record again")
 
 
 @profile.command("build")

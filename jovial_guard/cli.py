@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "creds": "jovial_guard.credentials.cli:creds",
     "audit": "jovial_guard.audit.cli:audit",
     "webhook": "jovial_guard.admission.cli:webhook",
+    "profile": "jovial_guard.hardening.profile_cli:profile",
 }
 
 #: Exit code of a foreseeable mistake (click's own usage errors use it too).

@@ -1,0 +1,30 @@
+"""Subprocesses the way notebooks start them: shell commands, fork, multiprocessing."""
+import json
+import multiprocessing
+import os
+import subprocess
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+def main() -> int:
+    shell = subprocess.run("ls / | wc -l; uname -s; echo $HOME", shell=True, check=True,
+                           capture_output=True, text=True).stdout.split()
+    child = os.fork()
+    if child == 0:
+        os._exit(7)
+    _, status = os.waitpid(child, 0)
+    pools = {}
+    for method in ("fork", "spawn", "forkserver"):
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            pools[method] = sum(pool.map(square, range(10)))
+    ok = shell[1] == "Linux" and os.waitstatus_to_exitcode(status) == 7 \
+        and set(pools.values()) == {285}
+    print(json.dumps({"workload": "processes", "ok": ok, "shell": shell, "pools": pools}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -48,12 +48,12 @@ _FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 _MARKER = (
     "import ctypes,struct\n"
     "libc=ctypes.CDLL(None,use_errno=True)\n"
-    "code=ctypes.create_string_buffer(struct.pack('=HBBI',0x06,0,0,%d))\n"
+    f"code=ctypes.create_string_buffer(struct.pack('=HBBI',0x06,0,0,{SECCOMP_RET_LOG}))\n"
     "class P(ctypes.Structure):_fields_=[('n',ctypes.c_ushort),('f',ctypes.c_void_p)]\n"
     "prog=P(1,ctypes.addressof(code))\n"
     "libc.prctl(38,1,0,0,0)\n"
     "raise SystemExit(0 if libc.prctl(22,2,ctypes.byref(prog),0,0)==0 else 1)\n"
-) % SECCOMP_RET_LOG
+)
 
 
 class AuditUnavailable(JovialGuardError):
@@ -260,7 +260,7 @@ def audit_status() -> dict[str, int]:
         code = -struct.unpack_from("=i", body)[0]
         raise AuditUnavailable(f"the kernel refused AUDIT_GET: {os.strerror(code)}")
     values = struct.unpack_from(f"={len(body) // 4}I", body)
-    return dict(zip(_STATUS_FIELDS, values))
+    return dict(zip(_STATUS_FIELDS, values, strict=False))
 
 
 class SyscallNames:

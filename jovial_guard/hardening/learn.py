@@ -203,7 +203,7 @@ def stats_table(profiles: dict[str, dict[str, Any]], *,
             "refused_by_rule")
     table = [head] + [(name,) + tuple(str(row[k]) for k in keys) for name, row in rows.items()]
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
                      for line in table) + "\n"
 
 

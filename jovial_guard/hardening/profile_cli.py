@@ -14,10 +14,9 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
-
-from typing import Any
 
 from ..errors import JovialGuardError
 from .audit_netlink import AuditUnavailable, SyscallNames

@@ -281,7 +281,7 @@ def test_build_refuses_a_broken_recording(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["profile", "build", "--recording", str(bad),
                                       "--out", str(tmp_path / "o.json"),
                                       "--review", str(tmp_path / "o.diff")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a malformed input, like every CLI mistake
     assert "not readable JSON" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.json").exists()
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from jovial_guard import paths
 from jovial_guard.admission.tls import create_ca, create_serving_cert
 from jovial_guard.policy.opa_process import REPO_ROOT, free_loopback_port
 
@@ -34,7 +35,7 @@ KUBE_VERSION = "v1.37.2"
 def find_kube_apiserver() -> str | None:
     """The cached build, or None (the caller skips, saying why)."""
     candidates = [os.environ.get("JOVIAL_GUARD_KUBE_APISERVER", ""), str(REPO_ROOT / ".tools" / "bin" / "kube-apiserver")]
-    cache = Path(os.environ.get("JOVIAL_GUARD_CACHE", Path.home() / ".cache" / "jovial_guard"))
+    cache = paths.cache_dir()
     candidates.append(str(cache / "tools" / "kube-apiserver" / KUBE_VERSION / "kube-apiserver"))
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):

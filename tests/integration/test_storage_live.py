@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from jovial_guard import paths
 from jovial_guard.credentials import revoke
 from jovial_guard.credentials.issuer import Issuer
 
@@ -63,8 +64,7 @@ def _storage_root() -> Path:
     explicit = os.environ.get("JOVIAL_GUARD_STORAGE_ROOT")
     if explicit:
         return Path(explicit)
-    cache = Path(os.environ.get("JOVIAL_GUARD_CACHE") or Path.home() / ".cache" / "jovial_guard")
-    return cache / "lustre-sim"
+    return paths.storage_root()
 
 
 def _issuer(hub: Any) -> Issuer:

@@ -121,20 +121,23 @@ def test_bad_decision_leaves_nothing_behind(egress: EgressNamespaces) -> None:
 
 
 def test_failed_setup_rolls_back(egress: EgressNamespaces, monkeypatch: pytest.MonkeyPatch) -> None:
-    import jovial_guard.hardening.egress as mod
+    import jovial_guard.hardening.netns as netns
 
-    real_run = mod._run
+    real_apply = netns.apply_ruleset
 
-    def failing_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        if argv[-3:] == ["nft", "-f", "-"] and "jge-u-frank" in argv:
+    def failing_apply(name: str | None, ruleset: str, *, what: str) -> None:
+        if name == "jge-u-frank":
             raise EgressSetupFailed("injected failure applying rules")
-        return real_run(argv, **kwargs)  # type: ignore[arg-type]
+        real_apply(name, ruleset, what=what)
 
-    monkeypatch.setattr(mod, "_run", failing_run)
+    monkeypatch.setattr(netns, "apply_ruleset", failing_apply)
     with pytest.raises(EgressSetupFailed, match="injected"):
         egress.create("frank", Egress(), hub_addresses=[])
     assert not Path("/run/netns/jge-u-frank").exists()
     assert "jge-u-frank" not in egress.names()
+    links = subprocess.run(["ip", "-n", egress.router, "-o", "link"], capture_output=True,
+                           text=True).stdout
+    assert "u0@" not in links and "u1@" not in links or "jge-u-" in links
 
 
 def test_teardown_removes_router_and_host_link() -> None:

@@ -295,6 +295,13 @@ class EgressNamespaces:
         with self._state.lock():
             self._destroy_locked(self.user_ns(key))
 
+    def discard(self, name: str) -> None:
+        """Remove the user namespace called ``name`` (``PREFIX-u-KEY``, as planned); idempotent."""
+        head = f"{self.prefix}-u-"
+        if not name.startswith(head):
+            raise EgressRuleInvalid(f"{name!r} is not a user namespace of prefix {self.prefix!r}")
+        self.destroy(name[len(head):])
+
     def destroy_service(self, name: str) -> None:
         """Remove a service namespace, its router link and route; idempotent."""
         with self._state.lock():

@@ -130,7 +130,7 @@ class EgressNamespaces:
         halves = list(net.subnets(prefixlen_diff=1))
         self._user_links = halves[0]
         self._service_links = list(halves[1].subnets(prefixlen_diff=1))[0]
-        host_link = list(net.subnets(new_prefix=30))[-1]
+        host_link = ipaddress.IPv4Network((int(net.broadcast_address) - 3, 30))
         self.hub_address = str(host_link.network_address + 1)
         self.uplink_address = str(host_link.network_address + 2)
         self.router = f"{prefix}-egress"
@@ -272,7 +272,7 @@ class EgressNamespaces:
             self._ensure_router_locked()
             self._destroy_locked(ns)
             index = self._free_index()
-            link = list(self._user_links.subnets(new_prefix=30))[index]
+            link = _link(self._user_links, index)
             gateway, address = str(link.network_address + 1), str(link.network_address + 2)
             self._state.write(ns, {"kind": "user", "ns": ns, "index": index, "address": address,
                                    "gateway": gateway, "router_link": f"u{index}"})
@@ -319,7 +319,7 @@ class EgressNamespaces:
             self._ensure_router_locked()
             self._destroy_locked(ns)
             index = self._free_index(kind="service")
-            link = list(self._service_links.subnets(new_prefix=30))[index]
+            link = _link(self._service_links, index)
             router_side, svc_side = str(link.network_address + 1), str(link.network_address + 2)
             self._state.write(ns, {"kind": "service", "ns": ns, "index": index,
                                    "address": host, "router_link": f"s{index}"})
@@ -388,3 +388,8 @@ class EgressNamespaces:
             if index not in used:
                 return index
         raise EgressSetupFailed(f"no free {kind} link left in {links}")
+
+
+def _link(links: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Network:
+    """The ``index``-th /30 of ``links`` (computed, not listed: a /17 holds 8192 of them)."""
+    return ipaddress.IPv4Network((int(links.network_address) + 4 * index, 30))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -42,6 +41,7 @@ from . import netns
 from .egress_core import METADATA_ADDRESSES, EgressRuleInvalid, network, routes_for
 from .egress_nft import DEFAULT_NOTEBOOK_PORT, render_nft_ruleset, render_router_ruleset
 from .egress_state import StateStore
+from .egress_types import NamespaceHandle, NamespacePlan, ServiceHandle, UserNamespace
 from .netns import EgressSetupFailed
 from .netns_names import check_key, check_prefix, namespace_key
 
@@ -52,61 +52,6 @@ __all__ = [
     "DEFAULT_POOL", "METADATA_ADDRESSES", "EgressNamespaces", "EgressRuleInvalid",
     "EgressSetupFailed", "NamespaceHandle", "NamespacePlan", "ServiceHandle", "UserNamespace",
 ]
-
-
-@dataclass(frozen=True)
-class NamespaceHandle:
-    """A user's namespace: what the engine joins (``network_mode``) and where it lives."""
-
-    name: str
-    path: str
-    address: str
-    gateway: str
-
-    @property
-    def network_mode(self) -> str:
-        return f"ns:{self.path}"
-
-
-@dataclass(frozen=True)
-class ServiceHandle:
-    """A service namespace attached to the router (a data service or a test host)."""
-
-    name: str
-    path: str
-    address: str
-
-
-@dataclass(frozen=True)
-class NamespacePlan:
-    """Everything one user namespace will be, decided before anything is made (pure).
-
-    The address and router link are chosen when the plan is carried out (they depend on
-    which links are free); everything the decision controls is here.
-    """
-
-    name: str
-    routes: tuple[str, ...]
-    ruleset: str
-
-    @property
-    def path(self) -> str:
-        return str(netns.path_of(self.name))
-
-    @property
-    def network_mode(self) -> str:
-        return f"ns:{self.path}"
-
-
-@dataclass(frozen=True)
-class UserNamespace:
-    """What the query API reports about a user's live namespace."""
-
-    name: str
-    path: str
-    address: str
-    gateway: str
-    router_link: str
 
 
 class EgressNamespaces:
@@ -188,8 +133,7 @@ class EgressNamespaces:
             self._ensure_router_locked()
 
     def _ensure_router_locked(self) -> None:
-        if netns.exists(self.router) and netns.netlink(
-                None, lambda ipr: netns.has_link(ipr, self.host_link), what="find host link"):
+        if netns.exists(self.router) and netns.link_exists(self.host_link):
             return
         self._remove_router_locked()
         self._refuse_pool_in_use()
@@ -272,8 +216,7 @@ class EgressNamespaces:
             self._ensure_router_locked()
             self._destroy_locked(ns)
             index = self._free_index()
-            link = _link(self._user_links, index)
-            gateway, address = str(link.network_address + 1), str(link.network_address + 2)
+            address, gateway = self._addresses(index)
             self._state.write(ns, {"kind": "user", "ns": ns, "index": index, "address": address,
                                    "gateway": gateway, "router_link": f"u{index}"})
             try:
@@ -283,8 +226,7 @@ class EgressNamespaces:
                     for dest in plan.routes:
                         netns.route_via(ipr, dest, gateway=gateway, ifname="eth0")
 
-                netns.netlink(ns, routes, what="user routes")
-                netns.apply_ruleset(ns, plan.ruleset, what="apply egress rules")
+                netns.routes_and_ruleset(ns, routes, plan.ruleset, what="routes and egress rules")
             except BaseException:
                 self._destroy_locked(ns)
                 raise
@@ -379,6 +321,11 @@ class EgressNamespaces:
             netns.netlink(self.router, drop, what="remove router link")
         netns.remove(ns)
         self._state.forget(ns)
+
+    def _addresses(self, index: int) -> tuple[str, str]:
+        """(namespace address, router-side gateway) of user link ``index``."""
+        link = _link(self._user_links, index)
+        return str(link.network_address + 2), str(link.network_address + 1)
 
     def _free_index(self, kind: str = "user") -> int:
         used = {int(str(s["index"])) for s in self._state.all()

@@ -260,3 +260,27 @@ def nft(name: str | None, argv: list[str], *, stdin: str | None = None, what: st
 def apply_ruleset(name: str | None, ruleset: str, *, what: str) -> None:
     """Load ``ruleset`` (it starts with ``flush ruleset``) in one ``nft -f -`` batch."""
     nft(name, ["-f", "-"], stdin=ruleset, what=what)
+
+
+def routes_and_ruleset(name: str, fn: Callable[[IPRoute], None], ruleset: str, *, what: str) -> None:
+    """``fn(ipr)`` (routes) then ``ruleset`` in one ``nft -f -`` batch, both from one thread
+    inside namespace ``name``: one namespace entry per spawn instead of two."""
+    def run() -> subprocess.CompletedProcess[str]:
+        with _route_socket() as ipr:
+            fn(ipr)
+        return subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    try:
+        proc = in_netns(name, run)
+    except EgressSetupFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyroute2 raises NetlinkError and OSError
+        raise EgressSetupFailed(f"{what} failed: {exc}") from exc
+    if proc.returncode != 0:
+        raise EgressSetupFailed(f"{what} failed: nft -f -: {proc.stderr.strip()}")
+
+
+def link_exists(ifname: str) -> bool:
+    """Whether this (the host) namespace has interface ``ifname`` (read from sysfs)."""
+    return Path("/sys/class/net", ifname).exists()

@@ -10,14 +10,27 @@ mounts) runs in worker threads, never on the hub's event loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..credentials.hub import StoragePlan
 from ..errors import JovialGuardError
 from ..hardening.egress import NamespaceHandle, NamespacePlan
 from .plan import ContainerSettings, SpawnPlan, SpawnRecord
+
+
+#: Namespace work waits for one lock anyway: two threads of its own keep a spawn storm from
+#: filling the event loop's default executor, which other hub work needs.
+_NETWORK_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jovial-guard-netns")
+_T = TypeVar("_T")
+
+
+async def in_network_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` on the namespace worker threads, awaited without blocking the loop."""
+    return await asyncio.get_running_loop().run_in_executor(_NETWORK_THREADS, fn, *args)
 
 
 class ApplyFailed(JovialGuardError):
@@ -63,10 +76,10 @@ async def apply_plan(
             if networks is None:
                 raise ApplyFailed("network", ValueError("the plan has a namespace but egress is off"))
             try:
-                handle = await asyncio.to_thread(networks.apply, plan.network)
+                handle = await in_network_thread(networks.apply, plan.network)
             except (JovialGuardError, OSError) as exc:
                 raise ApplyFailed("network", exc) from exc
-            undo.push_async_callback(asyncio.to_thread, networks.discard, plan.network.name)
+            undo.push_async_callback(in_network_thread, networks.discard, plan.network.name)
             address = handle.address
         storage_record: dict[str, Any] | None = None
         if plan.storage is not None:

@@ -40,7 +40,7 @@ from ..hardening import apparmor, seccomp
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
-from .apply import ApplyFailed, apply_plan
+from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
 from .network import UserNetworks
 from .plan import SpawnPlan, SpawnRecord, render_spawn
@@ -277,7 +277,7 @@ class JovialGuard(GuardSettings):
         if self.storage_enabled:
             await self._storage(spawner).detach_for_spawn(spawner)
         if self.egress:
-            await asyncio.to_thread(self.networks().destroy, str(spawner.user.name))
+            await in_network_thread(self.networks().destroy, str(spawner.user.name))
 
 
 def _opa_health(url: str, token: str, ca_file: str) -> str | None:

@@ -35,7 +35,7 @@ from jovial_guard.credentials.hub import StorageCredentials
 from jovial_guard.hardening.egress import EgressNamespaces
 from jovial_guard.hardening.netns_names import is_user_netns
 from jovial_guard.policy.opa_process import ManagedOpa
-from jovial_guard.runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image
+from jovial_guard.runtime.image import ensure_notebook_image
 from jovial_guard.runtime.podman import API_VERSION, PodmanService
 from jovial_guard.spawn.guard import JovialGuard
 from jovial_guard.spawn.spawner import GuardedDockerSpawner

@@ -220,13 +220,14 @@ class EgressNamespaces:
             self._state.write(ns, {"kind": "user", "ns": ns, "index": index, "address": address,
                                    "gateway": gateway, "router_link": f"u{index}"})
             try:
-                self._plumb(ns, f"u{index}", gateway=gateway, address=address)
+                self._plumb(ns, f"u{index}", gateway=gateway, address=None)
 
-                def routes(ipr: IPRoute) -> None:
+                def inside(ipr: IPRoute) -> None:
+                    netns.address_up(ipr, "eth0", f"{address}/30")
                     for dest in plan.routes:
                         netns.route_via(ipr, dest, gateway=gateway, ifname="eth0")
 
-                netns.routes_and_ruleset(ns, routes, plan.ruleset, what="routes and egress rules")
+                netns.routes_and_ruleset(ns, inside, plan.ruleset, what="address, routes and egress rules")
             except BaseException:
                 self._destroy_locked(ns)
                 raise
@@ -297,7 +298,9 @@ class EgressNamespaces:
         self._state.remove_if_empty()
 
     # -- internals --------------------------------------------------------------------------
-    def _plumb(self, ns: str, router_link: str, *, gateway: str, address: str) -> None:
+    def _plumb(self, ns: str, router_link: str, *, gateway: str, address: str | None) -> None:
+        """Namespace ``ns`` linked to the router; ``address`` on its ``eth0`` (None: the
+        caller sets it together with the routes, in one entry into the namespace)."""
         netns.create(ns)
 
         def router_side(ipr: IPRoute) -> None:
@@ -305,8 +308,9 @@ class EgressNamespaces:
             netns.address_up(ipr, router_link, f"{gateway}/30")
 
         netns.netlink(self.router, router_side, what="router link")
-        netns.netlink(ns, lambda ipr: netns.address_up(ipr, "eth0", f"{address}/30"),
-                      what="namespace address")
+        if address is not None:
+            netns.netlink(ns, lambda ipr: netns.address_up(ipr, "eth0", f"{address}/30"),
+                          what="namespace address")
 
     def _destroy_locked(self, ns: str) -> None:
         state = self._state.read(ns)

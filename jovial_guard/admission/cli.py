@@ -123,7 +123,7 @@ def netpol(data_json: str, namespace: str) -> None:
     """Print the notebook NetworkPolicies rendered from settings.egress, as YAML."""
     import yaml
 
-    from .networkpolicy import load_settings, render_network_policies
+    from ..hardening.egress_netpol import load_settings, render_network_policies
 
     policies = render_network_policies(load_settings(data_json), namespace=namespace)
     click.echo(

@@ -1,10 +1,10 @@
 """Storage credentials in the hub: ``c.StorageCredentials.*`` and what the spawn hook calls.
 
 The embedded stack runs the issuer and the node agent in the hub process (one node). At
-spawn the hook calls :meth:`StorageCredentials.attach` with the decision's storage grant:
-a grant is issued (stored only as an envelope), sealed to the agent's public key, opened
-and checked by the agent, which mounts the fileset on the user's staging directory; the
-returned DockerSpawner volume makes that staging directory appear in the container. The
+spawn the hook renders :meth:`StorageCredentials.plan_for_spawn` (the staging directory's
+volume goes into the rendered container settings), then :meth:`attach_planned` issues a
+grant (stored only as an envelope), seals it to the agent's public key, and the agent opens,
+checks and mounts the fileset on the user's staging directory, which the container sees. The
 container never receives the grant, the token or any key. At stop, :meth:`detach` revokes
 the user's grants (which unmounts). A background task renews live grants and sweeps
 expired or revoked mounts.
@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import hashlib
 import socket
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,28 @@ from traitlets.config import SingletonConfigurable
 
 from .. import paths
 from .agent import NodeAgent
-from .backends.bind import BindBackend
+from .backends.bind import BindBackend, staging_volume
 from .delivery import load_or_create_agent_key
 from .errors import CredentialError, GrantRefused
 from .grant import Grant
 from .issuer import DEFAULT_LIFETIME, Issuer
+
+
+@dataclass(frozen=True)
+class StoragePlan:
+    """One spawn's storage, decided and rendered before anything is mounted."""
+
+    user: str
+    uid: int
+    gid: int
+    fileset: str
+    mode: str
+    mount_path: str
+    #: The DockerSpawner ``volumes`` entry: the user's staging directory, read-only.
+    volume: dict[str, dict[str, str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class StorageCredentials(SingletonConfigurable):
@@ -194,34 +212,37 @@ class StorageCredentials(SingletonConfigurable):
         volume = agent.backend.container_volume(user=user, mount_parent=grant.mount_parent)
         return grant, volume
 
-    async def attach(
-        self, spawner: Any, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str
-    ) -> Grant:
-        """Spawn-hook entry: mount the user's fileset and add the staging volume to ``spawner``."""
-        grant, volume = await asyncio.to_thread(
-            self.attach_sync, user=user, uid=uid, gid=gid, fileset=fileset, mode=mode, mount_path=mount_path
-        )
-        spawner.volumes = {**dict(spawner.volumes), **volume}
-        self.start_background()
-        return grant
+    def plan_for_spawn(self, *, user: str, spec: Any) -> StoragePlan | None:
+        """What the decision's ``spec.storage`` will mount for ``user`` (pure; None: no storage).
 
-    async def attach_for_spawn(self, spawner: Any, spec: Any) -> dict[str, Any] | None:
-        """What ``JovialGuard.pre_spawn`` calls: mount the decision's ``spec.storage`` (if any).
-
-        Returns the record kept in ``spawner.guard_record["storage"]`` (no secrets in it).
+        The spawn renderer puts ``plan.volume`` into the container settings, so the engine
+        receives exactly the rendered volumes; :meth:`attach_planned` then issues the grant
+        and mounts. Raises MountError for a user name that is not a safe path component.
         """
         storage = getattr(spec, "storage", None)
         if storage is None:
             return None
-        grant = await self.attach(
-            spawner,
-            user=str(spawner.user.name),
-            uid=int(spec.uid),
-            gid=int(spec.gid),
-            fileset=storage.fileset,
-            mode=storage.mode,
-            mount_path=storage.mount_path,
+        mount_parent = str(storage.mount_path).rsplit("/", 1)[0] or "/"
+        return StoragePlan(
+            user=user, uid=int(spec.uid), gid=int(spec.gid), fileset=str(storage.fileset),
+            mode=str(storage.mode), mount_path=str(storage.mount_path),
+            volume=staging_volume(Path(self.staging_root), user=user, mount_parent=mount_parent),
         )
+
+    async def attach_planned(self, plan: StoragePlan) -> dict[str, Any]:
+        """Issue, seal, deliver and mount ``plan``; the record kept for audit (no secrets).
+
+        The staging volume the agent prepares must be the one rendered into the container:
+        anything else is refused (and the grant revoked) rather than started.
+        """
+        grant, volume = await asyncio.to_thread(
+            self.attach_sync, user=plan.user, uid=plan.uid, gid=plan.gid, fileset=plan.fileset,
+            mode=plan.mode, mount_path=plan.mount_path,
+        )
+        if volume != plan.volume:
+            await self.detach(user=plan.user, reason="staging volume differs from the rendered one")
+            raise CredentialError(f"staging volume {volume} is not the rendered {plan.volume}")
+        self.start_background()
         return {
             "serial": grant.serial,
             "fileset": grant.fileset,

@@ -22,6 +22,7 @@ Why each piece is shaped the way it is (see PLATFORM-NOTES):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..decision import SecuritySpec
@@ -85,6 +86,19 @@ def _capabilities(names: tuple[str, ...], *, which: str) -> list[str]:
     return sorted(out)
 
 
+def _storage_bind(source: str, bind: Mapping[str, str], *, taken: set[str]) -> dict[str, str]:
+    """A storage staging bind: an absolute host directory, read-only, ``rslave`` so the
+    agent's later mounts reach the container; it may not shadow home or a tmpfs."""
+    target = str(bind.get("bind", ""))
+    if not source.startswith("/") or ".." in source.split("/"):
+        raise UnrenderableSpec(f"storage volume source {source!r} must be an absolute directory")
+    if not target.startswith("/") or target == "/" or ".." in target.split("/") or target in taken:
+        raise UnrenderableSpec(f"storage mount point {target!r} must be a free absolute directory")
+    if bind.get("mode") != "ro" or bind.get("propagation") != "rslave":
+        raise UnrenderableSpec(f"storage volume {source!r} must be read-only with rslave propagation")
+    return {"bind": target, "mode": "ro", "propagation": "rslave"}
+
+
 def render_docker(
     spec: SecuritySpec,
     *,
@@ -94,6 +108,7 @@ def render_docker(
     home_volume: str,
     home_path: str = DEFAULT_HOME,
     tmpfs_size: str = DEFAULT_TMPFS_SIZE,
+    storage_volume: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The DockerSpawner settings that make a container look like ``spec``.
 
@@ -101,7 +116,8 @@ def render_docker(
 
     * ``host_config``: keyword arguments for docker-py's ``create_host_config``
       (DockerSpawner's ``extra_host_config``);
-    * ``volumes``: DockerSpawner's ``volumes`` (the home volume, if home is writable);
+    * ``volumes``: DockerSpawner's ``volumes``: the home volume (if home is writable) and
+      ``storage_volume``, the user's read-only storage staging directory (if any);
     * ``user``: ``"uid:gid"`` for ``create_container`` (``extra_create_kwargs``);
     * ``mem_limit``: bytes, for DockerSpawner's ``mem_limit`` (it also tells the server);
     * ``hardening``: what was applied and what the host cannot do (the audit record).
@@ -189,7 +205,10 @@ def render_docker(
         host_config["cap_add"] = cap_add
     if spec.fs_group != spec.gid:
         host_config["group_add"] = [str(spec.fs_group)]
-    volumes = {home_volume: {"bind": home_path, "mode": "rw,U"}} if home_writable else {}
+    volumes: dict[str, dict[str, str]] = (
+        {home_volume: {"bind": home_path, "mode": "rw,U"}} if home_writable else {})
+    for source, bind in sorted((storage_volume or {}).items()):
+        volumes[source] = _storage_bind(source, bind, taken={home_path, *tmpfs})
     return {
         "user": f"{spec.uid}:{spec.gid}",
         "host_config": host_config,

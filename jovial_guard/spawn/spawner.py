@@ -5,6 +5,9 @@ Two changes to DockerSpawner, both about failing closed and about the network:
 * ``start()`` refuses unless the pre-spawn hook rendered a decision onto this spawner in
   this spawn (``guard_hardened``): a missing or mis-wired hook cannot lead to an
   unhardened container.
+* ``check_allowed()`` (DockerSpawner's resolution of a user's image choice inside
+  ``start()``) refuses any image but the one the hook decided on, and ``start()`` refuses
+  when the configured image changed after the decision.
 * ``get_ip_and_port()`` returns the container's address inside its egress namespace; the
   container publishes no host port (``network_mode=ns:/run/netns/NAME``).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockerspawner import DockerSpawner
+from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Unicode, default
 
 from ..runtime.image import NOTEBOOK_IMAGE
@@ -25,6 +29,9 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
     guard_hardened = Bool(False, help="Set by the pre-spawn hook once this spawn is hardened.")
     guard_address = Unicode("", help="The container's address in its egress namespace.")
     guard_record = Dict(help="What the hook decided and applied, for audit and tests.")
+    guard_plan = AnyTrait(None, allow_none=True,
+                          help="The SpawnPlan the hook rendered and applied for this spawn.")
+    guard_image = Unicode("", help="The image the policy decided on for this spawn.")
 
     @default("image")
     def _default_image(self) -> str:
@@ -50,11 +57,31 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 "Tell the platform admins.",
                 rule="jovial-guard/hook-missing", status_code=503,
             )
+        image_choice = (self.user_options or {}).get("image")
+        if not image_choice and self.image != self.guard_image:
+            self._refuse_image(self.image)
         try:
             return await super().start()
         finally:
             # The next start must be decided again.
             self.guard_hardened = False
+
+    async def check_allowed(self, image: str) -> str:
+        resolved = str(await super().check_allowed(image))
+        # The hook resolves the choice before deciding (not hardened yet); start() after it.
+        if self.guard_hardened and resolved != self.guard_image:
+            self._refuse_image(resolved)
+        return resolved
+
+    def _refuse_image(self, image: str) -> None:
+        from .guard import SpawnRefused
+
+        self.guard_hardened = False
+        raise SpawnRefused(
+            f"Your server was not started: it would run {image}, but the policy decided on "
+            f"{self.guard_image or 'no image'}. Try again.",
+            rule="jovial-guard/image-changed", status_code=409,
+        )
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         if self.guard_address:

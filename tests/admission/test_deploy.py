@@ -15,11 +15,10 @@ import requests
 import yaml
 
 from jovial_guard.admission.handler import AdmissionHandler
-from jovial_guard.admission.networkpolicy import (
-    EgressDataError,
-    ip_block,
+from jovial_guard.hardening.egress_core import EgressRuleInvalid
+from jovial_guard.hardening.egress_netpol import (
     load_settings,
-    render_for_egress,
+    render_decision_policy,
     render_network_policies,
 )
 from jovial_guard.decision import Egress, EgressRule
@@ -255,27 +254,32 @@ def test_network_policies_default_deny_dns_hub_groups_and_metadata() -> None:
         assert validation_errors(policy) == []
 
 
-def test_metadata_endpoint_can_never_be_allowed() -> None:
-    with pytest.raises(EgressDataError):
-        ip_block("169.254.169.254/32", [])
-    with pytest.raises(EgressDataError):
-        render_network_policies({"egress": {"groups": {"*": [{"cidr": "169.254.169.254/32"}]}}})
-    assert "169.254.169.254/32" in ip_block("169.254.0.0/16", [])["except"]
+def test_metadata_endpoint_is_excepted_unless_allowed_exactly() -> None:
+    broad = render_network_policies({"egress": {"groups": {"*": [{"cidr": "169.254.0.0/16"}]}}})
+    everyone = {p["metadata"]["name"]: p["spec"] for p in broad}["jovial-guard-egress-all"]
+    assert everyone["egress"][0]["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
+    exact = render_network_policies({"egress": {"groups": {"*": [{"cidr": "169.254.169.254/32", "ports": [80]}]}}})
+    everyone = {p["metadata"]["name"]: p["spec"] for p in exact}["jovial-guard-egress-all"]
+    assert everyone["egress"][0]["to"][0]["ipBlock"] == {"cidr": "169.254.169.254/32"}
+    with pytest.raises(EgressRuleInvalid, match="contains the blocked range"):
+        render_network_policies({"egress": {"hub": [{"cidr": "169.254.0.0/16", "ports": [8081]}]}})
 
 
 def test_policy_from_a_decision_egress_spec() -> None:
     egress = Egress(allow=(EgressRule("0.0.0.0/0", (443,)),), dns=("10.96.0.10/32",), hub=(EgressRule("10.20.0.5/32", (8081,)),),
                     blocked=("10.0.0.0/8",))
-    policy = render_for_egress(egress, name="jg-alice", namespace="jhub", pod_labels={"hub.jupyter.org/username": "alice"})
+    policy = render_decision_policy(egress, name="jg-alice", namespace="jhub",
+                                    pod_labels={"hub.jupyter.org/username": "alice"})
     assert validation_errors(policy) == []
     cidrs = [rule["to"][0]["ipBlock"]["cidr"] for rule in policy["spec"]["egress"]]
-    assert cidrs == ["10.96.0.10/32", "10.96.0.10/32", "10.20.0.5/32", "0.0.0.0/0"]
+    assert cidrs == ["10.96.0.10/32", "10.20.0.5/32", "0.0.0.0/0"]
+    assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 53}, {"protocol": "UDP", "port": 53}]
     assert policy["spec"]["egress"][-1]["to"][0]["ipBlock"]["except"] == ["10.0.0.0/8", "169.254.169.254/32"]
 
 
 @pytest.mark.parametrize("bad", [{"egress": {"groups": {"*": [{"cidr": "not-a-cidr"}]}}}, {"egress": {"groups": {"*": [{"cidr": "1.2.3.4/32", "protocol": "icmp"}]}}}, {}])
 def test_bad_egress_data_is_refused(bad: dict[str, Any]) -> None:
-    with pytest.raises(EgressDataError):
+    with pytest.raises(EgressRuleInvalid):
         render_network_policies(bad)
 
 

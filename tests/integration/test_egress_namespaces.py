@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -121,16 +122,16 @@ def test_bad_decision_leaves_nothing_behind(egress: EgressNamespaces) -> None:
 
 
 def test_failed_setup_rolls_back(egress: EgressNamespaces, monkeypatch: pytest.MonkeyPatch) -> None:
-    import jovial_guard.hardening.egress as mod
+    import jovial_guard.hardening.netns as netns
 
-    real_run = mod._run
+    real_load = netns.routes_and_ruleset
 
-    def failing_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        if argv[-3:] == ["nft", "-f", "-"] and "jge-u-frank" in argv:
+    def failing_load(name: str, fn: Any, ruleset: str, *, what: str) -> None:
+        if name == "jge-u-frank":
             raise EgressSetupFailed("injected failure applying rules")
-        return real_run(argv, **kwargs)  # type: ignore[arg-type]
+        real_load(name, fn, ruleset, what=what)
 
-    monkeypatch.setattr(mod, "_run", failing_run)
+    monkeypatch.setattr(netns, "routes_and_ruleset", failing_load)
     with pytest.raises(EgressSetupFailed, match="injected"):
         egress.create("frank", Egress(), hub_addresses=[])
     assert not Path("/run/netns/jge-u-frank").exists()

@@ -52,22 +52,24 @@ def test_defaults_keep_staging_out_of_state_dir() -> None:
         StorageCredentials(lifetime=5)
 
 
-async def test_attach_for_spawn_adds_volume_and_detach_revokes(
+async def test_planned_storage_is_the_mounted_one_and_detach_revokes(
     creds: tuple[StorageCredentials, Clock], tmp_path: Path
 ) -> None:
     sc, _ = creds
-    spawner = SimpleNamespace(user=SimpleNamespace(name="alice"), volumes={"home": {"bind": "/home/jovyan"}})
+    spawner = SimpleNamespace(user=SimpleNamespace(name="alice"))
     spec = SimpleNamespace(
         uid=1000, gid=100, storage=SimpleNamespace(fileset="home/alice", mode="rw", mount_path="/lustre/home")
     )
-    record = await sc.attach_for_spawn(spawner, spec)
-    assert record is not None and set(record) == {"serial", "fileset", "mode", "mount_path", "expires"}
-    assert spawner.volumes[str(tmp_path / "staging" / "alice")] == {
+    plan = sc.plan_for_spawn(user="alice", spec=spec)
+    assert plan is not None
+    assert plan.volume == {str(tmp_path / "staging" / "alice"): {
         "bind": "/lustre",
         "mode": "ro",
         "propagation": "rslave",
-    }
-    assert "home" in spawner.volumes
+    }}
+    assert not (tmp_path / "staging" / "alice" / "home").exists(), "planning mounts nothing"
+    record = await sc.attach_planned(plan)
+    assert set(record) == {"serial", "fileset", "mode", "mount_path", "expires"}
     assert mounts.is_mountpoint(tmp_path / "staging" / "alice" / "home")
     await sc.detach_for_spawn(spawner)
     assert not mounts.is_mountpoint(tmp_path / "staging" / "alice" / "home")
@@ -76,11 +78,16 @@ async def test_attach_for_spawn_adds_volume_and_detach_revokes(
     await sc.close()
 
 
-async def test_no_storage_in_decision_means_no_volume(creds: tuple[StorageCredentials, Clock]) -> None:
+def test_no_storage_in_decision_means_no_plan(creds: tuple[StorageCredentials, Clock]) -> None:
     sc, _ = creds
-    spawner = SimpleNamespace(user=SimpleNamespace(name="alice"), volumes={})
-    assert await sc.attach_for_spawn(spawner, SimpleNamespace(uid=1000, gid=100, storage=None)) is None
-    assert spawner.volumes == {}
+    assert sc.plan_for_spawn(user="alice", spec=SimpleNamespace(uid=1000, gid=100, storage=None)) is None
+
+
+def test_unsafe_user_name_has_no_storage_plan(creds: tuple[StorageCredentials, Clock]) -> None:
+    sc, _ = creds
+    spec = SimpleNamespace(uid=1000, gid=100, storage=SimpleNamespace(fileset="x", mode="rw", mount_path="/lustre/x"))
+    with pytest.raises(errors.MountError, match="safe path component"):
+        sc.plan_for_spawn(user="../alice", spec=spec)
 
 
 def test_respawn_replaces_previous_grant(creds: tuple[StorageCredentials, Clock]) -> None:

@@ -10,13 +10,9 @@ from typing import Any
 import pytest
 
 from jovial_guard.decision import Egress, EgressRule
-from jovial_guard.hardening.egress import (
-    EgressNamespaces,
-    EgressRuleInvalid,
-    render_nft_ruleset,
-    render_router_ruleset,
-    routes_for,
-)
+from jovial_guard.hardening.egress import EgressNamespaces
+from jovial_guard.hardening.egress_core import EgressRuleInvalid, routes_for
+from jovial_guard.hardening.egress_nft import render_nft_ruleset, render_router_ruleset
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "egress"
 

@@ -29,6 +29,19 @@ from ..grant import Grant, is_safe_name
 from . import mounts
 
 
+def user_stage(staging_root: Path, user: str) -> Path:
+    """``staging_root/<user>``: where the user's filesets appear on the host (pure)."""
+    if not is_safe_name(user):
+        raise MountError(f"user {user!r} is not a safe path component")
+    return Path(staging_root) / user
+
+
+def staging_volume(staging_root: Path, *, user: str, mount_parent: str) -> dict[str, dict[str, str]]:
+    """The DockerSpawner ``volumes`` entry of a user's staging directory (pure): read-only,
+    ``rslave`` so the agent's later mounts and unmounts reach the running container."""
+    return {str(user_stage(staging_root, user)): {"bind": mount_parent, "mode": "ro", "propagation": "rslave"}}
+
+
 @dataclass(frozen=True)
 class ActiveMount:
     user: str
@@ -61,9 +74,7 @@ class BindBackend:
 
     # -- paths ----------------------------------------------------------------------------
     def user_stage(self, user: str) -> Path:
-        if not is_safe_name(user):
-            raise MountError(f"user {user!r} is not a safe path component")
-        return self.staging_root / user
+        return user_stage(self.staging_root, user)
 
     def fileset_dir(self, fileset: str) -> Path:
         root = os.path.realpath(self.storage_root)
@@ -79,7 +90,7 @@ class BindBackend:
         """
         stage = self.user_stage(user)
         stage.mkdir(mode=0o755, parents=True, exist_ok=True)
-        return {str(stage): {"bind": mount_parent, "mode": "ro", "propagation": "rslave"}}
+        return staging_volume(self.staging_root, user=user, mount_parent=mount_parent)
 
     # -- mount / unmount --------------------------------------------------------------------
     def mount(self, grant: Grant) -> ActiveMount:

@@ -1,0 +1,114 @@
+"""Carry out a rendered :class:`~.plan.SpawnPlan`, all of it or none of it.
+
+Why one step: a spawn makes a network namespace, mounts storage and configures the spawner.
+Under one :class:`contextlib.AsyncExitStack` every step registers its own undo as it
+succeeds, so a failure anywhere undoes exactly what was done, in reverse order, and the
+spawner is configured only once everything else stands. Blocking work (netlink, ``nft``,
+mounts) runs in worker threads, never on the hub's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+from ..credentials.hub import StoragePlan
+from ..errors import JovialGuardError
+from ..hardening.egress import NamespaceHandle, NamespacePlan
+from .plan import ContainerSettings, SpawnPlan, SpawnRecord
+
+#: Namespace work waits for one lock anyway: two threads of its own keep a spawn storm from
+#: filling the event loop's default executor, which other hub work needs.
+_NETWORK_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jovial-guard-netns")
+_T = TypeVar("_T")
+
+
+async def in_network_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` on the namespace worker threads, awaited without blocking the loop."""
+    return await asyncio.get_running_loop().run_in_executor(_NETWORK_THREADS, fn, *args)
+
+
+class ApplyFailed(JovialGuardError):
+    """One step of applying a plan failed (``step``: ``network`` or ``storage``); every
+    step done before it has been undone."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+class NamespaceApplier(Protocol):
+    """The part of :class:`~jovial_guard.hardening.egress.EgressNamespaces` a spawn uses."""
+
+    def apply(self, plan: NamespacePlan) -> NamespaceHandle: ...
+
+    def discard(self, name: str) -> None: ...
+
+
+class StorageAttacher(Protocol):
+    """The part of :class:`~jovial_guard.credentials.hub.StorageCredentials` a spawn uses."""
+
+    async def attach_planned(self, plan: StoragePlan) -> dict[str, Any]: ...
+
+    async def detach(self, *, user: str, reason: str = ...) -> list[str]: ...
+
+
+async def apply_plan(
+    plan: SpawnPlan,
+    spawner: Any,
+    *,
+    networks: NamespaceApplier | None,
+    storage: StorageAttacher | None,
+) -> SpawnRecord:
+    """Make the namespace, mount the storage, configure ``spawner``; the applied record.
+
+    Raises ApplyFailed (after undoing every finished step) when a step fails.
+    """
+    async with AsyncExitStack() as undo:
+        address = ""
+        if plan.network is not None:
+            if networks is None:
+                raise ApplyFailed("network", ValueError("the plan has a namespace but egress is off"))
+            try:
+                handle = await in_network_thread(networks.apply, plan.network)
+            except (JovialGuardError, OSError) as exc:
+                raise ApplyFailed("network", exc) from exc
+            undo.push_async_callback(in_network_thread, networks.discard, plan.network.name)
+            address = handle.address
+        storage_record: dict[str, Any] | None = None
+        if plan.storage is not None:
+            if storage is None:
+                raise ApplyFailed("storage", ValueError("the plan has storage but storage is off"))
+            try:
+                storage_record = await storage.attach_planned(plan.storage)
+            except (JovialGuardError, OSError) as exc:
+                raise ApplyFailed("storage", exc) from exc
+            undo.push_async_callback(_detach, storage, plan.storage.user)
+        configure_spawner(spawner, plan.container, address=address)
+        undo.pop_all()
+    return replace(plan.record, container_address=address, storage=storage_record)
+
+
+async def _detach(storage: StorageAttacher, user: str) -> None:
+    await storage.detach(user=user, reason="spawn failed")
+
+
+def configure_spawner(spawner: Any, container: ContainerSettings, *, address: str) -> None:
+    """Set the rendered settings on a (Guarded)DockerSpawner, replacing, not merging."""
+    spawner.image = container.image
+    spawner.guard_image = container.image
+    spawner.extra_host_config = dict(container.host_config)
+    spawner.extra_create_kwargs = {"user": container.user}
+    spawner.volumes = {k: dict(v) for k, v in container.volumes.items()}
+    spawner.read_only_volumes = {}
+    spawner.mounts = []
+    spawner.mem_limit = container.mem_limit
+    spawner.cpu_limit = None  # nano_cpus in host_config; cpu_quota as well would conflict
+    spawner.use_internal_ip = True  # no host port bindings: the hub reaches the namespace
+    spawner.guard_address = address
+    spawner.guard_hardened = True

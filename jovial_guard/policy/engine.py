@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from ..decision import ENGINE_UNAVAILABLE, Decision
 from ..errors import PolicyEngineUnavailable
 from ..workload import Workload
-from .client import OpaConnection
+from .client import OpaConnection, encode_input
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,14 @@ class PolicyEngine:
         self.deadline = deadline
         self.listeners = list(listeners)
 
-    async def decide(self, workload: Workload) -> Decision:
-        """Decide one workload. Always returns; denials carry the reason."""
+    async def decide(self, workload: Workload, *, input_json: bytes | None = None) -> Decision:
+        """Decide one workload. Always returns; denials carry the reason.
+
+        ``input_json``: ``encode_input(workload.to_input())`` when the caller already made
+        it (the admission handler keys its cache with the same bytes).
+        """
         started = time.perf_counter()
-        decision = await self._decide(workload)
+        decision = await self._decide(workload, input_json)
         elapsed = time.perf_counter() - started
         for listener in self.listeners:
             try:
@@ -66,9 +70,10 @@ class PolicyEngine:
         """The revision OPA has loaded (raises PolicyEngineUnavailable if it cannot say)."""
         return str(await self.connection.get_data("jovial_guard_meta/revision"))
 
-    async def _decide(self, workload: Workload) -> Decision:
+    async def _decide(self, workload: Workload, input_json: bytes | None) -> Decision:
         try:
-            raw = await asyncio.wait_for(self._query(workload.to_input()), timeout=self.deadline)
+            encoded = input_json if input_json is not None else encode_input(workload.to_input())
+            raw = await asyncio.wait_for(self._query(encoded), timeout=self.deadline)
         except asyncio.TimeoutError:
             return Decision.deny(
                 ENGINE_UNAVAILABLE,
@@ -88,5 +93,5 @@ class PolicyEngine:
         except PolicyEngineUnavailable as exc:
             return Decision.deny(ENGINE_UNAVAILABLE, f"The policy engine gave an unusable answer: {exc}")
 
-    async def _query(self, input_doc: dict[str, Any]) -> Any:
-        return await self.connection.query(DECISION_PACKAGE, DECISION_RULE, input_doc)
+    async def _query(self, input_json: bytes) -> Any:
+        return await self.connection.query_encoded(DECISION_PACKAGE, DECISION_RULE, input_json)

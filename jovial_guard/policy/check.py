@@ -1,8 +1,9 @@
 """`jovial-guard check`'s engine: files in, one result per document out.
 
 Kept apart from the click command so tests and the benchmark call the same path. One
-OPA answers a whole batch; a malformed document is reported with its file and index and
-the rest of the batch is still decided.
+OPA answers a whole batch, a few dozen documents per query (``PolicyEngine.decide_batch``);
+a malformed document is reported with its file and index and the rest of the batch is
+still decided.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def check_documents(documents: list[Document], engine: PolicyEngine) -> li
         except MalformedInput as exc:
             prepared.append((doc, None, str(exc)))
     workloads = [w for _, w, _ in prepared if w is not None]
-    decisions = iter(await engine.decide_many(workloads))
+    decisions = iter(await engine.decide_batch(workloads))
     results: list[CheckResult] = []
     for doc, workload, error in prepared:
         if workload is None:

@@ -37,6 +37,10 @@ from ..errors import PolicyEngineUnavailable
 _QUERY_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 
 
+class UndefinedResult(PolicyEngineUnavailable):
+    """OPA answered, but the asked rule is undefined (a policy without it, or no value)."""
+
+
 def encode_input(input_doc: dict[str, Any]) -> bytes:
     """The canonical JSON of an OPA input document (sorted keys, UTF-8): what a decision
     query sends and what the decision cache hashes. Standard-library fallback for what
@@ -160,7 +164,7 @@ class OpaConnection:
             except (ValueError, RecursionError) as exc:
                 raise PolicyEngineUnavailable(f"OPA answered with a non-JSON body: {str(exc)[:200]}") from exc
         if not isinstance(answer, dict) or "result" not in answer:
-            raise PolicyEngineUnavailable(
+            raise UndefinedResult(
                 f"OPA returned no result for data.{package_path}.{rule} (undefined: is the "
                 "policy loaded?)"
             )

@@ -34,7 +34,8 @@ Everything is bounded in count and time and stays on 127.0.0.1.
 
 The last line reads
 ``admission: rate=500 p99_ms=X rps16=Y opa_rps16=Z ratio=R hit_rps16=H``: X the open-loop
-p99 of /mutate at 500 distinct reviews/s, Y and Z /mutate and the bare OPA at 16
+p99 of /mutate at 500 distinct reviews/s (vegeta when built: its own floor is far lower than
+the Python generator's; else the Python generator), Y and Z /mutate and the bare OPA at 16
 connections on distinct reviews, R = Y/Z, H /mutate at 16 connections on the repeated
 stream (decision-cache hits).
 """

@@ -104,8 +104,8 @@ class PolicyEngine:
 
     async def _decide_chunk(self, chunk: list[Workload]) -> list[Decision]:
         started = time.perf_counter()
-        body = b'{"batch":[' + b",".join(encode_input(w.to_input()) for w in chunk) + b"]}"
         try:
+            body = b'{"batch":[' + b",".join(encode_input(w.to_input()) for w in chunk) + b"]}"
             answer = await asyncio.wait_for(
                 self.connection.query_encoded(BATCH_PACKAGE, BATCH_RULE, body), timeout=self.deadline)
         except asyncio.TimeoutError:
@@ -115,6 +115,11 @@ class PolicyEngine:
         except PolicyEngineUnavailable as exc:
             decisions = [Decision.deny(
                 ENGINE_UNAVAILABLE, f"The policy engine could not decide ({exc}), so the workload was not admitted.",
+            ) for _ in chunk]
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure still fails closed
+            log.exception("unexpected error asking OPA for a batch")
+            decisions = [Decision.deny(
+                ENGINE_UNAVAILABLE, f"The policy engine failed unexpectedly ({type(exc).__name__}).",
             ) for _ in chunk]
         else:
             decisions = [self._batch_item(answer, i) for i in range(len(chunk))]

@@ -147,7 +147,8 @@ def storm(url: str, token: str, hub_pid: int, users: list[str], *, deadline: flo
             try:
                 listing = _api(url, token, "GET", "/users", params={"limit": 1000}).json()
             except requests.RequestException:
-                continue  # a hub slow to answer its poller is measured by the spawns, not here
+                time.sleep(0.5)  # a hub slow to answer its poller is measured by the spawns
+                continue
             now = time.perf_counter() - start
             with lock:
                 for info in listing:

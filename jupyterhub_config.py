@@ -24,6 +24,7 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_SPAWN_LIMIT        servers starting at once (default 2 per core); more get 429 + Retry-After
     JOVIAL_GUARD_START_TIMEOUT      seconds a spawn may take to start its container (default 120)
     JOVIAL_GUARD_HTTP_TIMEOUT       seconds a started server may take to answer (default 120)
+    JOVIAL_GUARD_DECISION_DEADLINE  seconds OPA has to decide a spawn before it is refused (default 10)
 
 Every spawn goes through jovial_guard's pre-spawn hook: the policy decides, the decision's
 SecuritySpec hardens the container, and if any piece is missing the hub refuses to start
@@ -133,6 +134,10 @@ c.JupyterHub.concurrent_spawn_limit = int(env("JOVIAL_GUARD_SPAWN_LIMIT") or max
 c.JupyterHub.spawn_throttle_retry_range = (2, 6)
 c.Spawner.start_timeout = int(env("JOVIAL_GUARD_START_TIMEOUT") or 120)
 c.Spawner.http_timeout = int(env("JOVIAL_GUARD_HTTP_TIMEOUT") or 120)
+# The policy's answer within a spawn's budget: OPA shares the machine with the servers
+# starting around it, and past this the spawn is refused (fail closed), so a storm on a
+# loaded host must not turn a slow answer into a refusal. JOVIAL_GUARD_DECISION_DEADLINE.
+c.JovialGuard.deadline = float(env("JOVIAL_GUARD_DECISION_DEADLINE") or 10.0)
 c.Spawner.pre_spawn_hook = pre_spawn_hook
 c.Spawner.post_stop_hook = post_stop_hook
 c.Spawner.options_form = render_options_form(profile_descriptions(), default="default")

@@ -22,6 +22,10 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_DECISION_LISTENERS more decision listeners, "module:attr,module:attr"
     JOVIAL_GUARD_STORAGE            1 (default): per-user storage grants at spawn; 0: none
     JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: STATE/hub/lustre-sim)
+    JOVIAL_GUARD_SPAWN_LIMIT        servers starting at once (default 2 per core); more get 429 + Retry-After
+    JOVIAL_GUARD_START_TIMEOUT      seconds a spawn may take to start its container (default 120)
+    JOVIAL_GUARD_HTTP_TIMEOUT       seconds a started server may take to answer (default 120)
+    JOVIAL_GUARD_DECISION_DEADLINE  seconds OPA has to decide a spawn before it is refused (default 10)
 
 Every spawn goes through jovial_guard's pre-spawn hook: the policy decides, the decision's
 SecuritySpec hardens the container, and if any piece is missing the hub refuses to start
@@ -119,8 +123,23 @@ NAME_PREFIX = env("JOVIAL_GUARD_NAME_PREFIX", "jupyter")
 c.DockerSpawner.name_template = NAME_PREFIX + "-{username}"
 c.DockerSpawner.notebook_dir = "/home/jovyan"
 c.Spawner.default_url = "/lab"
-c.Spawner.start_timeout = 60
-c.Spawner.http_timeout = 60
+# -- spawn storms (a class starting at 9:00) ----------------------------------------------
+# Each notebook server needs a few CPU-seconds to start. With every spawn at once on a
+# small machine they all slow each other down until the first ones pass their timeouts,
+# so at most SPAWN_LIMIT servers start at a time (2 per core by default): the rest are
+# answered 429 with a Retry-After of a few seconds (the REST API and the spawn page say
+# "try again in N seconds") instead of failing after start_timeout. A spawn that got a
+# slot has the whole machine's attention, so the timeouts are per spawn, with headroom
+# for a loaded host. JOVIAL_GUARD_SPAWN_LIMIT / _START_TIMEOUT / _HTTP_TIMEOUT override.
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+c.JupyterHub.concurrent_spawn_limit = int(env("JOVIAL_GUARD_SPAWN_LIMIT") or max(2, 2 * _cores))
+c.JupyterHub.spawn_throttle_retry_range = (2, 6)
+c.Spawner.start_timeout = int(env("JOVIAL_GUARD_START_TIMEOUT") or 120)
+c.Spawner.http_timeout = int(env("JOVIAL_GUARD_HTTP_TIMEOUT") or 120)
+# The policy's answer within a spawn's budget: OPA shares the machine with the servers
+# starting around it, and past this the spawn is refused (fail closed), so a storm on a
+# loaded host must not turn a slow answer into a refusal. JOVIAL_GUARD_DECISION_DEADLINE.
+c.JovialGuard.deadline = float(env("JOVIAL_GUARD_DECISION_DEADLINE") or 10.0)
 c.Spawner.pre_spawn_hook = pre_spawn_hook
 c.Spawner.post_stop_hook = post_stop_hook
 c.Spawner.options_form = render_options_form(profile_descriptions(), default="default")

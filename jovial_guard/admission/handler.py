@@ -31,9 +31,10 @@ from ..decision import ENGINE_UNAVAILABLE, MALFORMED_INPUT, Decision
 from ..errors import MalformedInput
 from ..hardening.render_pod import render_pod_patch, reroot_patch
 from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
+from ..policy.client import encode_input
 from ..policy.engine import PolicyEngine
 from ..workload import Workload
-from .cache import DecisionCache, RevisionTracker, workload_key
+from .cache import DecisionCache, RevisionTracker, input_key
 from .labels import label_ops
 from .review import (
     MalformedReview,
@@ -194,7 +195,9 @@ class AdmissionHandler:
 
         # Fast path (CPU only, bounded): a cached answer for this workload and revision.
         revision = self.revisions.current
-        key = (mode, workload_key(workload))
+        # Encoded once: these bytes key the cache and are what OPA is asked about.
+        input_json = encode_input(workload.to_input())
+        key = (mode, input_key(input_json))
         cached = self.cache.get(key, revision=revision) if self.cache is not None else None
         cache_label = "hit" if cached is not None else ("miss" if self.cache is not None else "none")
         if cached is None:
@@ -202,7 +205,7 @@ class AdmissionHandler:
             remaining = self.settings.deadline - (time.perf_counter() - started)
             if remaining <= 0:
                 raise TimeoutError
-            cached = await asyncio.wait_for(asyncio.shield(self._coalesced(key, workload, mode)), timeout=remaining)
+            cached = await asyncio.wait_for(asyncio.shield(self._coalesced(key, workload, mode, input_json)), timeout=remaining)
         decision = cached.decision
         # The decision log hears each decision OPA made, once, for a real (not dryRun)
         # request; later cache hits repeat a decision already logged.
@@ -255,7 +258,7 @@ class AdmissionHandler:
             cache=cache_label,
         )
 
-    def _coalesced(self, key: Any, workload: Workload, mode: Mode) -> asyncio.Future[_Cached]:
+    def _coalesced(self, key: Any, workload: Workload, mode: Mode, input_json: bytes) -> asyncio.Future[_Cached]:
         """One OPA question per distinct (endpoint, workload) in flight.
 
         A storm of identical requests (reinvocation, retries, a controller re-sending a
@@ -267,13 +270,13 @@ class AdmissionHandler:
         flight = (key, self.revisions.current)
         if (pending := self._inflight.get(flight)) is not None:
             return pending
-        future: asyncio.Future[_Cached] = asyncio.ensure_future(self._ask(workload, mode, key))
+        future: asyncio.Future[_Cached] = asyncio.ensure_future(self._ask(workload, mode, key, input_json))
         self._inflight[flight] = future
         future.add_done_callback(lambda _f: self._inflight.pop(flight, None))
         return future
 
-    async def _ask(self, workload: Workload, mode: Mode, key: Any) -> _Cached:
-        decision = await self.engine.decide(workload)
+    async def _ask(self, workload: Workload, mode: Mode, key: Any, input_json: bytes) -> _Cached:
+        decision = await self.engine.decide(workload, input_json=input_json)
         cached = self._evaluate(workload, decision, mode)
         if not (decision.reasons and decision.reasons[0].rule == ENGINE_UNAVAILABLE):
             # Fail-closed denials are never cached: recovery must be immediate.

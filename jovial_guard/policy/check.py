@@ -1,10 +1,11 @@
 """`jovial-guard check`'s engine: files in, one result per document out.
 
 Kept apart from the click command so tests and the benchmark call the same path. One
-OPA answers a whole batch. Documents are read by :mod:`jovial_guard.documents` (the
-webhook's parser, with the same bounds); a malformed document is reported with its file
-and index and the rest of the batch is still decided. Objects whose kind has no pod
-template (a Service beside a Deployment) are reported as not applicable, not as errors.
+OPA answers a whole batch, a few dozen documents per query (``PolicyEngine.decide_batch``).
+Documents are read by :mod:`jovial_guard.documents` (the webhook's parser, with the same
+bounds); a malformed document is reported with its file and index and the rest of the batch
+is still decided. Objects whose kind has no pod template (a Service beside a Deployment) are
+reported as not applicable, not as errors.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ async def check_documents(documents: list[Document], engine: PolicyEngine) -> li
         except MalformedInput as exc:
             prepared.append((doc, None, str(exc), None))
     workloads = [w for _, w, _, _ in prepared if w is not None]
-    decisions = iter(await engine.decide_many(workloads))
+    decisions = iter(await engine.decide_batch(workloads))
     results: list[CheckResult] = []
     for doc, workload, error, other_kind in prepared:
         if other_kind is not None:

@@ -10,6 +10,12 @@ opa-python-client 3.0 is the client the project uses, but as shipped it:
 :class:`OpaConnection` wraps the async client so every failure is a
 :class:`~jovial_guard.errors.PolicyEngineUnavailable` with a readable message, an undefined
 result is an error (never an empty allow), and TLS to an external OPA can pin a CA.
+
+Decisions (the hot path: every admission request, every spawn, every checked document) go
+through :meth:`OpaConnection.query_encoded` on the client's own keep-alive session: the
+input is serialized once by the caller (the same bytes that key the decision cache), OPA is
+asked not to gzip its answer (on loopback compressing costs more than it saves), and the
+answer is parsed with orjson.
 """
 
 from __future__ import annotations
@@ -21,10 +27,33 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from opa_client.errors import PolicyNotFoundError
 from opa_client.opa_async import AsyncOpaClient
 
 from ..errors import PolicyEngineUnavailable
+
+#: Headers of a decision query: a JSON body, an uncompressed answer.
+_QUERY_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+
+
+class UndefinedResult(PolicyEngineUnavailable):
+    """OPA answered, but the asked rule is undefined (a policy without it, or no value)."""
+
+
+def encode_input(input_doc: dict[str, Any]) -> bytes:
+    """The canonical JSON of an OPA input document (sorted keys, UTF-8): what a decision
+    query sends and what the decision cache hashes. Standard-library fallback for what
+    orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(input_doc, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(input_doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def query_body(input_json: bytes) -> bytes:
+    """The body of ``POST /v1/data/...`` around an already encoded input."""
+    return b'{"input":' + input_json + b"}"
 
 
 class NoSuchData(PolicyEngineUnavailable):
@@ -112,20 +141,34 @@ class OpaConnection:
 
     async def query(self, package_path: str, rule: str, input_doc: dict[str, Any]) -> Any:
         """Evaluate ``data.<package_path>.<rule>``; undefined or any failure raises."""
+        return await self.query_encoded(package_path, rule, encode_input(input_doc))
+
+    async def query_encoded(self, package_path: str, rule: str, input_json: bytes) -> Any:
+        """:meth:`query` with the input already serialized (see :func:`encode_input`)."""
+        session = self._client._session
+        if session is None:
+            raise PolicyEngineUnavailable("the OPA connection is closed (use `async with OpaConnection(...)`)")
+        url = f"{self._client.root_url}/data/{package_path.replace('.', '/')}/{rule}"
         try:
-            answer = await self._client.query_rule(
-                input_data=input_doc, package_path=package_path, rule_name=rule
-            )
-        except aiohttp.ClientResponseError as exc:
-            raise PolicyEngineUnavailable(f"OPA answered HTTP {exc.status}: {exc.message}") from exc
+            async with session.post(url, data=query_body(input_json), headers=_QUERY_HEADERS) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    raise PolicyEngineUnavailable(f"OPA answered HTTP {response.status}: {response.reason}")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PolicyEngineUnavailable(
                 f"OPA at {self.endpoint.url} is unreachable: {type(exc).__name__}: {exc}"
             ) from exc
-        except (json.JSONDecodeError, aiohttp.ContentTypeError, ValueError) as exc:
-            raise PolicyEngineUnavailable(f"OPA answered with a non-JSON body: {exc}") from exc
+        try:
+            answer = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            # orjson refuses a few valid documents (integers beyond 64 bits); the standard
+            # parser decides those, so the answer never depends on the parser.
+            try:
+                answer = json.loads(payload)
+            except (ValueError, RecursionError) as exc:
+                raise PolicyEngineUnavailable(f"OPA answered with a non-JSON body: {str(exc)[:200]}") from exc
         if not isinstance(answer, dict) or "result" not in answer:
-            raise PolicyEngineUnavailable(
+            raise UndefinedResult(
                 f"OPA returned no result for data.{package_path}.{rule} (undefined: is the "
                 "policy loaded?)"
             )

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..errors import JovialGuardError
+from ..errors import Unavailable
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
@@ -56,7 +56,7 @@ _MARKER = (
 )
 
 
-class AuditUnavailable(JovialGuardError):
+class AuditUnavailable(Unavailable):
     """The kernel's audit records cannot be read here (reason and remedy in the message)."""
 
 

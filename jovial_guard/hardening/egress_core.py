@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..decision import Egress, EgressRule
-from ..errors import JovialGuardError
+from ..errors import Misconfigured
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -31,7 +31,7 @@ METADATA_ADDRESSES = ("169.254.169.254/32", "fd00:ec2::254/128")
 DNS_PORT = 53
 
 
-class EgressRuleInvalid(JovialGuardError):
+class EgressRuleInvalid(Misconfigured):
     """A decision's egress section cannot be rendered (bad CIDR, port, protocol)."""
 
 

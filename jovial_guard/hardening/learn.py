@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import JovialGuardError
+from ..errors import MalformedInput
 from .seccomp import REPO_ROOT, render
 
 RECORDING_VERSION = 1
@@ -50,7 +50,7 @@ NATIVE_ARCH = "amd64"
 SCMP_NATIVE_ARCH = {"x86_64": "SCMP_ARCH_X86_64"}
 
 
-class LearnError(JovialGuardError):
+class LearnError(MalformedInput):
     """A recording or profile cannot be used to learn from (named in the message)."""
 
 

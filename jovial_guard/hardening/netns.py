@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute
 
-from ..errors import JovialGuardError
+from ..errors import Unavailable
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
@@ -40,7 +40,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _T = TypeVar("_T")
 
 
-class EgressSetupFailed(JovialGuardError):
+class EgressSetupFailed(Unavailable):
     """Creating, configuring or removing a project network namespace failed."""
 
 

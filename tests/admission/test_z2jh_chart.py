@@ -162,7 +162,9 @@ def test_jovial_guard_check_admits_the_charts_workloads(rendered: dict[str, list
 
     workloads = [d for d in rendered[name] if d["kind"] in POD_TEMPLATE_PATHS]
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump_all(workloads))
+    # JSON documents in one YAML stream: helm quotes strings such as a checksum "96e2" that
+    # Kubernetes would read as a number, and a PyYAML dump would drop those quotes.
+    path.write_text("---\n".join(json.dumps(w) + "\n" for w in workloads))
     proc = subprocess.run([sys.executable, "-m", "jovial_guard", "check", str(path), "--format", "jsonl"],
                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -168,11 +168,11 @@ def test_one_hub_identity_for_chart_values_install_and_policy() -> None:
 
 
 def test_modes_exemptions_and_egress_reach_the_policy_data() -> None:
-    docs = template("--set", "enforcement.modes.images=warn", "--set", "enforcement.modes.seccomp=audit",
+    docs = template("--set", "enforcement.modes.images=warn", "--set", "enforcement.modes.pod-security/privileged=audit",
                     "--set-json", 'exemptions=[{"namespace": "ops"}]', "--set", "notebookNetworkPolicies.enabled=false",
                     "--set-json", 'egress={"groups": {"*": [{"cidr": "0.0.0.0/0", "ports": [443]}]}}')
     settings = json.loads(one(docs, "ConfigMap")["data"]["policy-data.json"])["settings"]
-    assert settings["enforcement"] == {"modes": {"images": "warn", "seccomp": "audit"}}
+    assert settings["enforcement"] == {"modes": {"images": "warn", "pod-security/privileged": "audit"}}
     assert settings["exemptions"] == [{"namespace": "ops"}]
     assert settings["egress"] == {"groups": {"*": [{"cidr": "0.0.0.0/0", "ports": [443]}]}}
     assert "egress" not in json.loads(one(render(), "ConfigMap")["data"]["policy-data.json"])["settings"]

@@ -57,6 +57,8 @@ step "the project's code, policies and profiles in $PREFIX/app"
 mkdir -p "$root$PREFIX/app"
 ( cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - jovial_guard policies profiles pyproject.toml ) \
   | tar -C "$root$PREFIX/app" -xf -
+# The venv finds the code through a .pth file: `python -m jovial_guard` works from any directory.
+echo "$PREFIX/app" >"$(echo "$root$PREFIX/venv/lib/python3"*/site-packages)/jovial_guard_app.pth"
 in_root "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/app/jovial_guard" "$PREFIX/venv/lib"
 cat >"$root/usr/local/bin/jovial-guard" <<SH
 #!/bin/sh
@@ -64,6 +66,13 @@ exec $PREFIX/venv/bin/python -m jovial_guard "\$@"
 SH
 chmod 0755 "$root/usr/local/bin/jovial-guard"
 install -m 0755 "$OPA" "$root/usr/local/bin/opa"
+# Debug symbols are not needed at run time (OPA's alone are ~20 MB).
+if command -v strip >/dev/null; then
+  strip --strip-unneeded "$root/usr/local/bin/opa"
+  find "$root$PREFIX/venv" -name '*.so' -exec strip --strip-unneeded {} +
+fi
+
+in_root "$PREFIX/venv/bin/python" -c "import jovial_guard.admission.server, jovial_guard.policy.check_cli"
 
 step "non-root user $UID_, hardening, slimming, scrubbing host details"
 in_root groupadd --gid "$UID_" guard

@@ -34,7 +34,7 @@ if [ ! -f "$TAR" ] && [ "${JOVIAL_GUARD_SETUP_FOR:-test}" != test ]; then
   echo "webhook image $KEY: not built for '${JOVIAL_GUARD_SETUP_FOR}' (./guard test or $0 builds it)"; exit 0
 fi
 if [ ! -f "$TAR" ]; then
-  echo "webhook image $KEY: building (about a minute)..."
+  echo "webhook image $KEY: building (a few minutes)..."
   constraints="$(mktemp)"
   trap 'rm -f "$constraints"' EXIT
   python3 -m pip freeze --exclude-editable >"$constraints" \

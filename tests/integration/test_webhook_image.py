@@ -54,8 +54,10 @@ def image() -> Iterator[SimpleNamespace]:
     argv = [*podman, "import", "--quiet"]
     for change in CHANGES:
         argv += ["--change", change]
-    subprocess.run([*argv, str(TARBALL), f"{REPOSITORY}:{key}"], check=True, capture_output=True, timeout=300)
-    subprocess.run([*podman, "tag", f"{REPOSITORY}:{key}", f"{REPOSITORY}:{TAG}"], check=True, capture_output=True)
+    for step in ([*argv, str(TARBALL), f"{REPOSITORY}:{key}"], [*podman, "tag", f"{REPOSITORY}:{key}", f"{REPOSITORY}:{TAG}"]):
+        done = subprocess.run(step, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            pytest.fail(f"podman {step[len(podman)]} failed: {done.stderr.strip()[-1500:]}", pytrace=False)
     import_seconds = time.monotonic() - started
     size = int(subprocess.run([*podman, "image", "inspect", "--format", "{{.Size}}", f"{REPOSITORY}:{TAG}"],
                               capture_output=True, text=True, check=True).stdout.strip())

@@ -58,10 +58,10 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("jovial_guard"):
-                raise click.ClickException(f"'{cmd_name}' is not available in this build ({exc.name})")
+                raise click.ClickException(f"'{cmd_name}' is not available in this build ({exc.name})") from exc
             if exc.name and exc.name.split(".")[0] in HUB_EXTRA_MODULES:
                 raise click.ClickException(
-                    f"'{cmd_name}' needs the hub extra (missing module {exc.name}): pip install 'jovial_guard[hub]'")
+                    f"'{cmd_name}' needs the hub extra (missing module {exc.name}): pip install 'jovial_guard[hub]'") from exc
             raise
         command: Any = getattr(module, attr)
         return command  # type: ignore[no-any-return]

@@ -167,7 +167,7 @@ def delete_configurations(name: str, server: str | None, token_file: str | None,
 @click.option("--namespace", default="jhub", show_default=True, help="The hub's namespace (where notebook pods run).")
 def netpol(data_json: str, namespace: str) -> None:
     """Print the notebook NetworkPolicies rendered from settings.egress, as YAML."""
-    import yaml  # type: ignore[import-untyped]
+    import yaml
 
     from .networkpolicy import load_settings, render_network_policies
 

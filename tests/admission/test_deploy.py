@@ -24,12 +24,11 @@ from jovial_guard.admission.networkpolicy import (
     render_network_policies,
 )
 from jovial_guard.decision import Egress, EgressRule
-from jovial_guard.normalize import POD_TEMPLATE_PATHS
 from jovial_guard.policy.client import OpaConnection, OpaEndpoint
 from jovial_guard.policy.engine import PolicyEngine
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa
 
-from .jg_chart import CHART, NAMESPACE, VALUE_SETS, hook_of, one, render, run_helm, template
+from .jg_chart import CHART, render, template
 from .k8s_schema import validation_errors
 from .kubespawner_pods import admission_review, as_api_server_sends, kubespawner_pod
 
@@ -206,7 +205,6 @@ async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine:
     result = await AdmissionHandler(engine).handle(json.dumps(admission_review(doc)).encode(), mode="mutate")
     assert result.body["response"]["allowed"] is True
     # The webhook renders the group's egress label from the groups the hub vouched for.
-    import base64
 
     import jsonpatch
 

@@ -24,7 +24,7 @@ def test_wait_ready_gives_up_at_the_timeout_naming_the_url(tmp_path: Path) -> No
     with pytest.raises(HookError, match=r"not ready after 5s"):
         wait_ready(url, ca_file=certs.ca_cert, timeout=5, interval=1, clock=lambda: now[0], sleep=sleep)
     result = CliRunner().invoke(main, ["webhook", "wait-ready", "--url", url, "--ca", str(certs.ca_cert), "--timeout", "0"])
-    assert result.exit_code == 1 and "not ready" in result.output and "Traceback" not in result.output
+    assert result.exit_code != 0 and "not ready" in result.output and "Traceback" not in result.output
 
 
 def test_delete_configurations_outside_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,11 +32,11 @@ def test_delete_configurations_outside_a_cluster_says_so(monkeypatch: pytest.Mon
     with pytest.raises(HookError, match="not in a cluster"):
         delete_configurations("jovial-guard")
     result = CliRunner().invoke(main, ["webhook", "delete-configurations", "jovial-guard"])
-    assert result.exit_code == 1 and "KUBERNETES_SERVICE_HOST" in result.output
+    assert result.exit_code != 0 and "KUBERNETES_SERVICE_HOST" in result.output
 
 
 def test_prepare_policies_refuses_a_bad_overlay_with_a_message(tmp_path: Path) -> None:
     overlay = tmp_path / "overlay.json"
     overlay.write_text("{not json")
     result = CliRunner().invoke(main, ["webhook", "prepare-policies", "--overlay", str(overlay), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1 and "not readable JSON" in result.output and not (tmp_path / "out").exists()
+    assert result.exit_code != 0 and "not readable JSON" in result.output and not (tmp_path / "out").exists()

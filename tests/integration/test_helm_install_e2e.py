@@ -156,6 +156,39 @@ def test_kubespawner_pod_is_admitted_hardened_and_a_dangerous_one_refused(releas
     assert 'admission webhook "mutate.jovial-guard.io" denied the request' in json.loads(err.value.body)["message"]
 
 
+def test_fail_closed_configurations_wait_for_the_readiness_gate(release: SimpleNamespace) -> None:
+    """With the gate on, Helm creates the Job and waits; until the webhook answers, neither
+    fail-closed configuration exists, so pod creation in guarded namespaces is never blocked
+    (the backstop is there, failurePolicy Ignore). No kubelet runs the Job: Helm times out."""
+    gated = ["gated", str(CHART), "--namespace", "jg-gated", "--create-namespace", "--timeout", "20s",
+             "--set", "preUninstall.deleteWebhookConfigurations.enabled=false", "--set", "notebookNetworkPolicies.enabled=false"]
+    proc = subprocess.Popen([helm(), "install", *gated], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **release.env})
+    try:
+        batch = client.BatchV1Api(release.api)
+        reg = client.AdmissionregistrationV1Api(release.api)
+        deadline = time.monotonic() + 60
+        while not any(j.metadata.name == "gated-jovial-guard-webhook-ready" for j in batch.list_namespaced_job("jg-gated").items):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.3)
+        assert client.AppsV1Api(release.api).read_namespaced_deployment("gated-jovial-guard-webhook", "jg-gated")
+        assert "gated-jovial-guard" not in {c.metadata.name for c in reg.list_mutating_webhook_configuration().items}
+        validating = {c.metadata.name for c in reg.list_validating_webhook_configuration().items}
+        assert "gated-jovial-guard" not in validating and "gated-jovial-guard-backstop" in validating
+        import asyncio
+
+        pod = asyncio.run(kubespawner_pod(username="during-install", namespace=HUB_NS))
+        assert create_pod(release.api, pod)["metadata"]["name"]
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and "failed post-install" in err and "timed out" in err
+        assert "gated-jovial-guard" not in {c.metadata.name for c in reg.list_mutating_webhook_configuration().items}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        run(helm(), "uninstall", "gated", "--namespace", "jg-gated", "--no-hooks", env=release.env)
+
+
 def test_upgrade_keeps_the_certificate_and_ca(release: SimpleNamespace) -> None:
     core = client.CoreV1Api(release.api)
     before = core.read_namespaced_secret(f"{RELEASE}-webhook-tls", NAMESPACE).data

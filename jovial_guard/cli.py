@@ -1,7 +1,9 @@
 """`jovial-guard`: the command line.
 
 Sub-command groups live beside the code they drive (``jovial_guard/<area>/cli.py``) and are
-registered here lazily, so ``jovial-guard check`` does not import JupyterHub or Kubernetes.
+registered here lazily: ``jovial-guard --help`` lists them from :data:`SUMMARIES` without
+importing any, and ``webhook`` or ``check`` never import JupyterHub or the spawners, so they
+run where only the ``[webhook]`` extra is installed (the webhook image).
 
 Errors are handled once, here, for every sub-command: a foreseeable mistake (a missing or
 unreadable file, a wrong URL, OPA down, a port in use, a malformed configuration file, a
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import importlib.util
 import json
 import os
 import ssl
@@ -36,6 +37,21 @@ SUBCOMMANDS: dict[str, str] = {
     "webhook": "jovial_guard.admission.cli:webhook",
     "profile": "jovial_guard.hardening.profile_cli:profile",
 }
+
+#: name -> one-line help shown by ``jovial-guard --help`` (no import needed).
+SUMMARIES: dict[str, str] = {
+    "check": "Decide workload files against the policy and report the outcome.",
+    "policy": "Lint, test, deploy and roll back policies.",
+    "up": "Run the embedded hardened hub (needs the [hub] extra).",
+    "creds": "Storage credentials: grants, rotation, revocation.",
+    "audit": "Runtime audit: intake, log, queries.",
+    "webhook": "Kubernetes admission webhook: serve, certificates, NetworkPolicies, chart hooks.",
+    "profile": "Seccomp profiles learned from recorded notebook workloads.",
+}
+
+#: Modules of the [hub] extra: a command missing one says which extra to install.
+HUB_EXTRA_MODULES = ("jupyterhub", "dockerspawner", "kubespawner", "docker", "traitlets", "kubernetes", "kubernetes_asyncio", "tornado")
+
 
 #: Exit code of a foreseeable mistake (click's own usage errors use it too).
 MISTAKE = 2
@@ -130,11 +146,13 @@ class LazyGroup(click.Group):
     """A click group whose sub-commands are imported only when used, with one error path."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(
-            name
-            for name, target in SUBCOMMANDS.items()
-            if importlib.util.find_spec(target.split(":")[0]) is not None
-        )
+        return sorted(SUBCOMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from :data:`SUMMARIES`: listing imports nothing."""
+        rows = [(name, SUMMARIES.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = SUBCOMMANDS.get(cmd_name)
@@ -146,6 +164,10 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("jovial_guard"):
                 raise click.ClickException(f"'{cmd_name}' is not available in this build ({exc.name})") from None
+            if exc.name and exc.name.split(".")[0] in HUB_EXTRA_MODULES:
+                raise click.ClickException(
+                    f"'{cmd_name}' needs the hub extra (missing module {exc.name}): pip install 'jovial_guard[hub]'"
+                ) from None
             raise
         command: Any = getattr(module, attr)
         return command  # type: ignore[no-any-return]

@@ -116,6 +116,62 @@ def certs(directory: str, service: str, namespace: str, dns: tuple[str, ...], ip
     click.echo(f"key:         {paths.key}")
 
 
+@webhook.command("prepare-policies")
+@click.option("--source", type=click.Path(exists=True, file_okay=False), default=None, help="Policy directory to copy (default: the one shipped in the package).")
+@click.option("--overlay", type=click.Path(exists=True, dir_okay=False), default=None, help="JSON merged over data.json (the chart's policy data).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Fresh directory to write the policies into.")
+@click.option("--meta", type=click.Path(dir_okay=False), default=None, help="Also write the revision as data.jovial_guard_meta here (JSON).")
+def prepare_policies(source: str | None, overlay: str | None, out: str, meta: str | None) -> None:
+    """Copy the policies, merge the deployment's settings into data.json, print the revision."""
+    import json
+
+    from ..policy.opa_process import DEFAULT_POLICY_DIR
+    from .policy_overlay import OverlayError
+    from .policy_overlay import prepare_policies as prepare
+
+    try:
+        revision = prepare(Path(source) if source else DEFAULT_POLICY_DIR, Path(overlay) if overlay else None, Path(out))
+    except OverlayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if meta:
+        Path(meta).write_text(json.dumps({"jovial_guard_meta": {"revision": revision}}))
+    click.echo(revision)
+
+
+@webhook.command("wait-ready")
+@click.option("--url", required=True, help="The webhook's /readyz, e.g. https://jovial-guard-webhook.jovial-guard.svc/readyz.")
+@click.option("--ca", "ca_file", required=True, type=click.Path(exists=True, dir_okay=False), help="CA that signed the serving certificate.")
+@click.option("--timeout", default=300.0, show_default=True, type=float)
+def wait_ready(url: str, ca_file: str, timeout: float) -> None:
+    """Wait until the webhook answers /readyz (the chart creates its configurations after)."""
+    from .cluster_hooks import HookError
+    from .cluster_hooks import wait_ready as wait
+
+    try:
+        waited = wait(url, ca_file=Path(ca_file), timeout=timeout)
+    except HookError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{url} ready after {waited:.1f}s")
+
+
+@webhook.command("delete-configurations")
+@click.argument("name")
+@click.option("--server", default=None, help="API server URL (default: the in-cluster one).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None, help="Bearer token (default: the pod's service account).")
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False), default=None, help="API server CA (default: the pod's).")
+def delete_configurations(name: str, server: str | None, token_file: str | None, ca_file: str | None) -> None:
+    """Delete the Mutating/ValidatingWebhookConfiguration NAME (the chart's pre-delete hook)."""
+    from .cluster_hooks import HookError
+    from .cluster_hooks import delete_configurations as delete
+
+    try:
+        deleted = delete(name, server=server, token_file=Path(token_file) if token_file else None,
+                         ca_file=Path(ca_file) if ca_file else None)
+    except HookError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("deleted: " + (", ".join(deleted) or "nothing (already absent)"))
+
+
 @webhook.command()
 @click.option("--data", "data_json", default="policies/data.json", show_default=True, type=click.Path(exists=True, dir_okay=False), help="The policy data file holding settings.egress.")
 @click.option("--namespace", default="jhub", show_default=True, help="The hub's namespace (where notebook pods run).")

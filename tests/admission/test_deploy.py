@@ -1,8 +1,9 @@
-"""deploy/: every manifest against the Kubernetes schema, the wiring between them, OPA's
-authorization policy on a real OPA, the NetworkPolicy renderer and the z2jh hook."""
+"""deploy/: OPA's authorization policy (shipped in the chart) on a real OPA, the notebook
+NetworkPolicies the chart ships against their renderer, and the z2jh hook on a real KubeSpawner pod."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -22,130 +23,18 @@ from jovial_guard.hardening.egress_netpol import (
     render_network_policies,
 )
 from jovial_guard.decision import Egress, EgressRule
-from jovial_guard.normalize import POD_TEMPLATE_PATHS
 from jovial_guard.policy.client import OpaConnection, OpaEndpoint
 from jovial_guard.policy.engine import PolicyEngine
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa
 
+from .jg_chart import CHART, render, template
 from .k8s_schema import validation_errors
 from .kubespawner_pods import admission_review, as_api_server_sends, kubespawner_pod
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-
-
-def kustomize_resources() -> list[dict[str, Any]]:
-    """What `kubectl apply -k deploy/` applies (resources + the configMapGenerator)."""
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for rel in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((DEPLOY / rel).read_text()) if d]
-    for gen in kustomization["configMapGenerator"]:
-        docs.append({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": gen["name"], "namespace": gen["namespace"], "labels": kustomization["generatorOptions"]["labels"]},
-            "data": {Path(f).name: (DEPLOY / f).read_text() for f in gen["files"]},
-        })
-    return docs
-
-
-def by_kind(kind: str) -> list[dict[str, Any]]:
-    return [d for d in kustomize_resources() if d["kind"] == kind]
-
-
-def test_every_yaml_in_deploy_is_listed_in_the_kustomization() -> None:
-    listed = set(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"])
-    on_disk = {p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*.yaml")} - {"kustomization.yaml", "zero-to-jupyterhub/values.yaml"}
-    assert on_disk == listed
-
-
-@pytest.mark.parametrize("doc", kustomize_resources(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
-def test_manifest_matches_the_kubernetes_schema(doc: dict[str, Any]) -> None:
-    assert validation_errors(doc) == []
-
-
-def test_schema_check_can_fail() -> None:
-    deployment = json.loads(json.dumps(by_kind("Deployment")[0]))
-    deployment["spec"]["replicas"] = "2"
-    deployment["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
-    del deployment["spec"]["selector"]
-    errors = validation_errors(deployment)
-    assert any("replicas" in e for e in errors) and any("imagee" in e for e in errors) and any("selector" in e for e in errors)
-
-
-def test_webhook_configurations_fail_closed_and_cover_every_pod_template_kind() -> None:
-    deployment = by_kind("Deployment")[0]
-    webhook_args = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "webhook")["args"]
-    deadline = float(next(a.split("=", 1)[1] for a in webhook_args if a.startswith("--deadline=")))
-    kind_of = {"pods": "Pod", "deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet",
-               "replicasets": "ReplicaSet", "replicationcontrollers": "ReplicationController", "jobs": "Job",
-               "cronjobs": "CronJob", "podtemplates": "PodTemplate"}
-    for config, path in (("MutatingWebhookConfiguration", "/mutate"), ("ValidatingWebhookConfiguration", "/validate")):
-        (hook,) = by_kind(config)[0]["webhooks"]
-        assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
-        assert hook["admissionReviewVersions"] == ["v1"]
-        assert hook["timeoutSeconds"] > deadline, "the internal deadline must fire before the API server's timeout"
-        assert hook["clientConfig"]["service"]["path"] == path
-        assert hook["namespaceSelector"]["matchLabels"] == {"jovial-guard.io/guarded": "true"}
-        pod_resources = {r for rule in hook["rules"] if rule["apiGroups"] == [""] for r in rule["resources"]}
-        assert {"pods", "pods/ephemeralcontainers", "pods/resize"} <= pod_resources
-        covered = {kind_of[r] for rule in hook["rules"] for r in rule["resources"] if r in kind_of}
-        assert covered == set(POD_TEMPLATE_PATHS)
-        assert all(set(rule["operations"]) == {"CREATE", "UPDATE"} for rule in hook["rules"])
-        if config.startswith("Mutating"):
-            assert hook["reinvocationPolicy"] == "IfNeeded"
-
-
-def test_one_hub_identity_for_install_values_and_policy() -> None:
-    """install.sh, the z2jh values and policies/data.json name the same hub identity."""
-    hub = json.loads((REPO / "policies" / "data.json").read_text())["settings"]["hub"]
-    values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
-    assert values["hub"]["serviceAccount"]["name"] == hub["service_account"]
-    install = (DEPLOY / "install.sh").read_text()
-    assert "settings" in install and "data.json" in install and "jhub" not in install
-    assert "jovial-guard.io/guarded=true" in install
-
-
-def test_deployment_service_pdb_wiring() -> None:
-    deployment = by_kind("Deployment")[0]
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert deployment["spec"]["replicas"] >= 2
-    pdb = by_kind("PodDisruptionBudget")[0]
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert pdb["spec"]["minAvailable"] >= 1
-    service = by_kind("Service")[0]
-    assert service["spec"]["selector"].items() <= labels.items()
-    (port,) = service["spec"]["ports"]
-    webhook = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "webhook")
-    assert port["targetPort"] in [p["name"] for p in webhook["ports"]]
-    for config in by_kind("MutatingWebhookConfiguration") + by_kind("ValidatingWebhookConfiguration"):
-        ref = config["webhooks"][0]["clientConfig"]["service"]
-        assert (ref["name"], ref["namespace"], ref["port"]) == (service["metadata"]["name"], service["metadata"]["namespace"], port["port"])
-    assert webhook["readinessProbe"]["httpGet"]["path"] == "/readyz"
-
-
-def test_opa_sidecar_listens_on_loopback_with_token_authn_and_authz() -> None:
-    spec = by_kind("Deployment")[0]["spec"]["template"]["spec"]
-    opa = next(c for c in spec["containers"] if c["name"] == "opa")
-    args = opa["args"]
-    assert "--addr=127.0.0.1:8181" in args and "--diagnostic-addr=127.0.0.1:8282" in args
-    assert "--authentication=token" in args and "--authorization=basic" in args
-    assert "/opa-authz/authz.rego" in args
-    assert "ports" not in opa  # nothing exposed
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["opa-token"]["emptyDir"]["medium"] == "Memory"
-    assert volumes["opa-authz"]["configMap"]["name"] == by_kind("ConfigMap")[0]["metadata"]["name"]
-
-
-def test_every_container_in_deploy_is_restricted() -> None:
-    spec = by_kind("Deployment")[0]["spec"]["template"]["spec"]
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    for container in spec["containers"] + spec["initContainers"]:
-        sc = container["securityContext"]
-        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
-        assert sc["readOnlyRootFilesystem"] is True
-        assert container["resources"]["limits"]
+AUTHZ_REGO = CHART / "files" / "authz.rego"
+NOTEBOOK_NETPOLS = CHART / "files" / "notebook-networkpolicies.yaml"
 
 
 # -- OPA's authorization policy, on a real OPA -----------------------------------------
@@ -158,7 +47,7 @@ def guarded_opa(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with ManagedOpa(
         DEFAULT_POLICY_DIR,
         extra_args=["--authentication=token", "--authorization=basic"],
-        data_paths=[DEPLOY / "opa" / "authz.rego", data],
+        data_paths=[AUTHZ_REGO, data],
     ) as opa:
         yield SimpleNamespace(url=opa.url, token=token, revision=opa.revision)
 
@@ -222,8 +111,12 @@ def test_webhook_works_through_the_guarded_opa_with_its_token(guarded_opa: Any) 
 
 def test_checked_in_notebook_network_policies_are_rendered_from_data_json() -> None:
     rendered = render_network_policies(load_settings(REPO / "policies" / "data.json"), namespace="jhub")
-    on_disk = [d for d in yaml.safe_load_all((DEPLOY / "networkpolicy" / "notebooks.yaml").read_text()) if d]
-    assert on_disk == rendered, "run: jovial-guard webhook netpol > deploy/networkpolicy/notebooks.yaml"
+    on_disk = [d for d in yaml.safe_load_all(NOTEBOOK_NETPOLS.read_text()) if d]
+    assert on_disk == rendered, f"run: jovial-guard webhook netpol > {NOTEBOOK_NETPOLS.relative_to(REPO)}"
+    in_chart = [d for d in render() if d["kind"] == "NetworkPolicy" and d["metadata"]["namespace"] == "jhub"]
+    assert in_chart == rendered
+    moved = [d for d in template("--set", "hub.namespace=hub-prod") if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] in {p["metadata"]["name"] for p in rendered}]
+    assert moved == render_network_policies(load_settings(REPO / "policies" / "data.json"), namespace="hub-prod")
 
 
 def test_network_policies_default_deny_dns_hub_groups_and_metadata() -> None:
@@ -316,7 +209,6 @@ async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine:
     result = await AdmissionHandler(engine).handle(json.dumps(admission_review(doc)).encode(), mode="mutate")
     assert result.body["response"]["allowed"] is True
     # The webhook renders the group's egress label from the groups the hub vouched for.
-    import base64
 
     import jsonpatch
 

@@ -1,8 +1,8 @@
-"""deploy/install.sh, run with recording stand-ins for kubectl and jovial-guard.
+"""deploy/install.sh, run with recording stand-ins for kubectl and helm.
 
-The hub identity comes from policies/data.json (one setting); a namespace argument that
-disagrees is refused before anything is applied; the hub namespace gets the label the
-webhooks' namespaceSelector follows.
+The hub identity comes from policies/data.json (one setting) and reaches the chart as
+hub.namespace / hub.serviceAccount; a namespace argument that disagrees is refused before
+anything is applied; the hub namespace gets the label the webhooks' namespaceSelector follows.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ RECORDER = """#!/bin/sh
 echo "$(basename "$0") $*" >>"$CALLS"
 case "$*" in
   *"-o yaml"*) echo "kind: Stub" ;;
-  "webhook certs"*) mkdir -p "$3"; echo "ca" >"$3/ca.crt" ;;
-  "webhook netpol"*) echo "# rendered" ;;
 esac
 [ -t 0 ] || cat >/dev/null
 exit 0
@@ -36,7 +34,7 @@ def checkout(tmp_path: Path) -> Path:
     shutil.copy(REPO / "policies" / "data.json", root / "policies" / "data.json")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("kubectl", "jovial-guard"):
+    for tool in ("kubectl", "helm"):
         (bin_dir / tool).write_text(RECORDER)
         (bin_dir / tool).chmod(0o755)
     return root
@@ -44,11 +42,15 @@ def checkout(tmp_path: Path) -> Path:
 
 def run(checkout: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     calls = checkout.parent / "calls.log"
-    env = {**os.environ, "PATH": f"{checkout.parent / 'bin'}:{os.environ['PATH']}", "CALLS": str(calls),
-           "JOVIAL_GUARD_CERT_DIR": str(checkout.parent / "certs")}
+    env = {**os.environ, "PATH": f"{checkout.parent / 'bin'}:{os.environ['PATH']}", "CALLS": str(calls)}
     proc = subprocess.run(["bash", str(checkout / "deploy" / "install.sh"), *args], capture_output=True, text=True,
                           env=env, timeout=60, stdin=subprocess.DEVNULL)
     return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+def helm_call(calls: list[str]) -> str:
+    (call,) = [c for c in calls if c.startswith("helm ")]
+    return call
 
 
 def test_install_uses_the_hub_identity_from_the_policy_data(checkout: Path) -> None:
@@ -56,16 +58,20 @@ def test_install_uses_the_hub_identity_from_the_policy_data(checkout: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert "system:serviceaccount:jhub:hub" in proc.stdout
     assert "kubectl label namespace jhub jovial-guard.io/guarded=true --overwrite" in calls
-    assert any(c.startswith("jovial-guard webhook netpol") and c.endswith("--namespace jhub") for c in calls)
+    helm = helm_call(calls)
+    assert helm.startswith("helm upgrade --install jovial-guard ") and "/deploy/helm/jovial-guard " in helm
+    assert "--set hub.namespace=jhub --set hub.serviceAccount=hub" in helm and "--wait" in helm
+    assert calls.index(helm) == len(calls) - 1  # the namespace is labelled before the chart goes in
     assert not any("metadata.name" in c for c in calls)  # the selector is a label, not a name
 
 
-def test_install_follows_an_edited_setting(checkout: Path) -> None:
+def test_install_follows_an_edited_setting_and_passes_extra_helm_arguments(checkout: Path) -> None:
     data = checkout / "policies" / "data.json"
     data.write_text(data.read_text().replace('"namespace": "jhub"', '"namespace": "hub-prod"'))
-    proc, calls = run(checkout, "hub-prod")
+    proc, calls = run(checkout, "hub-prod", "-f", "mine.yaml")
     assert proc.returncode == 0, proc.stderr
     assert "kubectl label namespace hub-prod jovial-guard.io/guarded=true --overwrite" in calls
+    assert helm_call(calls).endswith("--set hub.namespace=hub-prod --set hub.serviceAccount=hub --wait --timeout 10m -f mine.yaml")
 
 
 def test_install_refuses_a_namespace_the_policy_does_not_trust(checkout: Path) -> None:

@@ -71,7 +71,9 @@ async def admitted(handler: AdmissionHandler, obj: dict[str, Any], username: str
 
 
 def routed_resources() -> set[tuple[str, str]]:
-    docs = yaml.safe_load_all((REPO_ROOT / "deploy" / "webhook" / "webhookconfigurations.yaml").read_text())
+    from .jg_chart import render as render_jovial_guard
+
+    docs = [d for d in render_jovial_guard() if d["kind"].endswith("WebhookConfiguration")]
     return {(group, resource) for doc in docs for hook in doc["webhooks"] for rule in hook["rules"]
             for group in rule["apiGroups"] for resource in rule["resources"]}
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from jovial_guard.admission.tls import CertPaths, write_webhook_certs
 from jovial_guard.policy.opa_process import (
@@ -125,8 +124,14 @@ def webhook(e2e_opa: ManagedOpa, certs: CertPaths, tmp_path_factory: pytest.Temp
 
 
 def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
-    """deploy/'s configurations, clientConfig pointed at the loopback webhook."""
-    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "webhook" / "webhookconfigurations.yaml").read_text()) if d]
+    """The chart's fail-closed configurations (mutating, validating), clientConfig pointed at
+    the loopback webhook."""
+    from tests.admission.jg_chart import render
+
+    docs = [d for d in render() if d["kind"].endswith("WebhookConfiguration") and not d["metadata"]["name"].endswith("-backstop")]
+    docs.sort(key=lambda d: d["kind"] != "MutatingWebhookConfiguration")
+    for doc in docs:
+        doc["metadata"].pop("annotations", None)  # Helm's hook annotations
     ca = base64.b64encode(ca_file.read_bytes()).decode()
     for doc in docs:
         for hook in doc["webhooks"]:
@@ -351,30 +356,36 @@ def test_update_that_adds_danger_is_denied(api: client.ApiClient) -> None:
     assert "[pod-security/privileged]" in denial_of(err.value)
 
 
-def test_every_deploy_manifest_is_accepted_by_the_api_server(api: client.ApiClient) -> None:
-    """Strict server-side validation (unknown fields are errors) with dry-run."""
-    dyn = DynamicClient(api)
-    from tests.admission.test_deploy import kustomize_resources
+def test_every_chart_object_is_accepted_by_the_api_server(api: client.ApiClient) -> None:
+    """Strict server-side validation (unknown fields are errors) with dry-run, for every value
+    set of the chart (kinds of cert-manager and the Prometheus operator: no CRDs here)."""
+    from tests.admission.jg_chart import NAMESPACE, VALUE_SETS, render
 
-    docs = kustomize_resources()
-    namespaces = [d for d in docs if d["kind"] == "Namespace"]
-    for ns in namespaces:
-        dyn.resources.get(api_version="v1", kind="Namespace").create(body=ns)
+    dyn = DynamicClient(api)
+    dyn.resources.get(api_version="v1", kind="Namespace").create(body={
+        "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    checked = 0
+    for value_set in VALUE_SETS:
+        docs = [d for d in render(value_set) if not d["apiVersion"].startswith(("cert-manager.io/", "monitoring.coreos.com/"))]
+        for doc in docs:
+            if doc["kind"].endswith("WebhookConfiguration"):  # the test's own copies hold these names
+                doc = {**doc, "metadata": {**doc["metadata"], "name": doc["metadata"]["name"] + "-dry-run"}}
+            resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+            namespace = doc["metadata"].get("namespace") if resource.namespaced else None
+            resource.create(body=doc, namespace=namespace, query_params=[("dryRun", "All"), ("fieldValidation", "Strict")])
+            checked += 1
+    assert checked > 40
+    # Every pod the chart makes (webhook, hook Jobs) passes Pod Security "restricted".
+    docs = render()
     for doc in docs:
-        if doc["kind"] == "Namespace":
-            continue
-        if doc["kind"].endswith("WebhookConfiguration"):  # the test's own copies hold these names
-            doc = {**doc, "metadata": {**doc["metadata"], "name": doc["metadata"]["name"] + "-dry-run"}}
-        resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-        namespace = doc["metadata"].get("namespace") if resource.namespaced else None
-        resource.create(body=doc, namespace=namespace, query_params=[("dryRun", "All"), ("fieldValidation", "Strict")])
-    # The webhook's own pod passes Pod Security "restricted" (its namespace enforces it).
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "webhook-pod", **deployment["spec"]["template"]["metadata"]},
-           "spec": deployment["spec"]["template"]["spec"]}
-    dyn.resources.get(api_version="v1", kind="ServiceAccount").create(
-        body=next(d for d in docs if d["kind"] == "ServiceAccount"), namespace="jovial-guard")
-    create_pod(api, pod, namespace="jovial-guard", dry_run=True)
+        if doc["kind"] == "ServiceAccount":
+            dyn.resources.get(api_version="v1", kind="ServiceAccount").create(body=doc, namespace=NAMESPACE)
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            template = doc["spec"]["template"]
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": doc["metadata"]["name"] + "-pod", **template["metadata"]},
+                   "spec": template["spec"]}
+            create_pod(api, pod, namespace=NAMESPACE, dry_run=True)
 
 
 def test_opa_down_means_pods_are_denied(api: client.ApiClient, e2e_opa: ManagedOpa) -> None:

@@ -88,6 +88,8 @@ class HandlerResult:
     request_uid: str = ""
     decision_id: str = ""
     revision: str = ""
+    #: (mode, rule id) of every violation that acted.
+    violations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -271,6 +273,7 @@ class AdmissionHandler:
                 mode="enforce",
                 decision_id=decision.decision_id,
                 revision=decision.policy_revision,
+                violations=tuple((m, r.rule) for m, r in decision.violations()),
                 status=200,
                 body=build_response(
                     uid,
@@ -289,6 +292,7 @@ class AdmissionHandler:
             mode=decision.mode,
             decision_id=decision.decision_id,
             revision=decision.policy_revision,
+            violations=tuple((m, r.rule) for m, r in decision.violations()),
             status=200,
             body=build_response(
                 uid,
@@ -372,6 +376,7 @@ class AdmissionHandler:
             mode=decision.mode,
             decision_id=decision.decision_id,
             revision=decision.policy_revision,
+            violations=tuple((m, r.rule) for m, r in decision.violations()),
             status=200,
             body=build_response(
                 uid,

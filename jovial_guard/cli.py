@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "creds": "jovial_guard.credentials.cli:creds",
     "audit": "jovial_guard.audit.cli:audit",
     "webhook": "jovial_guard.admission.cli:webhook",
+    "audit-cluster": "jovial_guard.clusteraudit.cli:audit_cluster",
 }
 
 

@@ -382,10 +382,14 @@ class JovialGuard(SingletonConfigurable):
             "policy_revision": decision.policy_revision,
             "profile": decision.spec.profile,
             "warnings": list(decision.warnings),
+            "mode": decision.mode,
             "hardening": rendered["hardening"],
             "container_address": address,
         }
         spawner.guard_record = record
+        if decision.warned or decision.audited:
+            spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
+                                "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
         if self.storage_enabled:
             from ..credentials.hub import StorageCredentials
 

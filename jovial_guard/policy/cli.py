@@ -120,6 +120,33 @@ _opa_options = [
     click.option("--opa-url", envvar="JOVIAL_GUARD_OPA_URL", help="The running OPA (default: from `jovial-guard up`'s runtime file)."),
     click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
 ]
+_cluster_options = [
+    click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="Publish the signed bundle to a cluster with this kubeconfig (with --configmap)."),
+    click.option("--configmap", default=None, help="NAMESPACE/NAME of the ConfigMap the cluster's bundle service serves, e.g. jhub/jovial-guard-policy."),
+    click.option("--replica-opa-url", "replica_opa_urls", multiple=True,
+                 help="An OPA that must switch to the revision and pass the probe (repeatable: one per webhook replica); default: --opa-url."),
+]
+
+
+def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str | None, opa_token: str | None,
+                    replicas: tuple[str, ...]) -> tuple[Any, Any]:
+    """(endpoints, publish) for deploy/rollback: the local OPA, or a cluster's replicas."""
+    from .client import OpaEndpoint
+
+    publish = None
+    if configmap:
+        from .publish import ConfigMapBundle, parse_target
+
+        namespace, name = parse_target(configmap)
+        publish = ConfigMapBundle(namespace, name, kubeconfig=kubeconfig).publish
+    elif kubeconfig:
+        raise click.BadParameter("--kubeconfig needs --configmap NAMESPACE/NAME", param_hint="--configmap")
+    if replicas:
+        return [OpaEndpoint(u, token=opa_token) for u in replicas], publish
+    return _endpoint(opa_url, opa_token), publish
+
+
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")
 
 
@@ -178,7 +205,9 @@ def dry_run_command(candidate: str, since: str, baseline: str | None, as_json: b
 @_store_option
 @_log_option
 @_with(_opa_options)
-def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None) -> None:
+@_with(_cluster_options)
+def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None,
+           kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...]) -> None:
     """Lint, test, dry-run, then activate CANDIDATE as a new signed revision; probe; roll back on failure."""
     import asyncio
 
@@ -186,10 +215,10 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
     from .lifecycle import deploy as do_deploy
 
     store = _store(store_dir)
-    endpoint = _endpoint(opa_url, opa_token)
+    endpoint, publish = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls)
     records = list(_decision_log(decision_log).records(since=_since(since)))
     try:
-        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo))
+        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo, publish=publish))
     except JovialGuardError as exc:
         click.echo(f"deploy: {exc}", err=True)
         sys.exit(1)
@@ -199,7 +228,9 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
 @click.argument("revision", required=False)
 @_store_option
 @_with(_opa_options)
-def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None) -> None:
+@_with(_cluster_options)
+def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None,
+             kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...]) -> None:
     """Re-activate REVISION (default: the one before the current)."""
     import asyncio
 
@@ -207,7 +238,8 @@ def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, o
     from .lifecycle import rollback as do_rollback
 
     try:
-        asyncio.run(do_rollback(_store(store_dir), endpoint=_endpoint(opa_url, opa_token), revision=revision, say=click.echo))
+        endpoint, publish = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls)
+        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish))
     except JovialGuardError as exc:
         click.echo(f"rollback: {exc}", err=True)
         sys.exit(1)
@@ -265,3 +297,29 @@ def bundle_verify(bundle_file: str, store_dir: str | None) -> None:
         click.echo(f"refused: {exc}", err=True)
         sys.exit(1)
     click.echo(f"{bundle_file}: signature and contents verified")
+
+
+@policy.command(name="serve-bundles")
+@click.option("--configmap", required=True, help="NAMESPACE/NAME of the ConfigMap `policy deploy --configmap` publishes to.")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: in-cluster credentials.")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8282, show_default=True, type=int)
+@click.option("--interval", default=1.0, show_default=True, type=float, help="Seconds between ConfigMap reads.")
+def serve_bundles(configmap: str, kubeconfig: str | None, host: str, port: int, interval: float) -> None:
+    """The cluster's bundle service: serve the published signed bundle to every OPA (long polling)."""
+    import signal
+    import threading
+
+    from .bundle_server import BundleServer
+    from .publish import ConfigMapBundle, ConfigMapSource, parse_target
+
+    namespace, name = parse_target(configmap)
+    source = ConfigMapSource(ConfigMapBundle(namespace, name, kubeconfig=kubeconfig), interval=interval).start()
+    server = BundleServer(source, host=host, port=port).start()  # type: ignore[arg-type]
+    click.echo(f"serving {namespace}/{name} on {server.url}", err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    source.stop()

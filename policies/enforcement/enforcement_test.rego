@@ -6,8 +6,6 @@ import data.jovial_guard.testing as t
 
 latest := t.patched(t.compliant_container, [{"op": "replace", "path": "/image", "value": "quay.io/jupyter/base-notebook:latest"}])
 
-privileged := t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/privileged", "value": true}])
-
 with_ns_labels(doc, labels) := json.patch(doc, [{"op": "add", "path": "/workload/namespace_labels", "value": labels}])
 
 test_default_is_enforce if {
@@ -75,20 +73,17 @@ test_default_mode_from_data if {
 }
 
 test_enforced_and_warned_together_deny_with_only_enforced_reasons if {
-	both := t.patched(t.compliant_container, [
-		{"op": "replace", "path": "/image", "value": "quay.io/jupyter/base-notebook:latest"},
-		{"op": "add", "path": "/securityContext/privileged", "value": true},
-	])
-	d := main.decision with input as both with enforcement.configured as {"images/*": "warn"}
+	both := t.patched(t.compliant_container, [{"op": "replace", "path": "/image", "value": "evil.example/notebook:latest"}])
+	d := main.decision with input as both with enforcement.configured as {"images/latest": "warn"}
 	not d.allowed
 	d.mode == "enforce"
-	{r.rule | some r in d.reasons} == {"pod-security/privileged"}
+	{r.rule | some r in d.reasons} == {"images/not-allowed"}
 	[v.rule | some v in d.warned] == ["images/latest"]
 }
 
 test_namespace_label_overrides_data if {
-	# Whole namespace in warn: the privileged pod is admitted with a warning.
-	d := main.decision with input as with_ns_labels(privileged, {"jovial-guard.io/mode": "warn"}) with enforcement.configured as {}
+	# Whole namespace in warn: the :latest pod is admitted with a warning.
+	d := main.decision with input as with_ns_labels(latest, {"jovial-guard.io/mode": "warn"}) with enforcement.configured as {}
 	d.allowed
 	d.mode == "warn"
 

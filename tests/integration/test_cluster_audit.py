@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,34 @@ async def test_pod_created_before_a_stricter_revision_is_reported(api: client.Ap
     with ManagedOpa(DEFAULT_POLICY_DIR) as current:
         code, _, _ = audit(cluster, current.url)
     assert code == 0 and report(api, "jhub")["summary"] == {"pass": 1, "fail": 0, "warn": 0, "error": 0, "skip": 0}
+
+
+def test_periodic_mode_serves_gauges(api: client.ApiClient, cluster: LocalKubeCluster, stricter_policies: Path) -> None:
+    """--interval serves the last pass as gauges (over the pods the test above stored)."""
+    from jovial_guard.policy.opa_process import free_loopback_port
+
+    port = free_loopback_port()
+    with ManagedOpa(stricter_policies) as stricter:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jovial_guard", "audit-cluster", "--opa-url", stricter.url, "--kubeconfig", str(cluster.kubeconfig),
+             "--interval", "1", "--metrics-port", str(port), "--no-write"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            text = ""
+            while "jovial_guard_cluster_audit_violations{" not in text:
+                assert time.monotonic() < deadline and proc.poll() is None, text
+                time.sleep(0.5)
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                        text = resp.read().decode()
+                except OSError:
+                    pass
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert 'jovial_guard_cluster_audit_violations{mode="enforce",namespace="jhub",rule="images/not-allowed"} 1.0' in text
+    assert 'jovial_guard_cluster_audit_violations{mode="warn",namespace="staging",rule="images/not-allowed"} 1.0' in text
+    assert f'jovial_guard_policy_revision_info{{revision="{stricter.revision}"}} 1.0' in text
+    assert "ann" not in text  # no user label

@@ -130,7 +130,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 opas.append(opa)
                 port = free_loopback_port()
                 hook = Proc([sys.executable, "-m", "jovial_guard", "webhook", "serve", "--opa-url", opa.url, "--cert", str(certs.cert),
-                             "--key", str(certs.key), "--host", "127.0.0.1", "--port", str(port), "--revision-interval", "0.3"],
+                             "--key", str(certs.key), "--host", "127.0.0.1", "--port", str(port), "--revision-interval", "0.3",
+                             "--namespace-labels", "--namespace-labels-ttl", "1", "--kubeconfig", str(cluster.kubeconfig)],
                             tmp / f"webhook-{i}.log")
                 procs.append(hook)
                 replicas.append(Replica(opa, hook, port, ctx))
@@ -232,3 +233,17 @@ def tampered(payload: bytes) -> bytes:
             tar.addfile(info, io.BytesIO(blob))
     assert base64.b64encode(out.getvalue()) != base64.b64encode(payload)
     return out.getvalue()
+
+
+def test_namespace_mode_label_through_the_api_server(env: dict[str, Any]) -> None:
+    """The webhook reads the namespace's mode label through the API server (TTL 1 s)."""
+    core = env["core"]
+    assert "[images/latest]" in denial(core)
+    label = "mode.jovial-guard.io/images.latest"
+    core.patch_namespace(NS, {"metadata": {"labels": {label: "warn"}}})
+    try:
+        warning = wait_until(lambda: not denial(core) and admitted_with_warning(core), "the namespace label taking effect", timeout=15)
+        assert "[images/latest]" in warning
+    finally:
+        core.patch_namespace(NS, {"metadata": {"labels": {label: None}}})
+    wait_until(lambda: "[images/latest]" in denial(core), "the label's removal taking effect", timeout=15)

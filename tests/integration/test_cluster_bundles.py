@@ -188,8 +188,9 @@ def test_deploy_rollback_and_tampered_bundle_on_every_replica(env: dict[str, Any
     assert done.returncode == 0, done.stdout + done.stderr
     second = env["store"].current()
     assert second != first and f"deployed {second}" in done.stdout
-    for r in replicas:  # every replica, no restart
-        assert r.serves(second) and r.webhook.proc.poll() is None
+    for r in replicas:  # every replica, no restart (the webhook polls its OPA every 0.3 s)
+        wait_until(lambda r=r: r.serves(second), "replica on the deployed revision", timeout=5)
+        assert r.webhook.proc.poll() is None
         assert f'jovial_guard_policy_revision_info{{revision="{second}"}} 1.0' in r.get("/metrics")[1]
     assert "[images/latest]" in admitted_with_warning(core)
 

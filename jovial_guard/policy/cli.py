@@ -323,3 +323,35 @@ def serve_bundles(configmap: str, kubeconfig: str | None, host: str, port: int, 
     stop.wait()
     server.stop()
     source.stop()
+
+
+@policy.command()
+@click.argument("revision", required=False)
+@_store_option
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: in-cluster credentials.")
+@click.option("--configmap", required=True, help="NAMESPACE/NAME of the ConfigMap the cluster's bundle service serves.")
+def publish(revision: str | None, store_dir: str | None, kubeconfig: str | None, configmap: str) -> None:
+    """Publish REVISION (default: the store's current one) to a cluster without a probe.
+
+    For a first install, before any replica's OPA can answer (they become ready only once
+    a bundle is served), and to restore the ConfigMap; later changes go through `deploy`.
+    """
+    from ..errors import JovialGuardError
+    from .bundles import verify_bundle
+    from .publish import ConfigMapBundle, parse_target
+
+    store = _store(store_dir)
+    revision = revision or store.current()
+    if not revision:
+        raise click.ClickException("the store has no current revision: run `jovial-guard policy deploy` first")
+    try:
+        if not store.has(revision):
+            raise JovialGuardError(f"no revision {revision} in the store; see `jovial-guard policy history`")
+        verify_bundle(store.bundle_path(revision), key=store.key)
+        namespace, name = parse_target(configmap)
+        ConfigMapBundle(namespace, name, kubeconfig=kubeconfig).publish(revision, store.bundle_path(revision).read_bytes())
+    except JovialGuardError as exc:
+        click.echo(f"publish: {exc}", err=True)
+        sys.exit(1)
+    store.record("publish", revision, previous=None, details={"configmap": configmap})
+    click.echo(f"published {revision} to {configmap}")

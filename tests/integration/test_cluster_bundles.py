@@ -116,7 +116,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             first = store.add(DEFAULT_POLICY_DIR)
             store.activate(first)
             store.record("deploy", first, previous=None, details={})
-            ConfigMapBundle(NS, "jovial-guard-policy", kubeconfig=str(cluster.kubeconfig)).publish(first, store.bundle_path(first).read_bytes())
+            # First install: publish the store's current revision (no replica can answer yet).
+            published = subprocess.run([sys.executable, "-m", "jovial_guard", "policy", "publish", "--store", str(tmp / "store"),
+                                        "--kubeconfig", str(cluster.kubeconfig), "--configmap", CONFIGMAP],
+                                       capture_output=True, text=True, timeout=60)
+            assert published.returncode == 0 and f"published {first}" in published.stdout, published.stderr
             bundle_port = free_loopback_port()
             procs.append(Proc([sys.executable, "-m", "jovial_guard", "policy", "serve-bundles", "--configmap", CONFIGMAP,
                                "--kubeconfig", str(cluster.kubeconfig), "--host", "127.0.0.1", "--port", str(bundle_port),

@@ -126,13 +126,23 @@ _cluster_options = [
     click.option("--configmap", default=None, help="NAMESPACE/NAME of the ConfigMap the cluster's bundle service serves, e.g. jhub/jovial-guard-policy."),
     click.option("--replica-opa-url", "replica_opa_urls", multiple=True,
                  help="An OPA that must switch to the revision and pass the probe (repeatable: one per webhook replica); default: --opa-url."),
+    click.option("--bundle-url", default=None,
+                 help="The cluster's bundle service (e.g. through `kubectl port-forward`): wait until --replicas OPAs report the revision there."),
+    click.option("--replicas", default=1, show_default=True, type=int, help="With --bundle-url: how many OPA replicas must activate the revision."),
 ]
 
 
 def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str | None, opa_token: str | None,
-                    replicas: tuple[str, ...]) -> tuple[Any, Any]:
-    """(endpoints, publish) for deploy/rollback: the local OPA, or a cluster's replicas."""
+                    replicas: tuple[str, ...], bundle_url: str | None = None, count: int = 1) -> tuple[Any, Any, Any]:
+    """(endpoints, publish, wait_replicas) for deploy/rollback: the local OPA, or a cluster's replicas."""
     from .client import OpaEndpoint
+
+    wait = None
+    if bundle_url:
+        from .replicas import wait_replicas
+
+        async def wait(revision: str, timeout: float) -> float:
+            return await wait_replicas(bundle_url, revision, replicas=count, timeout=timeout)
 
     publish = None
     if configmap:
@@ -143,8 +153,10 @@ def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str 
     elif kubeconfig:
         raise click.BadParameter("--kubeconfig needs --configmap NAMESPACE/NAME", param_hint="--configmap")
     if replicas:
-        return [OpaEndpoint(u, token=opa_token) for u in replicas], publish
-    return _endpoint(opa_url, opa_token), publish
+        return [OpaEndpoint(u, token=opa_token) for u in replicas], publish, wait
+    if bundle_url and not opa_url:
+        return [], publish, wait
+    return _endpoint(opa_url, opa_token), publish, wait
 
 
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")
@@ -207,7 +219,7 @@ def dry_run_command(candidate: str, since: str, baseline: str | None, as_json: b
 @_with(_opa_options)
 @_with(_cluster_options)
 def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None,
-           kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...]) -> None:
+           kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int) -> None:
     """Lint, test, dry-run, then activate CANDIDATE as a new signed revision; probe; roll back on failure."""
     import asyncio
 
@@ -215,10 +227,11 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
     from .lifecycle import deploy as do_deploy
 
     store = _store(store_dir)
-    endpoint, publish = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls)
+    endpoint, publish, wait = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas)
     records = list(_decision_log(decision_log).records(since=_since(since)))
     try:
-        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo, publish=publish))
+        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo,
+                              publish=publish, wait_replicas=wait))
     except JovialGuardError as exc:
         click.echo(f"deploy: {exc}", err=True)
         sys.exit(1)
@@ -230,7 +243,7 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
 @_with(_opa_options)
 @_with(_cluster_options)
 def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None,
-             kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...]) -> None:
+             kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int) -> None:
     """Re-activate REVISION (default: the one before the current)."""
     import asyncio
 
@@ -238,8 +251,8 @@ def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, o
     from .lifecycle import rollback as do_rollback
 
     try:
-        endpoint, publish = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls)
-        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish))
+        endpoint, publish, wait = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas)
+        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish, wait_replicas=wait))
     except JovialGuardError as exc:
         click.echo(f"rollback: {exc}", err=True)
         sys.exit(1)

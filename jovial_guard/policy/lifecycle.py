@@ -15,7 +15,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from ..decision import Decision
 from ..errors import JovialGuardError, PolicyEngineUnavailable
@@ -30,6 +30,9 @@ Say = Callable[[str], None]
 #: Makes an activated revision's signed bundle reach the OPAs beyond this store's own
 #: bundle server (e.g. a cluster ConfigMap): (revision, bundle bytes).
 Publish = Callable[[str, bytes], None]
+#: Waits until every replica serves a revision, as the bundle service saw it (replicas
+#: whose OPA cannot be reached directly): (revision, timeout) -> seconds.
+WaitReplicas = Callable[[str, float], Awaitable[float]]
 
 
 class DeployRefused(JovialGuardError):
@@ -200,6 +203,7 @@ async def deploy(
     *,
     endpoint: OpaEndpoint | Sequence[OpaEndpoint],
     publish: Publish | None = None,
+    wait_replicas: WaitReplicas | None = None,
     records: Iterable[DecisionRecord] = (),
     min_coverage: float = 90.0,
     say: Say = print,
@@ -225,6 +229,8 @@ async def deploy(
     _activate(store, revision, publish)
     try:
         switch = await switch_all(endpoints, revision, timeout=switch_timeout)
+        if wait_replicas is not None:
+            switch = max(switch, await wait_replicas(revision, switch_timeout))
         problems = await probe_all(endpoints, revision)
     except PolicyEngineUnavailable as exc:
         switch, problems = float("nan"), [str(exc)]
@@ -234,6 +240,8 @@ async def deploy(
             _activate(store, previous, publish)
             try:
                 await switch_all(endpoints, previous, timeout=switch_timeout)
+                if wait_replicas is not None:
+                    await wait_replicas(previous, switch_timeout)
             except PolicyEngineUnavailable as exc:
                 detail += f"; rollback not yet confirmed by OPA: {exc}"
         store.record("auto-rollback", revision, previous=previous, details={**checks, "problems": problems, "dry_run": report.summary()}, actor=actor)
@@ -244,7 +252,7 @@ async def deploy(
 
 
 async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint | Sequence[OpaEndpoint], revision: str | None = None, say: Say = print,
-                   actor: str | None = None, publish: Publish | None = None) -> str:
+                   actor: str | None = None, publish: Publish | None = None, wait_replicas: WaitReplicas | None = None) -> str:
     """Re-activate ``revision`` (default: the one before the current), verified and probed."""
     current = store.current()
     if revision is None:
@@ -255,6 +263,8 @@ async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint | Sequence[OpaEn
     endpoints = _endpoints(endpoint)
     _activate(store, revision, publish)
     switch = await switch_all(endpoints, revision)
+    if wait_replicas is not None:
+        switch = max(switch, await wait_replicas(revision, 10.0))
     problems = await probe_all(endpoints, revision)
     if problems:
         raise JovialGuardError(f"rolled back to {revision}, but its probe reports: {'; '.join(problems)}")

@@ -129,7 +129,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
             replicas = []
             for i in range(2):
-                opa = ManagedOpa(None, config=opa_bundle_config(service_url=f"http://127.0.0.1:{bundle_port}", key=store.key),
+                opa = ManagedOpa(None, config=opa_bundle_config(service_url=f"http://127.0.0.1:{bundle_port}", key=store.key, report_status=True),
                                  log_path=tmp / f"opa-{i}.log").start()
                 opas.append(opa)
                 port = free_loopback_port()
@@ -146,7 +146,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             reg.create_mutating_webhook_configuration(mutating)
             reg.create_validating_webhook_configuration(validating)
             wait_until(lambda: "images/latest" in denial(core), "the API server calling the webhook", timeout=60)
-            yield {"cluster": cluster, "core": core, "store": store, "replicas": replicas, "first": first, "tmp": tmp}
+            yield {"cluster": cluster, "core": core, "store": store, "replicas": replicas, "first": first, "tmp": tmp,
+                   "bundle_url": f"http://127.0.0.1:{bundle_port}"}
         finally:
             for p in procs:
                 p.stop()
@@ -169,8 +170,11 @@ def admitted_with_warning(core: client.CoreV1Api) -> str:
     return str(headers.get("Warning", ""))
 
 
-def cli(env: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    urls = [a for r in env["replicas"] for a in ("--replica-opa-url", r.opa.url)]
+def cli(env: dict[str, Any], *args: str, through_bundle_service: bool = False) -> subprocess.CompletedProcess[str]:
+    # Either each replica's OPA directly, or (as from outside a cluster) the replicas'
+    # status reports collected by the bundle service.
+    urls = (["--bundle-url", env["bundle_url"], "--replicas", "2"] if through_bundle_service
+            else [a for r in env["replicas"] for a in ("--replica-opa-url", r.opa.url)])
     return subprocess.run(
         [sys.executable, "-m", "jovial_guard", "policy", *args, "--store", str(env["tmp"] / "store"),
          "--kubeconfig", str(env["cluster"].kubeconfig), "--configmap", CONFIGMAP, *urls],
@@ -188,7 +192,7 @@ def test_deploy_rollback_and_tampered_bundle_on_every_replica(env: dict[str, Any
     data = json.loads((candidate / "data.json").read_text())
     data["settings"]["enforcement"]["modes"] = {"images/latest": "warn"}
     (candidate / "data.json").write_text(json.dumps(data, indent=2))
-    done = cli(env, "deploy", str(candidate))
+    done = cli(env, "deploy", str(candidate), through_bundle_service=True)
     assert done.returncode == 0, done.stdout + done.stderr
     second = env["store"].current()
     assert second != first and f"deployed {second}" in done.stdout
@@ -197,6 +201,9 @@ def test_deploy_rollback_and_tampered_bundle_on_every_replica(env: dict[str, Any
         assert r.webhook.proc.poll() is None
         assert f'jovial_guard_policy_revision_info{{revision="{second}"}} 1.0' in r.get("/metrics")[1]
     assert "[images/latest]" in admitted_with_warning(core)
+    with urllib.request.urlopen(f"{env['bundle_url']}/replicas", timeout=3) as resp:
+        reported = json.loads(resp.read())
+    assert len(reported) == 2 and {r["revision"] for r in reported} == {second}
 
     # Roll back: the denial is back on both replicas.
     back = cli(env, "rollback")
@@ -221,6 +228,10 @@ def test_deploy_rollback_and_tampered_bundle_on_every_replica(env: dict[str, Any
     time.sleep(1.0)
     for r in replicas:
         assert r.serves(first)
+    with urllib.request.urlopen(f"{env['bundle_url']}/replicas", timeout=3) as resp:
+        reported = json.loads(resp.read())
+    # Each OPA told the bundle service it refused the bundle and still serves the first revision.
+    assert {r["revision"] for r in reported} == {first} and all(r["error"] for r in reported), reported
     assert "[images/latest]" in denial(core)
 
 

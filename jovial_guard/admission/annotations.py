@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 def with_request(result: "HandlerResult", review: dict[str, Any], uid: str) -> "HandlerResult":
     """The result labelled with what was asked (operation, kind, namespace, dryRun)."""
-    request = review.get("request") if isinstance(review.get("request"), dict) else {}
-    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
+    raw_request = review.get("request")
+    request: dict[str, Any] = raw_request if isinstance(raw_request, dict) else {}
+    raw_kind = request.get("kind")
+    kind: dict[str, Any] = raw_kind if isinstance(raw_kind, dict) else {}
     return dataclasses.replace(
         result,
         operation=str(request.get("operation") or ""),

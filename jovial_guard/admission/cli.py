@@ -65,10 +65,9 @@ def serve(
     log_format: str,
 ) -> None:
     """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS."""
+    from ..jsonlog import configure
     from .server import WebhookConfig
     from .server import serve as run
-
-    from ..jsonlog import configure
 
     configure(log_level, json_format=log_format == "json")
     if expected_policy_dir and not expected_revision:

@@ -34,8 +34,8 @@ from ..hardening.render_pod import render_pod_patch, reroot_patch
 from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
 from ..policy.engine import PolicyEngine
 from ..workload import Workload
-from .cache import DecisionCache, RevisionTracker, workload_key
 from .annotations import decision_audit, with_request
+from .cache import DecisionCache, RevisionTracker, workload_key
 from .labels import label_ops
 from .namespaces import NamespaceLabels, NamespaceLabelsUnavailable
 from .review import (

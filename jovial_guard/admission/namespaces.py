@@ -94,7 +94,7 @@ def kubernetes_reader(kubeconfig: str | None = None) -> Reader:
             if kubeconfig:
                 await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
             else:
-                config.load_incluster_config(client_configuration=cfg)
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             state["api"] = client.CoreV1Api(client.ApiClient(configuration=cfg))
         ns = await state["api"].read_namespace(namespace, _request_timeout=2)
         return dict(ns.metadata.labels or {})

@@ -42,7 +42,7 @@ async def audit_once(
     if kubeconfig:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     else:
-        config.load_incluster_config(client_configuration=cfg)
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     async with client.ApiClient(configuration=cfg) as api, OpaConnection(OpaEndpoint(opa_url, token=opa_token), timeout=5.0) as conn:
         engine = PolicyEngine(conn, deadline=5.0)
         revision = await engine.revision()

@@ -33,7 +33,8 @@ GROUP, VERSION, PLURAL = "wgpolicyk8s.io", "v1alpha2", "policyreports"
 def stored_pod_workload(pod: dict[str, Any], *, auditor: str, namespace_labels: dict[str, str]) -> Workload:
     """The decision input for a stored pod (see the module docstring)."""
     pod = {**pod, "apiVersion": "v1", "kind": "Pod"}
-    meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    raw_meta = pod.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     pod["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
     request = {
         "uid": str(meta.get("uid", "")),
@@ -111,17 +112,17 @@ async def read_cluster(api_client: Any, namespaces: tuple[str, ...] = ()) -> tup
     from kubernetes_asyncio import client
 
     core = client.CoreV1Api(api_client)
-    ns_resp = await core.list_namespace(_preload_content=False)
+    ns_resp: Any = await core.list_namespace(_preload_content=False)
     ns_items = json.loads(await ns_resp.read())["items"]
     labels = {n["metadata"]["name"]: mode_labels(n["metadata"].get("labels")) for n in ns_items}
     pods: list[dict[str, Any]] = []
     if namespaces:
         for ns in namespaces:
-            resp = await core.list_namespaced_pod(ns, _preload_content=False)
+            resp: Any = await core.list_namespaced_pod(ns, _preload_content=False)
             pods += json.loads(await resp.read())["items"]
     else:
-        resp = await core.list_pod_for_all_namespaces(_preload_content=False)
-        pods = json.loads(await resp.read())["items"]
+        resp_all: Any = await core.list_pod_for_all_namespaces(_preload_content=False)
+        pods = json.loads(await resp_all.read())["items"]
     return pods, labels
 
 

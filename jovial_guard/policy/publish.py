@@ -34,8 +34,8 @@ def _core(kubeconfig: str | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig:
-        return client.CoreV1Api(config.new_client_from_config(kubeconfig))
-    config.load_incluster_config()
+        return client.CoreV1Api(config.new_client_from_config(kubeconfig))  # type: ignore[no-untyped-call]
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.CoreV1Api()
 
 
@@ -57,7 +57,7 @@ class ConfigMapBundle:
 
     def publish(self, revision: str, payload: bytes) -> None:
         """Create or replace the ConfigMap with ``payload`` as the active revision."""
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         if len(payload) > MAX_BUNDLE_BYTES:
             raise PublishError(f"bundle is {len(payload)} bytes; a ConfigMap holds at most {MAX_BUNDLE_BYTES}")
@@ -79,7 +79,7 @@ class ConfigMapBundle:
 
     def read(self) -> tuple[str, bytes] | None:
         """(revision, bundle bytes) as published, or None when nothing is."""
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         try:
             cm = self._api.read_namespaced_config_map(self.name, self.namespace)

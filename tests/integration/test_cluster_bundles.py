@@ -30,7 +30,11 @@ import pytest
 
 from jovial_guard.admission.tls import CertPaths, write_webhook_certs
 from jovial_guard.policy.bundles import opa_bundle_config
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+from jovial_guard.policy.opa_process import (
+    DEFAULT_POLICY_DIR,
+    ManagedOpa,
+    free_loopback_port,
+)
 from jovial_guard.policy.publish import ConfigMapBundle
 from jovial_guard.policy.store import PolicyStore
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jovial_guard.decision import Decision, Reason
@@ -34,3 +36,18 @@ def test_odd_modes_are_malformed(doc: dict[str, object]) -> None:
 
 def test_fail_closed_denials_are_enforce() -> None:
     assert Decision.deny("policy-engine-unavailable", "down").mode == "enforce"
+
+
+def test_decision_log_records_the_mode(tmp_path: Path) -> None:
+    from jovial_guard.policy.decision_log import DecisionLog
+    from jovial_guard.workload import Workload
+
+    doc = {**DENY, "mode": "enforce", "warned": [{"rule": "b/x", "message": "w"}], "audited": [{"rule": "a/y", "message": "a"}]}
+    workload = Workload(origin="admission", kind="Pod", name="p", namespace="ns", pod={"metadata": {}, "spec": {}},
+                        namespace_labels={"jovial-guard.io/mode": "warn"})
+    log = DecisionLog(tmp_path / "d.jsonl")
+    log.record(workload, Decision.from_opa(doc), 0.001)
+    (record,) = list(log.records())
+    assert record.mode == "enforce"
+    assert record.warned == [{"rule": "b/x", "message": "w"}] and record.audited == [{"rule": "a/y", "message": "a"}]
+    assert record.input["workload"]["namespace_labels"] == {"jovial-guard.io/mode": "warn"}

@@ -129,13 +129,22 @@ _cluster_options = [
     click.option("--bundle-url", default=None,
                  help="The cluster's bundle service (e.g. through `kubectl port-forward`): wait until --replicas OPAs report the revision there."),
     click.option("--replicas", default=1, show_default=True, type=int, help="With --bundle-url: how many OPA replicas must activate the revision."),
+    click.option("--probe-namespace", default=None,
+                 help="With --kubeconfig: dry-run the known-good and known-bad pods in this guarded namespace through the API server after the switch."),
 ]
 
 
 def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str | None, opa_token: str | None,
-                    replicas: tuple[str, ...], bundle_url: str | None = None, count: int = 1) -> tuple[Any, Any, Any]:
-    """(endpoints, publish, wait_replicas) for deploy/rollback: the local OPA, or a cluster's replicas."""
+                    replicas: tuple[str, ...], bundle_url: str | None = None, count: int = 1,
+                    probe_namespace: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """(endpoints, publish, wait_replicas, extra_probe) for deploy/rollback: the local OPA, or a cluster's replicas."""
     from .client import OpaEndpoint
+
+    extra_probe = None
+    if probe_namespace:
+        from .cluster_probe import api_server_probe
+
+        extra_probe = api_server_probe(kubeconfig, probe_namespace)
 
     wait = None
     if bundle_url:
@@ -153,10 +162,10 @@ def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str 
     elif kubeconfig:
         raise click.BadParameter("--kubeconfig needs --configmap NAMESPACE/NAME", param_hint="--configmap")
     if replicas:
-        return [OpaEndpoint(u, token=opa_token) for u in replicas], publish, wait
+        return [OpaEndpoint(u, token=opa_token) for u in replicas], publish, wait, extra_probe
     if bundle_url and not opa_url:
-        return [], publish, wait
-    return _endpoint(opa_url, opa_token), publish, wait
+        return [], publish, wait, extra_probe
+    return _endpoint(opa_url, opa_token), publish, wait, extra_probe
 
 
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")
@@ -219,7 +228,8 @@ def dry_run_command(candidate: str, since: str, baseline: str | None, as_json: b
 @_with(_opa_options)
 @_with(_cluster_options)
 def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None,
-           kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int) -> None:
+           kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int,
+           probe_namespace: str | None) -> None:
     """Lint, test, dry-run, then activate CANDIDATE as a new signed revision; probe; roll back on failure."""
     import asyncio
 
@@ -227,11 +237,12 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
     from .lifecycle import deploy as do_deploy
 
     store = _store(store_dir)
-    endpoint, publish, wait = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas)
+    endpoint, publish, wait, extra = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
+                                                     probe_namespace)
     records = list(_decision_log(decision_log).records(since=_since(since)))
     try:
         asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo,
-                              publish=publish, wait_replicas=wait))
+                              publish=publish, wait_replicas=wait, extra_probe=extra))
     except JovialGuardError as exc:
         click.echo(f"deploy: {exc}", err=True)
         sys.exit(1)
@@ -243,7 +254,8 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
 @_with(_opa_options)
 @_with(_cluster_options)
 def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None,
-             kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int) -> None:
+             kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int,
+             probe_namespace: str | None) -> None:
     """Re-activate REVISION (default: the one before the current)."""
     import asyncio
 
@@ -251,8 +263,10 @@ def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, o
     from .lifecycle import rollback as do_rollback
 
     try:
-        endpoint, publish, wait = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas)
-        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish, wait_replicas=wait))
+        endpoint, publish, wait, extra = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
+                                                         probe_namespace)
+        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish,
+                                wait_replicas=wait, extra_probe=extra))
     except JovialGuardError as exc:
         click.echo(f"rollback: {exc}", err=True)
         sys.exit(1)

@@ -33,6 +33,9 @@ Publish = Callable[[str, bytes], None]
 #: Waits until every replica serves a revision, as the bundle service saw it (replicas
 #: whose OPA cannot be reached directly): (revision, timeout) -> seconds.
 WaitReplicas = Callable[[str, float], Awaitable[float]]
+#: Extra health probe of a revision once every replica serves it (e.g. dry-run pods
+#: through the API server): revision -> problems.
+ExtraProbe = Callable[[str], Awaitable[list[str]]]
 
 
 class DeployRefused(JovialGuardError):
@@ -204,6 +207,7 @@ async def deploy(
     endpoint: OpaEndpoint | Sequence[OpaEndpoint],
     publish: Publish | None = None,
     wait_replicas: WaitReplicas | None = None,
+    extra_probe: ExtraProbe | None = None,
     records: Iterable[DecisionRecord] = (),
     min_coverage: float = 90.0,
     say: Say = print,
@@ -232,6 +236,8 @@ async def deploy(
         if wait_replicas is not None:
             switch = max(switch, await wait_replicas(revision, switch_timeout))
         problems = await probe_all(endpoints, revision)
+        if extra_probe is not None:
+            problems += await extra_probe(revision)
     except PolicyEngineUnavailable as exc:
         switch, problems = float("nan"), [str(exc)]
     if problems:
@@ -252,7 +258,8 @@ async def deploy(
 
 
 async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint | Sequence[OpaEndpoint], revision: str | None = None, say: Say = print,
-                   actor: str | None = None, publish: Publish | None = None, wait_replicas: WaitReplicas | None = None) -> str:
+                   actor: str | None = None, publish: Publish | None = None, wait_replicas: WaitReplicas | None = None,
+                   extra_probe: ExtraProbe | None = None) -> str:
     """Re-activate ``revision`` (default: the one before the current), verified and probed."""
     current = store.current()
     if revision is None:
@@ -266,6 +273,8 @@ async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint | Sequence[OpaEn
     if wait_replicas is not None:
         switch = max(switch, await wait_replicas(revision, 10.0))
     problems = await probe_all(endpoints, revision)
+    if extra_probe is not None:
+        problems += await extra_probe(revision)
     if problems:
         raise JovialGuardError(f"rolled back to {revision}, but its probe reports: {'; '.join(problems)}")
     store.record("rollback", revision, previous=current, details={"switch_seconds": round(switch, 3)}, actor=actor)

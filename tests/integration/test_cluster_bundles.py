@@ -177,7 +177,7 @@ def admitted_with_warning(core: client.CoreV1Api) -> str:
 def cli(env: dict[str, Any], *args: str, through_bundle_service: bool = False) -> subprocess.CompletedProcess[str]:
     # Either each replica's OPA directly, or (as from outside a cluster) the replicas'
     # status reports collected by the bundle service.
-    urls = (["--bundle-url", env["bundle_url"], "--replicas", "2"] if through_bundle_service
+    urls = (["--bundle-url", env["bundle_url"], "--replicas", "2", "--probe-namespace", NS] if through_bundle_service
             else [a for r in env["replicas"] for a in ("--replica-opa-url", r.opa.url)])
     return subprocess.run(
         [sys.executable, "-m", "jovial_guard", "policy", *args, "--store", str(env["tmp"] / "store"),
@@ -267,3 +267,32 @@ def test_namespace_mode_label_through_the_api_server(env: dict[str, Any]) -> Non
     finally:
         core.patch_namespace(NS, {"metadata": {"labels": {label: None}}})
     wait_until(lambda: "[images/latest]" in denial(core), "the label's removal taking effect", timeout=15)
+
+
+def test_open_policy_is_rolled_back_by_the_api_server_probe(env: dict[str, Any]) -> None:
+    """A candidate that passes its own (edited) tests but admits privileged pods: the dry-run
+    probe through the API server catches it and every replica is put back."""
+    core, replicas, store = env["core"], env["replicas"], env["store"]
+    before = store.current()
+    opened = env["tmp"] / "opened"
+    shutil.copytree(DEFAULT_POLICY_DIR, opened)
+    main = (opened / "main.rego").read_text()
+    (opened / "main.rego").write_text(main.replace("(pod_security.violation | images.violation)", "images.violation"))
+    tests = (opened / "main_test.rego").read_text()
+    start, end = tests.index("test_dangerous_pod_denied_with_reasons"), tests.index("test_revision_from_data")
+    (opened / "main_test.rego").write_text(tests[:start] + tests[end:])
+    done = cli(env, "deploy", str(opened), "--min-coverage", "0", through_bundle_service=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    # The open policy admits it, and only the API server's own validation (privileged with
+    # the patch's allowPrivilegeEscalation: false) stops it: not the policy, so a problem.
+    assert "known-bad privileged pod was refused, but not by the policy" in done.stderr
+    assert f"rolled back to {before}" in done.stderr
+    assert store.current() == before and store.history()[-1].action == "auto-rollback"
+    for r in replicas:
+        wait_until(lambda r=r: r.serves(before), "replica back on the previous revision", timeout=15)
+    privileged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "priv"},
+                  "spec": {"containers": [{"name": "c", "image": "quay.io/jupyter/base-notebook:2024-05-27",
+                                           "securityContext": {"privileged": True}}]}}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(NS, privileged, dry_run="All")
+    assert "[pod-security/privileged]" in json.loads(refused.value.body)["message"]

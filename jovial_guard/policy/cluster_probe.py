@@ -40,11 +40,11 @@ def api_server_probe(kubeconfig: str | None, namespace: str) -> ClusterProbe:
         core = client.CoreV1Api(api)
         problems = []
         try:
-            core.create_namespaced_pod(namespace, _pod(KNOWN_GOOD), dry_run="All")
+            core.create_namespaced_pod(namespace, _pod(KNOWN_GOOD), dry_run="All")  # type: ignore[arg-type]
         except ApiException as exc:
             problems.append(f"known-good notebook was refused through the API server: {_message(exc)}")
         try:
-            core.create_namespaced_pod(namespace, _pod(KNOWN_BAD), dry_run="All")
+            core.create_namespaced_pod(namespace, _pod(KNOWN_BAD), dry_run="All")  # type: ignore[arg-type]
             problems.append("known-bad privileged pod was admitted through the API server")
         except ApiException as exc:
             if "[pod-security/" not in _message(exc):

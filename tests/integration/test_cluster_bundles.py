@@ -200,6 +200,7 @@ def test_deploy_rollback_and_tampered_bundle_on_every_replica(env: dict[str, Any
     assert done.returncode == 0, done.stdout + done.stderr
     second = env["store"].current()
     assert second != first and f"deployed {second}" in done.stdout
+    print(done.stdout.strip().splitlines()[-1])  # how long the replicas took to switch
     for r in replicas:  # every replica, no restart (the webhook polls its OPA every 0.3 s)
         wait_until(lambda r=r: r.serves(second), "replica on the deployed revision", timeout=5)
         assert r.webhook.proc.poll() is None

@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, str] = {
     "audit": "jovial_guard.audit.cli:audit",
     "webhook": "jovial_guard.admission.cli:webhook",
     "profile": "jovial_guard.hardening.profile_cli:profile",
+    "audit-cluster": "jovial_guard.clusteraudit.cli:audit_cluster",
 }
 
 #: name -> one-line help shown by ``jovial-guard --help`` (no import needed).
@@ -47,6 +48,7 @@ SUMMARIES: dict[str, str] = {
     "audit": "Runtime audit: intake, log, queries.",
     "webhook": "Kubernetes admission webhook: serve, certificates, NetworkPolicies, chart hooks.",
     "profile": "Seccomp profiles learned from recorded notebook workloads.",
+    "audit-cluster": "Decide every running pod against the current policy; PolicyReports.",
 }
 
 #: Modules of the [hub] extra: a command missing one says which extra to install.

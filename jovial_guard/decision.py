@@ -18,6 +18,9 @@ from .errors import MalformedDecision
 ENGINE_UNAVAILABLE = "policy-engine-unavailable"
 #: Rule id for input that cannot be decided at all.
 MALFORMED_INPUT = "malformed-input"
+#: Enforcement modes a violation can act in (policies/enforcement), and "none" for a
+#: decision nothing was violated in.
+MODES = ("enforce", "warn", "audit", "none")
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,12 @@ class Decision:
     exemptions: tuple[Exemption, ...] = ()
     #: How the workload was decided: "notebook" or "platform" ("" when not decided).
     scope: str = ""
+    #: The strictest enforcement mode a violation acted in: "enforce" (denied, and every
+    #: fail-closed denial), "warn", "audit", or "none" when nothing was violated.
+    mode: str = "none"
+    #: Violations of rules in warn mode (admitted, shown) and audit mode (admitted, recorded).
+    warned: tuple[Reason, ...] = ()
+    audited: tuple[Reason, ...] = ()
 
     @classmethod
     def deny(cls, rule: str, message: str, *, policy_revision: str = "unknown") -> Decision:
@@ -221,6 +230,7 @@ class Decision:
             reasons=(Reason(rule=rule, message=message),),
             spec=None,
             policy_revision=policy_revision,
+            mode="enforce",
         )
 
     @classmethod
@@ -237,15 +247,13 @@ class Decision:
         raw_reasons = result.get("reasons", [])
         if not isinstance(raw_reasons, list):
             raise MalformedDecision("decision 'reasons' is not a list")
-        try:
-            reasons = tuple(
-                sorted(
-                    (Reason(rule=str(r["rule"]), message=str(r["message"])) for r in raw_reasons),
-                    key=lambda r: (r.rule, r.message),
-                )
-            )
-        except (KeyError, TypeError) as exc:
-            raise MalformedDecision(f"decision reason is malformed: {exc!r}") from exc
+        reasons = _reasons(raw_reasons, "reasons")
+        warned = _reasons(result.get("warned", []), "warned")
+        audited = _reasons(result.get("audited", []), "audited")
+        mode = result.get("mode", "enforce" if not allowed else "none")
+        if mode not in MODES or (not allowed and mode != "enforce"):
+            # A denial always acts in enforce mode; anything else is a policy bug.
+            raise MalformedDecision(f"decision mode {mode!r} is not one of {', '.join(MODES)} or contradicts 'allowed'")
         if not allowed and not reasons:
             reasons = (Reason(rule="denied", message="The policy denied this workload."),)
         if allowed and not isinstance(result.get("spec"), dict):
@@ -270,8 +278,34 @@ class Decision:
             warnings=tuple(sorted(str(w) for w in warnings)) if isinstance(warnings, list) else (),
             exemptions=exemptions,
             scope=str(result.get("scope", "")),
+            mode=str(mode),
+            warned=warned,
+            audited=audited,
+        )
+
+    def violations(self) -> tuple[tuple[str, Reason], ...]:
+        """Every violation that acted, with its mode: enforced, warned, audited."""
+        return (
+            tuple(("enforce", r) for r in self.reasons)
+            + tuple(("warn", r) for r in self.warned)
+            + tuple(("audit", r) for r in self.audited)
         )
 
     def message(self) -> str:
         """All reasons as one readable paragraph (the spawn page, the API error)."""
         return " ".join(f"[{r.rule}] {r.message}" for r in self.reasons)
+
+
+def _reasons(raw: Any, name: str) -> tuple[Reason, ...]:
+    """A list of {rule, message} from OPA, sorted; MalformedDecision otherwise."""
+    if not isinstance(raw, list):
+        raise MalformedDecision(f"decision {name!r} is not a list")
+    try:
+        return tuple(
+            sorted(
+                (Reason(rule=str(r["rule"]), message=str(r["message"])) for r in raw),
+                key=lambda r: (r.rule, r.message),
+            )
+        )
+    except (KeyError, TypeError) as exc:
+        raise MalformedDecision(f"decision {name} entry is malformed: {exc!r}") from exc

@@ -70,6 +70,9 @@ class Workload:
     request_groups: tuple[str, ...] = ()
     dry_run: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Labels of the workload's namespace (they may set enforcement modes); empty when
+    #: the caller does not read them (the spawn hook, a webhook without namespace lookup).
+    namespace_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -112,6 +115,7 @@ class Workload:
                 "request_groups": sorted(self.request_groups),
                 "pod": self.pod,
                 "extra": self.extra,
+                "namespace_labels": self.namespace_labels,
             }
         }
 

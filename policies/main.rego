@@ -1,12 +1,16 @@
 # The decision: combines every concern into one answer with reasons and a SecuritySpec.
 #
 # Entry point for both enforcement points: data.jovial_guard.main.decision.
-# Allowed only when no package reports a violation; an allowed decision always carries a
+# Every violation left after exemptions acts in its rule's enforcement mode (see the
+# enforcement package): only enforce-mode violations deny; warn-mode ones are admitted and
+# also listed as warnings; audit-mode ones are admitted and listed for the record.
+# Allowed only when no violation is enforced; an allowed decision always carries a
 # complete spec (if the spec cannot be built the decision is undefined, and the Python
 # side fails closed).
 package jovial_guard.main
 
 import data.jovial_guard.egress
+import data.jovial_guard.enforcement
 import data.jovial_guard.exemptions
 import data.jovial_guard.identity
 import data.jovial_guard.images
@@ -34,11 +38,21 @@ else := (((pod_security.violation | images.violation) | resources.violation) | n
 
 violations := exemptions.remaining(checked)
 
+enforced := enforcement.acting(violations, "enforce")
+
+warned := enforcement.acting(violations, "warn")
+
+audited := enforcement.acting(violations, "audit")
+
+mode := enforcement.strictest(violations)
+
 exempted := sort([e | some e in exemptions.used(checked)])
 
-warnings := set() if metadata_only
+omissions := set() if metadata_only
 
 else := pod_security.omission | resources.omission
+
+warnings := omissions | {sprintf("[%s] %s", [v.rule, v.message]) | some v in warned}
 
 revision := r if {
 	r := data.jovial_guard_meta.revision
@@ -52,20 +66,26 @@ decision := {
 	"scope": scope,
 	"spec": spec,
 	"revision": revision,
+	"mode": mode,
+	"warned": sort([v | some v in warned]),
+	"audited": sort([v | some v in audited]),
 } if {
-	count(violations) == 0
+	count(enforced) == 0
 }
 
 decision := {
 	"allowed": false,
-	"reasons": [v | some v in violations],
+	"reasons": [v | some v in enforced],
 	"warnings": sort(warnings),
 	"exemptions": exempted,
 	"scope": scope,
 	"spec": null,
 	"revision": revision,
+	"mode": mode,
+	"warned": sort([v | some v in warned]),
+	"audited": sort([v | some v in audited]),
 } if {
-	count(violations) > 0
+	count(enforced) > 0
 }
 
 # The uid/gid the workload runs as: what the pod already asks for (non-root is enforced

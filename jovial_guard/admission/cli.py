@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -35,7 +34,11 @@ def webhook() -> None:
 @click.option("--require-hardened/--no-require-hardened", default=True, show_default=True, help="/validate refuses objects that still need the hardening patch.")
 @click.option("--allow-unsupported-kinds", is_flag=True, default=False, help="Admit kinds without a pod template (default: deny them; the shipped configurations never route them).")
 @click.option("--decision-log", type=click.Path(dir_okay=False), default=None, help="Append /mutate decisions (masked inputs) to this JSON-lines decision log; with --workers N each worker writes PATH.<pid>.")
+@click.option("--namespace-labels/--no-namespace-labels", default=False, show_default=True, help="Read each namespace's enforcement-mode labels (jovial-guard.io/mode, mode.jovial-guard.io/<rule>) through the API server; needs get on namespaces. Unreadable labels deny.")
+@click.option("--namespace-labels-ttl", default=10.0, show_default=True, type=float, help="Seconds a namespace's labels are cached (how soon a label change applies).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, help="Kubeconfig for the namespace reads (default: in-cluster credentials).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True, help="JSON lines (decision id, revision, request uid as fields) or plain text.")
 def serve(
     opa_url: str,
     opa_token_file: str | None,
@@ -55,7 +58,11 @@ def serve(
     require_hardened: bool,
     allow_unsupported_kinds: bool,
     decision_log: str | None,
+    namespace_labels: bool,
+    namespace_labels_ttl: float,
+    kubeconfig: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS.
 
@@ -65,13 +72,14 @@ def serve(
     activates, so refusing to start would turn that normal start-up race into a crash
     loop. The log and /readyz say what to load.
     """
+    from ..jsonlog import configure
     from ..policy.client import OpaEndpoint
     from .server import WebhookConfig
     from .server import serve as run
 
     OpaEndpoint(opa_url).parts()  # a wrong URL stops here, before any worker starts
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(log_level, json_format=log_format == "json")
     if expected_policy_dir and not expected_revision:
         from ..policy.opa_process import policy_revision
 
@@ -95,6 +103,9 @@ def serve(
         require_hardened=require_hardened,
         allow_unsupported_kinds=allow_unsupported_kinds,
         decision_log_path=Path(decision_log) if decision_log else None,
+        namespace_labels=namespace_labels,
+        namespace_labels_ttl=namespace_labels_ttl,
+        kubeconfig=kubeconfig,
     )
     raise SystemExit(run(config))
 

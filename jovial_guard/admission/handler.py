@@ -21,6 +21,7 @@ a decision OPA gave.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,8 +35,10 @@ from ..normalize import POD_TEMPLATE_PATHS, workload_from_admission_review
 from ..policy.client import encode_input
 from ..policy.engine import PolicyEngine
 from ..workload import Workload
+from .annotations import decision_audit, with_request
 from .cache import DecisionCache, RevisionTracker, input_key
 from .labels import label_ops
+from .namespaces import NamespaceLabels, NamespaceLabelsUnavailable
 from .review import (
     MalformedReview,
     bad_request_body,
@@ -59,6 +62,8 @@ EPHEMERAL_PREFIX = "/spec/ephemeralContainers/"
 METADATA_ONLY = "update-metadata-only"
 #: Rule id for any bug or surprise inside the webhook (never an allow).
 INTERNAL_ERROR = "webhook-internal-error"
+#: Rule id when the namespace's labels (which may set enforcement modes) cannot be read.
+NAMESPACE_UNAVAILABLE = "namespace-labels-unavailable"
 
 #: Told once about each decision OPA made, for the first non-dryRun request it answers
 #: (later cache hits repeat it): (workload, decision, mode, seconds). Must not raise.
@@ -74,6 +79,18 @@ class HandlerResult:
     outcome: str  # allowed | denied | malformed | error
     cache: str = "none"  # hit | miss | none
     rule: str = ""
+    #: The strictest enforcement mode that acted (enforce, warn, audit, none).
+    mode: str = "none"
+    #: What was asked, for metrics and logs: filled from the request by ``handle``.
+    operation: str = ""
+    kind: str = ""
+    namespace: str = ""
+    dry_run: bool = False
+    request_uid: str = ""
+    decision_id: str = ""
+    revision: str = ""
+    #: (mode, rule id) of every violation that acted.
+    violations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -112,8 +129,10 @@ class AdmissionHandler:
         cache: DecisionCache[_Cached] | None = None,
         revisions: RevisionTracker | None = None,
         decision_log: DecisionLog | None = None,
+        namespaces: NamespaceLabels | None = None,
     ) -> None:
         self.engine = engine
+        self.namespaces = namespaces
         self.settings = settings or AdmissionSettings()
         if self.settings.deadline <= 0:
             raise ValueError("deadline must be positive seconds, e.g. 3.0")
@@ -134,9 +153,9 @@ class AdmissionHandler:
         except Exception as exc:  # noqa: BLE001 - a parser surprise is still a bad body
             return HandlerResult(400, bad_request_body(f"unreadable body: {type(exc).__name__}"), "malformed")
         try:
-            return await self._decide(review, uid, mode, started)
+            result = await self._decide(review, uid, mode, started)
         except TimeoutError:
-            return self._deny(
+            result = self._deny(
                 uid,
                 Decision.deny(
                     ENGINE_UNAVAILABLE,
@@ -146,14 +165,27 @@ class AdmissionHandler:
                 code=503,
                 outcome="error",
             )
+        except NamespaceLabelsUnavailable as exc:
+            log.warning("namespace labels unavailable: %s", exc)
+            result = self._deny(
+                uid,
+                Decision.deny(
+                    NAMESPACE_UNAVAILABLE,
+                    "jovial-guard could not read this namespace's enforcement-mode labels, so the object "
+                    "was not admitted (fail closed). Try again.",
+                ),
+                code=503,
+                outcome="error",
+            )
         except Exception:
             log.exception("admission handler failed")
-            return self._deny(
+            result = self._deny(
                 uid,
                 Decision.deny(INTERNAL_ERROR, "jovial-guard hit an internal error and refused the object (fail closed)."),
                 code=500,
                 outcome="error",
             )
+        return with_request(result, review, uid)
 
     async def _decide(self, review: dict[str, Any], uid: str, mode: Mode, started: float) -> HandlerResult:
         kind = request_kind(review)
@@ -192,6 +224,16 @@ class AdmissionHandler:
                 rule=METADATA_ONLY,
             )
         workload = with_stored_object(review["request"], workload, update)
+        if self.namespaces is not None and workload.namespace:
+            # The namespace's mode labels are part of the decision input (and of the cache
+            # key); a fresh cached copy costs nothing, a read counts against the deadline.
+            labels = self.namespaces.cached(workload.namespace)
+            if labels is None:
+                remaining = self.settings.deadline - (time.perf_counter() - started)
+                if remaining <= 0:
+                    raise TimeoutError
+                labels = await asyncio.wait_for(self.namespaces.labels(workload.namespace), timeout=remaining)
+            workload = dataclasses.replace(workload, namespace_labels=labels)
 
         # Fast path (CPU only, bounded): a cached answer for this workload and revision.
         revision = self.revisions.current
@@ -231,8 +273,12 @@ class AdmissionHandler:
             rule, message = cached.extra_reason
             audit["denied-by"] = rule
             return HandlerResult(
-                200,
-                build_response(
+                mode="enforce",
+                decision_id=decision.decision_id,
+                revision=decision.policy_revision,
+                violations=tuple((m, r.rule) for m, r in decision.violations()),
+                status=200,
+                body=build_response(
                     uid,
                     allowed=False,
                     code=self.settings.deny_code,
@@ -241,20 +287,24 @@ class AdmissionHandler:
                     warnings=decision.warnings,
                     audit_annotations=audit,
                 ),
-                "denied",
+                outcome="denied",
                 cache=cache_label,
                 rule=rule,
             )
         return HandlerResult(
-            200,
-            build_response(
+            mode=decision.mode,
+            decision_id=decision.decision_id,
+            revision=decision.policy_revision,
+            violations=tuple((m, r.rule) for m, r in decision.violations()),
+            status=200,
+            body=build_response(
                 uid,
                 allowed=True,
                 patch_b64=cached.patch_b64,
                 warnings=decision.warnings,
                 audit_annotations=audit,
             ),
-            "allowed",
+            outcome="allowed",
             cache=cache_label,
         )
 
@@ -326,8 +376,12 @@ class AdmissionHandler:
     ) -> HandlerResult:
         annotations = audit or {"policy-revision": decision.policy_revision, "decision-id": decision.decision_id, **decision_audit(decision)}
         return HandlerResult(
-            200,
-            build_response(
+            mode=decision.mode,
+            decision_id=decision.decision_id,
+            revision=decision.policy_revision,
+            violations=tuple((m, r.rule) for m, r in decision.violations()),
+            status=200,
+            body=build_response(
                 uid,
                 allowed=False,
                 code=code,
@@ -336,17 +390,7 @@ class AdmissionHandler:
                 warnings=decision.warnings,
                 audit_annotations=annotations,
             ),
-            outcome,
+            outcome=outcome,
             cache=cache,
             rule=decision.reasons[0].rule if decision.reasons else "",
         )
-
-
-def decision_audit(decision: Decision) -> dict[str, str]:
-    """Audit annotations for how a decision was made: the scope and any exemptions used."""
-    audit: dict[str, str] = {}
-    if decision.scope:
-        audit["scope"] = decision.scope
-    if decision.exemptions:
-        audit["exemptions"] = ", ".join(f"{e.id} ({e.rule}): {e.reason}" for e in decision.exemptions)[:1024]
-    return audit

@@ -34,6 +34,7 @@ from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, PolicyEngine
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
+from .namespaces import NamespaceLabels, kubernetes_reader
 from .review import bad_request_body, dump_json
 from .tls import ReloadingTLS
 
@@ -73,6 +74,47 @@ class WebhookConfig:
     #: JSON-lines decision log (jovial_guard.policy.decision_log) of /mutate decisions;
     #: with several workers each writes PATH.<pid> (the log's rotation is per process).
     decision_log_path: Path | None = None
+    #: Read each namespace's enforcement-mode labels through the API server (in-cluster
+    #: credentials, or ``kubeconfig``), cached for ``namespace_labels_ttl`` seconds. Off:
+    #: only the modes in the policy data apply.
+    namespace_labels: bool = False
+    kubeconfig: str | None = None
+    namespace_labels_ttl: float = 10.0
+
+
+def log_decision(endpoint: str, result: Any) -> None:
+    """One JSON log line per answered review: INFO when a rule acted or the answer was
+    not an allow, DEBUG for a clean allow (the common case, kept out of default logs)."""
+    level = logging.DEBUG if result.outcome == "allowed" and result.mode == "none" else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    log.log(
+        level,
+        "admission %s %s %s/%s: %s",
+        endpoint,
+        result.operation,
+        result.namespace,
+        result.kind,
+        result.outcome,
+        extra={
+            "fields": {
+                "event": "admission",
+                "endpoint": endpoint,
+                "request_uid": result.request_uid,
+                "decision_id": result.decision_id,
+                "revision": result.revision,
+                "operation": result.operation,
+                "kind": result.kind,
+                "namespace": result.namespace,
+                "dry_run": result.dry_run,
+                "mode": result.mode,
+                "outcome": result.outcome,
+                "rule": result.rule,
+                "violations": [{"mode": m, "rule": r} for m, r in result.violations],
+                "cache": result.cache,
+            }
+        },
+    )
 
 
 def mutate_decision_log(path: Path, *, per_process: bool) -> DecisionLog:
@@ -126,6 +168,11 @@ class WebhookServer:
                 cache=self.cache,
                 revisions=self.revisions,
                 decision_log=self.decision_log,
+                namespaces=(
+                    NamespaceLabels(kubernetes_reader(self.config.kubeconfig), ttl=self.config.namespace_labels_ttl)
+                    if self.config.namespace_labels
+                    else None
+                ),
             )
             await self.poll_revision_once()
             poller = asyncio.create_task(self._poll_revisions())
@@ -151,6 +198,7 @@ class WebhookServer:
             self.revisions.observe(revision)
         ready, _ = self.revisions.ready(max_age=self._max_age)
         self.metrics.ready.set(1 if ready else 0)
+        self.metrics.set_revision(self.revisions.current)
 
     @property
     def _max_age(self) -> float:
@@ -178,12 +226,13 @@ class WebhookServer:
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                self.metrics.requests.labels(mode, "malformed").inc()
+                self.metrics.requests.labels(mode, "unknown", "unknown", "", "none", "malformed", "false").inc()
                 return web.json_response(bad_request_body(f"body larger than {MAX_BODY} bytes"), status=413)
             if self.handler is None:  # pragma: no cover - only before startup finished
                 return web.json_response(bad_request_body("webhook is starting"), status=503)
             result = await self.handler.handle(body, mode=mode)
-            self.metrics.requests.labels(mode, result.outcome).inc()
+            self.metrics.observe_request(mode, result)
+            log_decision(mode, result)
             if result.cache != "none":
                 self.metrics.cache.labels(result.cache).inc()
             if result.outcome in ("denied", "error") and result.rule:

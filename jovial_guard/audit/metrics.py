@@ -1,7 +1,8 @@
 """Prometheus metrics for the audit service, on a registry of its own (served on /metrics).
 
-Labels follow the issue: events by kind, rule, priority and user; decisions and denials;
-intake latency. ``user`` is the attributed hub user or ``unattributed``.
+Events by kind, rule, priority and whether they were attributed to a hub user; decisions
+and denials; intake latency. No label carries a user name (its cardinality would grow with
+every user): per-user views come from the audit log itself (``jovial-guard audit query``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class AuditMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("jovial_guard_audit_events_total", "Audit events recorded.",
-                              ["kind", "rule", "priority", "user"], registry=r)
+                              ["kind", "rule", "priority", "attributed"], registry=r)
         self.decisions = Counter("jovial_guard_audit_decisions_total", "Policy decisions recorded.",
                                  ["allowed", "origin"], registry=r)
         self.denials = Counter("jovial_guard_audit_denials_total", "Policy denials by first reason rule.",
@@ -40,12 +41,14 @@ class AuditMetrics:
         self.records = Gauge("jovial_guard_audit_log_records", "Records in the audit log.", registry=r)
         self._event_children: dict[tuple[str, str, str, str], Counter] = {}
 
-    def event(self, kind: str, rule: str, priority: str, user: str | None) -> None:
-        key = (kind, rule, priority, user or "unattributed")
+    def event(self, kind: str, rule: str, priority: str, user: str | None, count: int = 1) -> None:
+        """Count ``count`` events; ``user`` only decides the ``attributed`` label."""
+        attributed = "false" if user in (None, "", "unattributed") else "true"
+        key = (kind, rule, priority, attributed)
         child = self._event_children.get(key)
         if child is None:
             child = self._event_children[key] = self.events.labels(*key)
-        child.inc()
+        child.inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

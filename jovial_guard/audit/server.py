@@ -137,7 +137,7 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
             first = await service.record_prepared(bodies, leaves, events)
             for part in parts:
                 for (kind, rule, priority, user), count in part.counts.items():
-                    metrics.events.labels(kind, rule, priority, user).inc(count)
+                    metrics.event(kind, rule, priority, user, count)
         except AuditWriteFailed:
             return _json_response({"error": "audit log write failed; retry the batch"},
                                   AuditWriteFailed.http_status)

@@ -50,8 +50,30 @@ def make_bundle_app(store: PolicyStore, *, check_interval: float = 0.05) -> web.
                 return web.Response(status=304, headers={"ETag": f'"{revision}"', "Content-Type": BUNDLE_CONTENT_TYPE})
             await asyncio.sleep(check_interval)
 
+    replicas: dict[str, dict[str, object]] = {}
+
+    async def status(request: web.Request) -> web.Response:
+        """OPA's status plugin: remember which revision each OPA instance activated."""
+        try:
+            doc = await request.json()
+            instance = str(doc["labels"]["id"])
+            state = doc.get("bundles", {}).get(BUNDLE_NAME, {})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return web.Response(status=400, text="not an OPA status report")
+        errors = state.get("errors") or ([state["message"]] if state.get("message") else [])
+        replicas[instance] = {"revision": str(state.get("active_revision", "")), "seen": time.time(),
+                              "error": "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)[:500]}
+        return web.Response(status=200)
+
+    async def list_replicas(request: web.Request) -> web.Response:
+        now = time.time()
+        return web.json_response([{"id": k, "revision": v["revision"], "age": round(now - float(v["seen"]), 3), "error": v["error"]}  # type: ignore[arg-type]
+                                  for k, v in sorted(replicas.items())])
+
     app = web.Application()
     app.router.add_get(f"/bundles/{BUNDLE_NAME}.tar.gz", bundle)
+    app.router.add_post("/status", status)
+    app.router.add_get("/replicas", list_replicas)
     return app
 
 

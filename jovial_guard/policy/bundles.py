@@ -103,13 +103,16 @@ def verify_bundle(bundle: Path, *, key: SigningKey) -> None:
         raise BundleError(f"bundle {bundle.name} failed verification, refusing to load it: {detail}")
 
 
-def opa_bundle_config(*, service_url: str, key: SigningKey, poll_seconds: int = 1, long_poll_seconds: int = 10) -> dict[str, object]:
+def opa_bundle_config(*, service_url: str, key: SigningKey, poll_seconds: int = 1, long_poll_seconds: int = 10,
+                      report_status: bool = False) -> dict[str, object]:
     """OPA configuration that downloads, verifies and activates our signed bundle.
 
     Long polling lets a deploy take effect as soon as the bundle server has it; the
-    short polling bounds are the fallback.
+    short polling bounds are the fallback. With ``report_status`` OPA's status plugin
+    tells the bundle service which revision it activated (or why it refused one), so a
+    deploy can wait for every replica without reaching their loopback-only OPAs.
     """
-    return {
+    config: dict[str, object] = {
         "services": {"policy_store": {"url": service_url}},
         "bundles": {
             BUNDLE_NAME: {
@@ -126,3 +129,6 @@ def opa_bundle_config(*, service_url: str, key: SigningKey, poll_seconds: int = 
         },
         "keys": {key.key_id: {"algorithm": SIGNING_ALG, "key": key.public_pem}},
     }
+    if report_status:
+        config["status"] = {"service": "policy_store"}
+    return config

@@ -120,6 +120,54 @@ _opa_options = [
     click.option("--opa-token", envvar="JOVIAL_GUARD_OPA_TOKEN"),
 ]
 _F = TypeVar("_F", bound=Callable[..., Any])
+_cluster_options = [
+    click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="Publish the signed bundle to a cluster with this kubeconfig (with --configmap)."),
+    click.option("--configmap", default=None, help="NAMESPACE/NAME of the ConfigMap the cluster's bundle service serves, e.g. jhub/jovial-guard-policy."),
+    click.option("--replica-opa-url", "replica_opa_urls", multiple=True,
+                 help="An OPA that must switch to the revision and pass the probe (repeatable: one per webhook replica); default: --opa-url."),
+    click.option("--bundle-url", default=None,
+                 help="The cluster's bundle service (e.g. through `kubectl port-forward`): wait until --replicas OPAs report the revision there."),
+    click.option("--replicas", default=1, show_default=True, type=int, help="With --bundle-url: how many OPA replicas must activate the revision."),
+    click.option("--probe-namespace", default=None,
+                 help="With --kubeconfig: dry-run the known-good and known-bad pods in this guarded namespace through the API server after the switch."),
+]
+
+
+def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str | None, opa_token: str | None,
+                    replicas: tuple[str, ...], bundle_url: str | None = None, count: int = 1,
+                    probe_namespace: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """(endpoints, publish, wait_replicas, extra_probe) for deploy/rollback: the local OPA, or a cluster's replicas."""
+    from .client import OpaEndpoint
+
+    extra_probe = None
+    if probe_namespace:
+        from .cluster_probe import api_server_probe
+
+        extra_probe = api_server_probe(kubeconfig, probe_namespace)
+
+    wait = None
+    if bundle_url:
+        from .replicas import wait_replicas
+
+        async def wait(revision: str, timeout: float) -> float:
+            return await wait_replicas(bundle_url, revision, replicas=count, timeout=timeout)
+
+    publish = None
+    if configmap:
+        from .publish import ConfigMapBundle, parse_target
+
+        namespace, name = parse_target(configmap)
+        publish = ConfigMapBundle(namespace, name, kubeconfig=kubeconfig).publish
+    elif kubeconfig:
+        raise click.BadParameter("--kubeconfig needs --configmap NAMESPACE/NAME", param_hint="--configmap")
+    if replicas:
+        return [OpaEndpoint(u, token=opa_token) for u in replicas], publish, wait, extra_probe
+    if bundle_url and not opa_url:
+        return [], publish, wait, extra_probe
+    return _endpoint(opa_url, opa_token), publish, wait, extra_probe
+
+
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")
 
 
@@ -179,7 +227,10 @@ def dry_run_command(candidate: str, since: str, baseline: str | None, as_json: b
 @_store_option
 @_log_option
 @_with(_opa_options)
-def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None) -> None:
+@_with(_cluster_options)
+def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | None, decision_log: str | None, opa_url: str | None, opa_token: str | None,
+           kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int,
+           probe_namespace: str | None) -> None:
     """Lint, test, dry-run, then activate CANDIDATE as a new signed revision; probe; roll back on failure."""
     import asyncio
 
@@ -187,10 +238,12 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
     from .lifecycle import deploy as do_deploy
 
     store = _store(store_dir)
-    endpoint = _endpoint(opa_url, opa_token)
+    endpoint, publish, wait, extra = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
+                                                     probe_namespace)
     records = list(_decision_log(decision_log).records(since=_since(since)))
     try:
-        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo))
+        asyncio.run(do_deploy(store, Path(candidate), endpoint=endpoint, records=records, min_coverage=min_coverage, say=click.echo,
+                              publish=publish, wait_replicas=wait, extra_probe=extra))
     except JovialGuardError as exc:
         click.echo(f"deploy: {exc}", err=True)
         # OPA unreachable is a mistake to fix (2), not a refused deploy (1).
@@ -201,7 +254,10 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
 @click.argument("revision", required=False)
 @_store_option
 @_with(_opa_options)
-def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None) -> None:
+@_with(_cluster_options)
+def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, opa_token: str | None,
+             kubeconfig: str | None, configmap: str | None, replica_opa_urls: tuple[str, ...], bundle_url: str | None, replicas: int,
+             probe_namespace: str | None) -> None:
     """Re-activate REVISION (default: the one before the current)."""
     import asyncio
 
@@ -209,7 +265,10 @@ def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, o
     from .lifecycle import rollback as do_rollback
 
     try:
-        asyncio.run(do_rollback(_store(store_dir), endpoint=_endpoint(opa_url, opa_token), revision=revision, say=click.echo))
+        endpoint, publish, wait, extra = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
+                                                         probe_namespace)
+        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish,
+                                wait_replicas=wait, extra_probe=extra))
     except JovialGuardError as exc:
         click.echo(f"rollback: {exc}", err=True)
         # OPA unreachable is a mistake to fix (2), not a refused rollback (1).
@@ -268,3 +327,61 @@ def bundle_verify(bundle_file: str, store_dir: str | None) -> None:
         click.echo(f"refused: {exc}", err=True)
         sys.exit(1)
     click.echo(f"{bundle_file}: signature and contents verified")
+
+
+@policy.command(name="serve-bundles")
+@click.option("--configmap", required=True, help="NAMESPACE/NAME of the ConfigMap `policy deploy --configmap` publishes to.")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: in-cluster credentials.")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8282, show_default=True, type=int)
+@click.option("--interval", default=1.0, show_default=True, type=float, help="Seconds between ConfigMap reads.")
+def serve_bundles(configmap: str, kubeconfig: str | None, host: str, port: int, interval: float) -> None:
+    """The cluster's bundle service: serve the published signed bundle to every OPA (long polling)."""
+    import signal
+    import threading
+
+    from .bundle_server import BundleServer
+    from .publish import ConfigMapBundle, ConfigMapSource, parse_target
+
+    namespace, name = parse_target(configmap)
+    source = ConfigMapSource(ConfigMapBundle(namespace, name, kubeconfig=kubeconfig), interval=interval).start()
+    server = BundleServer(source, host=host, port=port).start()  # type: ignore[arg-type]
+    click.echo(f"serving {namespace}/{name} on {server.url}", err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    source.stop()
+
+
+@policy.command()
+@click.argument("revision", required=False)
+@_store_option
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: in-cluster credentials.")
+@click.option("--configmap", required=True, help="NAMESPACE/NAME of the ConfigMap the cluster's bundle service serves.")
+def publish(revision: str | None, store_dir: str | None, kubeconfig: str | None, configmap: str) -> None:
+    """Publish REVISION (default: the store's current one) to a cluster without a probe.
+
+    For a first install, before any replica's OPA can answer (they become ready only once
+    a bundle is served), and to restore the ConfigMap; later changes go through `deploy`.
+    """
+    from ..errors import JovialGuardError
+    from .bundles import verify_bundle
+    from .publish import ConfigMapBundle, parse_target
+
+    store = _store(store_dir)
+    revision = revision or store.current()
+    if not revision:
+        raise click.ClickException("the store has no current revision: run `jovial-guard policy deploy` first")
+    try:
+        if not store.has(revision):
+            raise JovialGuardError(f"no revision {revision} in the store; see `jovial-guard policy history`")
+        verify_bundle(store.bundle_path(revision), key=store.key)
+        namespace, name = parse_target(configmap)
+        ConfigMapBundle(namespace, name, kubeconfig=kubeconfig).publish(revision, store.bundle_path(revision).read_bytes())
+    except JovialGuardError as exc:
+        click.echo(f"publish: {exc}", err=True)
+        sys.exit(1)
+    store.record("publish", revision, previous=None, details={"configmap": configmap})
+    click.echo(f"published {revision} to {configmap}")

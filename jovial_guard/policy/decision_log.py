@@ -82,6 +82,11 @@ class DecisionRecord:
     #: the workload was decided in; absent from records written before they existed.
     exemptions: list[dict[str, Any]] = field(default_factory=list)
     scope: str = ""
+    #: The strictest enforcement mode a violation acted in, and the violations admitted
+    #: in warn and audit mode; absent from records written before modes existed.
+    mode: str = "none"
+    warned: list[dict[str, str]] = field(default_factory=list)
+    audited: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> DecisionRecord:
@@ -124,6 +129,9 @@ class DecisionLog:
             input=mask_input(workload.to_input()),
             exemptions=[e.to_json() for e in decision.exemptions],
             scope=decision.scope,
+            mode=decision.mode,
+            warned=[r.to_json() for r in decision.warned],
+            audited=[r.to_json() for r in decision.audited],
         )
         line = json.dumps(record.__dict__, sort_keys=True, separators=(",", ":")) + "\n"
         with self._lock:

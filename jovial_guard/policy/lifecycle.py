@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,15 @@ from .probes import KNOWN_BAD, KNOWN_GOOD
 from .store import PolicyStore
 
 Say = Callable[[str], None]
+#: Makes an activated revision's signed bundle reach the OPAs beyond this store's own
+#: bundle server (e.g. a cluster ConfigMap): (revision, bundle bytes).
+Publish = Callable[[str, bytes], None]
+#: Waits until every replica serves a revision, as the bundle service saw it (replicas
+#: whose OPA cannot be reached directly): (revision, timeout) -> seconds.
+WaitReplicas = Callable[[str, float], Awaitable[float]]
+#: Extra health probe of a revision once every replica serves it (e.g. dry-run pods
+#: through the API server): revision -> problems.
+ExtraProbe = Callable[[str], Awaitable[list[str]]]
 
 
 class DeployRefused(Denied):
@@ -167,11 +176,39 @@ async def probe(endpoint: OpaEndpoint, revision: str) -> list[str]:
     return problems
 
 
+def _endpoints(endpoint: OpaEndpoint | Sequence[OpaEndpoint]) -> list[OpaEndpoint]:
+    return [endpoint] if isinstance(endpoint, OpaEndpoint) else list(endpoint)
+
+
+def _activate(store: PolicyStore, revision: str, publish: Publish | None) -> None:
+    store.activate(revision)
+    if publish is not None:
+        publish(revision, store.bundle_path(revision).read_bytes())
+
+
+async def switch_all(endpoints: Sequence[OpaEndpoint], revision: str, *, timeout: float = 10.0) -> float:
+    """Seconds until *every* OPA (one per webhook replica) serves ``revision``."""
+    waits = await asyncio.gather(*(wait_for_revision(e, revision, timeout=timeout) for e in endpoints))
+    return max(waits, default=0.0)
+
+
+async def probe_all(endpoints: Sequence[OpaEndpoint], revision: str) -> list[str]:
+    """Every OPA's probe problems, each named by its OPA when there are several."""
+    problems: list[str] = []
+    for e in endpoints:
+        found = await probe(e, revision)
+        problems += [f"{e.url}: {p}" if len(endpoints) > 1 else p for p in found]
+    return problems
+
+
 async def deploy(
     store: PolicyStore,
     candidate: Path,
     *,
-    endpoint: OpaEndpoint,
+    endpoint: OpaEndpoint | Sequence[OpaEndpoint],
+    publish: Publish | None = None,
+    wait_replicas: WaitReplicas | None = None,
+    extra_probe: ExtraProbe | None = None,
     records: Iterable[DecisionRecord] = (),
     min_coverage: float = 90.0,
     say: Say = print,
@@ -193,18 +230,25 @@ async def deploy(
     for line in report.lines():
         say(line)
     revision = store.add(candidate)
-    store.activate(revision)
+    endpoints = _endpoints(endpoint)
+    _activate(store, revision, publish)
     try:
-        switch = await wait_for_revision(endpoint, revision, timeout=switch_timeout)
-        problems = await probe(endpoint, revision)
+        switch = await switch_all(endpoints, revision, timeout=switch_timeout)
+        if wait_replicas is not None:
+            switch = max(switch, await wait_replicas(revision, switch_timeout))
+        problems = await probe_all(endpoints, revision)
+        if extra_probe is not None:
+            problems += await extra_probe(revision)
     except PolicyEngineUnavailable as exc:
         switch, problems = float("nan"), [str(exc)]
     if problems:
         detail = "; ".join(problems)
         if previous:
-            store.activate(previous)
+            _activate(store, previous, publish)
             try:
-                await wait_for_revision(endpoint, previous, timeout=switch_timeout)
+                await switch_all(endpoints, previous, timeout=switch_timeout)
+                if wait_replicas is not None:
+                    await wait_replicas(previous, switch_timeout)
             except PolicyEngineUnavailable as exc:
                 detail += f"; rollback not yet confirmed by OPA: {exc}"
         store.record("auto-rollback", revision, previous=previous, details={**checks, "problems": problems, "dry_run": report.summary()}, actor=actor)
@@ -214,7 +258,9 @@ async def deploy(
     return revision
 
 
-async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint, revision: str | None = None, say: Say = print, actor: str | None = None) -> str:
+async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint | Sequence[OpaEndpoint], revision: str | None = None, say: Say = print,
+                   actor: str | None = None, publish: Publish | None = None, wait_replicas: WaitReplicas | None = None,
+                   extra_probe: ExtraProbe | None = None) -> str:
     """Re-activate ``revision`` (default: the one before the current), verified and probed."""
     current = store.current()
     if revision is None:
@@ -222,9 +268,14 @@ async def rollback(store: PolicyStore, *, endpoint: OpaEndpoint, revision: str |
         revision = deployed[-1].previous if deployed else None
         if not revision:
             raise JovialGuardError("nothing to roll back to: no earlier revision is recorded")
-    store.activate(revision)
-    switch = await wait_for_revision(endpoint, revision)
-    problems = await probe(endpoint, revision)
+    endpoints = _endpoints(endpoint)
+    _activate(store, revision, publish)
+    switch = await switch_all(endpoints, revision)
+    if wait_replicas is not None:
+        switch = max(switch, await wait_replicas(revision, 10.0))
+    problems = await probe_all(endpoints, revision)
+    if extra_probe is not None:
+        problems += await extra_probe(revision)
     if problems:
         raise JovialGuardError(f"rolled back to {revision}, but its probe reports: {'; '.join(problems)}")
     store.record("rollback", revision, previous=current, details={"switch_seconds": round(switch, 3)}, actor=actor)

@@ -196,6 +196,9 @@ class JovialGuard(GuardSettings):
     async def _pre_spawn(self, spawner: Any) -> SpawnRecord:
         spawner.guard_hardened = False
         decision, image = await self._decide(spawner)
+        if decision.warned or decision.audited:
+            spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
+                                "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
         plan = self.render(spawner, decision, image=image)
         spawner.guard_plan = plan
         try:

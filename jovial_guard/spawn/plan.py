@@ -51,6 +51,8 @@ class SpawnRecord:
     warnings: tuple[str, ...]
     hardening: Mapping[str, Any]
     netns: str | None
+    #: The enforcement mode that acted on the decision (enforce, warn, audit or none).
+    mode: str = "none"
     container_address: str = ""
     storage: Mapping[str, Any] | None = None
     hook_ms: float | None = None
@@ -64,6 +66,7 @@ class SpawnRecord:
             "warnings": list(self.warnings),
             "hardening": dict(self.hardening),
             "netns": self.netns,
+            "mode": self.mode,
             "container_address": self.container_address,
         }
         if self.storage is not None:
@@ -85,6 +88,7 @@ class SpawnRecord:
                 warnings=tuple(str(w) for w in doc.get("warnings", [])),
                 hardening=dict(doc["hardening"]),
                 netns=str(doc["netns"]) if doc.get("netns") else None,
+                mode=str(doc.get("mode", "none")),
                 container_address=str(doc.get("container_address", "")),
                 storage=dict(doc["storage"]) if doc.get("storage") else None,
                 hook_ms=float(hook_ms) if hook_ms is not None else None,
@@ -153,5 +157,6 @@ def render_spawn(
         warnings=tuple(decision.warnings),
         hardening=rendered["hardening"],
         netns=network.name if network is not None else None,
+        mode=decision.mode,
     )
     return SpawnPlan(container=container, network=network, storage=storage, record=record)

@@ -79,7 +79,10 @@ async def test_metrics_count_requests(webhook: RunningWebhook, https: aiohttp.Cl
             await resp.read()
     async with https.get(f"{webhook.url}/metrics") as resp:
         text = await resp.text()
-    assert 'jovial_guard_admission_requests_total{endpoint="mutate",outcome="allowed"}' in text
+    assert ('jovial_guard_admission_requests_total{dry_run="false",endpoint="mutate",kind="Pod",mode="none",'
+            'namespace="jhub",operation="CREATE",outcome="allowed"}') in text
+    assert 'user=' not in text  # no per-user label anywhere
+    assert 'jovial_guard_policy_revision_info{revision="sha256:' in text
     assert 'jovial_guard_admission_cache_total{result="hit"}' in text
     assert "jovial_guard_admission_duration_seconds_bucket" in text
     assert "jovial_guard_admission_ready 1.0" in text
@@ -182,7 +185,7 @@ async def test_cli_serve_with_two_workers(opa: ManagedOpa, webhook_certs: Any, t
             async with s.get(f"https://127.0.0.1:{port}/metrics") as resp:
                 text = await resp.text()
         # Aggregated over both workers.
-        line = next(l for l in text.splitlines() if l.startswith('jovial_guard_admission_requests_total{endpoint="mutate",outcome="allowed"}'))
+        line = next(l for l in text.splitlines() if l.startswith("jovial_guard_admission_requests_total{") and 'endpoint="mutate"' in l and 'outcome="allowed"' in l)
         assert float(line.split()[-1]) == 20.0
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(workers) == 2

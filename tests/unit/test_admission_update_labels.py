@@ -93,7 +93,7 @@ def test_scope_and_exemptions_reach_audit_and_log(tmp_path: Path) -> None:
     doc = {"allowed": True, "reasons": [], "spec": SPEC, "revision": "sha256:1", "scope": "platform",
            "exemptions": [{"id": "e1", "rule": "pod-security/privileged", "reason": "why", "expires": None}]}
     decision = Decision.from_opa(doc)
-    assert decision_audit(decision) == {"scope": "platform", "exemptions": "e1 (pod-security/privileged): why"}
+    assert decision_audit(decision) == {"mode": "none", "scope": "platform", "exemptions": "e1 (pod-security/privileged): why"}
     req = request(POD, None)
     workload = workload_from_admission_review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req})
     log = DecisionLog(tmp_path / "d.jsonl")

@@ -1,0 +1,1 @@
+"""Cluster audit: decide every running pod against the current policy revision."""

@@ -19,14 +19,14 @@ import threading
 import time
 from typing import Any
 
-from ..errors import JovialGuardError
+from ..errors import Unavailable
 
 BUNDLE_KEY = "bundle.tar.gz"
 REVISION_KEY = "revision"
 MAX_BUNDLE_BYTES = 900 * 1024
 
 
-class PublishError(JovialGuardError):
+class PublishError(Unavailable):
     """The bundle could not be published to, or read from, the cluster."""
 
 

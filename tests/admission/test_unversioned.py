@@ -116,5 +116,6 @@ def test_cli_serves_an_unversioned_opa_without_a_traceback(hand_started_opa: str
         proc.terminate()
         _, stderr = proc.communicate(timeout=15)
     assert "Traceback" not in stderr, stderr
-    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
-    assert len(warnings) == 1 and "unversioned" in warnings[0]
+    # One JSON log line per event (the webhook's default log format).
+    warnings = [line for line in stderr.splitlines() if '"level": "warning"' in line.replace('":"', '": "')]
+    assert len(warnings) == 1 and "unversioned" in warnings[0], stderr

@@ -102,18 +102,21 @@ def _walk(obj: Any, pointer: str) -> Any:
 
 
 def _groups(raw: str | None) -> tuple[str, ...]:
+    """The groups annotation: a JSON list of strings, the only form the hub sends. A
+    comma-joined string is refused rather than split: a group name may contain a comma."""
     if not raw:
         return ()
-    raw = raw.strip()
-    if raw.startswith("["):
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise MalformedInput(f"annotation {GROUPS_ANNOTATION} is not a JSON list: {exc}") from exc
-        if not isinstance(parsed, list) or not all(isinstance(g, str) for g in parsed):
-            raise MalformedInput(f"annotation {GROUPS_ANNOTATION} must list strings")
-        return tuple(parsed)
-    return tuple(g.strip() for g in raw.split(",") if g.strip())
+    if not isinstance(raw, str) or not raw.strip().startswith("["):
+        raise MalformedInput(
+            f'annotation {GROUPS_ANNOTATION} must be a JSON list of group names, e.g. ["astro", "staff"]'
+        )
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MalformedInput(f"annotation {GROUPS_ANNOTATION} is not a JSON list: {exc}") from exc
+    if not isinstance(parsed, list) or not all(isinstance(g, str) for g in parsed):
+        raise MalformedInput(f"annotation {GROUPS_ANNOTATION} must list strings")
+    return tuple(parsed)
 
 
 def user_from_metadata(metadata: Mapping[str, Any]) -> HubUser | None:

@@ -14,7 +14,7 @@ POD_SPEC = {
     "containers": [{"name": "nb", "image": "n:1"}],
     "ephemeralContainers": [{"name": "dbg", "image": "d:1"}],
 }
-TEMPLATE = {"metadata": {"labels": {"a": "b"}, "annotations": {"hub.jupyter.org/username": "alice", "jovial-guard.io/groups": "astro, staff", "jovial-guard.io/profile": "gpu"}}, "spec": POD_SPEC}
+TEMPLATE = {"metadata": {"labels": {"a": "b"}, "annotations": {"hub.jupyter.org/username": "alice", "jovial-guard.io/groups": '["astro", "staff"]', "jovial-guard.io/profile": "gpu"}}, "spec": POD_SPEC}
 
 
 def obj(kind: str) -> dict[str, Any]:
@@ -138,3 +138,12 @@ def test_bools_and_null_are_accepted(where: str, place: Any, value: Any) -> None
     pod = copy.deepcopy(obj("Pod"))
     place(pod["spec"], value)
     workload_from_object(pod)
+
+
+def test_comma_joined_groups_are_refused_not_split() -> None:
+    """Groups travel as a JSON list; "admin,staff" could be one group named with a comma."""
+    doc = {"kind": "Pod", "metadata": {"annotations": {"hub.jupyter.org/username": "alice",
+                                                        "jovial-guard.io/groups": "admin,staff"}},
+           "spec": {"containers": [{"name": "a", "image": "x"}]}}
+    with pytest.raises(MalformedInput, match="JSON list"):
+        workload_from_object(doc)

@@ -272,41 +272,13 @@ class AdmissionHandler:
         if cached.extra_reason is not None:
             rule, message = cached.extra_reason
             audit["denied-by"] = rule
-            return HandlerResult(
-                mode="enforce",
-                decision_id=decision.decision_id,
-                revision=decision.policy_revision,
-                violations=tuple((m, r.rule) for m, r in decision.violations()),
-                status=200,
-                body=build_response(
-                    uid,
-                    allowed=False,
-                    code=self.settings.deny_code,
-                    message=f"[{rule}] {message}",
-                    reason="Forbidden",
-                    warnings=decision.warnings,
-                    audit_annotations=audit,
-                ),
-                outcome="denied",
-                cache=cache_label,
-                rule=rule,
-            )
-        return HandlerResult(
-            mode=decision.mode,
-            decision_id=decision.decision_id,
-            revision=decision.policy_revision,
-            violations=tuple((m, r.rule) for m, r in decision.violations()),
-            status=200,
-            body=build_response(
-                uid,
-                allowed=True,
-                patch_b64=cached.patch_b64,
-                warnings=decision.warnings,
-                audit_annotations=audit,
-            ),
-            outcome="allowed",
-            cache=cache_label,
-        )
+            body = build_response(uid, allowed=False, code=self.settings.deny_code,
+                                  message=f"[{rule}] {message}", reason="Forbidden",
+                                  warnings=decision.warnings, audit_annotations=audit)
+            return _decided(decision, body, outcome="denied", cache=cache_label, rule=rule, mode="enforce")
+        body = build_response(uid, allowed=True, patch_b64=cached.patch_b64,
+                              warnings=decision.warnings, audit_annotations=audit)
+        return _decided(decision, body, outcome="allowed", cache=cache_label)
 
     def _coalesced(self, key: Any, workload: Workload, mode: Mode, input_json: bytes) -> asyncio.Future[_Cached]:
         """One OPA question per distinct (endpoint, workload) in flight.
@@ -375,22 +347,25 @@ class AdmissionHandler:
         cache: str = "none",
     ) -> HandlerResult:
         annotations = audit or {"policy-revision": decision.policy_revision, "decision-id": decision.decision_id, **decision_audit(decision)}
-        return HandlerResult(
-            mode=decision.mode,
-            decision_id=decision.decision_id,
-            revision=decision.policy_revision,
-            violations=tuple((m, r.rule) for m, r in decision.violations()),
-            status=200,
-            body=build_response(
-                uid,
-                allowed=False,
-                code=code,
-                message=decision.message(),
-                reason="Forbidden" if code == 403 else None,
-                warnings=decision.warnings,
-                audit_annotations=annotations,
-            ),
-            outcome=outcome,
-            cache=cache,
-            rule=decision.reasons[0].rule if decision.reasons else "",
-        )
+        body = build_response(uid, allowed=False, code=code, message=decision.message(),
+                              reason="Forbidden" if code == 403 else None,
+                              warnings=decision.warnings, audit_annotations=annotations)
+        return _decided(decision, body, outcome=outcome, cache=cache,
+                        rule=decision.reasons[0].rule if decision.reasons else "")
+
+
+def _decided(decision: Decision, body: dict[str, Any], *, outcome: str, cache: str = "none",
+             rule: str = "", mode: str | None = None) -> HandlerResult:
+    """An answer that came from a decision: its id, revision, mode and violations label the
+    metrics and logs whatever the answer says."""
+    return HandlerResult(
+        status=200,
+        body=body,
+        outcome=outcome,
+        cache=cache,
+        rule=rule,
+        mode=decision.mode if mode is None else mode,
+        decision_id=decision.decision_id,
+        revision=decision.policy_revision,
+        violations=tuple((m, r.rule) for m, r in decision.violations()),
+    )

@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "creds": "jovial_guard.credentials.cli:creds",
     "audit": "jovial_guard.audit.cli:audit",
     "webhook": "jovial_guard.admission.cli:webhook",
+    "node-agent": "jovial_guard.node.cli:node_agent",
 }
 
 #: Exit code of a foreseeable mistake (click's own usage errors use it too).

@@ -65,7 +65,10 @@ def core(node: NodeCluster) -> client.CoreV1Api:
     api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
     deadline = time.monotonic() + 60
     for namespace in (NAMESPACE, WEBHOOK_NAMESPACE):
-        api.create_namespace({"metadata": {"name": namespace}})
+        # The webhook configurations select namespaces by this label (as install.sh sets it);
+        # the renderer's namespace stays unguarded.
+        labels = {"jovial-guard.io/guarded": "true"} if namespace == WEBHOOK_NAMESPACE else {}
+        api.create_namespace({"metadata": {"name": namespace, "labels": labels}})
         while node.get_object("serviceaccount", "default", namespace) is None:
             if time.monotonic() > deadline:
                 raise RuntimeError("kube-controller-manager never created the default ServiceAccount")

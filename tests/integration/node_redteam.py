@@ -1,7 +1,8 @@
 """The red team's attacks, run inside a notebook pod on the real node.
 
 The same attacks and errno checks as ``test_redteam.py`` (the embedded container), as one
-probe that is the pod's command: it attacks, then writes a compact JSON report to the
+probe that is the pod's command (the fork bomb and the memory hog in child processes, so
+a kill lands on them, not on the report): it attacks, then writes a compact JSON report to the
 termination message (at most 4096 bytes, so keys are short). ``TARGETS`` fills in the
 addresses the network checks try: the kubelet's API (node IP), the host's own address on the
 pod bridge, OPA's loopback port, and a metadata stand-in.
@@ -50,6 +51,8 @@ def connect(host, port):
     return attempt(c)
 out["net"] = {name: connect(host, port) for name, (host, port) in sorted(T.items())}
 out["default_route"] = any(l.split()[1] == "00000000" for l in open("/proc/net/route").read().splitlines()[1:])
+bomb = '''
+import json, os, signal, time
 children, err = [], None
 for _ in range(5000):
     try:
@@ -65,7 +68,10 @@ for pid in children:
     os.kill(pid, signal.SIGKILL)
 for pid in children:
     os.waitpid(pid, 0)
-out["fork"] = {"n": len(children), "errno": err}
+print(json.dumps({"n": len(children), "errno": err}))
+'''
+proc = subprocess.run([sys.executable, "-c", bomb], capture_output=True, text=True)
+out["fork"] = json.loads(proc.stdout) if proc.returncode == 0 else {"rc": proc.returncode}
 hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(32 * 1024 * 1024))\n    print(len(chunks) * 32, flush=True)\n"
 proc = subprocess.run([sys.executable, "-c", hog], capture_output=True, text=True)
 lines = proc.stdout.split()

@@ -321,36 +321,3 @@ async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine:
     # The group's NetworkPolicy selects this pod.
     astro = next(p for p in render_network_policies(load_settings(REPO / "policies" / "data.json")) if p["metadata"]["name"] == "jovial-guard-egress-astro")
     assert astro["spec"]["podSelector"]["matchLabels"].items() <= doc["metadata"]["labels"].items()
-
-
-# -- the node agent's DaemonSet ----------------------------------------------------------
-
-def test_node_agent_mounts_only_the_kubelet_seccomp_directory_and_drops_everything() -> None:
-    (daemonset,) = by_kind("DaemonSet")
-    spec = daemonset["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    assert container["command"] == ["jovial-guard", "node-agent"]
-    root = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--kubelet-root="))
-    (mount,) = container["volumeMounts"]
-    assert mount["mountPath"] == f"{root}/seccomp"
-    (volume,) = spec["volumes"]
-    assert volume["name"] == mount["name"] and volume["hostPath"]["path"] == "/var/lib/kubelet/seccomp"
-    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container["env"]
-    sc = container["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
-    # Its namespace is the only privileged one, and holds nothing else.
-    namespace = next(d for d in by_kind("Namespace") if d["metadata"]["name"] == daemonset["metadata"]["namespace"])
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
-    others = [d for d in kustomize_resources() if d["metadata"].get("namespace") == namespace["metadata"]["name"]]
-    assert {d["kind"] for d in others} == {"DaemonSet", "ServiceAccount"}
-
-
-def test_node_agent_may_only_read_and_patch_nodes() -> None:
-    (role,) = [r for r in by_kind("ClusterRole") if r["metadata"]["name"] == "jovial-guard-node-agent"]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
-    (binding,) = [b for b in by_kind("ClusterRoleBinding") if b["metadata"]["name"] == "jovial-guard-node-agent"]
-    (daemonset,) = by_kind("DaemonSet")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": daemonset["spec"]["template"]["spec"]["serviceAccountName"],
-                                    "namespace": daemonset["metadata"]["namespace"]}]

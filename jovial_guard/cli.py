@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, str] = {
     "webhook": "jovial_guard.admission.cli:webhook",
     "profile": "jovial_guard.hardening.profile_cli:profile",
     "audit-cluster": "jovial_guard.clusteraudit.cli:audit_cluster",
+    "node-agent": "jovial_guard.node.cli:node_agent",
 }
 
 #: name -> one-line help shown by ``jovial-guard --help`` (no import needed).
@@ -49,10 +50,11 @@ SUMMARIES: dict[str, str] = {
     "webhook": "Kubernetes admission webhook: serve, certificates, NetworkPolicies, chart hooks.",
     "profile": "Seccomp profiles learned from recorded notebook workloads.",
     "audit-cluster": "Decide every running pod against the current policy; PolicyReports.",
+    "node-agent": "Node agent: install seccomp profiles into the kubelet's directory and label the node.",
 }
 
 #: Modules of the [hub] extra: a command missing one says which extra to install.
-HUB_EXTRA_MODULES = ("jupyterhub", "dockerspawner", "kubespawner", "docker", "traitlets", "kubernetes", "kubernetes_asyncio", "tornado")
+HUB_EXTRA_MODULES = ("jupyterhub", "dockerspawner", "kubespawner", "docker", "traitlets", "kubernetes_asyncio", "tornado")
 
 
 #: Exit code of a foreseeable mistake (click's own usage errors use it too).

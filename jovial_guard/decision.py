@@ -125,6 +125,9 @@ class SecuritySpec:
     #: owns: labels under it that are not in ``pod_labels`` are removed.
     pod_labels: tuple[tuple[str, str], ...] = ()
     managed_label_prefix: str = ""
+    #: Node labels a pod must be scheduled by (a Kubernetes ``nodeSelector``): for notebooks
+    #: under a Localhost profile, the label the node agent sets once the profile is installed.
+    node_selector: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_json(cls, doc: Any) -> SecuritySpec:
@@ -171,6 +174,7 @@ class SecuritySpec:
                 ),
                 pod_labels=tuple(sorted((str(k), str(v)) for k, v in doc.get("labels", {}).get("set", {}).items())),
                 managed_label_prefix=str(doc.get("labels", {}).get("managed_prefix", "")),
+                node_selector=_node_selector(doc.get("node_selector") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedDecision(f"security spec from OPA is malformed: {exc!r}") from exc
@@ -180,6 +184,12 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise ValueError(f"expected an integer, got {value!r}")
     return int(value)
+
+
+def _node_selector(doc: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
+        raise ValueError(f"node_selector must map label keys to string values, got {doc!r}")
+    return tuple(sorted(doc.items()))
 
 
 def _profile(doc: Any) -> ProfileRef:

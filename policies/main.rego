@@ -136,7 +136,8 @@ spec := {
 	"writable_paths": writable_paths,
 	"capabilities": {"drop": ["ALL"], "add": added_capabilities},
 	"no_new_privileges": true,
-	"seccomp": data.settings.seccomp[lib.origin],
+	"seccomp": seccomp,
+	"node_selector": node_selector,
 	"apparmor": data.settings.apparmor[lib.origin],
 	"resources": {
 		"cpu_limit": sizing.cpu_limit,
@@ -150,6 +151,20 @@ spec := {
 	"storage": storage,
 	"labels": {"managed_prefix": data.settings.hub.egress_label_prefix, "set": identity.labels},
 }
+
+# Notebooks on Kubernetes run under the node's copy of the notebook profile (the node
+# agent installs it); platform pods and the embedded engine use the per-origin setting.
+seccomp := p if {
+	lib.is_notebook
+	p := data.settings.seccomp.notebook[lib.origin]
+} else := data.settings.seccomp[lib.origin]
+
+# A notebook pod that runs under a Localhost profile may only be scheduled onto a node
+# whose agent has installed that profile and labelled the node.
+node_selector := data.settings.node.notebook_selector if {
+	seccomp.type == "Localhost"
+	lib.origin != "spawn"
+} else := {}
 
 storage := g if {
 	g := data.jovial_guard.storage.grant

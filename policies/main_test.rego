@@ -55,7 +55,8 @@ test_admission_trusts_user_only_from_the_hub if {
 	from_hub := t.with_profile(t.admission(meta, spec, "system:serviceaccount:jhub:hub"), "gpu")
 	d := main.decision with input as from_hub
 	d.allowed
-	d.spec.seccomp.type == "RuntimeDefault"
+	d.spec.seccomp == {"type": "Localhost", "localhostProfile": "jovial-guard/notebook.json"}
+	d.spec.node_selector == {"jovial-guard.io/profiles-ready": "true"}
 
 	# The same pod created by someone else: the claimed groups are ignored.
 	forged := t.with_profile(t.admission(meta, spec, "mallory"), "gpu")
@@ -80,7 +81,29 @@ test_storage_spec_from_storage_package if {
 test_origin_falls_back_to_check if {
 	inp := json.patch(t.one(t.compliant_container), [{"op": "replace", "path": "/workload/origin", "value": "nonsense"}])
 	d := main.decision with input as inp
-	d.spec.seccomp.type == "RuntimeDefault"
+	d.spec.seccomp.localhostProfile == "jovial-guard/notebook.json"
+	d.spec.node_selector == {"jovial-guard.io/profiles-ready": "true"}
+}
+
+test_spawned_notebook_needs_no_node_label if {
+	d := main.decision with input as t.one(t.compliant_container)
+	d.spec.seccomp == {"type": "Localhost", "localhostProfile": "jovial-guard/notebook.json"}
+	d.spec.node_selector == {}
+}
+
+test_platform_pod_keeps_runtime_default_and_any_node if {
+	d := main.decision with input as t.admission({"labels": {"component": "hub"}}, {"containers": [t.compliant_container]}, "system:serviceaccount:kube-system:replicaset-controller")
+	d.allowed
+	d.scope == "platform"
+	d.spec.seccomp == {"type": "RuntimeDefault"}
+	d.spec.node_selector == {}
+}
+
+test_notebook_selector_follows_the_data if {
+	meta := {"labels": {"component": "singleuser-server"}}
+	inp := t.admission(meta, {"containers": [t.compliant_container]}, "system:serviceaccount:jhub:hub")
+	d := main.decision with input as inp with data.settings.node.notebook_selector as {"example.org/seccomp": "v2"}
+	d.spec.node_selector == {"example.org/seccomp": "v2"}
 }
 
 test_scope_notebook_by_z2jh_conventions if {

@@ -12,7 +12,10 @@ What is filled in when absent:
   drop ALL, and for notebook pods readOnlyRootFilesystem true;
 * for notebook pods, an ``emptyDir`` volume and mount for each writable path (``/tmp``,
   the home directory) a container does not mount already;
-* each non-ephemeral container's resource limits (and requests) from the profile.
+* each non-ephemeral container's resource limits (and requests) from the profile;
+* the spec's node labels in ``nodeSelector`` (a notebook under a Localhost seccomp profile
+  may only land on a node whose agent installed the profile). A key the pod already selects
+  with another value is replaced: the pod could not run anywhere else safely.
 """
 
 from __future__ import annotations
@@ -165,6 +168,20 @@ def _scratch_ops(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     return ops
 
 
+def _node_selector_ops(spec_doc: dict[str, Any], spec: SecuritySpec) -> list[Op]:
+    """Require the spec's node labels; the pod's own selector keys stay (they only narrow)."""
+    if not spec.node_selector:
+        return []
+    current = spec_doc.get("nodeSelector")
+    if not isinstance(current, dict):
+        return [{"op": "add", "path": "/spec/nodeSelector", "value": dict(spec.node_selector)}]
+    return [
+        {"op": "add", "path": f"/spec/nodeSelector/{escape_pointer(key)}", "value": value}
+        for key, value in spec.node_selector
+        if current.get(key) != value
+    ]
+
+
 def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     """JSON Patch operations (against ``pod``) that make it satisfy ``spec``.
 
@@ -184,6 +201,7 @@ def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
                 ops += _resource_ops(base, container, spec)
     if spec.read_only_root and spec.writable_paths:
         ops += _scratch_ops(pod, spec)
+    ops += _node_selector_ops(spec_doc, spec)
     return ops
 
 

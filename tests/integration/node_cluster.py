@@ -51,6 +51,7 @@ NODE_NAME = "jg-node"
 KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+POD_PIDS_LIMIT = 1024
 SECCOMP_PROFILES = {"jovial-guard/notebook.json": REPO_ROOT / "profiles" / "seccomp" / "notebook.json"}
 
 
@@ -122,13 +123,18 @@ def kubelet_config(root: Path, *, socket: Path, node_ip: str, client_ca: Path, p
         "syncFrequency": "5s",
         "fileCheckFrequency": "5s",
         "nodeStatusUpdateFrequency": "2s",
+        # The pod's pids cgroup limit (the kubelet's default is unlimited); the same number as
+        # the policy's defaults.pids_limit, which the embedded engine applies per container.
+        "podPidsLimit": POD_PIDS_LIMIT,
     }
 
 
 class NodeCluster:
     """The whole cluster; a context manager. ``kubeconfig`` authenticates as cluster admin."""
 
-    def __init__(self, *, parent: Path | None = None) -> None:
+    def __init__(self, *, parent: Path | None = None, preinstall_profiles: bool = True) -> None:
+        #: False leaves the kubelet's seccomp directory empty, for the node agent to fill.
+        self.preinstall_profiles = preinstall_profiles
         base = parent or (state_dir() if os.environ.get(STATE_ENV) else Path(tempfile.gettempdir()))
         base.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="kube-node-", dir=base))
@@ -216,7 +222,7 @@ class NodeCluster:
     def _start_kubelet(self) -> None:
         root = self.kubelet_root
         self._create_cgroups()
-        for name, source in SECCOMP_PROFILES.items():
+        for name, source in SECCOMP_PROFILES.items() if self.preinstall_profiles else ():
             target = root / "seccomp" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)

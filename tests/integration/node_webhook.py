@@ -41,8 +41,8 @@ def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_webhook(workdir: Path) -> Iterator[list[dict[str, Any]]]:
-    """OPA + the webhook process; yields the configurations to register."""
+def running_webhook(workdir: Path) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """OPA + the webhook process; yields the configurations to register and OPA's URL."""
     certs = write_webhook_certs(workdir, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     port = free_loopback_port()
     with ManagedOpa(DEFAULT_POLICY_DIR) as opa, open(workdir / "webhook.log", "wb") as log:
@@ -54,7 +54,7 @@ def running_webhook(workdir: Path) -> Iterator[list[dict[str, Any]]]:
         )
         try:
             _wait_ready(port, certs.ca_cert, proc, workdir / "webhook.log")
-            yield webhook_configurations(port, certs.ca_cert)
+            yield webhook_configurations(port, certs.ca_cert), opa.url
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

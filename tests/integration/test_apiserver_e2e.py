@@ -212,7 +212,9 @@ def test_notebook_pod_is_admitted_and_stored_hardened(api: client.ApiClient) -> 
     created = create_pod(api, pod)
     stored = client.CoreV1Api(api).read_namespaced_pod(created["metadata"]["name"], HUB_NS)
     psc = stored.spec.security_context
-    assert psc.seccomp_profile.type == "RuntimeDefault"
+    assert (psc.seccomp_profile.type, psc.seccomp_profile.localhost_profile) == ("Localhost", "jovial-guard/notebook.json")
+    # Only a node whose agent installed the profile may run it.
+    assert stored.spec.node_selector == {"jovial-guard.io/profiles-ready": "true"}
     assert psc.run_as_non_root is True and psc.run_as_user == 1000
     (container,) = stored.spec.containers
     sc = container.security_context
@@ -315,7 +317,7 @@ def test_a_new_per_user_namespace_is_guarded_by_its_label(api: client.ApiClient)
     created = create_pod(api, raw_pod("ursula", namespace="jupyter-ursula"), namespace="jupyter-ursula")
     stored = core.read_namespaced_pod(created["metadata"]["name"], "jupyter-ursula")
     assert stored.spec.containers[0].security_context.read_only_root_filesystem is True
-    assert stored.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert stored.spec.security_context.seccomp_profile.type == "Localhost"
     # Without the label the webhooks are not called: the raw pod is stored as sent.
     plain = create_pod(api, raw_pod("ursula", namespace="unguarded-ursula"), namespace="unguarded-ursula")
     assert (plain["spec"].get("securityContext") or {}).get("seccompProfile") is None
@@ -324,7 +326,7 @@ def test_a_new_per_user_namespace_is_guarded_by_its_label(api: client.ApiClient)
 def test_dry_run_is_decided_and_not_stored(api: client.ApiClient) -> None:
     pod = raw_pod("dora")
     result = create_pod(api, pod, dry_run=True)
-    assert result["spec"]["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert result["spec"]["securityContext"]["seccompProfile"]["type"] == "Localhost"
     names = [p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(HUB_NS).items]
     assert pod["metadata"]["name"] not in names
 

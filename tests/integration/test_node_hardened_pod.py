@@ -41,6 +41,7 @@ if os.geteuid() != 0:
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
+from .node_agent_run import run_agent_once
 from .node_cluster import NodeCluster
 from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, PROBE, WEBHOOK_NAMESPACE, hardened_pod, probe_pod, security_spec
 from .node_webhook import running_webhook
@@ -64,7 +65,10 @@ def core(node: NodeCluster) -> client.CoreV1Api:
     api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
     deadline = time.monotonic() + 60
     for namespace in (NAMESPACE, WEBHOOK_NAMESPACE):
-        api.create_namespace({"metadata": {"name": namespace}})
+        # The webhook configurations select namespaces by this label (as install.sh sets it);
+        # the renderer's namespace stays unguarded.
+        labels = {"jovial-guard.io/guarded": "true"} if namespace == WEBHOOK_NAMESPACE else {}
+        api.create_namespace({"metadata": {"name": namespace, "labels": labels}})
         while node.get_object("serviceaccount", "default", namespace) is None:
             if time.monotonic() > deadline:
                 raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
@@ -73,10 +77,13 @@ def core(node: NodeCluster) -> client.CoreV1Api:
 
 
 @pytest.fixture(scope="module")
-def webhook(core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def webhook(node: NodeCluster, core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The project's webhook registered with the cluster (it selects WEBHOOK_NAMESPACE only)."""
     reg = client.AdmissionregistrationV1Api(core.api_client)
-    with running_webhook(tmp_path_factory.mktemp("node-webhook")) as (mutating, validating):
+    # Notebook pods the webhook patches select the label the node agent sets.
+    agent = run_agent_once(node)
+    assert agent.returncode == 0, agent.stderr
+    with running_webhook(tmp_path_factory.mktemp("node-webhook")) as ((mutating, validating), _opa_url):
         reg.create_mutating_webhook_configuration(mutating)
         reg.create_validating_webhook_configuration(validating)
         pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
@@ -208,20 +215,22 @@ def test_missing_localhost_profile_fails_closed(core: client.CoreV1Api) -> None:
 
 
 def test_pod_patched_by_the_webhook_runs_exactly_as_rendered(
-    core: client.CoreV1Api, webhook: None, runtime_default_report: dict[str, Any],
+    core: client.CoreV1Api, webhook: None, notebook_report: dict[str, Any],
 ) -> None:
     """The hub's raw pod goes through the API server's admission chain to our webhook; what
-    the kernel applies to it is what the renderer's pod got."""
+    the kernel applies to it is what the renderer's pod under the notebook profile got."""
     raw = probe_pod("probe-webhook", WEBHOOK_NAMESPACE)
     assert "readOnlyRootFilesystem" not in (raw["spec"]["containers"][0].get("securityContext") or {})
     report = run_to_completion(core, raw)
     stored = core.read_namespaced_pod("probe-webhook", WEBHOOK_NAMESPACE)
     assert stored.spec.containers[0].security_context.read_only_root_filesystem is True
-    assert stored.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    profile = stored.spec.security_context.seccomp_profile
+    assert (profile.type, profile.localhost_profile) == ("Localhost", NOTEBOOK_PROFILE)
+    assert stored.spec.node_selector == {"jovial-guard.io/profiles-ready": "true"}
     assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
     compared = ("Seccomp", "NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "uid", "write_root", "write_tmp",
                 "write_home", "process_vm_readv", "unshare", "mounts", "default_route")
-    assert {k: report[k] for k in compared} == {k: runtime_default_report[k] for k in compared}
+    assert {k: report[k] for k in compared} == {k: notebook_report[k] for k in compared}
 
 
 def test_embedded_and_kubernetes_notebooks_get_the_same_kernel_state(

@@ -65,7 +65,8 @@ async def test_patched_pod_meets_restricted_field_by_field(engine: PolicyEngine)
     pod = jsonpatch.apply_patch(doc, render_pod_patch(workload.pod, decision.spec))
     pod_sc = pod["spec"]["securityContext"]
     assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] != 0
-    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_sc["seccompProfile"] == {"type": "Localhost", "localhostProfile": "jovial-guard/notebook.json"}
+    assert pod["spec"]["nodeSelector"] == {"jovial-guard.io/profiles-ready": "true"}
     sc = pod["spec"]["containers"][0]["securityContext"]
     assert sc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
     mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}

@@ -19,11 +19,13 @@ SPEC = {
     "profile": "default", "notebook": True, "uid": 1000, "gid": 100, "fs_group": 100,
     "read_only_root": True, "writable_paths": ["/tmp", "/home/jovyan"],
     "capabilities": {"drop": ["ALL"], "add": []}, "no_new_privileges": True,
-    "seccomp": {"type": "RuntimeDefault"}, "apparmor": {"type": "RuntimeDefault"},
+    "seccomp": {"type": "Localhost", "localhostProfile": "jovial-guard/notebook.json"}, "apparmor": {"type": "RuntimeDefault"},
     "resources": {"cpu_limit": "1", "memory_limit": "2Gi", "cpu_request": "100m", "memory_request": "512Mi", "gpu": 0, "pids_limit": 1024},
     "egress": {"allow": [], "dns": [], "hub": [], "blocked": []}, "storage": None,
+    "node_selector": {"jovial-guard.io/profiles-ready": "true"},
 }
-BATCH_SPEC = {**SPEC, "notebook": False, "read_only_root": False, "writable_paths": []}
+BATCH_SPEC = {**SPEC, "notebook": False, "read_only_root": False, "writable_paths": [],
+              "seccomp": {"type": "RuntimeDefault"}, "node_selector": {}}
 GPU_SPEC = {**SPEC, "resources": {**SPEC["resources"], "gpu": 1}}
 IMAGE = "quay.io/jupyter/base-notebook:2024-05-27"
 
@@ -49,6 +51,9 @@ CASES = {
         "containers": [{"name": "nb", "image": IMAGE}, {"name": "sidecar", "image": IMAGE, "volumeMounts": []}],
         "ephemeralContainers": [{"name": "debug", "image": IMAGE}]}}),
     "batch_pod_not_notebook": (BATCH_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "job", "image": IMAGE}]}}),
+    "node_selector_merged": (SPEC, {"metadata": {}, "spec": {
+        "nodeSelector": {"topology.kubernetes.io/zone": "a", "jovial-guard.io/profiles-ready": "false"},
+        "containers": [{"name": "nb", "image": IMAGE}]}}),
     "gpu_profile": (GPU_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE, "resources": {}}]}}),
 }
 

@@ -1,0 +1,63 @@
+"""deploy/node-agent/: the node agent's manifests against the Kubernetes schema, and what they
+grant: one hostPath (the kubelet's seccomp directory), no capabilities, node get/patch only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .k8s_schema import validation_errors
+
+NODE_AGENT = Path(__file__).resolve().parents[2] / "deploy" / "node-agent"
+
+
+def docs() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(NODE_AGENT.glob("*.yaml")):
+        out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs() if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("doc", docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_manifest_matches_the_kubernetes_schema(doc: dict[str, Any]) -> None:
+    assert validation_errors(doc) == []
+
+
+def test_node_agent_mounts_only_the_kubelet_seccomp_directory_and_drops_everything() -> None:
+    (daemonset,) = by_kind("DaemonSet")
+    spec = daemonset["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] == ["jovial-guard", "node-agent"]
+    root = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--kubelet-root="))
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == f"{root}/seccomp"
+    (volume,) = spec["volumes"]
+    assert volume["name"] == mount["name"] and volume["hostPath"]["path"] == "/var/lib/kubelet/seccomp"
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container["env"]
+    sc = container["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    # Its namespace is privileged (hostPath) and holds only the agent.
+    (namespace,) = by_kind("Namespace")
+    assert namespace["metadata"]["name"] == daemonset["metadata"]["namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    namespaced = {d["kind"] for d in docs() if d["metadata"].get("namespace") == namespace["metadata"]["name"]}
+    assert namespaced == {"DaemonSet", "ServiceAccount"}
+
+
+def test_node_agent_may_only_read_and_patch_nodes() -> None:
+    (role,) = by_kind("ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+    (binding,) = by_kind("ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (daemonset,) = by_kind("DaemonSet")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": daemonset["spec"]["template"]["spec"]["serviceAccountName"],
+                                    "namespace": daemonset["metadata"]["namespace"]}]

@@ -13,17 +13,25 @@ import asyncio
 import re
 import threading
 import time
+from typing import Protocol
 
 from aiohttp import web
 
 from .bundles import BUNDLE_NAME
-from .store import PolicyStore
 
 BUNDLE_CONTENT_TYPE = "application/vnd.openpolicyagent.bundles"
 _WAIT = re.compile(r"wait=(\d+)")
 
 
-def make_bundle_app(store: PolicyStore, *, check_interval: float = 0.05) -> web.Application:
+class BundleSource(Protocol):
+    """Where the served bundle comes from: the policy store, or a cluster's ConfigMap."""
+
+    def current(self) -> str | None: ...
+
+    def bundle_bytes(self, revision: str) -> bytes: ...
+
+
+def make_bundle_app(store: BundleSource, *, check_interval: float = 0.05) -> web.Application:
     """The bundle endpoint. A waiting request re-reads only the store's small ``current``
     pointer every ``check_interval``; the bundle itself is read once per revision."""
     latest: dict[str, bytes] = {}
@@ -44,7 +52,12 @@ def make_bundle_app(store: PolicyStore, *, check_interval: float = 0.05) -> web.
             if revision is None:
                 return web.Response(status=404, text="no policy revision is active")
             if revision != seen:
-                return web.Response(body=payload(revision), content_type=BUNDLE_CONTENT_TYPE,
+                try:
+                    body = payload(revision)
+                except (KeyError, FileNotFoundError):  # replaced between the two reads
+                    await asyncio.sleep(check_interval)
+                    continue
+                return web.Response(body=body, content_type=BUNDLE_CONTENT_TYPE,
                                     headers={"ETag": f'"{revision}"'})
             if time.monotonic() >= deadline:
                 return web.Response(status=304, headers={"ETag": f'"{revision}"', "Content-Type": BUNDLE_CONTENT_TYPE})
@@ -84,7 +97,7 @@ class BundleServer:
     OPA synchronously and OPA must be able to download the bundle while they wait.
     """
 
-    def __init__(self, store: PolicyStore, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, store: BundleSource, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.store = store
         self.host = host
         self.port = port

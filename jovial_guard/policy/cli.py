@@ -345,7 +345,7 @@ def serve_bundles(configmap: str, kubeconfig: str | None, host: str, port: int, 
 
     namespace, name = parse_target(configmap)
     source = ConfigMapSource(ConfigMapBundle(namespace, name, kubeconfig=kubeconfig), interval=interval).start()
-    server = BundleServer(source, host=host, port=port).start()  # type: ignore[arg-type]
+    server = BundleServer(source, host=host, port=port).start()
     click.echo(f"serving {namespace}/{name} on {server.url}", err=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -97,8 +97,8 @@ class ConfigMapBundle:
 class ConfigMapSource:
     """What the bundle service serves: the ConfigMap, re-read every ``interval`` seconds.
 
-    Has the store's ``current_bundle()`` shape, so the same long-polling bundle app serves
-    it. The ETag is the published revision plus a digest of the bytes, so any change to
+    Has the store's ``current()``/``bundle_bytes()`` shape (:class:`BundleSource`), so the
+    same long-polling bundle app serves it. The ETag is the published revision plus a digest of the bytes, so any change to
     the ConfigMap (including a tampered one) reaches the OPAs, which decide whether to
     accept it. A read failure keeps serving the last bundle read.
     """
@@ -128,6 +128,16 @@ class ConfigMapSource:
 
     def current_bundle(self) -> tuple[str, bytes] | None:
         return self._current
+
+    def current(self) -> str | None:
+        current = self._current
+        return current[0] if current else None
+
+    def bundle_bytes(self, revision: str) -> bytes:
+        current = self._current
+        if current is None or current[0] != revision:
+            raise KeyError(f"revision {revision} is no longer published")
+        return current[1]
 
     def start(self) -> ConfigMapSource:
         self.refresh()

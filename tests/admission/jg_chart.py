@@ -6,8 +6,10 @@ the objects; results are cached per value set, so a test module renders each onc
 
 from __future__ import annotations
 
+import base64
 import functools
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +75,18 @@ def hook_of(doc: dict[str, Any]) -> tuple[set[str], int] | None:
     if "helm.sh/hook" not in annotations:
         return None
     return set(annotations["helm.sh/hook"].split(",")), int(annotations.get("helm.sh/hook-weight", "0"))
+
+
+def loopback_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
+    """The chart's fail-closed configurations (mutating first, then validating) with
+    ``clientConfig`` pointed at a webhook on the host's loopback, Helm's hook annotations
+    dropped: what the API server e2e tests register."""
+    docs = [d for d in render() if d["kind"].endswith("WebhookConfiguration") and not d["metadata"]["name"].endswith("-backstop")]
+    docs.sort(key=lambda d: d["kind"] != "MutatingWebhookConfiguration")
+    ca = base64.b64encode(ca_file.read_bytes()).decode()
+    for doc in docs:
+        doc["metadata"].pop("annotations", None)
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
+    return docs

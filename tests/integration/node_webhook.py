@@ -8,7 +8,6 @@ webhook itself before the kubelet ever sees them.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import signal
@@ -21,23 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from jovial_guard.admission.tls import write_webhook_certs
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, REPO_ROOT, ManagedOpa, free_loopback_port
-
-CONFIGURATIONS = REPO_ROOT / "deploy" / "webhook" / "webhookconfigurations.yaml"
-
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
 
 def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
-    """deploy/'s configurations with ``clientConfig`` pointed at the loopback webhook."""
-    docs = [d for d in yaml.safe_load_all(CONFIGURATIONS.read_text()) if d]
-    ca = base64.b64encode(ca_file.read_bytes()).decode()
-    for doc in docs:
-        for hook in doc["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
-    return docs
+    """The chart's configurations with ``clientConfig`` pointed at the loopback webhook."""
+    from tests.admission.jg_chart import loopback_configurations
+
+    return loopback_configurations(port, ca_file)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ at the loopback webhook and our CA as ``caBundle``. The hub namespace enforces P
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import json
 import os
@@ -124,20 +123,10 @@ def webhook(e2e_opa: ManagedOpa, certs: CertPaths, tmp_path_factory: pytest.Temp
 
 
 def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
-    """The chart's fail-closed configurations (mutating, validating), clientConfig pointed at
-    the loopback webhook."""
-    from tests.admission.jg_chart import render
+    """The chart's fail-closed configurations, pointed at the loopback webhook."""
+    from tests.admission.jg_chart import loopback_configurations
 
-    docs = [d for d in render() if d["kind"].endswith("WebhookConfiguration") and not d["metadata"]["name"].endswith("-backstop")]
-    docs.sort(key=lambda d: d["kind"] != "MutatingWebhookConfiguration")
-    for doc in docs:
-        doc["metadata"].pop("annotations", None)  # Helm's hook annotations
-    ca = base64.b64encode(ca_file.read_bytes()).decode()
-    for doc in docs:
-        for hook in doc["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
-    return docs
+    return loopback_configurations(port, ca_file)
 
 
 @pytest.fixture(scope="module")

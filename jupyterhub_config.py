@@ -21,7 +21,7 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_DECISION_LOG       JSON-lines decision log (default STATE/decisions.jsonl)
     JOVIAL_GUARD_DECISION_LISTENERS more decision listeners, "module:attr,module:attr"
     JOVIAL_GUARD_STORAGE            1 (default): per-user storage grants at spawn; 0: none
-    JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: STATE/hub/lustre-sim)
+    JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: STATE/lustre-sim)
     JOVIAL_GUARD_SPAWN_LIMIT        servers starting at once (default 2 per core); more get 429 + Retry-After
     JOVIAL_GUARD_START_TIMEOUT      seconds a spawn may take to start its container (default 120)
     JOVIAL_GUARD_HTTP_TIMEOUT       seconds a started server may take to answer (default 120)

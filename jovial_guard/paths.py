@@ -67,7 +67,7 @@ def credentials_agent_key() -> Path:
 def storage_root() -> Path:
     """Where the simulated Lustre filesets live when no real mount is configured (users'
     files, so state)."""
-    return hub_state_dir() / "lustre-sim"
+    return state_dir() / "lustre-sim"
 
 
 def engine_root() -> Path:

@@ -28,7 +28,7 @@ OLD_RUNROOT = RUN_DIR / "podman"
 #: Old location (relative to the cache) -> new location (relative to the hub's state).
 _MOVES = (
     ("hub", "."),
-    ("lustre-sim", "lustre-sim"),
+    ("lustre-sim", "../lustre-sim"),
     ("credentials/state", "credentials"),
     ("credentials/keys", "credentials-keys"),
     ("credentials/agent", "credentials-agent"),

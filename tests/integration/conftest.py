@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +25,8 @@ import requests
 from jovial_guard.hardening.egress import EgressNamespaces
 from jovial_guard.policy.client import OpaEndpoint
 from jovial_guard.policy.opa_process import ManagedOpa
+from jovial_guard.runtime.image import ensure_notebook_image
+from jovial_guard.runtime.podman import PodmanService
 from jovial_guard.spawn.network import namespace_key
 from jovial_guard.spawn.stack import EmbeddedStack, StackSettings, temp_state_dir
 
@@ -311,3 +314,13 @@ def unmount_below(tmp_path: Path) -> Iterator[None]:
     """:func:`unmount_tree` of the test's tmp_path after the test."""
     yield
     unmount_tree(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def notebook_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+    """A podman service of the run's engine storage with the notebook image imported, on a
+    socket of this module's own."""
+    sock = tmp_path_factory.mktemp("engine") / "podman.sock"
+    with PodmanService(socket_path=sock) as service:
+        ensure_notebook_image(service, progress=lambda m: print(m, file=sys.stderr))
+        yield service

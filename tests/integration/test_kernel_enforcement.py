@@ -25,7 +25,7 @@ import pytest
 from jovial_guard.decision import Egress, EgressRule
 from jovial_guard.hardening.egress import EgressNamespaces, NamespaceHandle
 from jovial_guard.hardening.seccomp import notebook_profile_path, validate_profile_file
-from jovial_guard.runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image
+from jovial_guard.runtime.image import NOTEBOOK_IMAGE
 from jovial_guard.runtime.podman import PodmanService
 
 pytestmark = pytest.mark.integration
@@ -55,11 +55,8 @@ def _remove_labelled(client: docker.DockerClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
-    sock = tmp_path_factory.mktemp("engine") / "podman.sock"
-    with PodmanService(socket_path=sock) as service:
-        ensure_notebook_image(service, progress=lambda m: print(m, file=sys.stderr))
-        yield service
+def engine(notebook_engine: PodmanService) -> PodmanService:
+    return notebook_engine
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ from jovial_guard.hardening.recorder import (
     run_workload,
 )
 from jovial_guard.hardening.seccomp import notebook_profile_path, validate_profile_file
-from jovial_guard.runtime.image import ensure_notebook_image
 from jovial_guard.runtime.podman import PodmanService
 
 pytestmark = pytest.mark.integration
@@ -71,11 +70,8 @@ I386_PROBE = (
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
-    sock = tmp_path_factory.mktemp("engine") / "podman.sock"
-    with PodmanService(socket_path=sock) as service:
-        ensure_notebook_image(service, progress=lambda m: print(m, file=sys.stderr))
-        yield service
+def engine(notebook_engine: PodmanService) -> PodmanService:
+    return notebook_engine
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,7 +34,6 @@ from jovial_guard.credentials.hub import StorageCredentials
 from jovial_guard.hardening.egress import EgressNamespaces
 from jovial_guard.hardening.netns_names import is_user_netns
 from jovial_guard.policy.opa_process import ManagedOpa
-from jovial_guard.runtime.image import ensure_notebook_image
 from jovial_guard.runtime.podman import API_VERSION, PodmanService
 from jovial_guard.spawn.guard import JovialGuard
 from jovial_guard.spawn.spawner import GuardedDockerSpawner
@@ -54,11 +52,8 @@ ENGINE_TMPFS = {"/run", "/var/tmp"}
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
-    sock = tmp_path_factory.mktemp("engine") / "podman.sock"
-    with PodmanService(socket_path=sock) as service:
-        ensure_notebook_image(service, progress=lambda m: print(m, file=sys.stderr))
-        yield service
+def engine(notebook_engine: PodmanService) -> PodmanService:
+    return notebook_engine
 
 
 @pytest.fixture(scope="module")

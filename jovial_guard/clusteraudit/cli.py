@@ -72,7 +72,7 @@ async def audit_once(
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None, help="Kubeconfig (default: in-cluster credentials).")
 @click.option("--namespace", "namespaces", multiple=True, help="Audit only this namespace (repeatable; default: all).")
 @click.option("--auditor", default="system:serviceaccount:jhub:jovial-guard-audit", show_default=True, help="The request user the decisions are made for (never trusted as the hub).")
-@click.option("--write/--no-write", default=True, show_default=True, help="Write PolicyReports (wgpolicyk8s.io/v1alpha2; the CRD is deploy/crds/).")
+@click.option("--write/--no-write", default=True, show_default=True, help="Write PolicyReports (wgpolicyk8s.io/v1alpha2; the CRD is in deploy/helm/jovial-guard/crds/).")
 @click.option("--interval", type=float, default=None, help="Repeat every SECONDS (a Deployment); default: run once.")
 @click.option("--metrics-port", type=int, default=9090, show_default=True, help="With --interval: serve /metrics on this port.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)

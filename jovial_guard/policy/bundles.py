@@ -60,12 +60,42 @@ def _run_opa(args: list[str], *, cwd: Path | None = None) -> subprocess.Complete
     return subprocess.run([find_opa(), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
+def bundle_roots(staging: Path) -> list[str]:
+    """The top-level data paths the bundle in ``staging`` fills, as its manifest's roots.
+
+    A bundle without roots owns all of ``data``: activating it would erase every policy
+    loaded beside it, such as a sidecar's ``system.authz`` (OPA then answers every request
+    with "authorization policy missing"). OPA itself lists the namespaces
+    (``opa inspect``); a data file at the bundle's top contributes its keys.
+    """
+    proc = _run_opa(["inspect", "--format", "json", "."], cwd=staging)
+    if proc.returncode != 0:
+        raise BundleError(f"opa inspect failed: {(proc.stderr or proc.stdout).strip()}")
+    roots: set[str] = set()
+    for namespace, files in json.loads(proc.stdout).get("namespaces", {}).items():
+        parts = namespace.split(".")
+        if len(parts) > 1:
+            roots.add(parts[1])
+            continue
+        for name in files:
+            path = (staging / name).resolve()
+            if path.suffix == ".json" and path.is_file():
+                document = json.loads(path.read_text())
+                if not isinstance(document, dict):
+                    raise BundleError(f"{name}: top-level data must be a JSON object")
+                roots.update(document)
+            elif path.suffix != ".rego":
+                raise BundleError(f"{name}: top-level data must be JSON (data.json)")
+    return sorted(roots)
+
+
 def build_bundle(policy_dir: Path, output: Path, *, key: SigningKey, revision: str | None = None) -> str:
     """Build a signed bundle of ``policy_dir`` at ``output``; return its revision.
 
     The revision is the content digest of the policy directory (the same value the
     managed OPA reports in directory mode) and is also written into the bundle as
-    ``data.jovial_guard_meta.revision`` so every decision names it.
+    ``data.jovial_guard_meta.revision`` so every decision names it. The manifest names
+    the bundle's roots (:func:`bundle_roots`), so policies loaded beside it survive.
     """
     revision = revision or policy_revision(policy_dir)
     with tempfile.TemporaryDirectory(prefix="jovial-guard-bundle-") as tmp:
@@ -74,6 +104,7 @@ def build_bundle(policy_dir: Path, output: Path, *, key: SigningKey, revision: s
         meta = staging / "jovial_guard_meta"
         meta.mkdir(exist_ok=True)
         (meta / "data.json").write_text(json.dumps({"revision": revision}))
+        (staging / ".manifest").write_text(json.dumps({"roots": bundle_roots(staging)}))
         claims = Path(tmp) / "claims.json"
         claims.write_text(json.dumps({"keyid": key.key_id}))
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -97,8 +97,10 @@ class ConfigMapBundle:
 class ConfigMapSource:
     """What the bundle service serves: the ConfigMap, re-read every ``interval`` seconds.
 
-    Has the store's ``current()``/``bundle_bytes()`` shape (:class:`BundleSource`), so the
-    same long-polling bundle app serves it. The ETag is the published revision plus a digest of the bytes, so any change to
+    Has the store's ``current()``, ``bundle_bytes()`` and ``current_bundle()`` shape
+    (:class:`~jovial_guard.policy.bundle_server.BundleSource`), so the
+    same long-polling bundle app serves it; the previous payload stays readable for a moment,
+    so a request that saw the old revision just before a refresh still gets its bytes. The ETag is the published revision plus a digest of the bytes, so any change to
     the ConfigMap (including a tampered one) reaches the OPAs, which decide whether to
     accept it. A read failure keeps serving the last bundle read.
     """
@@ -107,6 +109,7 @@ class ConfigMapSource:
         self.target = target
         self.interval = interval
         self._current: tuple[str, bytes] | None = None
+        self._previous: tuple[str, bytes] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
@@ -124,20 +127,24 @@ class ConfigMapSource:
             self._current = None
             return
         revision, payload = found
-        self._current = (f"{revision}+{hashlib.sha256(payload).hexdigest()[:16]}", payload)
+        tag = f"{revision}+{hashlib.sha256(payload).hexdigest()[:16]}"
+        if self._current is None or self._current[0] != tag:
+            self._previous, self._current = self._current, (tag, payload)
 
     def current_bundle(self) -> tuple[str, bytes] | None:
         return self._current
 
     def current(self) -> str | None:
-        current = self._current
-        return current[0] if current else None
+        """The served revision tag, or None when nothing is published."""
+        found = self._current
+        return found[0] if found else None
 
     def bundle_bytes(self, revision: str) -> bytes:
-        current = self._current
-        if current is None or current[0] != revision:
-            raise KeyError(f"revision {revision} is no longer published")
-        return current[1]
+        """The payload served under ``revision`` (the current or the one just before)."""
+        for found in (self._current, self._previous):
+            if found is not None and found[0] == revision:
+                return found[1]
+        raise KeyError(f"revision {revision} is no longer served")
 
     def start(self) -> ConfigMapSource:
         self.refresh()

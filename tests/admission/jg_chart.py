@@ -22,11 +22,18 @@ from .z2jh_chart import KUBE_VERSION, find_helm
 CHART = REPO_ROOT / "deploy" / "helm" / "jovial-guard"
 RELEASE = "jovial-guard"
 NAMESPACE = "jovial-guard"
+# A P-256 public key (PEM) standing in for a policy store's signing.pub, and its key id.
+BUNDLE_PUBLIC_KEY = Path(__file__).with_name("bundle-signing.pub")
+BUNDLE_KEY_ID = "jovial-guard-policy-1"
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
     "cert-manager+servicemonitor": ["--set", "tls.certManager.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"],
     "egress-peers": ["--set", "networkPolicy.egress.auditService.enabled=true", "--set", "networkPolicy.egress.bundleService.enabled=true",
                      "--set", "webhook.decisionLog.enabled=true", "--set", "podAntiAffinity=hard"],
+    "bundles+cluster-audit+namespace-modes": [
+        "--set", "policy.bundles.enabled=true", "--set-file", f"policy.publicKey={BUNDLE_PUBLIC_KEY}",
+        "--set", f"policy.keyId={BUNDLE_KEY_ID}", "--set", "auditCluster.enabled=true",
+        "--set", "auditCluster.serviceMonitor.enabled=true", "--set", "namespaceModes.enabled=true"],
 }
 
 

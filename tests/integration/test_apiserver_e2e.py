@@ -366,17 +366,17 @@ def test_every_chart_object_is_accepted_by_the_api_server(api: client.ApiClient)
             resource.create(body=doc, namespace=namespace, query_params=[("dryRun", "All"), ("fieldValidation", "Strict")])
             checked += 1
     assert checked > 40
-    # Every pod the chart makes (webhook, hook Jobs) passes Pod Security "restricted".
-    docs = render()
-    for doc in docs:
-        if doc["kind"] == "ServiceAccount":
-            dyn.resources.get(api_version="v1", kind="ServiceAccount").create(body=doc, namespace=NAMESPACE)
-    for doc in docs:
-        if doc["kind"] in ("Deployment", "Job"):
-            template = doc["spec"]["template"]
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": doc["metadata"]["name"] + "-pod", **template["metadata"]},
-                   "spec": template["spec"]}
-            create_pod(api, pod, namespace=NAMESPACE, dry_run=True)
+    # Every pod the chart makes (webhook, hook Jobs, bundle service, audit) passes Pod Security "restricted".
+    docs = render() + render("bundles+cluster-audit+namespace-modes")
+    for doc in {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}.values():
+        dyn.resources.get(api_version="v1", kind="ServiceAccount").create(body=doc, namespace=NAMESPACE)
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    assert len(workloads) >= 6
+    for doc in workloads:
+        template = doc["spec"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": doc["metadata"]["name"] + "-pod", **template["metadata"]},
+               "spec": template["spec"]}
+        create_pod(api, pod, namespace=NAMESPACE, dry_run=True)
 
 
 def test_opa_down_means_pods_are_denied(api: client.ApiClient, e2e_opa: ManagedOpa) -> None:

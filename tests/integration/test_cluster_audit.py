@@ -40,7 +40,7 @@ if APISERVER is None or ETCD is None:
 from kubernetes import client, config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "deploy" / "crds" / "wgpolicyk8s.io_policyreports.yaml"
+CRD = REPO / "deploy" / "helm" / "jovial-guard" / "crds" / "wgpolicyk8s.io_policyreports.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -97,3 +97,17 @@ service:
 caBundle: {{ include "jovial-guard.tls.caBundle" $root }}
 {{- end }}
 {{- end -}}
+
+{{/* Selector labels of another component (bundles, cluster-audit) of this release. */}}
+{{- define "jovial-guard.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{- define "jovial-guard.componentLabels" -}}
+{{ include "jovial-guard.componentSelectorLabels" . }}
+app.kubernetes.io/part-of: jovial-guard
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}

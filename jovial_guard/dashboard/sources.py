@@ -153,18 +153,18 @@ def grants_by_user(credentials_dir: Path | None, *, now: float | None = None) ->
 
 
 def egress_rules(settings: Settings, username: str) -> tuple[str | None, str | None]:
-    """(ruleset, error) of the user's egress namespace, read live with ``nft list ruleset``.
+    """(ruleset, error) of the user's egress namespace, read live through the egress query
+    API (which names the namespace with the same function the spawn hook uses).
 
     The dashboard's only contact with the host's network state: everything else about a
     user's egress comes from the hardening record.
     """
     from ..hardening.egress import EgressNamespaces
-    from ..spawn.network import namespace_key
 
     try:
         namespaces = (EgressNamespaces(settings.netns_prefix, pool=settings.egress_pool) if settings.egress_pool
                       else EgressNamespaces(settings.netns_prefix))
-        return namespaces.rules(namespace_key(username)), None
+        return namespaces.live_ruleset(username), None
     except (JovialGuardError, OSError, ValueError) as exc:
         return None, str(exc)
 

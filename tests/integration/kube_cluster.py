@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,6 +46,22 @@ def find_kube_apiserver() -> str | None:
 
 def find_etcd() -> str | None:
     return shutil.which("etcd") or (str(Path("/usr/bin/etcd")) if Path("/usr/bin/etcd").exists() else None)
+
+
+def require_kube_apiserver() -> tuple[str, str]:
+    """kube-apiserver and etcd, for a test module's top level: skipped only when
+    ``JOVIAL_GUARD_SKIP_KUBE_APISERVER=1`` says so; otherwise a missing binary fails the
+    module naming the set-up step (a cache miss must never become a green skip)."""
+    if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_APISERVER") == "1":
+        pytest.skip("JOVIAL_GUARD_SKIP_KUBE_APISERVER=1: the API server tests were switched off explicitly",
+                    allow_module_level=True)
+    apiserver, etcd = find_kube_apiserver(), find_etcd()
+    if apiserver is None:
+        pytest.fail("kube-apiserver is not built: run scripts/test.d/50-kube-apiserver.sh (./guard test does)",
+                    pytrace=False)
+    if etcd is None:
+        pytest.fail("etcd is missing: run scripts/install-system.sh test (package etcd-server)", pytrace=False)
+    return apiserver, etcd
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

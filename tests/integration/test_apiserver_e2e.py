@@ -33,22 +33,11 @@ from jovial_guard.policy.opa_process import (
 )
 from tests.admission.kubespawner_pods import kubespawner_pod
 
-from .kube_cluster import LocalKubeCluster, find_etcd, find_kube_apiserver
+from .kube_cluster import LocalKubeCluster, require_kube_apiserver
 
 pytestmark = pytest.mark.integration
 
-APISERVER = find_kube_apiserver()
-ETCD = find_etcd()
-if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_APISERVER") == "1":
-    pytest.skip("JOVIAL_GUARD_SKIP_KUBE_APISERVER=1: the API server e2e was switched off explicitly",
-                allow_module_level=True)
-if APISERVER is None or ETCD is None:
-    # A cache miss must not turn the only real-API-server test into a green skip.
-    pytest.fail(
-        "kube-apiserver is not built: run scripts/test.d/50-kube-apiserver.sh (./guard test does)"
-        if APISERVER is None else "etcd is missing: run scripts/install-system.sh test (package etcd-server)",
-        pytrace=False,
-    )
+APISERVER, ETCD = require_kube_apiserver()
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException

@@ -10,7 +10,6 @@ to ``pass``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,16 +25,11 @@ import yaml
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa
 from tests.admission.kubespawner_pods import as_api_server_sends, kubespawner_pod
 
-from .kube_cluster import LocalKubeCluster, find_etcd, find_kube_apiserver
+from .kube_cluster import LocalKubeCluster, require_kube_apiserver
 
 pytestmark = pytest.mark.integration
 
-APISERVER = find_kube_apiserver()
-ETCD = find_etcd()
-if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_APISERVER") == "1":
-    pytest.skip("JOVIAL_GUARD_SKIP_KUBE_APISERVER=1: the API server tests were switched off explicitly", allow_module_level=True)
-if APISERVER is None or ETCD is None:
-    pytest.fail("kube-apiserver or etcd is missing: run ./guard test (scripts/test.d)", pytrace=False)
+APISERVER, ETCD = require_kube_apiserver()
 
 from kubernetes import client, config  # noqa: E402
 

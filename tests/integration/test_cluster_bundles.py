@@ -38,16 +38,11 @@ from jovial_guard.policy.opa_process import (
 from jovial_guard.policy.publish import ConfigMapBundle
 from jovial_guard.policy.store import PolicyStore
 
-from .kube_cluster import LocalKubeCluster, find_etcd, find_kube_apiserver
+from .kube_cluster import LocalKubeCluster, require_kube_apiserver
 
 pytestmark = pytest.mark.integration
 
-APISERVER = find_kube_apiserver()
-ETCD = find_etcd()
-if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_APISERVER") == "1":
-    pytest.skip("JOVIAL_GUARD_SKIP_KUBE_APISERVER=1: the API server tests were switched off explicitly", allow_module_level=True)
-if APISERVER is None or ETCD is None:
-    pytest.fail("kube-apiserver or etcd is missing: run ./guard test (scripts/test.d)", pytrace=False)
+APISERVER, ETCD = require_kube_apiserver()
 
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402

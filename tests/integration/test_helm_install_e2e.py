@@ -27,17 +27,11 @@ from jovial_guard.policy.opa_process import ManagedOpa, free_loopback_port
 from tests.admission.jg_chart import CHART, helm, one, template
 from tests.admission.kubespawner_pods import kubespawner_pod
 
-from .kube_cluster import LocalKubeCluster, find_etcd, find_kube_apiserver
+from .kube_cluster import LocalKubeCluster, require_kube_apiserver
 
 pytestmark = pytest.mark.integration
 
-APISERVER = find_kube_apiserver()
-ETCD = find_etcd()
-if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_APISERVER") == "1":
-    pytest.skip("JOVIAL_GUARD_SKIP_KUBE_APISERVER=1: the API server e2e was switched off explicitly", allow_module_level=True)
-if APISERVER is None or ETCD is None:
-    pytest.fail("kube-apiserver or etcd missing: run scripts/test.d/50-kube-apiserver.sh and scripts/install-system.sh test",
-                pytrace=False)
+APISERVER, ETCD = require_kube_apiserver()
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException

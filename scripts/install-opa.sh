@@ -55,6 +55,7 @@ GO
      && go get "github.com/open-policy-agent/opa@$OPA_VERSION" \
      && CGO_ENABLED=0 go build -o "$BIN" .)
 fi
-"$BIN" version | head -n 1
+# sed reads all of it: `| head` would end opa with SIGPIPE, which pipefail turns into a failure.
+"$BIN" version | sed -n 1p
 link_into_checkout
 echo "opa $OPA_VERSION: installed at $BIN"

@@ -41,7 +41,7 @@ kube_cached() {
 # every staging module pinned to its release, on stdout.
 kube_staging_gomod() {
   local modname="$1" kmod="$2" gover staging m
-  gover="$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$kmod" | head -1)"
+  gover="$(sed -n '/^go /{s/^go \([0-9.]*\).*/\1/p;q}' "$kmod")"
   staging="$(grep -E '=>[[:space:]]+\./staging/src/' "$kmod" | awk '{print $1}' | sort -u)"
   [ -n "$staging" ] || { echo "kube-build: no staging replace block found in $kmod" >&2; return 3; }
   echo "module $modname"

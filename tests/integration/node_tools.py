@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from jovial_guard.paths import cache_dir
 from jovial_guard.policy.opa_process import REPO_ROOT
 
@@ -75,3 +77,15 @@ def tool(name: str) -> str:
 
 def tool_dir(name: str) -> Path:
     return Path(tool(name)).resolve().parent
+
+
+def require_node() -> None:
+    """For a node test module's top level: skipped only when ``JOVIAL_GUARD_SKIP_KUBE_NODE=1``
+    says so; a missing tool or a non-root run fails the module, naming what is missing."""
+    if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_NODE") == "1":
+        pytest.skip("JOVIAL_GUARD_SKIP_KUBE_NODE=1: the node tests were switched off explicitly", allow_module_level=True)
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the single-node cluster is incomplete: " + "; ".join(missing), pytrace=False)
+    if os.geteuid() != 0:
+        pytest.fail("the single-node cluster needs root (bridges, mounts, cgroups)", pytrace=False)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,16 +29,11 @@ from typing import Any
 
 import pytest
 
-from .node_tools import missing_tools
+from .node_tools import require_node
 
 pytestmark = pytest.mark.integration
 
-if os.environ.get("JOVIAL_GUARD_SKIP_KUBE_NODE") == "1":
-    pytest.skip("JOVIAL_GUARD_SKIP_KUBE_NODE=1: the node tests were switched off explicitly", allow_module_level=True)
-if missing_tools():
-    pytest.fail("the single-node cluster is incomplete: " + "; ".join(missing_tools()), pytrace=False)
-if os.geteuid() != 0:
-    pytest.fail("the single-node cluster needs root (bridges, mounts, cgroups)", pytrace=False)
+require_node()
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient

@@ -130,8 +130,10 @@ async def test_deploy_switches_atomically_without_failed_requests(live: tuple[Po
     stop = asyncio.Event()
 
     async def traffic() -> None:
-        async with OpaConnection(endpoint, timeout=2.0) as conn:
-            engine = PolicyEngine(conn, deadline=2.0)
+        # A generous deadline: the deploy runs `opa test` on the same two cores, and this
+        # test is about the switch, not about OPA's latency under that load.
+        async with OpaConnection(endpoint, timeout=10.0) as conn:
+            engine = PolicyEngine(conn, deadline=10.0)
             while not stop.is_set():
                 d = await engine.decide(astro)
                 outcomes.append((d.allowed, d.policy_revision, d.reasons[0].rule if d.reasons else ""))

@@ -20,34 +20,15 @@ SUITE=bookworm
 PREFIX=/opt/jovial-guard
 UID_=65532
 
-step() { printf '==> %s\n' "$*"; }
+# shellcheck source=../lib/debian-rootfs.sh
+. "$HERE/../lib/debian-rootfs.sh"
 
-mirror="${JOVIAL_GUARD_DEBIAN_MIRROR:-}"
-if [ -z "$mirror" ]; then
-  mirror="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Created-By: Packages' \
-             | awk -v s="$SUITE" '$2 == s && $3 == "main" {print $1; exit}')"
-fi
-[ -n "$mirror" ] || { echo "build.sh: no Debian $SUITE mirror configured for apt; set JOVIAL_GUARD_DEBIAN_MIRROR" >&2; exit 2; }
-
-work="$(mktemp -d "$(dirname "$OUT")/.build-XXXXXX")"
-root="$work/rootfs"
-cleanup() {
-  { findmnt -rn -o TARGET | grep -F "$root/" | sort -r | while read -r m; do umount -l "$m"; done; } || true
-  rm -rf --one-file-system "$work" || true
-}
-trap cleanup EXIT
-
-step "debootstrap $SUITE (minbase) from the configured mirror"
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-  "$SUITE" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
-  || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+make_work
+debootstrap_minbase
 
 step "venv $PREFIX/venv: the [webhook] extra's dependencies, pinned"
 python3 "$HERE/requirements.py" webhook >"$root/tmp/requirements.txt"
 grep -v -i '^jovial[-_]guard' "$CONSTRAINTS" | grep -v '^-e ' >"$root/tmp/constraints.txt"
-cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
-in_root() { env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-              HOME=/root LANG=C.UTF-8 chroot "$root" "$@"; }
 in_root python3 -m venv "$PREFIX/venv"
 in_root "$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check -q \
   --cert /tmp/host-ca.crt --only-binary=:all: -c /tmp/constraints.txt -r /tmp/requirements.txt
@@ -80,25 +61,12 @@ in_root useradd --uid "$UID_" --gid "$UID_" --no-create-home --home-dir /nonexis
 # pip is not needed at run time (nothing is installed in a running webhook).
 rm -rf "$root$PREFIX/venv/lib/python3"*/site-packages/pip "$root$PREFIX/venv/lib/python3"*/site-packages/pip-* \
        "$root$PREFIX/venv/bin/pip"* "$root/usr/lib/python3"*/ensurepip "$root/usr/share/python-wheels"
-rm -f "$root/tmp/host-ca.crt" "$root/tmp/requirements.txt" "$root/tmp/constraints.txt"
-find "$root" -xdev -perm /6000 -exec chmod ug-s {} +
-rm -rf "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"* "$root/var/log/"* "$root/root/.cache" "$root/debootstrap" \
-       "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
-printf 'deb http://deb.debian.org/debian %s main\n' "$SUITE" >"$root/etc/apt/sources.list"
-: >"$root/etc/resolv.conf"
-echo webhook >"$root/etc/hostname"
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$root/etc/hosts"
-find "$root/tmp" "$root/var/tmp" -mindepth 1 -delete
-
-left="$(find "$root" -xdev -perm /6000 | wc -l)"
-[ "$left" -eq 0 ] || { echo "build.sh: setuid/setgid files remain" >&2; exit 1; }
+rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
+scrub_root webhook
 for forbidden in jupyterhub dockerspawner kubespawner; do
   if ls "$root$PREFIX/venv/lib/python3"*/site-packages | grep -qi "^$forbidden"; then
     echo "build.sh: $forbidden in the webhook image" >&2; exit 1
   fi
 done
 
-step "packing root filesystem"
-tar --numeric-owner --xattrs -C "$root" -cpf "$work/rootfs.tar" .
-mv "$work/rootfs.tar" "$OUT"
-step "built $(du -h "$OUT" | cut -f1) $OUT"
+pack_root

@@ -30,7 +30,10 @@ from ..paths import cache_dir
 from .podman import EngineUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE_DIR = REPO_ROOT / "images" / "notebook"
+#: The recipe, relative to the checkout: its own directory and the steps it shares with
+#: the other image recipes (images/lib), so both are part of its key.
+RECIPE_PARTS = ("images/notebook", "images/lib")
+RECIPE_DIR = REPO_ROOT / RECIPE_PARTS[0]
 NOTEBOOK_REPOSITORY = "localhost/jovial-guard/notebook"
 #: The image every notebook server runs. One place; bump the tag with the recipe.
 NOTEBOOK_IMAGE = f"{NOTEBOOK_REPOSITORY}:v1"
@@ -52,12 +55,13 @@ class _HasPodmanArgs(Protocol):
     def write_config(self) -> None: ...
 
 
-def recipe_key(recipe_dir: Path = RECIPE_DIR) -> str:
+def recipe_key(checkout: Path = REPO_ROOT) -> str:
     """Hash of every recipe file but the README (path + bytes): the tarball's cache key."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file() and p.name != "README.md"):
-        digest.update(path.relative_to(recipe_dir).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for part in RECIPE_PARTS:
+        for path in sorted(p for p in (checkout / part).rglob("*") if p.is_file() and p.name != "README.md"):
+            digest.update(path.relative_to(checkout).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -14,7 +14,7 @@ CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
 OPA="$(readlink -f "$HERE/.tools/bin/opa" 2>/dev/null || true)"
 
 key() {
-  ( cd "$HERE" && find images/webhook jovial_guard policies profiles pyproject.toml -type f \
+  ( cd "$HERE" && find images/webhook images/lib jovial_guard policies profiles pyproject.toml -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' ! -name README.md | LC_ALL=C sort \
       | while read -r f; do printf '%s\0' "$f"; sha256sum <"$f"; done
     printf 'opa %s\n' "$OPA" ) | sha256sum | cut -c1-16

@@ -7,6 +7,7 @@ the module's engine), so it never disturbs a hub running on the default socket.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -199,12 +200,12 @@ def test_notebook_image_is_current_and_not_latest(engine: PodmanService) -> None
 
 
 def test_recipe_key_follows_the_recipe(tmp_path: Path) -> None:
-    from jovial_guard.runtime.image import RECIPE_DIR
+    from jovial_guard.runtime.image import RECIPE_PARTS, REPO_ROOT
 
-    copy = tmp_path / "recipe"
-    copy.mkdir()
-    for path in RECIPE_DIR.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    assert recipe_key(copy) == recipe_key()
-    (copy / "requirements.txt").write_text((copy / "requirements.txt").read_text() + "# changed\n")
-    assert recipe_key(copy) != recipe_key()
+    for part in RECIPE_PARTS:
+        shutil.copytree(REPO_ROOT / part, tmp_path / part)
+    assert recipe_key(tmp_path) == recipe_key()
+    for changed in ("images/notebook/requirements.txt", "images/lib/debian-rootfs.sh"):
+        before = recipe_key(tmp_path)
+        (tmp_path / changed).write_text((tmp_path / changed).read_text() + "# changed\n")
+        assert recipe_key(tmp_path) != before

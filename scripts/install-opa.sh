@@ -10,6 +10,8 @@
 set -euo pipefail
 # shellcheck source=lib/progress.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
+# shellcheck source=lib/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tools.sh"
 
 OPA_VERSION="${OPA_VERSION:-v1.22.3}"
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
@@ -17,16 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="$CACHE/tools/opa/$OPA_VERSION"
 BIN="$DEST/opa"
 
-link_into_checkout() {
-  mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/opa"
-}
-
-if [ -x "$BIN" ] && "$BIN" version >/dev/null 2>&1; then
-  link_into_checkout
-  echo "opa $OPA_VERSION: cached at $BIN"
-  exit 0
-fi
+use_cached_tool "$HERE" "$BIN" opa "$OPA_VERSION" version && exit 0
 
 command -v go >/dev/null || { echo "install-opa: 'go' is required to build OPA" >&2; exit 2; }
 mkdir -p "$DEST"
@@ -57,5 +50,5 @@ GO
 fi
 # sed reads all of it: `| head` would end opa with SIGPIPE, which pipefail turns into a failure.
 "$BIN" version | sed -n 1p
-link_into_checkout
+link_tool "$HERE" "$BIN"
 echo "opa $OPA_VERSION: installed at $BIN"

@@ -5,22 +5,15 @@
 set -euo pipefail
 # shellcheck source=../lib/progress.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/progress.sh"
+# shellcheck source=../lib/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/tools.sh"
 VEGETA_VERSION="${VEGETA_VERSION:-v12.13.0}"
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="$CACHE/tools/vegeta/$VEGETA_VERSION"
 BIN="$DEST/vegeta"
 
-link_into_checkout() {
-  mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/vegeta"
-}
-
-if [ -x "$BIN" ] && "$BIN" -version >/dev/null 2>&1; then
-  link_into_checkout
-  echo "vegeta $VEGETA_VERSION: cached at $BIN"
-  exit 0
-fi
+use_cached_tool "$HERE" "$BIN" vegeta "$VEGETA_VERSION" -version && exit 0
 if [ "${JOVIAL_GUARD_SKIP_VEGETA:-0}" = "1" ] || ! command -v go >/dev/null; then
   echo "vegeta $VEGETA_VERSION: not built (skipped or no go); bench/admission.py then uses only its Python generator"
   exit 0
@@ -28,7 +21,7 @@ fi
 mkdir -p "$DEST"
 if with_progress "vegeta $VEGETA_VERSION: building (benchmarks only)" "30 s" "$DEST/go-install.log" \
      env GOBIN="$DEST" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"; then
-  link_into_checkout
+  link_tool "$HERE" "$BIN"
   echo "vegeta $VEGETA_VERSION: built at $BIN"
 else
   echo "vegeta $VEGETA_VERSION: build failed (see $DEST/go-install.log); the benchmark falls back to its Python generator" >&2

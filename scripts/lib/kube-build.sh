@@ -19,6 +19,8 @@
 
 # shellcheck source=progress.sh
 . "$(dirname "${BASH_SOURCE[0]}")/progress.sh"
+# shellcheck source=tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
 KUBE_BUILD_P="${KUBE_BUILD_P:-2}"
@@ -27,14 +29,7 @@ JG_CHECKOUT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 # kube_cached NAME: link and report a usable cached binary; status 1 when there is none.
 kube_cached() {
-  local name="$1" bin="$JG_CACHE/tools/$1/$KUBE_VERSION/$1"
-  if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
-    mkdir -p "$JG_CHECKOUT/.tools/bin"
-    ln -sfn "$(readlink -f "$bin")" "$JG_CHECKOUT/.tools/bin/$name"
-    echo "$name $KUBE_VERSION: cached at $bin"
-    return 0
-  fi
-  return 1
+  use_cached_tool "$JG_CHECKOUT" "$JG_CACHE/tools/$1/$KUBE_VERSION/$1" "$1" "$KUBE_VERSION" --version
 }
 
 # kube_staging_gomod MODULE_NAME KUBERNETES_GOMOD: a go.mod requiring k8s.io/kubernetes with

@@ -5,6 +5,8 @@
 set -euo pipefail
 # shellcheck source=../lib/progress.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/progress.sh"
+# shellcheck source=../lib/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/tools.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 VERSION=5.3.0
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
@@ -23,5 +25,4 @@ if [ ! -x "$BIN" ] || [ ! -f "$PREFIX/.complete" ]; then
 else
   echo "node-proxy: configurable-http-proxy@$VERSION cached"
 fi
-mkdir -p .tools/bin
-ln -sfn "$(readlink -f "$BIN")" .tools/bin/configurable-http-proxy
+link_tool "$PWD" "$BIN"

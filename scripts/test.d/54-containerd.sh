@@ -10,6 +10,8 @@
 set -euo pipefail
 # shellcheck source=../lib/progress.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/progress.sh"
+# shellcheck source=../lib/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/tools.sh"
 
 VERSION="${CONTAINERD_VERSION:-v2.4.2}"
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
@@ -20,9 +22,8 @@ TOOLS=(containerd containerd-shim-runc-v2 ctr)
 cached() {
   [ -x "$DEST/bin/containerd" ] && [ -x "$DEST/bin/containerd-shim-runc-v2" ] && [ -x "$DEST/bin/ctr" ] \
     && "$DEST/bin/containerd" --version >/dev/null 2>&1 || return 1
-  mkdir -p "$HERE/.tools/bin"
   local tool
-  for tool in "${TOOLS[@]}"; do ln -sfn "$(readlink -f "$DEST/bin/$tool")" "$HERE/.tools/bin/$tool"; done
+  for tool in "${TOOLS[@]}"; do link_tool "$HERE" "$DEST/bin/$tool"; done
   echo "containerd $VERSION: cached at $DEST/bin"
 }
 

@@ -5,6 +5,8 @@
 # The result lands in $JOVIAL_GUARD_CACHE/tools/helm/<version>/helm and is linked into the
 # checkout's .tools/bin; a cached run takes well under a second.
 set -euo pipefail
+# shellcheck source=../lib/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/tools.sh"
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CACHE="${JOVIAL_GUARD_CACHE:-$HOME/.cache/jovial_guard}"
@@ -12,16 +14,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="$CACHE/tools/helm/$HELM_VERSION"
 BIN="$DEST/helm"
 
-link_into_checkout() {
-  mkdir -p "$HERE/.tools/bin"
-  ln -sfn "$(readlink -f "$BIN")" "$HERE/.tools/bin/helm"
-}
-
-if [ -x "$BIN" ] && "$BIN" version --short >/dev/null 2>&1; then
-  link_into_checkout
-  echo "helm $HELM_VERSION: cached at $BIN"
-  exit 0
-fi
+use_cached_tool "$HERE" "$BIN" helm "$HELM_VERSION" version --short && exit 0
 
 command -v go >/dev/null || { echo "60-helm: 'go' is required to build helm" >&2; exit 2; }
 mkdir -p "$DEST"
@@ -37,5 +30,5 @@ GOBIN="$tmpbin" nice go install -p "${HELM_BUILD_P:-2}" -trimpath \
 [ -x "$tmpbin/helm" ] || { echo "60-helm: go install produced no helm binary (see $DEST/go-build.log)" >&2; exit 5; }
 mv -f "$tmpbin/helm" "$BIN"
 "$BIN" version --short
-link_into_checkout
+link_tool "$HERE" "$BIN"
 echo "helm $HELM_VERSION: built at $BIN"

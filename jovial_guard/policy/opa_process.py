@@ -25,6 +25,7 @@ import requests
 
 from ..errors import PolicyEngineUnavailable
 from ..paths import cache_dir
+from ..processes import stop_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY_DIR = REPO_ROOT / "policies"
@@ -222,15 +223,8 @@ class ManagedOpa:
             self._proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGTERM)
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        if self._proc:
+            stop_group(self._proc, grace=5)
         self._cleanup()
 
     def _cleanup(self) -> None:

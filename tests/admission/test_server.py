@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 
 from jovial_guard.admission.tls import write_webhook_certs
 from jovial_guard.policy.opa_process import ManagedOpa, free_loopback_port
+from jovial_guard.processes import stop_group
 
 from .conftest import RunningWebhook, config_for, start_webhook
 from .kubespawner_pods import admission_review, as_api_server_sends, kubespawner_pod
@@ -190,12 +190,7 @@ async def test_cli_serve_with_two_workers(opa: ManagedOpa, webhook_certs: Any, t
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(workers) == 2
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
 
 

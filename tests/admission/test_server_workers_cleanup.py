@@ -4,7 +4,6 @@ removed when it stops (a long-lived node would otherwise collect one per restart
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import requests
 
 from jovial_guard.policy.opa_process import ManagedOpa, free_loopback_port
+from jovial_guard.processes import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,11 +44,6 @@ def test_workers_metrics_directory_is_removed_at_stop(opa: ManagedOpa, webhook_c
         made = list(tmp_path.glob("jovial-guard-metrics-*"))
         assert len(made) == 1 and made[0].is_dir()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
     assert list(tmp_path.glob("jovial-guard-metrics-*")) == []

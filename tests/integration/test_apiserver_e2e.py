@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from jovial_guard.policy.opa_process import (
     ManagedOpa,
     free_loopback_port,
 )
+from jovial_guard.processes import stop_group
 from tests.admission.kubespawner_pods import kubespawner_pod
 
 from .kube_cluster import LocalKubeCluster, require_kube_apiserver
@@ -72,13 +71,7 @@ class WebhookProcess:
         self.port = port
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc)
 
 
 @pytest.fixture(scope="module")

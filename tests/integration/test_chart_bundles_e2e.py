@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import pytest
 
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, free_loopback_port
 from jovial_guard.policy.store import PolicyStore
+from jovial_guard.processes import stop_group
 from tests.admission.jg_chart import CHART, helm
 
 from .kube_cluster import LocalKubeCluster, require_kube_apiserver
@@ -157,9 +157,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
                                   bundle_url=f"http://127.0.0.1:{bundle_port}", bundles_kubeconfig=bundles_kubeconfig)
         finally:
             for proc in procs:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=15)
+                stop_group(proc)
             api.close()
 
 

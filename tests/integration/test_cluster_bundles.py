@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from jovial_guard.policy.opa_process import (
 )
 from jovial_guard.policy.publish import ConfigMapBundle
 from jovial_guard.policy.store import PolicyStore
+from jovial_guard.processes import stop_group
 
 from .kube_cluster import LocalKubeCluster, require_kube_apiserver
 
@@ -62,13 +62,7 @@ class Proc:
                                      start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, grace=10)
 
 
 def wait_until(check: Any, what: str, timeout: float = 30.0) -> Any:

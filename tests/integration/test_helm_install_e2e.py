@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from jovial_guard.policy.opa_process import ManagedOpa, free_loopback_port
+from jovial_guard.processes import stop_group
 from tests.admission.jg_chart import CHART, helm, one, template
 from tests.admission.kubespawner_pods import kubespawner_pod
 
@@ -91,9 +91,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
                                       install_seconds=install_seconds, revision=prepared.stdout.strip(), opa_revision=opa.revision)
             finally:
                 for proc in procs:
-                    if proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGTERM)
-                        proc.wait(timeout=15)
+                    stop_group(proc)
         api.close()
 
 

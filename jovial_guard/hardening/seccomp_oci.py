@@ -69,7 +69,9 @@ def for_architecture(profile: dict[str, Any], *, arch: str) -> dict[str, Any]:
             resolved["architectures"] = [native, *entry.get("subArchitectures", [])]
             break
     else:
-        resolved["architectures"] = [native]
+        # Already resolved (idempotent), or no map: the native architecture alone.
+        stated = profile.get("architectures") or []
+        resolved["architectures"] = list(stated) if native in stated else [native]
     rules = []
     for rule in profile["syscalls"]:
         if _applies(rule, arch):

@@ -46,6 +46,7 @@ def test_denials_and_default_survive_and_the_result_still_validates(tmp_path: Pa
     path.write_text(render(resolved))
     assert validate_profile_file(path) == path
     assert for_architecture(NOTEBOOK, arch="amd64") == resolved  # deterministic
+    assert for_architecture(resolved, arch="amd64") == resolved  # idempotent
 
 
 def test_unresolvable_input_is_refused_by_name() -> None:

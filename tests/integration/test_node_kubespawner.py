@@ -208,3 +208,65 @@ def test_user_spawns_and_runs_a_cell_in_a_hardened_pod_on_the_node(node: NodeClu
     while pod(node, "jupyter-nadia") is not None:
         assert time.monotonic() < deadline, "KubeSpawner did not delete the pod on stop"
         time.sleep(1)
+
+
+#: Threads, clone3, and clone with CLONE_NEWUSER and a zero stack argument (fork-like).
+CLONE_PROBE = r"""
+import ctypes, json, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+try:
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    out["thread"] = "started"
+except RuntimeError as exc:
+    out["thread"] = str(exc)
+ctypes.set_errno(0)
+out["clone3"] = ctypes.get_errno() if libc.syscall(435, 0, 0) == -1 else 0
+ctypes.set_errno(0)
+pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)
+if pid == 0:
+    os._exit(0)
+out["clone_newuser"] = ctypes.get_errno() if pid == -1 else 0
+if pid > 0:
+    os.waitpid(pid, 0)
+open("/dev/termination-log", "w").write(json.dumps(out))
+"""
+
+
+def run_clone_probe(node: NodeCluster, name: str, profile: str) -> dict[str, Any]:
+    from jovial_guard.decision import ProfileRef
+
+    from .node_pods import NAMESPACE, hardened_pod
+
+    api(node, "POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+    pod = hardened_pod(name, ProfileRef("Localhost", profile))
+    pod["spec"]["containers"][0]["command"] = ["python", "-c", CLONE_PROBE]
+    status, body = api(node, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+    assert status == 201, body
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stored = node.get_object("pod", name, NAMESPACE) or {}
+        if stored.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            terminated = stored["status"]["containerStatuses"][0]["state"]["terminated"]
+            return json.loads(terminated["message"])  # type: ignore[no-any-return]
+        time.sleep(1)
+    raise AssertionError(f"probe {name} did not finish: {stored.get('status')}")
+
+
+def test_containerd_needs_the_profile_resolved_for_the_nodes_architecture(node: NodeCluster, release: Release) -> None:
+    """containerd reads a Localhost profile as OCI LinuxSeccomp: the committed profile's
+    per-architecture rules all apply. The resolved one (what the node has here) behaves as
+    podman applies the committed one."""
+    raw = node.seccomp_dir() / "jg-committed" / "notebook.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_bytes((REPO / "profiles" / "seccomp" / "notebook.json").read_bytes())
+    committed = run_clone_probe(node, "clone-committed", "jg-committed/notebook.json")
+    resolved = run_clone_probe(node, "clone-resolved", NOTEBOOK_PROFILE)
+    print(f"\ncommitted profile on containerd: {committed}\nresolved profile: {resolved}")
+    assert resolved == {"thread": "started", "clone3": 38, "clone_newuser": 38}
+    # The mips clone3 rule (errno 89) wins, and glibc falls back to clone only on ENOSYS.
+    assert committed["clone3"] == 89 and committed["thread"] == "can't start new thread"
+    # The s390 clone rule (flags in the second argument) passes a zero stack argument.
+    assert committed["clone_newuser"] != 38

@@ -181,9 +181,14 @@ def test_bad_egress_data_is_refused(bad: dict[str, Any]) -> None:
 async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine: PolicyEngine) -> None:
     values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
     code = values["hub"]["extraConfig"]["jovial-guard"]
-    config = SimpleNamespace(KubeSpawner=SimpleNamespace())
+    config = SimpleNamespace(KubeSpawner=SimpleNamespace(), JupyterHub=SimpleNamespace())
     exec(compile(code, "values.yaml:hub.extraConfig", "exec"), {"c": config})  # noqa: S102 - our own snippet
     hook = config.KubeSpawner.modify_pod_hook
+    from kubespawner import KubeSpawner
+
+    # The spawner that puts the webhook's refusal on the spawn page (tests/integration/
+    # test_node_kubespawner.py shows it on a real hub).
+    assert issubclass(config.JupyterHub.spawner_class, KubeSpawner)
 
     from kubernetes_asyncio.client import ApiClient, V1ObjectMeta, V1Pod
 

@@ -272,3 +272,14 @@ def test_containerd_needs_the_profile_resolved_for_the_nodes_architecture(node: 
     assert committed["clone3"] == 89 and committed["thread"] == "can't start new thread"
     # The s390 clone rule (flags in the second argument) passes a zero stack argument.
     assert committed["clone_newuser"] != 38
+
+
+def test_notebook_egress_allows_the_hubs_api_at_the_address_it_listens_on(node: NodeCluster, release: Release,
+                                                                         hub: NodeHub) -> None:
+    """The release's notebook NetworkPolicies (kept for CNIs that enforce them) allow the
+    notebook exactly the hub API's address and port, where the hub listens here."""
+    _, policy = api(node, "GET", f"/apis/networking.k8s.io/v1/namespaces/{HUB_NS}/networkpolicies/jovial-guard-hub")
+    allowed = {(peer["ipBlock"]["cidr"], port["port"]) for rule in policy["spec"]["egress"]
+               for peer in rule.get("to", []) if "ipBlock" in peer for port in rule.get("ports", [])}
+    assert allowed == {(f"{hub.hub_ip}/32", hub.hub_port)}
+    assert hub.log().count(f"http://{hub.hub_ip}:{hub.hub_port}") >= 1

@@ -181,9 +181,14 @@ def test_bad_egress_data_is_refused(bad: dict[str, Any]) -> None:
 async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine: PolicyEngine) -> None:
     values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
     code = values["hub"]["extraConfig"]["jovial-guard"]
-    config = SimpleNamespace(KubeSpawner=SimpleNamespace())
+    config = SimpleNamespace(KubeSpawner=SimpleNamespace(), JupyterHub=SimpleNamespace())
     exec(compile(code, "values.yaml:hub.extraConfig", "exec"), {"c": config})  # noqa: S102 - our own snippet
     hook = config.KubeSpawner.modify_pod_hook
+    from kubespawner import KubeSpawner
+
+    # The spawner that puts the webhook's refusal on the spawn page (tests/integration/
+    # test_node_kubespawner.py shows it on a real hub).
+    assert issubclass(config.JupyterHub.spawner_class, KubeSpawner)
 
     from kubernetes_asyncio.client import ApiClient, V1ObjectMeta, V1Pod
 
@@ -217,3 +222,40 @@ async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine:
     # The group's NetworkPolicy selects this pod.
     astro = next(p for p in render_network_policies(load_settings(REPO / "policies" / "data.json")) if p["metadata"]["name"] == "jovial-guard-egress-astro")
     assert astro["spec"]["podSelector"]["matchLabels"].items() <= doc["metadata"]["labels"].items()
+
+
+async def test_z2jh_spawner_turns_the_webhooks_refusal_into_the_policys_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes_asyncio.client.rest import ApiException
+    from kubespawner import KubeSpawner
+
+    from .kubespawner_pods import _dummy_kubeconfig
+
+    values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
+    config = SimpleNamespace(KubeSpawner=SimpleNamespace(), JupyterHub=SimpleNamespace())
+    exec(compile(values["hub"]["extraConfig"]["jovial-guard"], "values.yaml:hub.extraConfig", "exec"), {"c": config})  # noqa: S102
+    spawner_class = config.JupyterHub.spawner_class
+    refusal = {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403, "message":
+               'admission webhook "mutate.jovial-guard.io" denied the request: [profiles/not-allowed] Choose another profile.'}
+    raised: list[BaseException] = []
+
+    async def failing_start(self: KubeSpawner) -> None:
+        raise raised[-1]
+
+    monkeypatch.setattr(KubeSpawner, "start", failing_start)
+    user = SimpleNamespace(name="tess", id=1, url="/user/tess/", groups=[])
+    with _dummy_kubeconfig():
+        spawner = spawner_class(_mock=True, user=user)
+    denied = ApiException(status=403, reason="Forbidden")
+    denied.body = json.dumps(refusal)
+    raised.append(denied)
+    with pytest.raises(RuntimeError) as err:
+        await spawner.start()
+    assert str(err.value) == "the policy refused this server: [profiles/not-allowed] Choose another profile."
+    # Anything else (another webhook, a quota, a timeout) reaches JupyterHub unchanged.
+    for other in (ApiException(status=403, reason="Forbidden"), TimeoutError("pod did not start")):
+        if isinstance(other, ApiException):
+            other.body = json.dumps({**refusal, "message": 'admission webhook "other.example.org" denied the request: no'})
+        raised.append(other)
+        with pytest.raises(type(other)) as unchanged:
+            await spawner.start()
+        assert unchanged.value is other

@@ -55,10 +55,12 @@ def find_helm() -> str | None:
     return None
 
 
-def render(helm: str, name: str) -> list[dict[str, Any]]:
-    """Every object ``helm template`` renders for one of :data:`RENDERINGS`."""
+def render(helm: str, name: str, *extra: str) -> list[dict[str, Any]]:
+    """Every object ``helm template`` renders for one of :data:`RENDERINGS` (``extra``: more
+    helm arguments, e.g. a further values file)."""
     out = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, *RENDERINGS[name]],
+        [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+         *RENDERINGS[name], *extra],
         check=True, capture_output=True, text=True, timeout=120,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]

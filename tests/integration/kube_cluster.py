@@ -89,8 +89,11 @@ def _client_cert(ca_key: Any, ca_cert: x509.Certificate, *, user: str, group: st
 class LocalKubeCluster:
     """etcd + kube-apiserver in a temp dir; ``kubeconfig`` authenticates as cluster admin."""
 
-    def __init__(self, *, apiserver: str, etcd: str, workdir: Path | None = None) -> None:
+    def __init__(self, *, apiserver: str, etcd: str, workdir: Path | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.apiserver_bin = apiserver
+        #: More kube-apiserver flags (e.g. ``--enable-aggregator-routing=true``).
+        self.extra_args = extra_args
         self.etcd_bin = etcd
         self._tmp = tempfile.TemporaryDirectory(prefix="jovial-guard-kube-") if workdir is None else None
         self.dir = Path(self._tmp.name) if self._tmp else workdir  # type: ignore[assignment]
@@ -164,7 +167,7 @@ class LocalKubeCluster:
              "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
              "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false",
              f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.audit_log}",
-             f"--cert-dir={self.dir / 'certs'}", "--v=1"],
+             f"--cert-dir={self.dir / 'certs'}", "--v=1", *self.extra_args],
             stdout=api_log, stderr=api_log, stdin=subprocess.DEVNULL, start_new_session=True,
         ))
         self._wait_ready(timeout)

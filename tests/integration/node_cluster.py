@@ -132,14 +132,15 @@ def kubelet_config(root: Path, *, socket: Path, node_ip: str, client_ca: Path, p
 class NodeCluster:
     """The whole cluster; a context manager. ``kubeconfig`` authenticates as cluster admin."""
 
-    def __init__(self, *, parent: Path | None = None, preinstall_profiles: bool = True) -> None:
+    def __init__(self, *, parent: Path | None = None, preinstall_profiles: bool = True,
+                 apiserver_args: tuple[str, ...] = ()) -> None:
         #: False leaves the kubelet's seccomp directory empty, for the node agent to fill.
         self.preinstall_profiles = preinstall_profiles
         base = parent or (state_dir() if os.environ.get(STATE_ENV) else Path(tempfile.gettempdir()))
         base.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="kube-node-", dir=base))
         self.control = LocalKubeCluster(apiserver=tool("kube-apiserver"), etcd=tool("etcd"),
-                                        workdir=self.dir / "control")
+                                        workdir=self.dir / "control", extra_args=apiserver_args)
         self.network = NodeNetwork()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.tunables: dict[str, str] = {}

@@ -4,6 +4,7 @@ The notebook image's root filesystem tarball (the same one the embedded engine i
 turned into a docker-archive by podman in a throw-away storage (``podman import`` with the
 image's user, environment and command, then ``podman save``), cached beside the tarball by
 recipe key, and loaded into containerd's ``k8s.io`` namespace with ``ctr images import``.
+The webhook image's root filesystem (scripts/test.d/70-webhook-image.sh) goes the same way.
 The pause image's archive comes ready-made from scripts/test.d/55-pause-image.sh.
 """
 
@@ -16,11 +17,18 @@ import tempfile
 from pathlib import Path
 
 from jovial_guard.paths import cache_dir
+from jovial_guard.policy.opa_process import REPO_ROOT
 from jovial_guard.runtime.image import NOTEBOOK_REPOSITORY, import_changes, recipe_key, tarball_path
 
 from .node_tools import KUBE_VERSION
 
 PAUSE_IMAGE = f"localhost/jovial-guard/pause:{KUBE_VERSION}"
+#: The webhook image's root filesystem (scripts/test.d/70-webhook-image.sh) and how it runs.
+WEBHOOK_TARBALL = REPO_ROOT / ".tools" / "images" / "webhook.tar"
+WEBHOOK_REPOSITORY = "localhost/jovial-guard/webhook"
+WEBHOOK_UID = 65532
+WEBHOOK_CHANGES = [f"USER={WEBHOOK_UID}", "ENV=PATH=/usr/local/bin:/usr/bin:/bin", "ENV=LANG=C.UTF-8",
+                   "ENV=PYTHONDONTWRITEBYTECODE=1", "WORKDIR=/", 'ENTRYPOINT=["jovial-guard"]', 'CMD=["--help"]']
 
 
 class ImageUnavailable(RuntimeError):
@@ -50,11 +58,29 @@ def notebook_archive() -> Path:
     """The notebook image as a docker-archive, built once per recipe key."""
     key = recipe_key()
     rootfs = tarball_path(key)
-    out = rootfs.with_name(f"{key}.docker-archive.tar")
-    if out.is_file():
-        return out
     if not rootfs.is_file():
         raise ImageUnavailable(f"{rootfs} is missing: run scripts/setup.d/20-notebook-image.sh (./guard test does)")
+    return docker_archive(rootfs, rootfs.with_name(f"{key}.docker-archive.tar"), notebook_image(), import_changes())
+
+
+def webhook_image() -> tuple[str, Path]:
+    """The webhook image's name inside the cluster (tagged by its build key) and its
+    docker-archive; a missing or stale build names the step that makes it."""
+    script = REPO_ROOT / "scripts" / "test.d" / "70-webhook-image.sh"
+    if not WEBHOOK_TARBALL.exists():
+        raise ImageUnavailable(f"the webhook image is not built: run {script} (./guard test does)")
+    key = subprocess.run(["bash", str(script), "--key"], capture_output=True, text=True, check=True).stdout.strip()
+    rootfs = WEBHOOK_TARBALL.resolve()
+    if rootfs.name != f"webhook-{key}.tar":
+        raise ImageUnavailable(f"{WEBHOOK_TARBALL} is stale (recipe or code changed): rerun {script}")
+    image = f"{WEBHOOK_REPOSITORY}:{key}"
+    return image, docker_archive(rootfs, rootfs.with_name(f"webhook-{key}.docker-archive.tar"), image, WEBHOOK_CHANGES)
+
+
+def docker_archive(rootfs: Path, out: Path, image: str, changes: list[str]) -> Path:
+    """``out``: the root filesystem tarball as a docker-archive named ``image``, made once."""
+    if out.is_file():
+        return out
     podman = shutil.which("podman")
     if podman is None:
         raise ImageUnavailable("podman is missing: run scripts/install-system.sh")
@@ -67,15 +93,14 @@ def notebook_archive() -> Path:
                 tempfile.TemporaryDirectory(prefix="jg-run-") as run:
             base = [podman, "--root", f"{work}/root", "--runroot", run,
                     "--storage-driver", "vfs", "--tmpdir", work]
-            image = notebook_image()
             argv = base + ["import", "--quiet"]
-            for change in import_changes():
+            for change in changes:
                 argv += ["--change", change]
             try:
-                _run(argv + [str(rootfs), image], what="podman import of the notebook root filesystem")
+                _run(argv + [str(rootfs), image], what=f"podman import of {rootfs.name}")
                 partial = out.with_suffix(".partial")
                 _run(base + ["save", "--quiet", "--format", "docker-archive", "-o", str(partial), image],
-                     what="podman save of the notebook image")
+                     what=f"podman save of {image}")
                 partial.rename(out)
             finally:
                 subprocess.run(base + ["rmi", "-a", "-f"], capture_output=True, check=False)

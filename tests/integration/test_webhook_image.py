@@ -26,13 +26,13 @@ pytestmark = pytest.mark.integration
 if os.environ.get("JOVIAL_GUARD_SKIP_WEBHOOK_IMAGE") == "1":
     pytest.skip("JOVIAL_GUARD_SKIP_WEBHOOK_IMAGE=1: the webhook image test was switched off explicitly", allow_module_level=True)
 
-TARBALL = REPO_ROOT / ".tools" / "images" / "webhook.tar"
+from .node_images import WEBHOOK_CHANGES as CHANGES
+from .node_images import WEBHOOK_REPOSITORY as REPOSITORY
+from .node_images import WEBHOOK_TARBALL as TARBALL
+from .node_images import WEBHOOK_UID as UID
+
 SCRIPT = REPO_ROOT / "scripts" / "test.d" / "70-webhook-image.sh"
-REPOSITORY = "localhost/jovial-guard/webhook"
 TAG = "0.1.0"
-UID = 65532
-CHANGES = [f"USER={UID}", "ENV=PATH=/usr/local/bin:/usr/bin:/bin", "ENV=LANG=C.UTF-8", "ENV=PYTHONDONTWRITEBYTECODE=1",
-           "WORKDIR=/", 'ENTRYPOINT=["jovial-guard"]', 'CMD=["--help"]']
 #: As the chart runs it: non-root, read-only root, nothing but /tmp writable, no capabilities.
 HARDENED = ["--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,mode=1777,size=64m", f"--user={UID}:{UID}",
             "--cap-drop=ALL", "--security-opt=no-new-privileges"]

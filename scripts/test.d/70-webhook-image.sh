@@ -43,7 +43,9 @@ if [ ! -f "$TAR" ]; then
   nice bash "$HERE/images/webhook/build.sh" "$TAR.partial" "$constraints" "$OPA"
   mv -f "$TAR.partial" "$TAR"
   echo "webhook image $KEY: built in $(( $(date +%s) - started )) s"
-  find "$CACHE/images" -maxdepth 1 -name 'webhook-*.tar' ! -name "webhook-$KEY.tar" -delete
+  # Older builds go (each is ~360 MB); ones made in the last two hours may belong to another
+  # checkout testing now, so they stay.
+  find "$CACHE/images" -maxdepth 1 -name 'webhook-*.tar' ! -name "webhook-$KEY.tar" -mmin +120 -delete
 fi
 ln -sfn "$TAR" "$HERE/.tools/images/webhook.tar"
 echo "webhook image $KEY: $(du -h "$TAR" | cut -f1) at $TAR"

@@ -202,6 +202,7 @@ class JovialGuard(GuardSettings):
         if decision.warned or decision.audited:
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
+        await self._await_seccomp_agent()
         plan = self.render(spawner, decision, image=image)
         spawner.guard_plan = plan
         try:
@@ -265,6 +266,15 @@ class JovialGuard(GuardSettings):
         hardening = {**plan.record.hardening,
                      "seccomp": {**plan.record.hardening["seccomp"], **chosen}}
         return replace(plan, record=replace(plan.record, hardening=hardening))
+
+    async def _await_seccomp_agent(self) -> None:
+        """Give an agent that is still starting (the audit service starts with the hub) a
+        few seconds; :meth:`seccomp_file` refuses the spawn if it never comes."""
+        if not self.seccomp_agent_socket:
+            return
+        deadline = time.monotonic() + self.seccomp_agent_wait
+        while not Path(self.seccomp_agent_socket).is_socket() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
 
     def seccomp_file(self, ref: ProfileRef) -> str:
         """The profile file the engine gets for the decision's ``ref`` (validated).

@@ -70,6 +70,11 @@ class GuardSettings(SingletonConfigurable):
         log, attributed to the user; a container cannot start while the agent is not
         listening. Empty (default): refusals are EPERM with no audit event.""",
     )
+    seccomp_agent_wait = Float(
+        15.0, config=True,
+        help="""Seconds a spawn waits for the seccomp agent's socket to appear (the audit
+        service starts with the hub) before it is refused. Default 15.""",
+    )
     seccomp_audited_dir = Unicode(
         config=True,
         help="""Where the audited variants of the profiles are written (content-addressed,

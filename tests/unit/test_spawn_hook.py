@@ -188,7 +188,7 @@ async def test_unknown_seccomp_profile_in_policy_data_is_a_clear_denial(tmp_path
 
 
 async def test_audited_profile_needs_the_agent(opa: ManagedOpa, tmp_path: Path) -> None:
-    guard = _guard(opa.url, seccomp_agent_socket=str(tmp_path / "agent.sock"))
+    guard = _guard(opa.url, seccomp_agent_socket=str(tmp_path / "agent.sock"), seccomp_agent_wait=0.5)
     with pytest.raises(SpawnRefused) as caught:
         await guard.pre_spawn(_spawner("jane", ()))
     await guard.close()
@@ -223,3 +223,24 @@ async def test_spawner_refuses_without_hook() -> None:
     with pytest.raises(SpawnRefused) as caught:
         await GuardedDockerSpawner.start(stand_in)  # type: ignore[arg-type]
     assert caught.value.rule == "jovial-guard/hook-missing"
+
+
+async def test_audited_profile_routes_refusals_to_the_agent(opa: ManagedOpa, tmp_path: Path) -> None:
+    import socket
+
+    agent = tmp_path / "agent.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(agent))
+        guard = _guard(opa.url, seccomp_agent_socket=str(agent), seccomp_audited_dir=str(tmp_path / "audited"))
+        spawner = _spawner("kate", ())
+        record = await guard.pre_spawn(spawner)
+        await guard.close()
+    [option] = [o for o in spawner.extra_host_config["security_opt"] if o.startswith("seccomp=")]
+    audited = Path(option.removeprefix("seccomp="))
+    assert audited.parent == tmp_path / "audited" and audited.name.startswith("notebook-")
+    profile = json.loads(audited.read_text())
+    assert profile["listenerPath"] == str(agent)
+    assert profile["listenerMetadata"] == "jovial-guard/notebook.json"
+    assert any(r["action"] == "SCMP_ACT_NOTIFY" and "mount" in r["names"] for r in profile["syscalls"])
+    assert record["hardening"]["seccomp"] == {"status": "applied", "profile": str(audited),
+                                             "name": "jovial-guard/notebook.json", "audited": True}

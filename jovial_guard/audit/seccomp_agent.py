@@ -140,6 +140,7 @@ class SeccompAgent:
         self._seen: set[tuple[str, str]] = set()
         self._repeats: dict[tuple[str, str, str], int] = {}
         self._container_names: dict[str, str | None] = {}
+        self._names: dict[tuple[int, int], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -260,21 +261,29 @@ class SeccompAgent:
                 self._release(fd)
             return
         notif_id, pid, _flags, nr, arch = struct.unpack_from("=QIIiI", buf)
-        comm = _comm(pid)
+        syscall = self._syscall_name(arch, nr)
+        key = (handshake.container_id, syscall)
+        first = key not in self._seen
+        comm = _comm(pid) if first else ""  # read while the caller waits for the answer
         try:
-            fcntl.ioctl(fd, self.sizes.send, bytearray(struct.pack("=QqiI", notif_id, 0, -errno.EPERM, 0)))
+            fcntl.ioctl(fd, self.sizes.send, struct.pack("=QqiI", notif_id, 0, -errno.EPERM, 0))
         except OSError as exc:
             if exc.errno != errno.ENOENT:  # ENOENT: the caller was interrupted or died
                 log.warning("seccomp agent: answer failed: %s", exc)
         self.refused += 1
-        syscall = self.names.name(arch, nr) if arch == AUDIT_ARCH_X86_64 else f"{nr}@arch{arch:x}"
-        key = (handshake.container_id, syscall)
-        if key in self._seen:
+        if not first:
             repeat = (*key, handshake.profile)
             self._repeats[repeat] = self._repeats.get(repeat, 0) + 1
             return
         self._seen.add(key)
         self._spawn(self._record(handshake, syscall=syscall, pid=pid, comm=comm, count=1, first=True))
+
+    def _syscall_name(self, arch: int, nr: int) -> str:
+        name = self._names.get((arch, nr))
+        if name is None:
+            name = self.names.name(arch, nr) if arch == AUDIT_ARCH_X86_64 else f"{nr}@arch{arch:x}"
+            self._names[(arch, nr)] = name
+        return name
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

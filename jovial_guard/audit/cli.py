@@ -53,6 +53,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
     """Run the intake and write the audit log until SIGTERM."""
     from .responses import RulesInvalid
     from .runner import AuditSettings, serve_forever
+    from .seccomp_agent import SeccompAgentUnavailable
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -75,6 +76,8 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
             uvloop.run(serve_forever(settings))
     except RulesInvalid as exc:
         raise click.ClickException(f"responses file: {exc}") from None
+    except SeccompAgentUnavailable as exc:
+        raise click.ClickException(f"seccomp agent: {exc}") from None
 
 
 @audit.command()

@@ -123,14 +123,17 @@ class SeccompAgent:
 
     def __init__(self, service: AuditService, socket_path: Path, *, engine_url: str | None = None,
                  repeat_interval: float = 10.0) -> None:
-        from ..hardening.audit_netlink import SyscallNames
+        from ..hardening.audit_netlink import AuditUnavailable, SyscallNames
 
         self.service = service
         self.socket_path = Path(socket_path)
         self.engine_socket = engine_url[len("unix://"):] if engine_url and engine_url.startswith("unix://") else None
         self.repeat_interval = repeat_interval
         self.sizes = notif_sizes()
-        self.names = SyscallNames()
+        try:
+            self.names = SyscallNames()
+        except AuditUnavailable as exc:
+            raise SeccompAgentUnavailable(str(exc)) from exc
         self.attached = 0
         self.refused = 0
         self._sock: socket.socket | None = None
@@ -159,9 +162,13 @@ class SeccompAgent:
                 probe.close()
                 raise SeccompAgentUnavailable(f"another seccomp agent answers on {path}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(path))
-        os.chmod(path, 0o600)  # only root (runc) may hand descriptors over
-        sock.listen(64)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o600)  # only root (runc) may hand descriptors over
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            raise SeccompAgentUnavailable(f"cannot listen on {path}: {exc}") from exc
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="seccomp-agent", daemon=True)
         self._thread.start()

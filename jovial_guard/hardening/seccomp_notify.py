@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,6 @@ def write_audited(source: Path, *, name: str, listener: Path, directory: Path,
     Content-addressed (``<stem>-<sha256 prefix>.json``), so a changed profile or socket
     gives a new file and a container keeps the file it started with.
     """
-    import json
-
     doc = json.loads(validate_profile_file(source).read_text())
     text = render(audited_profile(doc, listener=str(listener), metadata=name, native=native))
     tag = hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -219,3 +219,21 @@ async def test_agent_refuses_a_second_agent_on_its_socket(agent_audit: RunningAu
 
     with pytest.raises(SeccompAgentUnavailable, match="another seccomp agent"):
         SeccompAgent(agent_audit.service, agent_audit.sources[-1].socket_path).start()
+
+
+def test_serve_refuses_a_taken_agent_socket_without_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from jovial_guard.cli import main as cli
+
+    taken = tmp_path / "agent.sock"
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(str(taken))
+        other.listen(1)
+        result = CliRunner().invoke(cli, ["audit", "serve", "--dir", str(tmp_path / "audit"), "--listen",
+                                          "127.0.0.1:0", "--seccomp-socket", str(taken)])
+    assert result.exit_code != 0, result.output
+    assert f"seccomp agent: another seccomp agent answers on {taken}" in result.output
+    assert "Traceback" not in result.output

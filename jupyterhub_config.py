@@ -15,7 +15,9 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_PASSWORD           shared password for users (generated and printed if unset)
     JOVIAL_GUARD_ADMIN_PASSWORD     admin password (generated if unset)
     JOVIAL_GUARD_API_TOKEN          token of an admin service (tests, scripts); none if unset
-    JOVIAL_GUARD_SECCOMP_PROFILE    notebook seccomp profile file (default profiles/seccomp/notebook.json)
+    JOVIAL_GUARD_SECCOMP_PROFILE_DIR the seccomp profiles the policy names (default profiles/seccomp)
+    JOVIAL_GUARD_SECCOMP_AUDIT      1 (default, with the audit service): refused syscalls are answered
+                                    by the audit service's seccomp agent and recorded; 0: EPERM only
     JOVIAL_GUARD_NAME_PREFIX        container names PREFIX-USER (default jupyter)
     JOVIAL_GUARD_HOME_VOLUME        home volume name template (default jovial-guard-home-{username})
     JOVIAL_GUARD_DECISION_LOG       JSON-lines decision log (default STATE/decisions.jsonl)
@@ -156,8 +158,8 @@ c.JovialGuard.netns_prefix = netns_prefix
 c.JovialGuard.egress_pool = egress_pool
 c.JovialGuard.hub_port = hub_port
 c.JovialGuard.default_profile = "default"
-if env("JOVIAL_GUARD_SECCOMP_PROFILE"):
-    c.JovialGuard.seccomp_profile_path = env("JOVIAL_GUARD_SECCOMP_PROFILE")
+if env("JOVIAL_GUARD_SECCOMP_PROFILE_DIR"):
+    c.JovialGuard.seccomp_profile_dir = env("JOVIAL_GUARD_SECCOMP_PROFILE_DIR")
 c.JovialGuard.home_volume_template = env("JOVIAL_GUARD_HOME_VOLUME", "jovial-guard-home-{username}")
 # Every decision is logged with its policy revision and masked input (the input is what
 # `jovial-guard policy dry-run` replays); more listeners (audit) by import path.
@@ -205,6 +207,8 @@ if env("JOVIAL_GUARD_AUDIT", "1") == "1":
             "--rules", str(Path(__file__).resolve().parent / "config" / "audit-responses.yaml"),
             "--credentials-state", str(paths.credentials_state_dir()),
             "--credentials-keys", str(paths.credentials_key_dir()),
+            *(["--seccomp-socket", str(paths.seccomp_agent_socket())]
+              if env("JOVIAL_GUARD_SECCOMP_AUDIT", "1") == "1" else []),
         ],
         "environment": {k: v for k, v in os.environ.items() if k.startswith("JOVIAL_GUARD_") or k in ("PATH", "HOME")},
     })
@@ -213,6 +217,10 @@ if env("JOVIAL_GUARD_AUDIT", "1") == "1":
         {"name": AUDIT, "services": [AUDIT],
          "scopes": ["list:users", "read:users", "admin:servers", "admin:server_state"]}
     )
+    # Refused syscalls: the audit service's seccomp agent answers them (EPERM) and records
+    # each, attributed to the user; spawns wait for (and are refused without) the agent.
+    if env("JOVIAL_GUARD_SECCOMP_AUDIT", "1") == "1":
+        c.JovialGuard.seccomp_agent_socket = str(paths.seccomp_agent_socket())
     c.JovialGuard.spawn_listeners.append(SpawnRegistrar(_audit_dir / "spawns.sqlite"))
     c.JovialGuard.decision_listeners.append(AuditDecisionListener(HttpSink(_audit_url)))
     c.EventLogger.handlers = [HubEventForwarder(_audit_url)]

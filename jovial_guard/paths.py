@@ -73,3 +73,16 @@ def storage_root() -> Path:
 def engine_root() -> Path:
     """The project's container engine storage (images and users' home volumes)."""
     return state_dir() / "engine"
+
+
+#: Run-time sockets and files (tmpfs): gone at reboot, remade at start.
+RUN_DIR = Path("/run/jovial-guard")
+
+
+def seccomp_agent_socket() -> Path:
+    """The hub's seccomp agent socket: one per hub state directory, under ``RUN_DIR`` (a
+    unix socket path must stay short), so two hubs on one machine never share an agent."""
+    import hashlib
+
+    tag = hashlib.sha256(str(hub_state_dir().resolve()).encode()).hexdigest()[:12]
+    return RUN_DIR / f"seccomp-agent-{tag}.sock"

@@ -152,12 +152,12 @@ spec := {
 	"labels": {"managed_prefix": data.settings.hub.egress_label_prefix, "set": identity.labels},
 }
 
-# Notebooks on Kubernetes run under the node's copy of the notebook profile (the node
-# agent installs it); platform pods and the embedded engine use the per-origin setting.
-seccomp := p if {
-	lib.is_notebook
-	p := data.settings.seccomp.notebook[lib.origin]
-} else := data.settings.seccomp[lib.origin]
+# Notebooks run under the seccomp profile their notebook profile names (the node agent
+# installs every profile; the embedded engine reads the same files); platform pods use the
+# per-origin setting.
+seccomp := profiles.seccomp if lib.is_notebook
+
+else := data.settings.seccomp[lib.origin]
 
 # A notebook pod that runs under a Localhost profile may only be scheduled onto a node
 # whose agent has installed that profile and labelled the node.

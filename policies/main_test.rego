@@ -129,3 +129,13 @@ test_platform_pods_skip_notebook_only_rules if {
 	d.spec.read_only_root == false
 	d.spec.resources.cpu_limit == "2"
 }
+
+test_notebook_profile_selects_its_seccomp_profile if {
+	d := main.decision with input as t.one(t.compliant_container) with data.settings.profiles.default.seccomp as "notebook-learned"
+	d.allowed
+	d.spec.seccomp == {"type": "Localhost", "localhostProfile": "jovial-guard/notebook-learned.json"}
+	denied := main.decision with input as t.one(t.compliant_container) with data.settings.profiles.default.seccomp as "bogus"
+	not denied.allowed
+	denied.spec == null
+	[r.rule | some r in denied.reasons] == ["profiles/seccomp-unknown"]
+}

@@ -38,6 +38,9 @@ def audit() -> None:
 @click.option("--engine-url", default=None, help="Docker-API socket to follow, unix:///.../podman.sock.")
 @click.option("--engine-events-file", type=click.Path(path_type=Path), default=None,
               help="podman events file to follow (events_logger=file).")
+@click.option("--seccomp-socket", type=click.Path(path_type=Path), default=None,
+              help="Run the seccomp agent on this unix socket: containers whose profile names it "
+                   "hand it their refused syscalls; it answers EPERM and records each one.")
 @click.option("--max-file-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
 @click.option("--checkpoint-every", type=int, default=10_000, show_default=True)
 @click.option("--checkpoint-interval", type=float, default=1.0, show_default=True)
@@ -45,11 +48,12 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
           token_file: Path | None, rules_path: Path | None, dry_run: bool | None, hub_api_url: str | None,
           hub_token_file: Path | None, credentials_state: Path | None, credentials_keys: Path | None,
           engine_url: str | None,
-          engine_events_file: Path | None, max_file_bytes: int, checkpoint_every: int,
+          engine_events_file: Path | None, seccomp_socket: Path | None, max_file_bytes: int, checkpoint_every: int,
           checkpoint_interval: float) -> None:
     """Run the intake and write the audit log until SIGTERM."""
     from .responses import RulesInvalid
     from .runner import AuditSettings, serve_forever
+    from .seccomp_agent import SeccompAgentUnavailable
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -61,6 +65,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
         dry_run=dry_run, hub_api_url=hub_api_url, hub_token=hub_token, credentials_state=credentials_state,
         credentials_keys=credentials_keys, engine_url=engine_url, engine_events_file=engine_events_file, max_file_bytes=max_file_bytes,
         checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
+        seccomp_socket=seccomp_socket,
     )
     try:
         try:
@@ -71,6 +76,8 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
             uvloop.run(serve_forever(settings))
     except RulesInvalid as exc:
         raise click.ClickException(f"responses file: {exc}") from None
+    except SeccompAgentUnavailable as exc:
+        raise click.ClickException(f"seccomp agent: {exc}") from None
 
 
 @audit.command()
@@ -116,7 +123,7 @@ def verify(directory: Path, public_key: Path | None, workers: int | None, requir
 @click.option("--priority", default=None, help="Exact priority (Emergency..Debug).")
 @click.option("--min-priority", default=None, help="This priority or more severe.")
 @click.option("--kind", default=None, type=click.Choice(["falco", "engine", "hub", "decision", "response",
-                                                         "intake", "system"]))
+                                                         "intake", "system", "seccomp"]))
 @click.option("--since", default=None, help="RFC 3339 time or relative (15m, 2h, 1d).")
 @click.option("--until", default=None, help="RFC 3339 time or relative.")
 @click.option("--limit", type=int, default=None)

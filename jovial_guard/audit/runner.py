@@ -49,6 +49,8 @@ class AuditSettings:
     credentials_keys: Path | None = None
     engine_url: str | None = None
     engine_events_file: Path | None = None
+    #: Socket of the seccomp agent (None: no agent; audited profiles cannot start).
+    seccomp_socket: Path | None = None
     max_file_bytes: int = 64 * 1024 * 1024
     checkpoint_every: int = 10_000
     checkpoint_interval: float = 1.0
@@ -137,6 +139,12 @@ class RunningAudit:
             follower = EngineEventsFile(self.service, s.engine_events_file)
             follower.start()
             self.sources.append(follower)
+        if s.seccomp_socket is not None:
+            from .seccomp_agent import SeccompAgent
+
+            agent = SeccompAgent(self.service, s.seccomp_socket, engine_url=s.engine_url)
+            agent.start()
+            self.sources.append(agent)
         self._runner = web.AppRunner(make_app(self.service, token=s.token), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, backlog=1024)

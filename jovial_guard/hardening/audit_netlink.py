@@ -284,6 +284,11 @@ class SyscallNames:
         return frozenset(n for n in names
                          if self._lib.seccomp_syscall_resolve_name_arch(arch, n.encode()) >= 0)
 
+    def all_names(self, arch: int = 0xC000003E, *, highest: int = 1023) -> frozenset[str]:
+        """Every syscall name libseccomp knows on ``arch`` (default x86_64)."""
+        names = (self.name(arch, n) for n in range(highest + 1))
+        return frozenset(n for n in names if not n.startswith("syscall_"))
+
     def name(self, arch: int, number: int) -> str:
         pointer = self._lib.seccomp_syscall_resolve_num_arch(arch, number)
         if not pointer:

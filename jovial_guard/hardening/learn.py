@@ -265,3 +265,17 @@ def load_json(path: Path, *, what: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise LearnError(f"{what} {path} is not a JSON object")
     return doc
+
+
+def chosen_by(settings: dict[str, Any]) -> dict[str, list[str]]:
+    """Which notebook profiles run under which seccomp profile, from the policy's settings.
+
+    A notebook profile without its own ``seccomp`` gets ``seccomp.notebook_default``; every
+    installed profile is listed, chosen or not.
+    """
+    default = str((settings.get("seccomp") or {}).get("notebook_default", ""))
+    out: dict[str, list[str]] = {str(n): [] for n in (settings.get("seccomp") or {}).get("localhost_profiles", [])}
+    for name, profile in sorted((settings.get("profiles") or {}).items()):
+        choice = profile.get("seccomp", default) if isinstance(profile, dict) else default
+        out.setdefault(str(choice), []).append(str(name))
+    return out

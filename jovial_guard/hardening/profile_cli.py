@@ -138,9 +138,14 @@ def build_cmd(recording: Path | None, out: Path | None, review: Path | None,
 @profile.command("stats")
 @click.argument("extra", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def stats_cmd(extra: tuple[Path, ...], as_json: bool) -> None:
-    """Syscall counts of the engine default, the notebook profile and the learned one."""
-    from .learn import profile_stats
+@click.option("--policy-data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Policy data naming each notebook profile's seccomp profile "
+                   "[default: policies/data.json].")
+def stats_cmd(extra: tuple[Path, ...], as_json: bool, policy_data: Path | None) -> None:
+    """Syscall counts of the engine default, the notebook profile and the learned one, and
+    which notebook profiles the policy data runs under each."""
+    from ..policy.opa_process import DEFAULT_POLICY_DIR
+    from .learn import chosen_by, profile_stats
 
     named = {"engine default": BASE_PROFILE, "notebook": notebook_profile_path(),
              "notebook-learned": learned_profile_path()}
@@ -148,11 +153,16 @@ def stats_cmd(extra: tuple[Path, ...], as_json: bool) -> None:
     try:
         profiles = {name: load_json(path, what=name) for name, path in named.items()
                     if path.exists() or name not in ("engine default", "notebook-learned")}
+        data = load_json(policy_data or DEFAULT_POLICY_DIR / "data.json", what="policy data")
     except JovialGuardError as exc:
         raise click.ClickException(str(exc)) from exc
+    chosen = chosen_by(data.get("settings") or {})
     native = native_names(*profiles.values())
     if as_json:
-        click.echo(json.dumps({n: profile_stats(p, native=native) for n, p in profiles.items()},
-                              indent=1))
+        counts = {n: profile_stats(p, native=native) for n, p in profiles.items()}
+        click.echo(json.dumps({"profiles": counts, "chosen_by": chosen}, indent=1))
     else:
         click.echo(stats_table(profiles, native=native), nl=False)
+        click.echo("\nnotebook profiles under each seccomp profile (policy data):")
+        for name, notebooks in chosen.items():
+            click.echo(f"    {name}: {', '.join(notebooks) or 'none'}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,39 @@ class SeccompProfileInvalid(Misconfigured):
 def notebook_profile_path() -> Path:
     """The committed notebook profile (what ``security_opt=seccomp=...`` must name)."""
     return REPO_ROOT / "profiles" / "seccomp" / "notebook.json"
+
+
+#: How the policy names a project profile: ``jovial-guard/<name>.json``, the path below the
+#: kubelet's seccomp directory where the node agent installs ``profiles/seccomp/<name>.json``.
+LOCALHOST_PREFIX = "jovial-guard/"
+_PROFILE_FILE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\.json$")
+
+
+def localhost_profile_file(localhost_profile: str | None, directory: Path | str) -> Path:
+    """The validated file in ``directory`` that a policy's Localhost profile name means.
+
+    The embedded engine reads the same files the node agent installs, so the decision's
+    ``jovial-guard/notebook-learned.json`` is ``<directory>/notebook-learned.json``. Any
+    other shape (another prefix, a path, a missing or weak file) raises
+    :class:`SeccompProfileInvalid`: the caller refuses the container.
+    """
+    name = localhost_profile or ""
+    file = name.removeprefix(LOCALHOST_PREFIX)
+    if not name.startswith(LOCALHOST_PREFIX) or not _PROFILE_FILE.match(file):
+        raise SeccompProfileInvalid(
+            f"seccomp profile {name!r} is not a project profile: the policy must name "
+            f"'{LOCALHOST_PREFIX}<name>.json' for a file in {directory}"
+        )
+    return validate_profile_file(Path(directory) / file)
+
+
+def validate_profile_dir(directory: Path | str) -> dict[str, Path]:
+    """Every ``*.json`` profile in ``directory`` by policy name, validated; refuses none."""
+    folder = Path(directory)
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        raise SeccompProfileInvalid(f"no seccomp profiles (*.json) in {folder}")
+    return {LOCALHOST_PREFIX + f.name: validate_profile_file(f) for f in files}
 
 
 def _rule(names: list[str], action: str, *, comment: str, errno: int | None = None,

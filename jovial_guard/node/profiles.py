@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write, sync_directory
 from ..errors import Misconfigured
-from ..hardening.seccomp import SeccompProfileInvalid, notebook_profile_path, validate_profile_file
+from ..hardening.seccomp import SeccompProfileInvalid, notebook_profile_path, validate_profile_dir
 
 #: The kubelet's default root directory.
 DEFAULT_KUBELET_ROOT = Path("/var/lib/kubelet")
@@ -35,10 +35,9 @@ def default_source_dir() -> Path:
 
 def load_profiles(source: Path) -> dict[str, bytes]:
     """Every ``*.json`` profile in ``source``, validated; refuses an empty or weak set."""
-    files = sorted(source.glob("*.json")) if source.is_dir() else []
-    if not files:
+    if not (source.is_dir() and any(source.glob("*.json"))):
         raise SeccompProfileInvalid(f"no seccomp profiles (*.json) in {source}: give --profiles-dir")
-    return {file.name: validate_profile_file(file).read_bytes() for file in files}
+    return {file.name: file.read_bytes() for file in validate_profile_dir(source).values()}
 
 
 def digest(profiles: Mapping[str, bytes]) -> str:

@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
-from ..decision import Decision
+from ..decision import Decision, ProfileRef
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
+from ..hardening.audit_netlink import SyscallNames
+from ..hardening.seccomp_notify import write_audited
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
@@ -72,6 +74,7 @@ class JovialGuard(GuardSettings):
         self._connection: OpaConnection | None = None
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
+        self._native_syscalls: frozenset[str] | None = None
         #: The latest hook durations (bounded: a long-running hub must not grow it forever).
         self.hook_seconds: deque[float] = deque(maxlen=4096)
 
@@ -90,9 +93,9 @@ class JovialGuard(GuardSettings):
             except JovialGuardError as exc:
                 problems.append(str(exc))
         try:
-            seccomp.validate_profile_file(self.seccomp_profile_path)
+            seccomp.validate_profile_dir(self.seccomp_profile_dir)
         except JovialGuardError as exc:
-            problems.append(f"{exc} (c.JovialGuard.seccomp_profile_path)")
+            problems.append(f"{exc} (c.JovialGuard.seccomp_profile_dir)")
         try:
             apparmor.validate_profile(self.apparmor_profile_path)
         except JovialGuardError as exc:
@@ -199,6 +202,7 @@ class JovialGuard(GuardSettings):
         if decision.warned or decision.audited:
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
+        await self._await_seccomp_agent()
         plan = self.render(spawner, decision, image=image)
         spawner.guard_plan = plan
         try:
@@ -237,20 +241,13 @@ class JovialGuard(GuardSettings):
         if decision.spec is None:
             raise SpawnRefused("Your server was not started: the decision has no spec",
                                rule="jovial-guard/unrenderable")
-        try:
-            seccomp_path = str(seccomp.validate_profile_file(self.seccomp_profile_path))
-        except JovialGuardError as exc:
-            raise SpawnRefused(
-                f"The notebook security profile is unavailable ({exc}), so no server can be "
-                "started. Tell the platform admins.",
-                rule="jovial-guard/seccomp-profile-missing", status_code=503,
-            ) from exc
+        seccomp_path = self.seccomp_file(decision.spec.seccomp)
         username = str(spawner.user.name)
         try:
             network = self.networks().plan(username, decision.spec.egress) if self.egress else None
             storage = (self._storage(spawner).plan_for_spawn(user=username, spec=decision.spec)
                        if self.storage_enabled else None)
-            return render_spawn(
+            plan = render_spawn(
                 decision,
                 image=image,
                 seccomp_path=seccomp_path,
@@ -263,6 +260,59 @@ class JovialGuard(GuardSettings):
         except JovialGuardError as exc:
             raise SpawnRefused(
                 f"Your server was not started: {exc}", rule="jovial-guard/unrenderable"
+            ) from exc
+        chosen = {"name": decision.spec.seccomp.localhost_profile or decision.spec.seccomp.type,
+                  "audited": bool(self.seccomp_agent_socket)}
+        hardening = {**plan.record.hardening,
+                     "seccomp": {**plan.record.hardening["seccomp"], **chosen}}
+        return replace(plan, record=replace(plan.record, hardening=hardening))
+
+    async def _await_seccomp_agent(self) -> None:
+        """Give an agent that is still starting (the audit service starts with the hub) a
+        few seconds; :meth:`seccomp_file` refuses the spawn if it never comes."""
+        if not self.seccomp_agent_socket:
+            return
+        deadline = time.monotonic() + self.seccomp_agent_wait
+        while not Path(self.seccomp_agent_socket).is_socket() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+    def seccomp_file(self, ref: ProfileRef) -> str:
+        """The profile file the engine gets for the decision's ``ref`` (validated).
+
+        ``jovial-guard/<name>.json`` is ``<seccomp_profile_dir>/<name>.json``; with the
+        seccomp agent configured, its audited variant. Anything missing refuses the spawn.
+        """
+        if ref.type != "Localhost":
+            # RuntimeDefault: the engine's own default filter; the path is not used.
+            return str(Path(self.seccomp_profile_dir).absolute())
+        try:
+            source = seccomp.localhost_profile_file(ref.localhost_profile, self.seccomp_profile_dir)
+        except JovialGuardError as exc:
+            raise SpawnRefused(
+                f"The notebook security profile is unavailable ({exc}), so no server can be "
+                "started. Tell the platform admins.",
+                rule="jovial-guard/seccomp-profile-missing", status_code=503,
+            ) from exc
+        if not self.seccomp_agent_socket:
+            return str(source)
+        if not Path(self.seccomp_agent_socket).is_socket():
+            raise SpawnRefused(
+                f"The seccomp audit agent is not running ({self.seccomp_agent_socket} is "
+                "missing), so no server can be started. Try again in a minute; if it "
+                "persists, tell the platform admins.",
+                rule="jovial-guard/seccomp-agent-unavailable", status_code=503,
+            )
+        try:
+            if self._native_syscalls is None:
+                self._native_syscalls = SyscallNames().all_names()
+            return str(write_audited(
+                source, name=str(ref.localhost_profile), listener=Path(self.seccomp_agent_socket),
+                directory=Path(self.seccomp_audited_dir), native=self._native_syscalls))
+        except (JovialGuardError, OSError) as exc:
+            raise SpawnRefused(
+                f"The audited notebook security profile could not be written ({exc}), so no "
+                "server can be started. Tell the platform admins.",
+                rule="jovial-guard/seccomp-profile-missing", status_code=503,
             ) from exc
 
     def _storage(self, spawner: Any) -> StorageCredentials:

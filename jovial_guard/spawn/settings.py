@@ -6,6 +6,7 @@ options are configured on :class:`~.guard.JovialGuard`, which inherits them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from traitlets import Any as AnyTrait
@@ -48,16 +49,43 @@ class GuardSettings(SingletonConfigurable):
         "default", config=True,
         help="Profile used when the user chose none (``default``, ``large-memory``, ``gpu``).",
     )
-    seccomp_profile_path = Unicode(
+    seccomp_profile_dir = Unicode(
         config=True,
-        help="""The notebook seccomp profile file handed to the engine
-        (``security_opt=seccomp=<path>``). Default: the repository's
-        ``profiles/seccomp/notebook.json``. Missing or weak: start-up and spawns refuse.""",
+        help="""Directory of the seccomp profiles the policy chooses from: the decision's
+        ``jovial-guard/<name>.json`` is ``<dir>/<name>.json``, handed to the engine as
+        ``security_opt=seccomp=<file>``. Default: the repository's ``profiles/seccomp``
+        (the files the node agent installs on Kubernetes). Start-up refuses an empty
+        directory or a weak profile; a spawn whose profile is missing is refused.""",
     )
 
-    @default("seccomp_profile_path")
+    @default("seccomp_profile_dir")
     def _default_seccomp(self) -> str:
-        return str(seccomp.notebook_profile_path())
+        return str(seccomp.notebook_profile_path().parent)
+
+    seccomp_agent_socket = Unicode(
+        "", config=True,
+        help="""Unix socket of the seccomp audit agent (``jovial-guard audit serve
+        --seccomp-socket``). When set, each container gets its profile with every EPERM
+        refusal routed to the agent, which answers EPERM and records the call in the audit
+        log, attributed to the user; a container cannot start while the agent is not
+        listening. Empty (default): refusals are EPERM with no audit event.""",
+    )
+    seccomp_agent_wait = Float(
+        15.0, config=True,
+        help="""Seconds a spawn waits for the seccomp agent's socket to appear (the audit
+        service starts with the hub) before it is refused. Default 15.""",
+    )
+    seccomp_audited_dir = Unicode(
+        config=True,
+        help="""Where the audited variants of the profiles are written (content-addressed,
+        rebuildable). Default: ``seccomp-audited`` beside ``seccomp_agent_socket``.""",
+    )
+
+    @default("seccomp_audited_dir")
+    def _default_seccomp_audited_dir(self) -> str:
+        if not self.seccomp_agent_socket:
+            return ""
+        return str(Path(self.seccomp_agent_socket).parent / "seccomp-audited")
 
     apparmor_profile_path = Unicode(
         config=True,

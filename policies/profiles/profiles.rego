@@ -30,3 +30,20 @@ permitted(p) if {
 member_of := "no groups" if {
 	count(lib.groups) == 1
 } else := concat(", ", sort([g | some g in lib.groups; g != "*"]))
+
+# The seccomp profile a notebook of the requested profile runs under: the profile's own
+# `seccomp` name (a file in profiles/seccomp, installed on every node), else the platform
+# default. A name that is not installed is refused: a misconfiguration never falls back to
+# a weaker profile, and the container would not start without its profile anyway.
+seccomp_name := n if {
+	n := profile.seccomp
+} else := object.get(data.settings.seccomp, "notebook_default", "")
+
+installed_seccomp := object.get(data.settings.seccomp, "localhost_profiles", [])
+
+seccomp := {"type": "Localhost", "localhostProfile": sprintf("jovial-guard/%v.json", [seccomp_name])}
+
+violation contains {"rule": "profiles/seccomp-unknown", "message": msg} if {
+	not seccomp_name in installed_seccomp
+	msg := sprintf("The %q profile names seccomp profile %v, which is not installed (installed: %s). This is a platform misconfiguration: tell the admins.", [requested, json.marshal(seccomp_name), concat(", ", sort(installed_seccomp))])
+}

@@ -76,9 +76,9 @@ def _start_hub(embedded_hub: EmbeddedHub, tmp_path: Path, *, env_override: dict[
 
 def test_startup_refused_without_seccomp_profile(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:
     message = _start_hub(embedded_hub, tmp_path, env_override={
-        "JOVIAL_GUARD_SECCOMP_PROFILE": "/nonexistent/notebook.json"})
+        "JOVIAL_GUARD_SECCOMP_PROFILE_DIR": "/nonexistent/seccomp"})
     assert "refuses to start the hub" in message
-    assert "/nonexistent/notebook.json does not exist" in message
+    assert "no seccomp profiles (*.json) in /nonexistent/seccomp" in message
 
 
 def test_startup_refused_without_engine_socket(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:

@@ -267,12 +267,26 @@ def test_committed_learned_profile_is_a_valid_allowlist(committed: Any) -> None:
 def test_stats_command_prints_the_three_profiles_side_by_side() -> None:
     result = CliRunner().invoke(cli, ["profile", "stats", "--json"])
     assert result.exit_code == 0, result.output
-    stats = json.loads(result.output)
+    doc = json.loads(result.output)
+    stats = doc["profiles"]
     names = ["notebook", "notebook-learned"] + (["engine default"] if BASE_PROFILE.exists() else [])
     assert set(names) <= set(stats)
     assert stats["notebook-learned"]["allowed"] < stats["notebook"]["allowed"]
     if BASE_PROFILE.exists():
         assert stats["notebook"]["allowed"] < stats["engine default"]["allowed"]
+    assert doc["chosen_by"] == {"notebook": ["default", "gpu", "large-memory"], "notebook-learned": []}
+
+
+def test_stats_names_the_notebook_profiles_under_each(tmp_path: Path) -> None:
+    data = json.loads((Path(__file__).resolve().parents[2] / "policies" / "data.json").read_text())
+    data["settings"]["profiles"]["large-memory"]["seccomp"] = "notebook-learned"
+    data["settings"]["profiles"]["gpu"]["seccomp"] = "typo"
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["profile", "stats", "--policy-data", str(tmp_path / "data.json")])
+    assert result.exit_code == 0, result.output
+    assert "    notebook: default\n    notebook-learned: large-memory\n    typo: gpu\n" in result.output
+    missing = CliRunner().invoke(cli, ["profile", "stats", "--policy-data", str(tmp_path / "none.json")])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
 
 
 def test_build_refuses_a_broken_recording(tmp_path: Path) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from jovial_guard.policy.opa_process import ManagedOpa
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa
 from jovial_guard.runtime.image import NOTEBOOK_IMAGE
 from jovial_guard.spawn.guard import JovialGuard, SpawnRefused, StartupRefused
 from jovial_guard.spawn.options import options_from_form, render_options_form
@@ -77,7 +78,9 @@ async def test_allowed_spawn_is_hardened(opa: ManagedOpa) -> None:
     assert spawner.guard_hardened is True
     assert hc["read_only"] is True
     assert hc["cap_drop"] == ["ALL"]
-    assert f"seccomp={Path(guard.seccomp_profile_path).absolute()}" in hc["security_opt"]
+    assert f"seccomp={Path(guard.seccomp_profile_dir).absolute() / 'notebook.json'}" in hc["security_opt"]
+    assert record["hardening"]["seccomp"]["name"] == "jovial-guard/notebook.json"
+    assert record["hardening"]["seccomp"]["audited"] is False
     assert "no-new-privileges" in hc["security_opt"]
     assert hc["network_mode"] == "none"
     assert hc["mem_limit"] == 8 * 2**30 and hc["nano_cpus"] == 2 * 10**9
@@ -132,27 +135,71 @@ async def test_opa_down_refuses_spawn() -> None:
 
 
 async def test_missing_seccomp_profile_refuses_spawn(opa: ManagedOpa, tmp_path: Path) -> None:
-    guard = _guard(opa.url, seccomp_profile_path=str(tmp_path / "gone.json"))
+    guard = _guard(opa.url, seccomp_profile_dir=str(tmp_path))
     with pytest.raises(SpawnRefused) as caught:
         await guard.pre_spawn(_spawner("frank", ()))
     await guard.close()
     assert caught.value.rule == "jovial-guard/seccomp-profile-missing"
-    assert "does not exist" in str(caught.value)
+    assert "notebook.json does not exist" in str(caught.value)
 
 
 async def test_weak_seccomp_profile_refuses_spawn(opa: ManagedOpa, tmp_path: Path) -> None:
-    weak = tmp_path / "weak.json"
-    weak.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}))
-    guard = _guard(opa.url, seccomp_profile_path=str(weak))
+    (tmp_path / "notebook.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}))
+    guard = _guard(opa.url, seccomp_profile_dir=str(tmp_path))
     with pytest.raises(SpawnRefused, match="does not deny by default"):
         await guard.pre_spawn(_spawner("gina", ()))
     await guard.close()
 
 
+def _policies_choosing(tmp_path: Path, seccomp_name: str) -> Path:
+    """A copy of the policies whose data names ``seccomp_name`` for the default profile."""
+    policies = tmp_path / f"policies-{seccomp_name}"
+    shutil.copytree(DEFAULT_POLICY_DIR, policies)
+    data = json.loads((policies / "data.json").read_text())
+    data["settings"]["profiles"]["default"]["seccomp"] = seccomp_name
+    (policies / "data.json").write_text(json.dumps(data))
+    return policies
+
+
+async def test_profile_chosen_by_policy_data_reaches_the_engine(tmp_path: Path) -> None:
+    """An admin names the learned profile for the default notebook profile in policy data:
+    the decision carries it and the container gets that file, never the default one."""
+    with ManagedOpa(_policies_choosing(tmp_path, "notebook-learned")) as opa:
+        guard = _guard(opa.url)
+        spawner = _spawner("hana", ())
+        record = await guard.pre_spawn(spawner)
+        await guard.close()
+    learned = Path(guard.seccomp_profile_dir).absolute() / "notebook-learned.json"
+    assert f"seccomp={learned}" in spawner.extra_host_config["security_opt"]
+    assert record["hardening"]["seccomp"]["name"] == "jovial-guard/notebook-learned.json"
+
+
+async def test_unknown_seccomp_profile_in_policy_data_is_a_clear_denial(tmp_path: Path) -> None:
+    with ManagedOpa(_policies_choosing(tmp_path, "unconfined")) as opa:
+        guard = _guard(opa.url)
+        spawner = _spawner("ivan", ())
+        with pytest.raises(SpawnRefused) as caught:
+            await guard.pre_spawn(spawner)
+        await guard.close()
+    assert caught.value.rule == "profiles/seccomp-unknown"
+    assert caught.value.status_code == 403
+    assert '"unconfined", which is not installed' in str(caught.value)
+    assert not hasattr(spawner, "extra_host_config")
+
+
+async def test_audited_profile_needs_the_agent(opa: ManagedOpa, tmp_path: Path) -> None:
+    guard = _guard(opa.url, seccomp_agent_socket=str(tmp_path / "agent.sock"), seccomp_agent_wait=0.5)
+    with pytest.raises(SpawnRefused) as caught:
+        await guard.pre_spawn(_spawner("jane", ()))
+    await guard.close()
+    assert caught.value.rule == "jovial-guard/seccomp-agent-unavailable"
+    assert caught.value.status_code == 503
+
+
 def test_startup_refuses_with_every_problem(tmp_path: Path) -> None:
     guard = JovialGuard(
         opa_url="http://127.0.0.1:9",  # nothing listens on the discard port
-        seccomp_profile_path=str(tmp_path / "missing-seccomp.json"),
+        seccomp_profile_dir=str(tmp_path / "missing-seccomp"),
         apparmor_profile_path=str(tmp_path / "missing-apparmor"),
         engine_socket=str(tmp_path / "no.sock"),
         egress=False,
@@ -161,7 +208,7 @@ def test_startup_refuses_with_every_problem(tmp_path: Path) -> None:
         guard.check_startup()
     text = str(caught.value)
     assert "OPA" in text and "unreachable" in text
-    assert "missing-seccomp.json does not exist" in text
+    assert "no seccomp profiles (*.json) in" in text and "seccomp_profile_dir" in text
     assert "missing-apparmor does not exist" in text
     assert "no.sock is missing" in text
 
@@ -176,3 +223,24 @@ async def test_spawner_refuses_without_hook() -> None:
     with pytest.raises(SpawnRefused) as caught:
         await GuardedDockerSpawner.start(stand_in)  # type: ignore[arg-type]
     assert caught.value.rule == "jovial-guard/hook-missing"
+
+
+async def test_audited_profile_routes_refusals_to_the_agent(opa: ManagedOpa, tmp_path: Path) -> None:
+    import socket
+
+    agent = tmp_path / "agent.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(agent))
+        guard = _guard(opa.url, seccomp_agent_socket=str(agent), seccomp_audited_dir=str(tmp_path / "audited"))
+        spawner = _spawner("kate", ())
+        record = await guard.pre_spawn(spawner)
+        await guard.close()
+    [option] = [o for o in spawner.extra_host_config["security_opt"] if o.startswith("seccomp=")]
+    audited = Path(option.removeprefix("seccomp="))
+    assert audited.parent == tmp_path / "audited" and audited.name.startswith("notebook-")
+    profile = json.loads(audited.read_text())
+    assert profile["listenerPath"] == str(agent)
+    assert profile["listenerMetadata"] == "jovial-guard/notebook.json"
+    assert any(r["action"] == "SCMP_ACT_NOTIFY" and "mount" in r["names"] for r in profile["syscalls"])
+    assert record["hardening"]["seccomp"] == {"status": "applied", "profile": str(audited),
+                                             "name": "jovial-guard/notebook.json", "audited": True}

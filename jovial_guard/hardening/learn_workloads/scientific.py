@@ -1,4 +1,6 @@
-"""numpy and astropy work a typical analysis session does (matplotlib is not in the image)."""
+"""numpy, astropy and matplotlib work a typical analysis session does (plots rendered with
+the Agg backend, as the notebook's inline backend does, saved as PNG, PDF and SVG)."""
+import io
 import json
 import os
 
@@ -24,7 +26,29 @@ with fits.open(path, memmap=True) as hdul:
 table = Table({"flux": spectrum[:10], "id": np.arange(10)})
 table.write(os.path.join("/tmp", "table.ecsv"), overwrite=True)
 back = Table.read(os.path.join("/tmp", "table.ecsv"))
-ok = identity_error < 1e-8 and shape == [200, 200] and len(back) == 10
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+left.plot(np.arange(spectrum.size), spectrum, label="spectrum")
+left.set_yscale("log")
+left.legend()
+right.imshow(matrix, cmap="viridis", origin="lower")
+right.set_title(f"{distance:.1f}")
+png = os.path.join(os.environ.get("HOME", "/tmp"), "plot.png")
+fig.savefig(png, dpi=80)
+sizes = {}
+for fmt in ("pdf", "svg"):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
+    sizes[fmt] = buffer.tell()
+plt.close(fig)
+with open(png, "rb") as handle:
+    png_ok = handle.read(8) == b"\x89PNG\r\n\x1a\n"
+ok = identity_error < 1e-8 and shape == [200, 200] and len(back) == 10 and png_ok \
+    and min(sizes.values()) > 1000
 print(json.dumps({"workload": "scientific", "ok": ok, "distance": f"{distance:.3f}",
-                  "separation_deg": round(float(sep.deg), 4), "tt": when}))
+                  "separation_deg": round(float(sep.deg), 4), "tt": when, "plot_bytes": sizes}))
 raise SystemExit(0 if ok else 1)

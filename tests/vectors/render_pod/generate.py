@@ -27,6 +27,8 @@ SPEC = {
 BATCH_SPEC = {**SPEC, "notebook": False, "read_only_root": False, "writable_paths": [],
               "seccomp": {"type": "RuntimeDefault"}, "node_selector": {}}
 GPU_SPEC = {**SPEC, "resources": {**SPEC["resources"], "gpu": 1}}
+#: A notebook profile whose policy data chooses the learned seccomp profile.
+LEARNED_SPEC = {**SPEC, "seccomp": {"type": "Localhost", "localhostProfile": "jovial-guard/notebook-learned.json"}}
 IMAGE = "quay.io/jupyter/base-notebook:2024-05-27"
 
 CASES = {
@@ -54,6 +56,7 @@ CASES = {
     "node_selector_merged": (SPEC, {"metadata": {}, "spec": {
         "nodeSelector": {"topology.kubernetes.io/zone": "a", "jovial-guard.io/profiles-ready": "false"},
         "containers": [{"name": "nb", "image": IMAGE}]}}),
+    "learned_seccomp_profile": (LEARNED_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE}]}}),
     "gpu_profile": (GPU_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE, "resources": {}}]}}),
 }
 

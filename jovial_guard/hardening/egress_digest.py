@@ -1,0 +1,67 @@
+"""A digest of the nftables ruleset *as the kernel holds it* in a project network namespace.
+
+Why the kernel's listing and not the rendered text: ``nft`` reformats what it loads, so the
+only comparable form is what ``nft -j list ruleset`` returns. The digest is taken once right
+after a namespace's rules are loaded (it goes into the hardening record) and again by every
+attestation; anything that changes the rules (a flush, a rule added, a table replaced)
+changes it. Counter values and rule handles are dropped first: they change as traffic flows
+or rules are reloaded without changing what is enforced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from . import netns
+from .netns import EgressSetupFailed
+
+#: The first field of every digest: a new canonical form gets a new version.
+VERSION = "v1"
+
+
+class RulesetUnreadable(EgressSetupFailed):
+    """``nft -j list ruleset`` did not answer with the JSON nftables schema."""
+
+
+def _canonical(node: Any) -> Any:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "handle":
+                continue
+            if key == "counter" and isinstance(value, dict):
+                out[key] = None
+                continue
+            out[key] = _canonical(value)
+        return out
+    if isinstance(node, list):
+        return [_canonical(item) for item in node]
+    return node
+
+
+def digest_listing(listing: str | bytes) -> str:
+    """``v1:sha256:HEX`` of a JSON listing (pure). Raises RulesetUnreadable on other input."""
+    try:
+        doc = orjson.loads(listing)
+        items = doc["nftables"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RulesetUnreadable(f"nft -j list ruleset gave no nftables JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise RulesetUnreadable("nft -j list ruleset: 'nftables' is not a list")
+    kept = [_canonical(item) for item in items if not (isinstance(item, dict) and "metainfo" in item)]
+    body = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    return f"{VERSION}:sha256:{hashlib.sha256(body).hexdigest()}"
+
+
+def live_digest(name: str) -> str:
+    """The digest of the ruleset loaded in project namespace ``name`` (never the host's)."""
+    if not name or not netns.exists(name):
+        raise EgressSetupFailed(f"network namespace {name!r} does not exist")
+    return digest_listing(netns.nft(name, ["-j", "list", "ruleset"], what="read the ruleset"))
+
+
+#: The digest of a namespace with no rules at all (what a flush leaves).
+EMPTY_DIGEST = digest_listing(b'{"nftables": []}')

@@ -41,12 +41,15 @@ def audit() -> None:
 @click.option("--max-file-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
 @click.option("--checkpoint-every", type=int, default=10_000, show_default=True)
 @click.option("--checkpoint-interval", type=float, default=1.0, show_default=True)
+@click.option("--attest-interval", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds between attestations of every running server (and one at each start); "
+                   "needs --engine-url. 0 turns attestation off.")
 def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Path | None,
           token_file: Path | None, rules_path: Path | None, dry_run: bool | None, hub_api_url: str | None,
           hub_token_file: Path | None, credentials_state: Path | None, credentials_keys: Path | None,
           engine_url: str | None,
           engine_events_file: Path | None, max_file_bytes: int, checkpoint_every: int,
-          checkpoint_interval: float) -> None:
+          checkpoint_interval: float, attest_interval: float) -> None:
     """Run the intake and write the audit log until SIGTERM."""
     from .responses import RulesInvalid
     from .runner import AuditSettings, serve_forever
@@ -61,6 +64,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
         dry_run=dry_run, hub_api_url=hub_api_url, hub_token=hub_token, credentials_state=credentials_state,
         credentials_keys=credentials_keys, engine_url=engine_url, engine_events_file=engine_events_file, max_file_bytes=max_file_bytes,
         checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
+        attest_interval=attest_interval,
     )
     try:
         try:

@@ -205,10 +205,11 @@ def read_cgroups(pid: int, *, proc: Path = PROC) -> dict[str, str] | None:
 
 
 def namespace_id(pid: int, kind: str, *, proc: Path = PROC) -> str | None:
-    """``/proc/PID/ns/KIND``'s link (``pid:[4026532201]``); None if the process is gone."""
+    """``/proc/PID/ns/KIND``'s link (``pid:[4026532201]``); None if the process is gone or
+    is not ours to inspect (a supervisor outside this host's user namespace)."""
     try:
         return os.readlink(proc / str(pid) / "ns" / kind)
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return None
 
 

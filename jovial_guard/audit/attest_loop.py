@@ -104,14 +104,18 @@ class AttestationLoop:
 
     async def _run(self) -> None:
         while True:
+            began = time.monotonic()
             try:
                 await self.attest_all()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive any one bad pass
                 log.exception("attestation pass failed")
+            # Passes start every ``interval`` seconds (not ``interval`` after the last one
+            # ended), so a drift waits at most one period plus one pass.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                await asyncio.wait_for(self._wake.wait(),
+                                       timeout=max(0.0, self.interval - (time.monotonic() - began)))
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -143,14 +143,32 @@ class NodeAttestor:
         return event
 
     def run(self, *, interval: float, stop: threading.Event) -> None:
-        """Attest every ``interval`` seconds until ``stop``; a failed pass is logged and retried."""
+        """Attest every ``interval`` seconds until ``stop``; a failed pass is logged (once
+        while the same failure repeats) and retried."""
+        last_error = ""
         while not stop.is_set():
             began = time.monotonic()
             try:
                 self.attest_once()
+                last_error = ""
             except Exception as exc:  # noqa: BLE001 - the loop outlives any one bad pass
-                log.error("attestation pass failed: %s", exc)
+                message = _explain(exc)
+                if message != last_error:
+                    log.error("attestation pass failed: %s", message)
+                last_error = message
             stop.wait(max(0.0, interval - (time.monotonic() - began)))
+
+
+def _explain(exc: Exception) -> str:
+    """What to fix, for the failures a deployment can cause."""
+    status = getattr(exc, "status", None)
+    if status in (401, 403):
+        return (f"the API server refused to list pods ({status}): the agent's ClusterRole needs "
+                "'list' on pods for attestation (or run with --attest-interval 0)")
+    if isinstance(exc, PermissionError):
+        return (f"{exc}: attestation reads other processes' /proc entries; the agent needs hostPID "
+                "and CAP_SYS_PTRACE")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def start(api: Any, node_name: str, *, interval: float, stop: threading.Event,

@@ -255,3 +255,23 @@ async def test_loop_records_every_check_and_alerts_once(tmp_path: Path) -> None:
         assert observe(os.getpid()).pid == os.getpid()
     finally:
         await running.stop()
+
+
+def test_node_agent_finds_a_container_by_its_cgroup(tmp_path: Path) -> None:
+    from jovial_guard.node.attest import _explain, cgroup_index, container_pid
+
+    cid = "4f" * 32
+    for pid, path in ((120, f"/jg-node-x/kubepods/besteffort/podabc/{cid}"), (121, f"/jg-node-x/kubepods/besteffort/podabc/{cid}"),
+                      (130, "/jg-node-x/kubepods/besteffort/podabc/other"), (1, "/")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cgroup").write_text(f"8:pids:{path}\n4:memory:{path}\n")
+    (tmp_path / "self").mkdir()
+    index = cgroup_index(proc=tmp_path)
+    assert container_pid(f"containerd://{cid}", index) == 120
+    assert container_pid("containerd://" + "0" * 64, index) is None
+
+    class Forbidden(Exception):
+        status = 403
+
+    assert "'list' on pods" in _explain(Forbidden())
+    assert "hostPID" in _explain(PermissionError("denied"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,15 +233,21 @@ def test_registry_merges_the_hooks_record_with_the_hubs_container_id(tmp_path: P
 
 
 async def test_loop_records_every_check_and_alerts_once(tmp_path: Path) -> None:
-    """The real service and loop on this test's own process: a pids limit the process's
-    cgroup does not have is a drift, alerted once, then logged as unchanged."""
+    """The real service and loop on a real process in namespaces of its own: a pids limit
+    its cgroup does not have is a drift, alerted once, then logged as unchanged."""
     running = await RunningAudit(AuditSettings(directory=tmp_path / "audit", port=0, attest_interval=0)).start()
     try:
         hardening = {"seccomp": {"status": "none"}, "capabilities": {"drop": [], "add": []},
                      "read_only_root": False, "no_new_privileges": False, "network_mode": "none",
                      "limits": {"pids": 7}}
         running.registry.register(user="carol", container_name="jupyter-carol", record={"hardening": hardening})
-        located = Located(pid=os.getpid(), container_id="d" * 64)
+        # A process in pid and mount namespaces of its own: a container as attestation sees one.
+        boxed = subprocess.Popen(["unshare", "--pid", "--mount", "--fork", "sleep", "60"])
+        deadline = time.monotonic() + 10
+        while not (children := Path(f"/proc/{boxed.pid}/task/{boxed.pid}/children").read_text().split()):
+            assert time.monotonic() < deadline, "unshare did not start its child"
+            time.sleep(0.05)
+        located = Located(pid=int(children[0]), container_id="d" * 64)
         loop = AttestationLoop(running.service, running.registry, locate=lambda owner: located, interval=1,
                                status_dir=tmp_path / "audit")
         first = await loop.attest_all()
@@ -252,8 +260,11 @@ async def test_loop_records_every_check_and_alerts_once(tmp_path: Path) -> None:
         unlocated = AttestationLoop(running.service, running.registry, locate=lambda owner: None, interval=1)
         assert await unlocated.attest_all() == []  # nothing runs: nothing to attest
         assert Owner(user="x", server="") == Owner(user="x", server="", record={"a": 1})
-        assert observe(os.getpid()).pid == os.getpid()
+        assert observe(located.pid).processes[0].pid in (boxed.pid, located.pid)
     finally:
+        if "boxed" in locals():
+            boxed.kill()
+            boxed.wait()
         await running.stop()
 
 

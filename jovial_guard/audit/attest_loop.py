@@ -135,6 +135,9 @@ class AttestationLoop:
 
     def _check_all(self) -> list[tuple[dict[str, Any], ServerAttestation | None]]:
         owners = self.registry.running_servers()
+        current = {(o.user, o.server) for o in owners}
+        for gone in set(self.previous) - current:
+            del self.previous[gone]
         if not owners:
             return []
         index = procfs.namespace_index()

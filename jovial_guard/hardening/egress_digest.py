@@ -11,6 +11,7 @@ or rules are reloaded without changing what is enforced.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import orjson
@@ -60,6 +61,8 @@ def live_digest(name: str) -> str:
     """The digest of the ruleset loaded in project namespace ``name`` (never the host's)."""
     if not name or not netns.exists(name):
         raise EgressSetupFailed(f"network namespace {name!r} does not exist")
+    if os.stat(netns.path_of(name)).st_ino == os.stat("/proc/self/ns/net").st_ino:
+        raise EgressSetupFailed(f"network namespace {name!r} is the host's own; its ruleset is not read")
     return digest_listing(netns.nft(name, ["-j", "list", "ruleset"], what="read the ruleset"))
 
 

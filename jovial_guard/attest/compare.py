@@ -69,7 +69,8 @@ def compare(expected: Expected, seen: Observation) -> list[Drift]:
     if seen.foreign_netns:
         drifts.append(Drift("network", f"process(es) not in network namespace {expected.netns}: "
                                        + ", ".join(str(p) for p in seen.foreign_netns)))
-    if expected.ruleset_digest is not None:
+    # A drop-all loaded by the audit service's cut_network response is an authorised state.
+    if expected.ruleset_digest is not None and not seen.network_cut:
         if seen.ruleset_error is not None:
             drifts.append(Drift("ruleset", f"ruleset of {expected.netns} unreadable: {seen.ruleset_error}"))
         elif seen.ruleset_digest != expected.ruleset_digest:
@@ -78,8 +79,11 @@ def compare(expected: Expected, seen: Observation) -> list[Drift]:
     return sorted(set(drifts))
 
 
-def summary(drifts: list[Drift]) -> str:
-    """``ok`` or ``drift: seccomp, ruleset`` (the kinds, in order): the dashboard's words."""
+def summary(drifts: list[Drift], *, network_cut: bool = False) -> str:
+    """``ok`` or ``drift: seccomp, ruleset`` (the kinds, in order): the dashboard's words;
+    ``(network cut)`` is added while the response's drop-all is in place."""
+    if network_cut:
+        return summary(drifts) + " (network cut)"
     if not drifts:
         return "ok"
     return "drift: " + ", ".join(dict.fromkeys(d.kind for d in drifts))

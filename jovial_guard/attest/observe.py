@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hardening.egress_digest import digest_listing, is_cut
 from ..runtime import procfs
 from ..runtime.procfs import CgroupLimits, Mount, ProcessSecurity
 
+#: Returns the JSON listing of a project namespace's ruleset (``egress_digest.live_listing``).
 RulesetReader = Callable[[str], str]
 
 
@@ -33,6 +35,8 @@ class Observation:
     ruleset_digest: str | None = None
     #: Why the ruleset could not be read (the namespace is gone, nft failed).
     ruleset_error: str | None = None
+    #: The ruleset is the audit response's drop-all (the network was cut on purpose).
+    network_cut: bool = False
 
 
 class ContainerGone(Exception):
@@ -74,14 +78,16 @@ def observe(pid: int, *, netns: str | None = None, read_ruleset: RulesetReader |
             except OSError:
                 pass
     digest = error = None
+    cut = False
     if netns and read_ruleset is not None:
         try:
-            digest = read_ruleset(netns)
+            listing = read_ruleset(netns)
+            digest, cut = digest_listing(listing), is_cut(listing)
         except Exception as exc:  # noqa: BLE001 - an unreadable ruleset is reported, not raised
             error = f"{type(exc).__name__}: {exc}"[:300]
     return Observation(
         pid=pid, processes=tuple(processes), root=procfs.mount_at(mounts, "/"),
         usr=procfs.mount_at(mounts, "/usr"), limits=procfs.limits_of(cgroups),
         outside_cgroup=tuple(outside), foreign_netns=tuple(foreign),
-        ruleset_digest=digest, ruleset_error=error,
+        ruleset_digest=digest, ruleset_error=error, network_cut=cut,
     )

@@ -31,11 +31,11 @@ def rule_for(drifts: Sequence[Drift], previous: Sequence[Drift] | None) -> str:
 def attestation_event(*, user: str | None, server: str | None, drifts: Sequence[Drift],
                       previous: Sequence[Drift] | None, source: str, fields: dict[str, Any],
                       container_id: str | None = None, pod: str | None = None,
-                      namespace: str | None = None) -> dict[str, Any]:
+                      namespace: str | None = None, network_cut: bool = False) -> dict[str, Any]:
     """The audit event of one check of one server."""
     rule = rule_for(drifts, previous)
     target = f"{user}/{server or ''}" if user else (pod or container_id or "?")
-    text = summary(list(drifts))
+    text = summary(list(drifts), network_cut=network_cut)
     detail = "; ".join(d.detail for d in drifts)
     return {
         "kind": "attestation", "source": source, "rule": rule, "priority": _PRIORITY[rule],

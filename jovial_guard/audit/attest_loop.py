@@ -61,9 +61,9 @@ def docker_locator(client: Any) -> Locator:
 
 
 def read_ruleset(name: str) -> str:
-    from ..hardening.egress_digest import live_digest
+    from ..hardening.egress_digest import live_listing
 
-    return live_digest(name)
+    return live_listing(name)
 
 
 class AttestationLoop:
@@ -172,7 +172,7 @@ class AttestationLoop:
         self.previous[key] = drifts
         event = attestation_event(
             user=owner.user, server=owner.server, drifts=drifts, previous=previous, source=SOURCE,
-            container_id=where.container_id,
+            container_id=where.container_id, network_cut=seen.network_cut,
             fields={"pid": where.pid, "processes": len(seen.processes),
                     "decision_id": record.get("decision_id"), "netns": expected.netns,
                     "ruleset_digest": seen.ruleset_digest,

@@ -57,13 +57,36 @@ def digest_listing(listing: str | bytes) -> str:
     return f"{VERSION}:sha256:{hashlib.sha256(body).hexdigest()}"
 
 
-def live_digest(name: str) -> str:
-    """The digest of the ruleset loaded in project namespace ``name`` (never the host's)."""
+#: The table the audit service's ``cut_network`` response loads (jovial_guard.audit.netcut).
+CUT_TABLE = "jovial_guard_cut"
+
+
+def is_cut(listing: str | bytes) -> bool:
+    """Whether a JSON listing is exactly the response's drop-all ruleset: one ``inet``
+    table named :data:`CUT_TABLE`, every chain's policy ``drop``, no rule at all."""
+    try:
+        items = orjson.loads(listing)["nftables"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
+    tables = [i["table"] for i in items if isinstance(i, dict) and "table" in i]
+    chains = [i["chain"] for i in items if isinstance(i, dict) and "chain" in i]
+    rules = [i for i in items if isinstance(i, dict) and not ({"metainfo", "table", "chain"} & i.keys())]
+    return (len(tables) == 1 and tables[0].get("family") == "inet" and tables[0].get("name") == CUT_TABLE
+            and bool(chains) and all(c.get("policy") == "drop" for c in chains) and not rules)
+
+
+def live_listing(name: str) -> str:
+    """``nft -j list ruleset`` inside project namespace ``name`` (never the host's)."""
     if not name or not netns.exists(name):
         raise EgressSetupFailed(f"network namespace {name!r} does not exist")
     if os.stat(netns.path_of(name)).st_ino == os.stat("/proc/self/ns/net").st_ino:
         raise EgressSetupFailed(f"network namespace {name!r} is the host's own; its ruleset is not read")
-    return digest_listing(netns.nft(name, ["-j", "list", "ruleset"], what="read the ruleset"))
+    return netns.nft(name, ["-j", "list", "ruleset"], what="read the ruleset")
+
+
+def live_digest(name: str) -> str:
+    """The digest of the ruleset loaded in project namespace ``name``."""
+    return digest_listing(live_listing(name))
 
 
 #: The digest of a namespace with no rules at all (what a flush leaves).

@@ -177,6 +177,15 @@ def test_each_kind_of_drift(observation: Observation, kind: str) -> None:
     assert summary(drifts) == f"drift: {kind}"
 
 
+def test_the_responses_drop_all_is_not_a_drift() -> None:
+    seen = clean_observation(ruleset_digest="v1:sha256:cut", network_cut=True)
+    assert compare(from_hardening(record_hardening()), seen) == []
+    assert summary([], network_cut=True) == "ok (network cut)"
+    event = attestation_event(user="alice", server="", drifts=[], previous=None, source="attestation",
+                              fields={}, network_cut=True)
+    assert event["rule"] == RULE_OK and event["fields"]["status"] == "ok (network cut)"
+
+
 def test_ruleset_digest_ignores_counters_and_handles() -> None:
     def listing(packets: int, handle: int, port: int) -> str:
         rule = {"rule": {"family": "inet", "table": "t", "chain": "c", "handle": handle,

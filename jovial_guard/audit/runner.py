@@ -56,8 +56,9 @@ class AuditSettings:
     #: Processes preparing large bulk bodies (0: prepare in the event loop).
     bulk_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     extra_actions: dict[str, Action] = field(default_factory=dict)
-    #: Seconds between attestation passes (0: off). Needs ``engine_url`` or ``attest_locator``.
-    attest_interval: float = 5.0
+    #: Seconds between attestation passes (0: off; ``audit serve`` defaults to 5). Needs
+    #: ``engine_url`` or ``attest_locator``.
+    attest_interval: float = 0.0
     #: Finds a server's container (default: the engine at ``engine_url``).
     attest_locator: Locator | None = None
 

@@ -45,6 +45,11 @@ def _process_drifts(expected: Expected, p: ProcessSecurity) -> list[Drift]:
             out.append(Drift("user_namespace", f"{_who(p)}: {what} {list(seen)}, expected {list(want)}"))
         if want is None and any(outside == 0 for _, outside, _ in seen):
             out.append(Drift("user_namespace", f"{_who(p)}: {what} maps onto host id 0"))
+        if expected.host_id_range is not None:
+            start, count = expected.host_id_range
+            if not seen or any(outside < start or outside + n > start + count for _, outside, n in seen):
+                out.append(Drift("user_namespace", f"{_who(p)}: {what} {list(seen)} outside host ids "
+                                                   f"{start}-{start + count - 1}"))
     return out
 
 

@@ -52,6 +52,9 @@ class Expected:
     limits: Limits
     #: The project namespace the container must be in (None: not on this path).
     netns: str | None = None
+    #: Host ids ``[start, start + count)`` every mapped id must fall in, when the engine
+    #: picks the exact map at start (``user_namespace.host_range``).
+    host_id_range: tuple[int, int] | None = None
     ruleset_digest: str | None = None
 
 
@@ -87,12 +90,24 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _host_range(userns: Mapping[str, Any]) -> tuple[int, int] | None:
+    if "host_range" not in userns:
+        return None
+    start, count = (int(v) for v in userns["host_range"])
+    if start <= 0 or count <= 0:
+        raise RecordUnusable(f"user_namespace.host_range {userns['host_range']!r} must be [start > 0, count > 0]")
+    return start, count
+
+
 def from_hardening(hardening: Mapping[str, Any]) -> Expected:
-    """The embedded record (``SpawnRecord.hardening``). Without a ``user_namespace`` entry
-    the container shares the host's ids (identity map): that is what is expected then."""
+    """The embedded record (``SpawnRecord.hardening``). ``user_namespace`` states the exact
+    maps (``uid_map``/``gid_map``: ``[[inside, outside, count]]``) or only the host range the
+    engine picks them from (``host_range``: ``[start, count]``); without it the container
+    shares the host's ids (identity map), and that is what is expected then."""
     try:
         caps = hardening.get("capabilities") or {}
         userns = hardening.get("user_namespace") or {}
+        ranged = _host_range(userns)
         limits = hardening.get("limits") or {}
         mode = str(hardening.get("network_mode") or "")
         return Expected(
@@ -100,8 +115,9 @@ def from_hardening(hardening: Mapping[str, Any]) -> Expected:
             no_new_privs=bool(hardening.get("no_new_privileges")),
             cap_mask=allowed_caps(caps.get("drop") or (), caps.get("add") or ()),
             read_only_root=bool(hardening.get("read_only_root")),
-            uid_map=_id_map(userns["uid_map"], "uid_map") if "uid_map" in userns else IDENTITY_MAP,
-            gid_map=_id_map(userns["gid_map"], "gid_map") if "gid_map" in userns else IDENTITY_MAP,
+            uid_map=_id_map(userns["uid_map"], "uid_map") if "uid_map" in userns else None if ranged else IDENTITY_MAP,
+            gid_map=_id_map(userns["gid_map"], "gid_map") if "gid_map" in userns else None if ranged else IDENTITY_MAP,
+            host_id_range=ranged,
             limits=Limits(memory_bytes=_optional_int(limits.get("memory_bytes")),
                           pids=_optional_int(limits.get("pids")),
                           nano_cpus=_optional_int(limits.get("nano_cpus"))),

@@ -141,6 +141,17 @@ def test_record_becomes_expectation() -> None:
         from_hardening({**record_hardening(), "user_namespace": {"uid_map": "0 0 1"}})
 
 
+def test_a_user_namespace_range_is_checked_when_the_engine_picks_the_map() -> None:
+    expected = from_hardening({**record_hardening(), "user_namespace": {"host_range": [200000, 65536]}})
+    inside = ((0, 200000, 65536),)
+    assert compare(expected, clean_observation(processes=(hardened(uid_map=inside, gid_map=inside),))) == []
+    for bad in (IDENTITY_MAP, ((0, 199999, 65536),), ((0, 200000, 65537),)):
+        drifts = compare(expected, clean_observation(processes=(hardened(uid_map=bad, gid_map=inside),)))
+        assert {d.kind for d in drifts} == {"user_namespace"}, (bad, drifts)
+    with pytest.raises(RecordUnusable):
+        from_hardening({**record_hardening(), "user_namespace": {"host_range": [0, 10]}})
+
+
 def test_pod_becomes_expectation() -> None:
     pod = {"spec": {"securityContext": {"seccompProfile": {"type": "Localhost"}}, "hostUsers": False,
                     "containers": [{"name": "notebook", "resources": {"limits": {"memory": "1Gi", "cpu": "500m"}},

@@ -81,6 +81,9 @@ class AttestationLoop:
         self.status_dir = status_dir
         self.clock = clock
         self.previous: dict[tuple[str, str], list[Drift]] = {}
+        #: Engine answers kept while the same process runs (pid + start time): one inspect
+        #: per container start instead of one per pass.
+        self._located: dict[str, tuple[Located, int]] = {}
         self.passes = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -138,6 +141,9 @@ class AttestationLoop:
         current = {(o.user, o.server) for o in owners}
         for gone in set(self.previous) - current:
             del self.previous[gone]
+        refs = {o.container_id or o.container_name or "" for o in owners}
+        for ref in set(self._located) - refs:
+            del self._located[ref]
         if not owners:
             return []
         index = procfs.namespace_index()
@@ -148,9 +154,22 @@ class AttestationLoop:
                 results.append(result)
         return results
 
+    def _locate(self, owner: Owner) -> Located | None:
+        ref = owner.container_id or owner.container_name or ""
+        cached = self._located.get(ref)
+        if cached is not None and procfs.start_time(cached[0].pid) == cached[1]:
+            return cached[0]
+        where = self.locate(owner)
+        started = procfs.start_time(where.pid) if where is not None else None
+        if where is not None and started is not None and ref:
+            self._located[ref] = (where, started)
+        else:
+            self._located.pop(ref, None)
+        return where
+
     def _check(self, owner: Owner, index: dict[str, list[int]]) -> tuple[dict[str, Any], ServerAttestation | None] | None:
         key = (owner.user, owner.server)
-        where = self.locate(owner)
+        where = self._locate(owner)
         if where is None:
             return None  # not started yet, or already gone: nothing runs to attest
         record = owner.record or {}

@@ -204,6 +204,17 @@ def read_cgroups(pid: int, *, proc: Path = PROC) -> dict[str, str] | None:
         return None
 
 
+def start_time(pid: int, *, proc: Path = PROC) -> int | None:
+    """The process's start time in clock ticks since boot (``stat`` field 22): with the pid,
+    it names one process for good (a reused pid has another start time)."""
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
 def namespace_id(pid: int, kind: str, *, proc: Path = PROC) -> str | None:
     """``/proc/PID/ns/KIND``'s link (``pid:[4026532201]``); None if the process is gone or
     is not ours to inspect (a supervisor outside this host's user namespace)."""

@@ -113,6 +113,8 @@ def test_cgroup_v1_and_v2_limits(tmp_path: Path) -> None:
 
 
 def test_this_process_is_read_from_proc() -> None:
+    assert procfs.start_time(os.getpid()) == procfs.start_time(os.getpid()) is not None
+    assert procfs.start_time(2**22 + 1) is None
     me = procfs.read_security(os.getpid())
     assert me is not None and me.pid == os.getpid() and me.seccomp in (0, 1, 2)
     assert os.getpid() in procfs.processes_sharing(os.getpid())
@@ -270,8 +272,11 @@ async def test_loop_records_every_check_and_alerts_once(tmp_path: Path) -> None:
         located = Located(pid=int(children[0]), container_id="d" * 64)
         loop = AttestationLoop(running.service, running.registry, locate=lambda owner: located, interval=1,
                                status_dir=tmp_path / "audit")
+        asked: list[Owner] = []
+        loop.locate = lambda owner: asked.append(owner) or located
         first = await loop.attest_all()
         second = await loop.attest_all()
+        assert len(asked) == 1  # the engine is asked once while the same process runs
         assert [e["rule"] for e in first + second] == [RULE_DRIFT, RULE_UNCHANGED]
         logged = list(run_query(tmp_path / "audit", Query(user="carol", kind="attestation")))
         assert [r["rule"] for r in logged] == [RULE_DRIFT, RULE_UNCHANGED]

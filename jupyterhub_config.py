@@ -28,6 +28,7 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_START_TIMEOUT      seconds a spawn may take to start its container (default 120)
     JOVIAL_GUARD_HTTP_TIMEOUT       seconds a started server may take to answer (default 120)
     JOVIAL_GUARD_DECISION_DEADLINE  seconds OPA has to decide a spawn before it is refused (default 10)
+    JOVIAL_GUARD_ATTEST_INTERVAL    seconds between live attestations of every server (default 5; 0: off)
 
 Every spawn goes through jovial_guard's pre-spawn hook: the policy decides, the decision's
 SecuritySpec hardens the container, and if any piece is missing the hub refuses to start
@@ -182,6 +183,8 @@ c.StorageCredentials.storage_root = env("JOVIAL_GUARD_STORAGE_ROOT") or str(path
 # Falco's http_output and the hub's own server events, records every policy decision,
 # attributes all of it to hub users (the spawn registry is filled before each container
 # starts), keeps the tamper-evident log in STATE/audit and runs config/audit-responses.yaml.
+# It also attests every running server (every JOVIAL_GUARD_ATTEST_INTERVAL seconds and at
+# each start) against the hardening record the spawn registered.
 # JOVIAL_GUARD_AUDIT=0 turns it off; JOVIAL_GUARD_AUDIT_PORT pins its port.
 AUDIT = "jovial-guard-audit"
 if env("JOVIAL_GUARD_AUDIT", "1") == "1":
@@ -209,6 +212,7 @@ if env("JOVIAL_GUARD_AUDIT", "1") == "1":
             "--credentials-keys", str(paths.credentials_key_dir()),
             *(["--seccomp-socket", str(paths.seccomp_agent_socket())]
               if env("JOVIAL_GUARD_SECCOMP_AUDIT", "1") == "1" else []),
+            "--attest-interval", env("JOVIAL_GUARD_ATTEST_INTERVAL") or "5",
         ],
         "environment": {k: v for k, v in os.environ.items() if k.startswith("JOVIAL_GUARD_") or k in ("PATH", "HOME")},
     })

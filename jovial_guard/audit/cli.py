@@ -44,12 +44,15 @@ def audit() -> None:
 @click.option("--max-file-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
 @click.option("--checkpoint-every", type=int, default=10_000, show_default=True)
 @click.option("--checkpoint-interval", type=float, default=1.0, show_default=True)
+@click.option("--attest-interval", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds between attestations of every running server (and one at each start); "
+                   "needs --engine-url. 0 turns attestation off.")
 def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Path | None,
           token_file: Path | None, rules_path: Path | None, dry_run: bool | None, hub_api_url: str | None,
           hub_token_file: Path | None, credentials_state: Path | None, credentials_keys: Path | None,
           engine_url: str | None,
           engine_events_file: Path | None, seccomp_socket: Path | None, max_file_bytes: int, checkpoint_every: int,
-          checkpoint_interval: float) -> None:
+          checkpoint_interval: float, attest_interval: float) -> None:
     """Run the intake and write the audit log until SIGTERM."""
     from .responses import RulesInvalid
     from .runner import AuditSettings, serve_forever
@@ -66,6 +69,7 @@ def serve(directory: Path, listen: str, key_path: Path | None, registry_path: Pa
         credentials_keys=credentials_keys, engine_url=engine_url, engine_events_file=engine_events_file, max_file_bytes=max_file_bytes,
         checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
         seccomp_socket=seccomp_socket,
+        attest_interval=attest_interval,
     )
     try:
         try:
@@ -123,7 +127,7 @@ def verify(directory: Path, public_key: Path | None, workers: int | None, requir
 @click.option("--priority", default=None, help="Exact priority (Emergency..Debug).")
 @click.option("--min-priority", default=None, help="This priority or more severe.")
 @click.option("--kind", default=None, type=click.Choice(["falco", "engine", "hub", "decision", "response",
-                                                         "intake", "system", "seccomp"]))
+                                                         "intake", "system", "seccomp", "attestation"]))
 @click.option("--since", default=None, help="RFC 3339 time or relative (15m, 2h, 1d).")
 @click.option("--until", default=None, help="RFC 3339 time or relative.")
 @click.option("--limit", type=int, default=None)

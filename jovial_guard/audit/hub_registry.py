@@ -45,7 +45,9 @@ def register_spawner(registry: SpawnRegistry, spawner: Any, *, netns: str | None
     ids = owner_from_state(spawner.get_state() or {})
     if not (ids["container_id"] or ids["container_name"] or ids["pod"]):
         raise ValueError("the spawner's state names no container or pod yet; call after start()")
-    registry.register(user=spawner.user.name, server=spawner.name or "", netns=netns, **ids)
+    registry.register(user=spawner.user.name, server=spawner.name or "", netns=netns,
+                      container_id=ids["container_id"], container_name=ids["container_name"],
+                      pod=ids["pod"], namespace=ids["namespace"])
 
 
 class SpawnRegistrar:
@@ -80,7 +82,7 @@ class SpawnRegistrar:
             container_name=str(container_name) if container_name else None,
             pod=str(pod) if pod else None,
             namespace=str(getattr(spawner, "namespace", "") or "") or None if pod else None,
-            netns=netns,
+            netns=netns, record=record,
         )
 
 
@@ -104,7 +106,9 @@ async def register_from_hub(registry: SpawnRegistry, *, api_url: str, token: str
     ids = owner_from_state(state)
     if not (ids["container_id"] or ids["container_name"] or ids["pod"]):
         return None
-    await asyncio.to_thread(registry.register, user=user, server=server, netns=netns, **ids)
+    await asyncio.to_thread(registry.register, user=user, server=server, netns=netns,
+                            container_id=ids["container_id"], container_name=ids["container_name"],
+                            pod=ids["pod"], namespace=ids["namespace"])
     return registry.lookup(container_id=ids["container_id"], container_name=ids["container_name"],
                            pod=ids["pod"], namespace=ids["namespace"])
 

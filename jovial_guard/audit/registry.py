@@ -9,11 +9,14 @@ still be attributed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spawns (
@@ -26,7 +29,8 @@ CREATE TABLE IF NOT EXISTS spawns (
     namespace TEXT,
     netns TEXT,
     started REAL NOT NULL,
-    stopped REAL
+    stopped REAL,
+    record TEXT
 );
 CREATE INDEX IF NOT EXISTS spawns_cid ON spawns(container_id);
 CREATE INDEX IF NOT EXISTS spawns_name ON spawns(container_name);
@@ -45,6 +49,10 @@ class Owner:
     container_name: str | None = None
     netns: str | None = None
     stopped: bool = False
+    pod: str | None = None
+    namespace: str | None = None
+    #: The spawn's hardening record (``SpawnRecord.to_json()``), when the hook registered it.
+    record: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 class SpawnRegistry:
@@ -57,6 +65,9 @@ class SpawnRegistry:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(spawns)")}
+        if "record" not in columns:  # a registry written before records were kept
+            self._db.execute("ALTER TABLE spawns ADD COLUMN record TEXT")
         self._refresh_interval = refresh_interval
         self._checked = 0.0
         self._version: tuple[int, int] = (-1, -1)
@@ -69,17 +80,20 @@ class SpawnRegistry:
     # -- writing (spawn hook) -------------------------------------------------------------
     def register(self, *, user: str, server: str = "", container_id: str | None = None,
                  container_name: str | None = None, pod: str | None = None,
-                 namespace: str | None = None, netns: str | None = None) -> None:
-        """Record that ``user``'s ``server`` runs in this container / pod."""
+                 namespace: str | None = None, netns: str | None = None,
+                 record: Mapping[str, Any] | None = None) -> None:
+        """Record that ``user``'s ``server`` runs in this container / pod (and, from the
+        spawn hook, the hardening record its decision produced)."""
         if not user:
             raise ValueError("register needs the hub user name")
         if not (container_id or container_name or pod):
             raise ValueError("register needs a container_id, container_name or pod")
         with self._lock:
             self._db.execute(
-                "INSERT INTO spawns(user, server, container_id, container_name, pod, namespace, netns, started)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (user, server, container_id, container_name, pod, namespace, netns, time.time()),
+                "INSERT INTO spawns(user, server, container_id, container_name, pod, namespace, netns, started,"
+                " record) VALUES (?,?,?,?,?,?,?,?,?)",
+                (user, server, container_id, container_name, pod, namespace, netns, time.time(),
+                 json.dumps(dict(record), default=str) if record is not None else None),
             )
             self._cache.clear()
 
@@ -159,3 +173,26 @@ class SpawnRegistry:
             rows = self._db.execute(sql + " ORDER BY id DESC", args).fetchall()
         return [Owner(user=r[0], server=r[1], container_id=r[2], container_name=r[3], netns=r[4],
                       stopped=r[5] is not None) for r in rows]
+
+    def running_servers(self) -> list[Owner]:
+        """One entry per running (user, server): each registration of it merged, newest
+        value first (the hook registers the record, the hub later adds the container id)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT user, server, container_id, container_name, netns, pod, namespace, record FROM spawns "
+                "WHERE stopped IS NULL ORDER BY id DESC").fetchall()
+        merged: dict[tuple[str, str], list[Any]] = {}
+        for row in rows:
+            current = merged.setdefault((row[0], row[1]), list(row))
+            for i, value in enumerate(row):
+                if current[i] is None:
+                    current[i] = value
+        out = []
+        for user, server, cid, name, netns, pod, namespace, record in merged.values():
+            try:
+                doc = json.loads(record) if record else None
+            except ValueError:
+                doc = None
+            out.append(Owner(user=user, server=server, container_id=cid, container_name=name, netns=netns,
+                             pod=pod, namespace=namespace, record=doc if isinstance(doc, dict) else None))
+        return out

@@ -15,7 +15,7 @@ Example (``docs/audit.md`` has the full reference)::
         match: {min_priority: Critical}
         actions: [notify, stop_server]
 
-Match keys (all optional, all must hold): ``kinds`` (falco, engine, hub, decision),
+Match keys (all optional, all must hold): ``kinds`` (falco, engine, hub, decision, attestation),
 ``rules`` (exact names), ``rule_pattern`` (regex), ``min_priority``, ``users``.
 Only attributed events trigger actions on a user (there is no user to act on otherwise);
 ``notify`` also runs for unattributed events. Response events never trigger responses.

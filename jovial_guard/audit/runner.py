@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from ..constants import DOCKER_API_VERSION
+from .attest_loop import AttestationLoop, Locator, docker_locator
 from .checkpoint import load_or_create_key
 from .registry import SpawnRegistry
 from .responses import (
@@ -57,6 +58,11 @@ class AuditSettings:
     #: Processes preparing large bulk bodies (0: prepare in the event loop).
     bulk_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     extra_actions: dict[str, Action] = field(default_factory=dict)
+    #: Seconds between attestation passes (0: off; ``audit serve`` defaults to 5). Needs
+    #: ``engine_url`` or ``attest_locator``.
+    attest_interval: float = 0.0
+    #: Finds a server's container (default: the engine at ``engine_url``).
+    attest_locator: Locator | None = None
 
     def key_file(self) -> Path:
         return self.key_path or self.directory / "keys" / "signing.key"
@@ -95,6 +101,8 @@ class RunningAudit:
         )
         self.responder: Responder | None = None
         self.sources: list[Any] = []
+        self.attestation: AttestationLoop | None = None
+        self._docker: Any = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -106,16 +114,30 @@ class RunningAudit:
         if s.credentials_state is not None:
             actions["revoke_storage"] = RevokeStorageAction(
                 DirectoryRevoker(s.credentials_state, key_dir=s.credentials_keys))
-        docker_client = None
-        if s.engine_url:
-            import docker
-
-            docker_client = docker.DockerClient(base_url=s.engine_url, version=DOCKER_API_VERSION)
+        docker_client = self._engine()
         from .netcut import NftNetworkCutter
 
         actions["cut_network"] = CutNetworkAction(NftNetworkCutter(self.registry, docker_client=docker_client))
         actions.update(s.extra_actions)
         return actions
+
+    def _engine(self) -> Any:
+        """One Docker-API client for the engine (responses and attestation), if configured."""
+        if self._docker is None and self.settings.engine_url:
+            import docker
+
+            self._docker = docker.DockerClient(base_url=self.settings.engine_url, version=DOCKER_API_VERSION)
+        return self._docker
+
+    def _start_attestation(self) -> None:
+        s = self.settings
+        locate = s.attest_locator or (docker_locator(self._engine()) if s.engine_url else None)
+        if s.attest_interval <= 0 or locate is None:
+            return
+        self.attestation = AttestationLoop(self.service, self.registry, locate=locate,
+                                           interval=s.attest_interval, status_dir=s.directory)
+        self.service.observers.append(self.attestation)
+        self.attestation.start()
 
     async def start(self) -> RunningAudit:
         s = self.settings
@@ -145,6 +167,7 @@ class RunningAudit:
             agent = SeccompAgent(self.service, s.seccomp_socket, engine_url=s.engine_url)
             agent.start()
             self.sources.append(agent)
+        self._start_attestation()
         self._runner = web.AppRunner(make_app(self.service, token=s.token), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, backlog=1024)
@@ -154,6 +177,8 @@ class RunningAudit:
         return self
 
     async def stop(self) -> None:
+        if self.attestation is not None:
+            await self.attestation.stop()
         for source in self.sources:
             await source.stop()
         if self.responder is not None:

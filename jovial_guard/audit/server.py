@@ -5,8 +5,8 @@ Routes (all POST bodies JSON unless noted):
 - ``POST /falco`` (and ``POST /``): one Falco alert, as Falco's ``http_output`` sends it, or
   falcosidekick's webhook / CloudEvents forward.
 - ``POST /bulk``: NDJSON, any mix of accepted forms; one group commit for the batch.
-- ``POST /engine``, ``POST /hub``, ``POST /decision``: one engine event, JupyterHub
-  server-action event, or policy decision.
+- ``POST /engine``, ``POST /hub``, ``POST /decision``, ``POST /attestation``: one engine
+  event, JupyterHub server-action event, policy decision, or a node agent's attestation.
 - ``GET /metrics``, ``GET /healthz``.
 
 A 200 means the event is on disk. A malformed event gets a 400 after it has been
@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..attest.report import intake_event as attestation_intake
 from .errors import AuditWriteFailed
 from .events import MalformedEvent, decision_event, engine_event, falco_event, hub_event
 from .log import iso_now
@@ -158,6 +159,7 @@ def make_app(service: AuditService, *, token: str | None = None) -> web.Applicat
     app.router.add_post("/engine", single("engine", engine_event))
     app.router.add_post("/hub", single("hub", hub_event))
     app.router.add_post("/decision", single("decision", decision_event))
+    app.router.add_post("/attestation", single("attestation", attestation_intake))
     app.router.add_post("/bulk", bulk)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)

@@ -81,6 +81,8 @@ class ServerRow:
     egress_error: str | None = None
     storage: Grant | None = None
     grants: tuple[Grant, ...] = ()
+    #: The live attestation's latest word ("attested 3 s ago: ok" / "...: drift: ruleset (...)").
+    attestation: str = "not attested yet"
 
 
 @dataclass(frozen=True)

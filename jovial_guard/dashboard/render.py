@@ -222,9 +222,10 @@ def servers_page(servers: Sequence[ServerRow]) -> Html:
     """One table per server: its status and every piece of hardening the hook applied."""
     if not servers:
         return Html("<p>No servers are running.</p>")
-    parts = [table("Running servers", ("User", "Server", "Status", "Profile", "Policy revision"),
+    parts = [table("Running servers", ("User", "Server", "Status", "Profile", "Policy revision", "Attestation"),
                    [(s.user, s.server_name or "(default)", "ready" if s.ready else (s.pending or "stopped"),
-                     s.profile, Html(f"<code>{esc(s.revision)}</code>") if s.revision else None) for s in servers])]
+                     s.profile, Html(f"<code>{esc(s.revision)}</code>") if s.revision else None,
+                     s.attestation) for s in servers])]
     for s in servers:
         label = f"{s.user}/{s.server_name}" if s.server_name else s.user
         if not s.hardening_recorded:
@@ -242,6 +243,7 @@ def servers_page(servers: Sequence[ServerRow]) -> Html:
             ("Storage grant", _grant_text(s.storage) if s.storage else "none"),
             ("Active grants (credentials store)", "; ".join(_grant_text(g) for g in s.grants) or "none"),
             ("Decision", s.decision_id),
+            ("Live attestation", s.attestation),
         ]
         parts.append(Html(f'<section aria-labelledby="srv-{esc(label)}"><h3 id="srv-{esc(label)}">{esc(label)}</h3>'))
         parts.append(table(f"Hardening applied to {label}", ("Control", "Applied"), rows))

@@ -1,6 +1,6 @@
 """Where the dashboard's rows come from: the policy store, the decision log, the Hub REST
-API, the spawn hook's hardening records, the credentials store, the egress namespaces and
-the audit log. Each reader is read-only and never raises for a missing or torn file: the
+API, the spawn hook's hardening records, the credentials store, the egress namespaces, the
+audit log and the live attestation's latest results. Each reader is read-only and never raises for a missing or torn file: the
 page shows what is there and says what is not.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import requests
 
+from ..attest.status import describe, read_status
 from ..errors import JovialGuardError, MalformedInput
 from ..policy.decision_log import DecisionLog
 from ..policy.store import PolicyStore, StoreError
@@ -170,15 +172,18 @@ def egress_rules(settings: Settings, username: str) -> tuple[str | None, str | N
 
 
 def server_rows(settings: Settings, servers: Iterable[dict[str, Any]], *,
-                read_egress: bool = True) -> list[ServerRow]:
+                read_egress: bool = True, now: float | None = None) -> list[ServerRow]:
     records = read_records(settings.hardening_dir)
     grants = grants_by_user(settings.credentials_dir)
+    attested = read_status(settings.audit_dir) if settings.audit_dir is not None else {}
+    clock = time.time() if now is None else now
     rows = []
     for s in servers:
         rec = records.get((s["user"], s["name"]))
+        attestation = describe(attested.get((s["user"], s["name"])), now=clock)
         if rec is None:
             rows.append(ServerRow(s["user"], s["name"], s["ready"], s["pending"], s["started"], False,
-                                  grants=tuple(grants.get(s["user"], []))))
+                                  grants=tuple(grants.get(s["user"], [])), attestation=attestation))
             continue
         hard = rec.get("hardening") or {}
         sec = hard.get("seccomp") or {}
@@ -196,7 +201,7 @@ def server_rows(settings: Settings, servers: Iterable[dict[str, Any]], *,
             egress_rules=rules, egress_error=error,
             storage=Grant(storage["serial"], storage["fileset"], storage["mode"], storage["mount_path"],
                           storage.get("expires")) if isinstance(storage, dict) else None,
-            grants=tuple(grants.get(s["user"], [])),
+            grants=tuple(grants.get(s["user"], [])), attestation=attestation,
         ))
     return rows
 

@@ -39,6 +39,7 @@ from pyroute2 import IPRoute
 from ..decision import Egress, EgressRule
 from . import netns
 from .egress_core import METADATA_ADDRESSES, EgressRuleInvalid, network, routes_for
+from .egress_digest import digest_listing
 from .egress_nft import DEFAULT_NOTEBOOK_PORT, render_nft_ruleset, render_router_ruleset
 from .egress_state import StateStore
 from .egress_types import NamespaceHandle, NamespacePlan, ServiceHandle, UserNamespace
@@ -227,11 +228,14 @@ class EgressNamespaces:
                     for dest in plan.routes:
                         netns.route_via(ipr, dest, gateway=gateway, ifname="eth0")
 
-                netns.routes_and_ruleset(ns, inside, plan.ruleset, what="address, routes and egress rules")
+                listing = netns.routes_and_ruleset(ns, inside, plan.ruleset,
+                                                   what="address, routes and egress rules")
+                digest = digest_listing(listing)
             except BaseException:
                 self._destroy_locked(ns)
                 raise
-        return NamespaceHandle(name=ns, path=plan.path, address=address, gateway=gateway)
+        return NamespaceHandle(name=ns, path=plan.path, address=address, gateway=gateway,
+                               ruleset_digest=digest)
 
     def destroy(self, key: str) -> None:
         """Remove the namespace of ``key`` and its router link; idempotent."""

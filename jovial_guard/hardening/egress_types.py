@@ -16,6 +16,8 @@ class NamespaceHandle:
     path: str
     address: str
     gateway: str
+    #: The kernel's ruleset right after loading (:mod:`.egress_digest`); attestation compares.
+    ruleset_digest: str = ""
 
     @property
     def network_mode(self) -> str:

@@ -262,23 +262,33 @@ def apply_ruleset(name: str | None, ruleset: str, *, what: str) -> None:
     nft(name, ["-f", "-"], stdin=ruleset, what=what)
 
 
-def routes_and_ruleset(name: str, fn: Callable[[IPRoute], None], ruleset: str, *, what: str) -> None:
+def routes_and_ruleset(name: str, fn: Callable[[IPRoute], None], ruleset: str, *, what: str) -> str:
     """``fn(ipr)`` (routes) then ``ruleset`` in one ``nft -f -`` batch, both from one thread
-    inside namespace ``name``: one namespace entry per spawn instead of two."""
-    def run() -> subprocess.CompletedProcess[str]:
+    inside namespace ``name``: one namespace entry per spawn instead of two. Returns the
+    kernel's JSON listing of the loaded rules (``nft -j list ruleset``), read back from
+    the same thread, for the hardening record's digest."""
+    def run() -> tuple[subprocess.CompletedProcess[str], str]:
         with _route_socket() as ipr:
             fn(ipr)
-        return subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
-                              timeout=30, check=False)
+        loaded = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
+                                timeout=30, check=False)
+        if loaded.returncode != 0:
+            return loaded, ""
+        listing = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True,
+                                 timeout=30, check=False)
+        return loaded, listing.stdout if listing.returncode == 0 else ""
 
     try:
-        proc = in_netns(name, run)
+        proc, listing = in_netns(name, run)
     except EgressSetupFailed:
         raise
     except Exception as exc:
         raise EgressSetupFailed(f"{what} failed: {exc}") from exc
     if proc.returncode != 0:
         raise EgressSetupFailed(f"{what} failed: nft -f -: {proc.stderr.strip()}")
+    if not listing:
+        raise EgressSetupFailed(f"{what}: the loaded rules could not be listed back (nft -j list ruleset)")
+    return listing
 
 
 def link_exists(ifname: str) -> bool:

@@ -223,5 +223,7 @@ def render_docker(
             "no_new_privileges": spec.no_new_privileges,
             "network_mode": network_mode,
             "home_volume": home_volume if home_writable else None,
+            # What the container's cgroup must hold (attestation reads it back).
+            "limits": {"memory_bytes": memory, "pids": pids, "nano_cpus": host_config["nano_cpus"]},
         },
     }

@@ -71,6 +71,7 @@ async def apply_plan(
     """
     async with AsyncExitStack() as undo:
         address = ""
+        hardening = dict(plan.record.hardening)
         if plan.network is not None:
             if networks is None:
                 raise ApplyFailed("network", ValueError("the plan has a namespace but egress is off"))
@@ -80,6 +81,8 @@ async def apply_plan(
                 raise ApplyFailed("network", exc) from exc
             undo.push_async_callback(in_network_thread, networks.discard, plan.network.name)
             address = handle.address
+            # What the kernel holds right after loading: the attestation's reference.
+            hardening["ruleset_digest"] = handle.ruleset_digest
         storage_record: dict[str, Any] | None = None
         if plan.storage is not None:
             if storage is None:
@@ -91,7 +94,7 @@ async def apply_plan(
             undo.push_async_callback(_detach, storage, plan.storage.user)
         configure_spawner(spawner, plan.container, address=address)
         undo.pop_all()
-    return replace(plan.record, container_address=address, storage=storage_record)
+    return replace(plan.record, container_address=address, storage=storage_record, hardening=hardening)
 
 
 async def _detach(storage: StorageAttacher, user: str) -> None:

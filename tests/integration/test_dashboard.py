@@ -180,6 +180,8 @@ def test_admin_sees_revision_denial_hardening_and_dry_run(embedded_hub: Embedded
     assert "table inet" in section or "table ip" in section, section[:3000]
     assert hub.user_rules("dashrunner").splitlines()[0] in section
     assert re.search(r"Storage grant\s+\S+ at /lustre", section), section[:2000]
+    # The audit service's live attestation of the same server (every 5 s and at its start).
+    assert re.search(r"Live attestation\s+attested \d+ s ago: ok", section), section[:3000]
     _shot(browser, "servers")
 
     # Dry-run: a candidate that lets everyone use the gpu profile would allow dashdenied.

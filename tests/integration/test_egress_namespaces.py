@@ -126,10 +126,10 @@ def test_failed_setup_rolls_back(egress: EgressNamespaces, monkeypatch: pytest.M
 
     real_load = netns.routes_and_ruleset
 
-    def failing_load(name: str, fn: Any, ruleset: str, *, what: str) -> None:
+    def failing_load(name: str, fn: Any, ruleset: str, *, what: str) -> str:
         if name == "jge-u-frank":
             raise EgressSetupFailed("injected failure applying rules")
-        real_load(name, fn, ruleset, what=what)
+        return real_load(name, fn, ruleset, what=what)
 
     monkeypatch.setattr(netns, "routes_and_ruleset", failing_load)
     with pytest.raises(EgressSetupFailed, match="injected"):

@@ -21,6 +21,7 @@ import requests
 
 from jovial_guard.hardening.egress import ServiceHandle
 from jovial_guard.policy.opa_process import ManagedOpa
+from jovial_guard.runtime import procfs
 from jovial_guard.spawn.network import namespace_key
 
 from .conftest import HOME_VOLUME, NETNS_PREFIX, EmbeddedHub, SpawnFailed
@@ -131,6 +132,11 @@ print(json.dumps({k: s[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "NoNew
     assert status["NoNewPrivs"] == "1"
     assert status["Seccomp"] == "2"
     assert status["Uid"].split()[0] == "1000"
+    # The host's view of the same container (the reader live attestation uses) agrees.
+    host = procfs.read_security(int(attrs["State"]["Pid"]))
+    assert host is not None
+    assert (host.seccomp, host.no_new_privs, host.cap_eff, host.cap_prm, host.cap_bnd) == (
+        2, 1, int(status["CapEff"], 16), int(status["CapPrm"], 16), int(status["CapBnd"], 16))
 
 
 def test_apparmor_recorded_not_faked(embedded_hub: EmbeddedHub, alice: str) -> None:

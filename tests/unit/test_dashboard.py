@@ -363,3 +363,21 @@ def test_colours_meet_wcag_aa_contrast() -> None:
     }
     for name, (fg, bg) in pairs.items():
         assert _contrast(fg, bg) >= 4.5, (name, fg, bg, round(_contrast(fg, bg), 2))
+
+
+def test_servers_show_the_latest_attestation(tmp_path: Path) -> None:
+    from jovial_guard.attest.status import ServerAttestation, write_status
+    from jovial_guard.dashboard.sources import Settings, server_rows
+
+    audit_dir = tmp_path / "audit"
+    audit_dir.mkdir()
+    write_status(audit_dir, [ServerAttestation("alice", "", 1000.0, "drift: ruleset",
+                                               ({"kind": "ruleset", "detail": "ruleset of jg-u-alice changed"},)),
+                             ServerAttestation("bob", "", 1003.0, "ok")], now=1003.0)
+    settings = Settings(state_dir=tmp_path, hub_api_url="http://127.0.0.1:1/hub/api", api_token="t",
+                        audit_dir=audit_dir)
+    servers = [{"user": u, "name": "", "ready": True, "pending": None, "started": None} for u in ("alice", "bob", "carol")]
+    rows = server_rows(settings, servers, read_egress=False, now=1005.0)
+    assert [r.attestation for r in rows] == [
+        "attested 5 s ago: drift: ruleset (ruleset of jg-u-alice changed)", "attested 2 s ago: ok", "not attested yet"]
+    assert "attested 2 s ago: ok" in render.servers_page(rows)

@@ -133,6 +133,43 @@ violation contains {"rule": "pod-security/seccomp", "message": msg} if {
 	msg := sprintf("Annotation %s asks for an unconfined seccomp profile. Remove it.", [key])
 }
 
+# A notebook runs under the policy's notebook profile (settings.seccomp.notebook): the
+# mutation only fills in a missing profile, so a notebook pod or container that states a
+# different one is refused rather than silently kept or overwritten.
+violation contains {"rule": "pod-security/seccomp", "message": msg} if {
+	lib.is_notebook
+	wanted := data.settings.seccomp.notebook[lib.origin]
+	stated := lib.pod_security_context.seccompProfile
+	stated.type in {"RuntimeDefault", "Localhost"}
+	not same_profile(stated, wanted)
+	msg := sprintf("The notebook pod sets seccomp profile %s; notebooks run under %s. Remove securityContext.seccompProfile: it is set for you.", [profile_name(stated), profile_name(wanted)])
+}
+
+violation contains {"rule": "pod-security/seccomp", "message": msg} if {
+	lib.is_notebook
+	wanted := data.settings.seccomp.notebook[lib.origin]
+	some c in lib.containers
+	stated := lib.security_context(c).seccompProfile
+	stated.type in {"RuntimeDefault", "Localhost"}
+	not same_profile(stated, wanted)
+	msg := sprintf("Notebook container %q sets seccomp profile %s; notebooks run under %s. Remove its securityContext.seccompProfile.", [c.name, profile_name(stated), profile_name(wanted)])
+}
+
+same_profile(stated, wanted) if {
+	stated.type == wanted.type
+	stated.type != "Localhost"
+}
+
+same_profile(stated, wanted) if {
+	stated.type == "Localhost"
+	wanted.type == "Localhost"
+	object.get(stated, "localhostProfile", "") == wanted.localhostProfile
+}
+
+profile_name(p) := sprintf("Localhost %s", [object.get(p, "localhostProfile", "")]) if p.type == "Localhost"
+
+else := p.type
+
 violation contains {"rule": "pod-security/apparmor", "message": msg} if {
 	some key, value in lib.annotations
 	startswith(key, "container.apparmor.security.beta.kubernetes.io/")

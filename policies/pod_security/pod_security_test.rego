@@ -71,6 +71,30 @@ test_seccomp if {
 	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/seccompProfile", "value": {"type": "Localhost", "localhostProfile": "x.json"}}])
 }
 
+test_notebook_keeps_no_other_seccomp_profile if {
+	meta := {"labels": {"component": "singleuser-server"}}
+	hub := "system:serviceaccount:jhub:hub"
+	runtime_default := {"type": "RuntimeDefault"}
+	other_localhost := {"type": "Localhost", "localhostProfile": "mine.json"}
+
+	# Pod level and container level, RuntimeDefault and another Localhost file: refused by name.
+	pod_level := t.admission(meta, {"containers": [t.compliant_container], "securityContext": {"seccompProfile": runtime_default}}, hub)
+	some v in pod_security.violation with input as pod_level
+	v.rule == "pod-security/seccomp"
+	contains(v.message, "sets seccomp profile RuntimeDefault; notebooks run under Localhost jovial-guard/notebook.json")
+	container_level := t.admission(meta, {"containers": [json.patch(t.compliant_container, [{"op": "replace", "path": "/securityContext/seccompProfile", "value": other_localhost}])]}, hub)
+	some w in pod_security.violation with input as container_level
+	contains(w.message, "Notebook container \"notebook\" sets seccomp profile Localhost mine.json")
+
+	# The policy's own profile, or none at all, is fine; platform pods may state RuntimeDefault.
+	count(pod_security.violation) == 0 with input as t.admission(meta, {"containers": [t.compliant_container]}, hub)
+	count(pod_security.violation) == 0 with input as t.admission(meta, {"containers": [t.notebook_container]}, hub)
+	count(pod_security.violation) == 0 with input as t.admission({"labels": {"component": "hub"}}, {"containers": [t.compliant_container], "securityContext": {"seccompProfile": runtime_default}}, hub)
+
+	# The embedded engine (origin spawn) has no notebook setting here: its profile is rendered.
+	count(pod_security.violation) == 0 with input as t.workload({"containers": [t.compliant_container], "securityContext": {"seccompProfile": runtime_default}})
+}
+
 test_legacy_seccomp_annotation_denied if {
 	inp := json.patch(t.one(t.compliant_container), [{"op": "add", "path": "/workload/pod/metadata/annotations", "value": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}])
 	"pod-security/seccomp" in t.rules(pod_security.violation) with input as inp

@@ -8,6 +8,7 @@
 package jovial_guard.pod_security
 
 import data.jovial_guard.lib
+import data.jovial_guard.storage
 
 # Pod Security "baseline"/"restricted" safe sysctls, as of policy version v1.37.
 safe_sysctls := {
@@ -56,7 +57,31 @@ violation contains {"rule": "pod-security/host-namespaces", "message": msg} if {
 violation contains {"rule": "pod-security/host-path", "message": msg} if {
 	some volume in object.get(lib.spec, "volumes", [])
 	volume.hostPath
+	not storage_stage_volume(volume)
 	msg := sprintf("Volume %q mounts a host path (%v). Host paths are not allowed; use a persistent volume claim or the storage grant.", [object.get(volume, "name", ""), object.get(volume.hostPath, "path", "")])
+}
+
+# The one host path a notebook may have: its own user's staging directory on the node
+# (storage.node_stage), a directory, mounted read-only by every container that mounts it,
+# with no propagation from the pod to the host.
+storage_stage_volume(volume) if {
+	volume.hostPath.path == storage.node_stage
+	object.get(volume.hostPath, "type", "") in {"Directory", "DirectoryOrCreate"}
+	not stage_mounted_unsafely(volume.name)
+}
+
+stage_mounted_unsafely(name) if {
+	some c in lib.containers
+	some m in object.get(c.container, "volumeMounts", [])
+	m.name == name
+	not safe_stage_mount(m)
+}
+
+safe_stage_mount(m) if {
+	m.readOnly == true
+	object.get(m, "mountPropagation", "None") in {"None", "HostToContainer"}
+	object.get(m, "subPath", "") == ""
+	object.get(m, "subPathExpr", "") == ""
 }
 
 violation contains {"rule": "pod-security/volume-types", "message": msg} if {

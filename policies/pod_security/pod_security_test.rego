@@ -199,3 +199,48 @@ test_host_users_false_relaxes_root_for_platform_pods if {
 	unmasked := json.patch(t.compliant_container, [{"op": "add", "path": "/securityContext/procMount", "value": "Unmasked"}])
 	t.rules(pod_security.violation) == {"pod-security/proc-mount"} with input as platform({"containers": [unmasked], "hostUsers": false})
 }
+
+stage_volume(path) := {"name": "jg-storage", "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+
+stage_mount := {"name": "jg-storage", "mountPath": "/lustre", "readOnly": true, "mountPropagation": "HostToContainer"}
+
+with_stage(volume, mount) := {"containers": [json.patch(t.compliant_container, [{"op": "add", "path": "/volumeMounts", "value": [mount]}])], "volumes": [volume]}
+
+hub_notebook(spec) := t.admission({"labels": {"component": "singleuser-server"}}, spec, "system:serviceaccount:jhub:hub")
+
+host_path_denied(inp) if {
+	"pod-security/host-path" in t.rules(pod_security.violation) with input as inp
+		with data.settings.node.staging_root as "/var/lib/jgn/staging"
+}
+
+test_notebook_may_mount_only_its_own_users_staging_directory if {
+	# alice's pod from the hub: her own staging directory, read-only, HostToContainer.
+	own := hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), stage_mount))
+	count(pod_security.violation) == 0 with input as own with data.settings.node.staging_root as "/var/lib/jgn/staging"
+
+	# Another user's directory, the root itself, a spelling variant, any other host path.
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/bob"), stage_mount)))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging"), stage_mount)))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging//alice"), stage_mount)))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/etc"), stage_mount)))
+
+	# Writable, propagating back to the host, or through a subPath.
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), object.union(stage_mount, {"readOnly": false}))))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), object.union(stage_mount, {"mountPropagation": "Bidirectional"}))))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), object.union(stage_mount, {"subPath": "home"}))))
+
+	# Not a directory (a socket or a file of the same name).
+	host_path_denied(hub_notebook(with_stage({"name": "jg-storage", "hostPath": {"path": "/var/lib/jgn/staging/alice", "type": "Socket"}}, stage_mount)))
+}
+
+test_staging_directory_needs_the_hub_and_the_setting if {
+	spec := with_stage(stage_volume("/var/lib/jgn/staging/alice"), stage_mount)
+
+	# Claiming alice's labels and annotations without being the hub: the requester is the user.
+	host_path_denied(t.admission({"labels": {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}}, spec, "alice"))
+	host_path_denied(t.admission({"labels": {"component": "singleuser-server"}}, spec, "mallory"))
+
+	# A platform pod never has one; without settings.node.staging_root nobody has one.
+	host_path_denied(t.admission({"labels": {"component": "hub"}}, spec, "system:serviceaccount:jhub:hub"))
+	"pod-security/host-path" in t.rules(pod_security.violation) with input as hub_notebook(spec)
+}

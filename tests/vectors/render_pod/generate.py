@@ -27,6 +27,8 @@ SPEC = {
 BATCH_SPEC = {**SPEC, "notebook": False, "read_only_root": False, "writable_paths": [],
               "seccomp": {"type": "RuntimeDefault"}, "node_selector": {}}
 GPU_SPEC = {**SPEC, "resources": {**SPEC["resources"], "gpu": 1}}
+STAGED_SPEC = {**SPEC, "storage": {"fileset": "home/alice", "mode": "rw", "mount_path": "/lustre/home",
+                                   "node_stage": "/var/lib/jovial-guard-node/staging/alice"}}
 IMAGE = "quay.io/jupyter/base-notebook:2024-05-27"
 
 CASES = {
@@ -54,6 +56,10 @@ CASES = {
     "node_selector_merged": (SPEC, {"metadata": {}, "spec": {
         "nodeSelector": {"topology.kubernetes.io/zone": "a", "jovial-guard.io/profiles-ready": "false"},
         "containers": [{"name": "nb", "image": IMAGE}]}}),
+    "storage_staged_on_node": (STAGED_SPEC, {"metadata": {}, "spec": {
+        "volumes": [{"name": "t", "emptyDir": {}}],
+        "containers": [{"name": "nb", "image": IMAGE, "volumeMounts": [{"name": "t", "mountPath": "/tmp"}]},
+                       {"name": "sidecar", "image": IMAGE}]}}),
     "gpu_profile": (GPU_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE, "resources": {}}]}}),
 }
 

@@ -60,6 +60,10 @@ class NodeLabels:
         """Remove the label (a merge patch with null deletes a key; absent keys are fine)."""
         self._patch({READY_LABEL: None}, {DIGEST_ANNOTATION: None})
 
+    def annotate(self, annotations: dict[str, Any]) -> None:
+        """Set (or, with None, remove) annotations on the node: the grant key, attestation."""
+        self._patch({}, annotations)
+
     def is_ready(self) -> bool:
         metadata = self.core.read_node(self.node_name).metadata
         return metadata is not None and (metadata.labels or {}).get(READY_LABEL) == "true"

@@ -17,6 +17,7 @@ the pod does not start. The socket is the agent's own (mode 0600); only uid 0 ma
 from __future__ import annotations
 
 import array
+import fcntl
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ from ..hardening.netns import apply_ruleset_fd
 
 log = logging.getLogger("jovial_guard.node.egress")
 MAX_REQUEST = 4096
+NS_GET_NSTYPE = 0xB703
+CLONE_NEWNET = 0x40000000
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class EgressAgent:
         namespace, name = str(request.get("namespace", "")), str(request.get("pod", ""))
         if request.get("v") != 1 or request.get("command") != "ADD" or not namespace or not name:
             return {"ok": False, "error": "malformed request (expected v 1, command ADD, namespace and pod)"}
-        if not os.readlink(f"/proc/self/fd/{netns_fd}").startswith("net:["):
+        if not _is_network_namespace(netns_fd):
             return {"ok": False, "error": "the descriptor passed is not a network namespace"}
         try:
             pod = self.lookup(namespace, name)
@@ -138,6 +141,14 @@ class EgressAgent:
         groups = sorted(k[len(GROUP_LABEL_PREFIX):] for k in pod["labels"] if k.startswith(GROUP_LABEL_PREFIX))
         log.info("egress rules loaded for %s/%s (groups: %s)", namespace, name, ", ".join(groups) or "none")
         return {"ok": True, "applied": "notebook", "groups": groups}
+
+
+def _is_network_namespace(fd: int) -> bool:
+    """``ioctl(NS_GET_NSTYPE)`` says CLONE_NEWNET (any other file or namespace: False)."""
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
 
 
 class _Handler(socketserver.BaseRequestHandler):

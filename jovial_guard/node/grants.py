@@ -55,6 +55,9 @@ class NodeGrants:
             backend=BindBackend(storage_root=storage_root, staging_root=staging_root, work_root=state_dir / "work",
                                 create_filesets=False),
         )
+        # The staging root must be a shared mount before any pod mounts a directory under it:
+        # the runtime refuses HostToContainer propagation from a private mount.
+        self.agent.backend.prepare()
         self._seen: dict[str, tuple[str, str | None]] = {}  # secret name -> (resourceVersion, serial)
 
     @property

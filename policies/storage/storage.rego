@@ -101,5 +101,6 @@ node_stage := concat("/", [root, user_name]) if {
 	lib.trusted_request
 	grant
 	root := data.settings.node.staging_root
-	regex.match(`^(/[a-z0-9][a-z0-9._-]{0,63})+$`, root)
+	regex.match(`^(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})+$`, root)
+	not contains(root, "..")
 }

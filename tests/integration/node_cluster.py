@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ POD_PIDS_LIMIT = 1024
 SECCOMP_PROFILES = {"jovial-guard/notebook.json": REPO_ROOT / "profiles" / "seccomp" / "notebook.json"}
 
 
-def containerd_config(root: Path, *, cni_conf_dir: Path) -> str:
+def containerd_config(root: Path, *, cni_conf_dir: Path, cni_bin_dirs: tuple[str, ...] = ()) -> str:
     """containerd's v3 configuration: its own root, state and socket, nothing shared."""
     return f"""version = 3
 root = "{root / 'root'}"
@@ -87,7 +88,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         SystemdCgroup = false
         Root = "{root / 'runc'}"
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ["{CNI_BIN_DIR}"]
+    bin_dirs = {json.dumps([str(CNI_BIN_DIR), *cni_bin_dirs])}
     conf_dir = "{cni_conf_dir}"
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
@@ -132,9 +133,15 @@ def kubelet_config(root: Path, *, socket: Path, node_ip: str, client_ca: Path, p
 class NodeCluster:
     """The whole cluster; a context manager. ``kubeconfig`` authenticates as cluster admin."""
 
-    def __init__(self, *, parent: Path | None = None, preinstall_profiles: bool = True) -> None:
+    def __init__(self, *, parent: Path | None = None, preinstall_profiles: bool = True,
+                 cni_chain: tuple[dict[str, Any], ...] = (),
+                 pod_routes: Callable[[NodeNetwork], tuple[dict[str, str], ...]] | None = None) -> None:
         #: False leaves the kubelet's seccomp directory empty, for the node agent to fill.
         self.preinstall_profiles = preinstall_profiles
+        #: Plugins chained after the bridge (their binaries go to ``cni_bin_dir``), and routes
+        #: every pod gets from IPAM.
+        self.cni_chain = cni_chain
+        self.pod_routes = pod_routes
         base = parent or (state_dir() if os.environ.get(STATE_ENV) else Path(tempfile.gettempdir()))
         base.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="kube-node-", dir=base))
@@ -150,6 +157,11 @@ class NodeCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.control.kubeconfig
+
+    @property
+    def cni_bin_dir(self) -> Path:
+        """The run's own CNI plugin directory (after Debian's), for chained plugins."""
+        return self.dir / "cni" / "bin"
 
     @property
     def kubelet_root(self) -> Path:
@@ -184,9 +196,13 @@ class NodeCluster:
         cdir = self.dir / "containerd"
         cni = self.dir / "cni"
         (cni / "net.d").mkdir(parents=True)
-        (cni / "net.d" / "10-jg-pods.conflist").write_text(json.dumps(self.network.cni_conflist(cni / "ipam"), indent=1))
+        routes = self.pod_routes(self.network) if self.pod_routes else ()
+        conflist = self.network.cni_conflist(cni / "ipam", chain=self.cni_chain, routes=routes)
+        (cni / "net.d" / "10-jg-pods.conflist").write_text(json.dumps(conflist, indent=1))
+        self.cni_bin_dir.mkdir(parents=True, exist_ok=True)
         cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / "config.toml").write_text(containerd_config(cdir, cni_conf_dir=cni / "net.d"))
+        (cdir / "config.toml").write_text(containerd_config(cdir, cni_conf_dir=cni / "net.d",
+                                                            cni_bin_dirs=(str(self.cni_bin_dir),)))
         env = dict(os.environ, PATH=f"{tool_dir('containerd-shim-runc-v2')}:{os.environ.get('PATH', '')}")
         self._spawn("containerd", [tool("containerd"), "--config", str(cdir / "config.toml"), "--log-level", "info"], env=env)
         self._wait(lambda: self.ctr("version").returncode == 0, 60, "containerd answering on its socket")

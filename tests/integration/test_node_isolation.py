@@ -200,7 +200,7 @@ def test_revoking_removes_the_fileset_from_the_running_pod(node: Node, alice: st
 
 
 def test_expiry_removes_the_fileset(node: Node, alice: str) -> None:
-    serial = node.deliver("alice", lifetime=6)
+    serial = node.deliver("alice", lifetime=10)
     until("mounted", lambda: node.status(serial).startswith("mounted") and look(alice)["marker"] == "alice's file")
     until("expired grant unmounted", lambda: look(alice)["home"] == [], timeout=20)
     assert node.status(serial).startswith("mounted")  # the Secret stays; the agent's sweep acted

@@ -27,10 +27,11 @@ def api_client(kubeconfig: Path | None) -> Any:
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return client.ApiClient(configuration)
-    except (ConfigException, TypeError, ValueError, AttributeError, KeyError, OSError) as exc:
+    except ConfigException as exc:
+        raise Misconfigured(f"no Kubernetes API configuration ({exc}): run in a pod or give --kubeconfig") from None
+    except (TypeError, ValueError, AttributeError, KeyError, OSError) as exc:
         # A file that is not a kubeconfig surfaces from the client as TypeError/AttributeError.
-        raise Misconfigured(f"no usable Kubernetes API configuration ({exc!r}): run in a pod or give "
-                            "--kubeconfig a kubeconfig file") from None
+        raise Misconfigured(f"{kubeconfig} is not a usable kubeconfig ({exc!r})") from None
 
 
 class NodeLabels:

@@ -52,6 +52,10 @@ _dir = click.Path(file_okay=False, path_type=Path)
               help="Serve the jovial-guard-egress CNI plugin on this unix socket; off when not given.")
 @click.option("--cni-bin-dir", type=_dir, default=None, help="Install the CNI plugin script into this directory.")
 @click.option("--cni-python", default="/usr/bin/python3", show_default=True, help="The interpreter the plugin script runs with.")
+@click.option("--cni-conflist", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Chain the plugin into this CNI conflist (the network plugin's), and keep it chained.")
+@click.option("--guarded-namespace", multiple=True,
+              help="Namespaces whose pods the chained plugin asks the agent about (repeatable; none: every pod).")
 @click.option("--policy-data", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=DEFAULT_POLICY_DIR / "data.json", show_default=True,
               help="The policy data whose settings.egress and settings.hub.notebook_labels the rules come from.")
@@ -63,7 +67,8 @@ _dir = click.Path(file_okay=False, path_type=Path)
 def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, kubeconfig: Path | None,
                interval: float, once: bool, state_dir: Path, grants_namespace: str | None, issuer_key: Path | None,
                storage_root: Path | None, staging_root: Path, grant_interval: float, cni_socket: Path | None,
-               cni_bin_dir: Path | None, cni_python: str, policy_data: Path, hub_address: tuple[str, ...],
+               cni_bin_dir: Path | None, cni_python: str, cni_conflist: Path | None, guarded_namespace: tuple[str, ...],
+               policy_data: Path, hub_address: tuple[str, ...],
                hub_port: tuple[int, ...], ingress_from: tuple[str, ...], notebook_port: int) -> None:
     """Install the seccomp profiles into the kubelet's directory, then label the node
     ``jovial-guard.io/profiles-ready=true``; remove the label whenever a profile is missing.
@@ -92,6 +97,18 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
         if cni_bin_dir is not None:
             install_plugin(cni_bin_dir, python=cni_python)
         server = EgressServer(cni_socket, EgressAgent(settings, api_pod_lookup(api), node_name=node_name))
+    chain = None
+    if cni_conflist is not None:
+        from . import cni_conflist as conflist
+
+        if cni_socket is None:
+            raise click.UsageError("--cni-conflist needs --cni-socket")
+        wanted = conflist.entry(socket=cni_socket, namespaces=guarded_namespace)
+        path = cni_conflist
+
+        def chain() -> None:
+            if conflist.ensure_chained(path, wanted):
+                logging.getLogger("jovial_guard.node").warning("egress: chained %s into %s", wanted["type"], path)
     if once:
         result = reconcile(profiles, kubelet_root, labels)
         for line in grants.sync() if grants else ():
@@ -106,6 +123,9 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
     if server is not None:
         server.serve_in_thread()
         logging.getLogger("jovial_guard.node").info("egress: serving the CNI plugin on %s", cni_socket)
+    if chain is not None:
+        chain()  # before any pass: a conflist that cannot be chained stops the agent here
+        start("cni-conflist", lambda: run_every("cni-conflist", chain, interval=interval, stop=stop))
     if grants is not None:
         sync = grants.sync
 

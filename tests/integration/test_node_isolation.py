@@ -67,6 +67,10 @@ class Node:
         return self.cluster.dir / "staging"
 
     @property
+    def conflist(self) -> Path:
+        return self.cluster.dir / "cni" / "net.d" / "10-jg-pods.conflist"
+
+    @property
     def storage(self) -> Path:
         return self.cluster.dir / "lustre"
 
@@ -76,6 +80,7 @@ class Node:
                 "--issuer-key", str(d / "issuer" / "keys" / "issuer-signing.pub"),
                 "--storage-root", str(self.storage), "--staging-root", str(self.staging), "--grant-interval", "0.5",
                 "--cni-socket", str(d / "agent" / "egress.sock"), "--cni-bin-dir", str(self.cluster.cni_bin_dir),
+                "--cni-conflist", str(self.conflist), "--guarded-namespace", NS,
                 "--policy-data", str(d / "policies" / "data.json"),
                 "--hub-address", f"{self.cluster.network.host_pod_ip}/32", "--hub-port", str(self.hub_port))
 
@@ -102,8 +107,8 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    # The conflist holds only the bridge: the agent chains its plugin in (--cni-conflist).
     cluster = NodeCluster(preinstall_profiles=False, pod_routes=lambda net: TestHosts(net, Path()).routes())
-    cluster.cni_chain = ({"type": PLUGIN_TYPE, "socket": str(cluster.dir / "agent" / "egress.sock"), "namespaces": [NS]},)
     hosts = TestHosts(cluster.network, cluster.dir / "testhosts")
     listener = socket.socket()
     try:
@@ -130,6 +135,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                 until("node labelled and grant key published", lambda: (
                     (cluster.get_object("node", NODE_NAME) or {}).get("metadata", {}).get("annotations", {})
                     .get(channel.KEY_ANNOTATION)), timeout=60)
+                plugins = json.loads(shared.conflist.read_text())["plugins"]
+                assert [p["type"] for p in plugins] == ["bridge", PLUGIN_TYPE], plugins
+                time.sleep(2)  # containerd reloads a changed conflist by itself
                 yield shared
             finally:
                 shared.stop_agent()
@@ -167,7 +175,9 @@ def alice(node: Node, webhook: str) -> str:
     assert volume["hostPath"]["path"] == str(node.staging / "alice"), volume
     assert stored["metadata"]["labels"].get("egress.jovial-guard.io/astro") == "allow"
     assert stored["spec"]["nodeSelector"] == {READY_LABEL: "true"}
-    return wait_running(node.core, "jupyter-alice", NS)
+    address = wait_running(node.core, "jupyter-alice", NS)
+    assert node.agent is not None and "egress rules loaded for jhub/jupyter-alice (groups: astro)" in node.agent.output()
+    return address
 
 
 def test_pod_sees_its_own_fileset_and_not_another_users(node: Node, alice: str) -> None:

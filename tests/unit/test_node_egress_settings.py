@@ -59,3 +59,27 @@ def test_grant_key_round_trips_and_garbage_is_refused() -> None:
     for bad in ("", "!!", "AAAA"):
         with pytest.raises(Misconfigured, match="grant-key"):
             grant_channel.decode_key(bad)
+
+
+def test_the_plugin_is_chained_last_once_and_kept_there(tmp_path: Path) -> None:
+    from jovial_guard.node import cni_conflist
+
+    wanted = cni_conflist.entry(socket=Path("/run/jg/egress.sock"), namespaces=["jhub"])
+    path = tmp_path / "10-calico.conflist"
+    path.write_text(json.dumps({"cniVersion": "1.0.0", "name": "k8s-pod-network",
+                                "plugins": [{"type": "calico"}, {"type": "portmap"}]}))
+    assert cni_conflist.ensure_chained(path, wanted) is True
+    assert json.loads(path.read_text())["plugins"] == [{"type": "calico"}, {"type": "portmap"}, wanted]
+    assert cni_conflist.ensure_chained(path, wanted) is False
+    # A stale entry (another socket) in the middle is replaced by the wanted one, last.
+    stale = {**wanted, "socket": "/old.sock"}
+    path.write_text(json.dumps({"plugins": [{"type": "bridge"}, stale, {"type": "bandwidth"}]}))
+    assert cni_conflist.ensure_chained(path, wanted) is True
+    assert json.loads(path.read_text())["plugins"] == [{"type": "bridge"}, {"type": "bandwidth"}, wanted]
+    for bad in ({"type": "bridge"}, {"plugins": []}, {"plugins": [wanted]}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(Misconfigured, match="conflist"):
+            cni_conflist.ensure_chained(path, wanted)
+    path.write_text("{not json")
+    with pytest.raises(Misconfigured, match="cannot read the CNI conflist"):
+        cni_conflist.ensure_chained(path, wanted)

@@ -97,6 +97,7 @@ def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() 
     assert args["grants-namespace"] == daemonset["metadata"]["namespace"]
     assert host[mounts["/run/jovial-guard/node"]["name"]] == str(Path(args["cni-socket"]).parent)
     assert host[mounts[args["cni-bin-dir"]]["name"]] == "/opt/cni/bin"
+    assert host[mounts[str(Path(args["cni-conflist"]).parent)]["name"]] == "/etc/cni/net.d"
     propagating = {path for path, m in mounts.items() if m.get("mountPropagation") == "Bidirectional"}
     assert propagating == {args["state-dir"]}
     rules = {(d["kind"], tuple(r["resources"]), tuple(r["verbs"])) for d in isolation_docs()

@@ -135,8 +135,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                 until("node labelled and grant key published", lambda: (
                     (cluster.get_object("node", NODE_NAME) or {}).get("metadata", {}).get("annotations", {})
                     .get(channel.KEY_ANNOTATION)), timeout=60)
-                plugins = json.loads(shared.conflist.read_text())["plugins"]
-                assert [p["type"] for p in plugins] == ["bridge", PLUGIN_TYPE], plugins
+                until("the agent chained its plugin after the bridge", lambda: [
+                    p["type"] for p in json.loads(shared.conflist.read_text())["plugins"]] == ["bridge", PLUGIN_TYPE])
                 time.sleep(2)  # containerd reloads a changed conflist by itself
                 yield shared
             finally:

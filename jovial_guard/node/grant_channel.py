@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from ..credentials.grant import Grant
+from ..credentials.issuer import Issuer
 from ..errors import Misconfigured, Unavailable
 
 KEY_ANNOTATION = "jovial-guard.io/grant-key"
@@ -99,6 +100,13 @@ def send_grant(api: Any, *, namespace: str, node: str, grant: Grant, sealed: byt
     else:
         _call(f"replace secret {namespace}/{name}", core.replace_namespaced_secret, name, namespace, body)
     return name
+
+
+def deliver(api: Any, issuer: Issuer, grant: Grant, *, node: str, namespace: str) -> str:
+    """The hub's one call once its pod is scheduled on ``node``: seal ``grant`` to that node's
+    published key and send it; returns the Secret's name."""
+    sealed = issuer.seal_for(grant, agent_key=node_key(api, node), agent_id=node)
+    return send_grant(api, namespace=namespace, node=node, grant=grant, sealed=sealed)
 
 
 def withdraw_grant(api: Any, *, namespace: str, serial: str) -> bool:

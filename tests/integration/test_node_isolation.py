@@ -95,9 +95,7 @@ class Node:
     def deliver(self, user: str, *, lifetime: int = 3600) -> str:
         issued = self.issuer.issue(user=user, uid=1000, gid=100, fileset=f"home/{user}", mode="rw",
                                    mount_path="/lustre/home", lifetime=lifetime)
-        sealed = self.issuer.seal_for(issued.grant, agent_key=channel.node_key(self.core.api_client, NODE_NAME),
-                                      agent_id=NODE_NAME)
-        channel.send_grant(self.core.api_client, namespace=GRANTS_NS, node=NODE_NAME, grant=issued.grant, sealed=sealed)
+        channel.deliver(self.core.api_client, self.issuer, issued.grant, node=NODE_NAME, namespace=GRANTS_NS)
         return issued.grant.serial
 
     def status(self, serial: str) -> str:
@@ -201,10 +199,7 @@ def test_revoking_removes_the_fileset_from_the_running_pod(node: Node, alice: st
     until("alice's fileset gone from her pod", lambda: look(alice)["home"] == [], timeout=20)
     print(f"revocation reached the running pod in {time.monotonic() - started:.1f} s")
     # The same sealed bytes delivered again are refused: the agent remembers the withdrawal.
-    issued_again = node.issuer.load(serial)
-    sealed = node.issuer.seal_for(issued_again, agent_key=channel.node_key(node.core.api_client, NODE_NAME),
-                                  agent_id=NODE_NAME)
-    channel.send_grant(node.core.api_client, namespace=GRANTS_NS, node=NODE_NAME, grant=issued_again, sealed=sealed)
+    channel.deliver(node.core.api_client, node.issuer, node.issuer.load(serial), node=NODE_NAME, namespace=GRANTS_NS)
     until("replayed grant refused", lambda: "revoked" in node.status(serial))
     assert look(alice)["home"] == []
 

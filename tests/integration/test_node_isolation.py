@@ -173,6 +173,10 @@ def alice(node: Node, webhook: str) -> str:
     assert volume["hostPath"]["path"] == str(node.staging / "alice"), volume
     assert stored["metadata"]["labels"].get("egress.jovial-guard.io/astro") == "allow"
     assert stored["spec"]["nodeSelector"] == {READY_LABEL: "true"}
+    # Nothing of a grant reaches the pod's spec: no Secret volume, projection or env source.
+    assert not any("secret" in v or "projected" in v for v in stored["spec"]["volumes"]), stored["spec"]["volumes"]
+    assert not any(e.get("valueFrom", {}).get("secretKeyRef") for c in stored["spec"]["containers"]
+                   for e in c.get("env", [])) and not any(c.get("envFrom") for c in stored["spec"]["containers"])
     address = wait_running(node.core, "jupyter-alice", NS)
     assert node.agent is not None and "egress rules loaded for jhub/jupyter-alice (groups: astro)" in node.agent.output()
     return address

@@ -87,6 +87,10 @@ class Storage:
     fileset: str
     mode: str
     mount_path: str
+    #: On Kubernetes, the node agent's staging directory of this user on the node
+    #: (``settings.node.staging_root``/user): the pod mounts it read-only at the mount
+    #: path's parent and the agent's mount of the fileset propagates into it.
+    node_stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ class SecuritySpec:
                         fileset=str(storage["fileset"]),
                         mode=str(storage["mode"]),
                         mount_path=str(storage["mount_path"]),
+                        node_stage=str(storage["node_stage"]) if storage.get("node_stage") else None,
                     )
                     if storage
                     else None

@@ -166,6 +166,11 @@ node_selector := data.settings.node.notebook_selector if {
 	lib.origin != "spawn"
 } else := {}
 
-storage := g if {
+# The grant; through admission with the node's staging directory the pod mounts read-only
+# (the node agent mounts the fileset under it, and the mount propagates into the pod).
+storage := object.union(g, {"node_stage": s}) if {
+	g := data.jovial_guard.storage.grant
+	s := data.jovial_guard.storage.node_stage
+} else := g if {
 	g := data.jovial_guard.storage.grant
 } else := null

@@ -139,3 +139,17 @@ test_notebook_profile_selects_its_seccomp_profile if {
 	denied.spec == null
 	[r.rule | some r in denied.reasons] == ["profiles/seccomp-unknown"]
 }
+
+test_storage_spec_names_the_node_stage_only_through_admission_from_the_hub if {
+	meta := {"labels": {"component": "singleuser-server"}}
+	spec := {"containers": [t.compliant_container]}
+	from_hub := t.admission(meta, spec, "system:serviceaccount:jhub:hub")
+	d := main.decision with input as from_hub with data.settings.node.staging_root as "/var/lib/jgn/staging"
+	d.spec.storage == {"fileset": "projects/astro", "mode": "ro", "mount_path": "/lustre/project", "node_stage": "/var/lib/jgn/staging/alice"}
+
+	# Without the setting, or in the embedded engine, the grant has no node directory.
+	d2 := main.decision with input as from_hub
+	not d2.spec.storage.node_stage
+	d3 := main.decision with input as t.one(t.compliant_container) with data.settings.node.staging_root as "/var/lib/jgn/staging"
+	not d3.spec.storage.node_stage
+}

@@ -70,22 +70,53 @@ def in_netns(name: str | None, fn: Callable[[], _T]) -> _T:
     The thread ends with ``fn``, so its namespace never leaks to other work. Exceptions
     are re-raised in the caller.
     """
+    def enter() -> None:
+        if name is not None:
+            fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise _os_error(f"enter network namespace {name}")
+            finally:
+                os.close(fd)
+
+    return _on_thread(enter, fn, label=name)
+
+
+def in_netns_fd(fd: int, fn: Callable[[], _T]) -> _T:
+    """``fn()`` on a fresh thread inside the network namespace open at ``fd`` (a pod's,
+    handed over by the CNI plugin: the namespace need not be visible in this mount namespace)."""
+    def enter() -> None:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            raise _os_error(f"enter the network namespace at fd {fd}")
+
+    return _on_thread(enter, fn, label=f"fd{fd}")
+
+
+def apply_ruleset_fd(fd: int, ruleset: str, *, what: str) -> None:
+    """Load ``ruleset`` with one ``nft -f -`` inside the namespace open at ``fd``."""
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    try:
+        proc = in_netns_fd(fd, run)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EgressSetupFailed(f"{what}: nft -f -: {exc}") from exc
+    if proc.returncode != 0:
+        raise EgressSetupFailed(f"{what} failed: nft -f -: {proc.stderr.strip()}")
+
+
+def _on_thread(enter: Callable[[], None], fn: Callable[[], _T], *, label: str | None) -> _T:
     box: dict[str, object] = {}
 
     def run() -> None:
         try:
-            if name is not None:
-                fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                        raise _os_error(f"enter network namespace {name}")
-                finally:
-                    os.close(fd)
+            enter()
             box["result"] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below
             box["error"] = exc
 
-    thread = threading.Thread(target=run, name=f"netns-{name}", daemon=True)
+    thread = threading.Thread(target=run, name=f"netns-{label}", daemon=True)
     thread.start()
     thread.join()
     if "error" in box:

@@ -13,6 +13,10 @@ What is filled in when absent:
 * for notebook pods, an ``emptyDir`` volume and mount for each writable path (``/tmp``,
   the home directory) a container does not mount already;
 * each non-ephemeral container's resource limits (and requests) from the profile;
+* with a storage grant staged on the node (``storage.node_stage``), a ``hostPath`` volume of
+  that directory mounted read-only, ``HostToContainer``, at the grant's mount parent
+  (``/lustre``) in every regular container: the node agent mounts the user's fileset under it
+  and the mount (and its removal) propagates into the running pod;
 * the spec's node labels in ``nodeSelector`` (a notebook under a Localhost seccomp profile
   may only land on a node whose agent installed the profile). A key the pod already selects
   with another value is replaced: the pod could not run anywhere else safely.
@@ -182,6 +186,35 @@ def _node_selector_ops(spec_doc: dict[str, Any], spec: SecuritySpec) -> list[Op]
     ]
 
 
+STORAGE_VOLUME = "jg-storage"
+
+
+def _storage_ops(spec_doc: dict[str, Any], spec: SecuritySpec, earlier: list[Op]) -> list[Op]:
+    """The user's staging directory on the node, read-only in every regular container.
+
+    ``earlier`` are the ops rendered before these: a list they create is appended to.
+    """
+    storage = spec.storage
+    if storage is None or not storage.node_stage:
+        return []
+    created = {op["path"] for op in earlier if op["op"] == "add"}
+    parent = storage.mount_path.rsplit("/", 1)[0] or "/"
+    volume = {"name": STORAGE_VOLUME, "hostPath": {"path": storage.node_stage, "type": "DirectoryOrCreate"}}
+    mount = {"name": STORAGE_VOLUME, "mountPath": parent, "readOnly": True, "mountPropagation": "HostToContainer"}
+    volumes = spec_doc.get("volumes")
+    if isinstance(volumes, list) and any(isinstance(v, dict) and v.get("name") == STORAGE_VOLUME for v in volumes):
+        return []
+    has_volumes = isinstance(volumes, list) or "/spec/volumes" in created
+    ops: list[Op] = [{"op": "add", "path": "/spec/volumes/-", "value": volume} if has_volumes
+                     else {"op": "add", "path": "/spec/volumes", "value": [volume]}]
+    for index, container in enumerate(spec_doc.get("containers") or []):
+        base = f"/spec/containers/{index}/volumeMounts"
+        has_mounts = isinstance(container.get("volumeMounts"), list) or base in created
+        ops.append({"op": "add", "path": f"{base}/-", "value": mount} if has_mounts
+                   else {"op": "add", "path": base, "value": [mount]})
+    return ops
+
+
 def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     """JSON Patch operations (against ``pod``) that make it satisfy ``spec``.
 
@@ -202,6 +235,7 @@ def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     if spec.read_only_root and spec.writable_paths:
         ops += _scratch_ops(pod, spec)
     ops += _node_selector_ops(spec_doc, spec)
+    ops += _storage_ops(spec_doc, spec, ops)
     return ops
 
 

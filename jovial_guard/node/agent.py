@@ -4,13 +4,17 @@ A pass compares the kubelet's copy of the profiles with the source. If anything 
 or different, the node's label is removed *first* (so the scheduler stops placing notebooks
 here), the profiles are rewritten and checked again, and only then is the label set back.
 A pass that cannot install leaves the node unlabelled and raises.
+
+The agent's other duties (grants, and any later periodic check such as attestation) are
+passes too, each run by :func:`run_every` on its own thread; :func:`start` starts one. The
+egress socket is a server thread (:mod:`.egress`). The CLI wires them together.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +66,21 @@ def run(profiles: Mapping[str, bytes], kubelet_root: Path, labels: NodeLabels, *
             except JovialGuardError as unlabel:
                 log.error("could not remove the label either: %s", unlabel)
         stop.wait(interval)
+
+
+def run_every(name: str, step: Callable[[], object], *, interval: float, stop: threading.Event) -> None:
+    """Call ``step`` every ``interval`` seconds until ``stop`` is set; a JovialGuardError is
+    logged and retried at the next tick (the step must leave things safe when it raises)."""
+    while not stop.is_set():
+        try:
+            step()
+        except JovialGuardError as exc:
+            log.error("%s: %s", name, exc)
+        stop.wait(interval)
+
+
+def start(name: str, target: Callable[[], None]) -> threading.Thread:
+    """One of the agent's loops on a daemon thread named ``name``."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

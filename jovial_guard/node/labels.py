@@ -29,6 +29,9 @@ def api_client(kubeconfig: Path | None) -> Any:
         return client.ApiClient(configuration)
     except ConfigException as exc:
         raise Misconfigured(f"no Kubernetes API configuration ({exc}): run in a pod or give --kubeconfig") from None
+    except (TypeError, ValueError, AttributeError, KeyError, OSError) as exc:
+        # A file that is not a kubeconfig surfaces from the client as TypeError/AttributeError.
+        raise Misconfigured(f"{kubeconfig} is not a usable kubeconfig ({exc!r})") from None
 
 
 class NodeLabels:
@@ -59,6 +62,10 @@ class NodeLabels:
     def mark_not_ready(self) -> None:
         """Remove the label (a merge patch with null deletes a key; absent keys are fine)."""
         self._patch({READY_LABEL: None}, {DIGEST_ANNOTATION: None})
+
+    def annotate(self, annotations: dict[str, Any]) -> None:
+        """Set (or, with None, remove) annotations on the node: the grant key, attestation."""
+        self._patch({}, annotations)
 
     def is_ready(self) -> bool:
         metadata = self.core.read_node(self.node_name).metadata

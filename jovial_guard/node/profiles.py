@@ -3,19 +3,26 @@
 The kubelet resolves ``localhostProfile: jovial-guard/notebook.json`` against
 ``<kubelet root>/seccomp/``; the agent owns the ``jovial-guard/`` directory under it. Each
 profile is validated before it is installed (a profile that lets a notebook unshare, mount or
-ptrace is refused, as in the embedded engine), and replaced atomically, so the kubelet reads
-either the old or the new file, never a torn one.
+ptrace is refused, as in the embedded engine), resolved for the node's architecture, and
+replaced atomically, so the kubelet reads either the old or the new file, never a torn one.
+
+Why resolved: containerd reads a ``Localhost`` profile as the OCI spec's ``LinuxSeccomp``,
+which has no per-architecture conditions, so every architecture's rules would apply at once
+(threads could not start, and the s390 ``clone`` rule would let namespace flags through).
+The installed file holds only the rules of this node's architecture, without conditions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..atomic import atomic_write, sync_directory
 from ..errors import Misconfigured
-from ..hardening.seccomp import SeccompProfileInvalid, notebook_profile_path, validate_profile_dir
+from ..hardening.seccomp import SeccompProfileInvalid, notebook_profile_path, render, validate_profile_dir
+from ..hardening.seccomp_oci import for_architecture, node_architecture
 
 #: The kubelet's default root directory.
 DEFAULT_KUBELET_ROOT = Path("/var/lib/kubelet")
@@ -33,11 +40,14 @@ def default_source_dir() -> Path:
     return notebook_profile_path().parent
 
 
-def load_profiles(source: Path) -> dict[str, bytes]:
-    """Every ``*.json`` profile in ``source``, validated; refuses an empty or weak set."""
+def load_profiles(source: Path, *, arch: str | None = None) -> dict[str, bytes]:
+    """Every ``*.json`` profile in ``source``, validated, resolved for ``arch`` (default: this
+    machine's) as the bytes to install; refuses an empty or weak set."""
     if not (source.is_dir() and any(source.glob("*.json"))):
         raise SeccompProfileInvalid(f"no seccomp profiles (*.json) in {source}: give --profiles-dir")
-    return {file.name: file.read_bytes() for file in validate_profile_dir(source).values()}
+    target = arch or node_architecture()
+    return {file.name: render(for_architecture(json.loads(file.read_bytes()), arch=target)).encode()
+            for file in validate_profile_dir(source).values()}
 
 
 def digest(profiles: Mapping[str, bytes]) -> str:

@@ -13,7 +13,7 @@ compliant_container := {
 		"readOnlyRootFilesystem": true,
 		"runAsNonRoot": true,
 		"runAsUser": 1000,
-		"seccompProfile": {"type": "RuntimeDefault"},
+		"seccompProfile": {"type": "Localhost", "localhostProfile": "jovial-guard/notebook.json"},
 	},
 }
 

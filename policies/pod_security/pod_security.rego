@@ -8,6 +8,8 @@
 package jovial_guard.pod_security
 
 import data.jovial_guard.lib
+import data.jovial_guard.profiles
+import data.jovial_guard.storage
 
 # Pod Security "baseline"/"restricted" safe sysctls, as of policy version v1.37.
 safe_sysctls := {
@@ -56,7 +58,31 @@ violation contains {"rule": "pod-security/host-namespaces", "message": msg} if {
 violation contains {"rule": "pod-security/host-path", "message": msg} if {
 	some volume in object.get(lib.spec, "volumes", [])
 	volume.hostPath
+	not storage_stage_volume(volume)
 	msg := sprintf("Volume %q mounts a host path (%v). Host paths are not allowed; use a persistent volume claim or the storage grant.", [object.get(volume, "name", ""), object.get(volume.hostPath, "path", "")])
+}
+
+# The one host path a notebook may have: its own user's staging directory on the node
+# (storage.node_stage), a directory, mounted read-only by every container that mounts it,
+# with no propagation from the pod to the host.
+storage_stage_volume(volume) if {
+	volume.hostPath.path == storage.node_stage
+	object.get(volume.hostPath, "type", "") in {"Directory", "DirectoryOrCreate"}
+	not stage_mounted_unsafely(volume.name)
+}
+
+stage_mounted_unsafely(name) if {
+	some c in lib.containers
+	some m in object.get(c.container, "volumeMounts", [])
+	m.name == name
+	not safe_stage_mount(m)
+}
+
+safe_stage_mount(m) if {
+	m.readOnly == true
+	object.get(m, "mountPropagation", "None") in {"None", "HostToContainer"}
+	object.get(m, "subPath", "") == ""
+	object.get(m, "subPathExpr", "") == ""
 }
 
 violation contains {"rule": "pod-security/volume-types", "message": msg} if {
@@ -132,6 +158,46 @@ violation contains {"rule": "pod-security/seccomp", "message": msg} if {
 	value == "unconfined"
 	msg := sprintf("Annotation %s asks for an unconfined seccomp profile. Remove it.", [key])
 }
+
+# A notebook runs under the seccomp profile its notebook profile chooses (profiles.seccomp):
+# the mutation only fills in a missing profile, so a notebook pod or container that states a
+# different one is refused rather than silently kept or overwritten. The embedded engine's
+# workloads (origin spawn) carry no stated profile: the spawn renders its own.
+violation contains {"rule": "pod-security/seccomp", "message": msg} if {
+	lib.is_notebook
+	lib.origin != "spawn"
+	wanted := profiles.seccomp
+	stated := lib.pod_security_context.seccompProfile
+	stated.type in {"RuntimeDefault", "Localhost"}
+	not same_profile(stated, wanted)
+	msg := sprintf("The notebook pod sets seccomp profile %s; notebooks run under %s. Remove securityContext.seccompProfile: it is set for you.", [profile_name(stated), profile_name(wanted)])
+}
+
+violation contains {"rule": "pod-security/seccomp", "message": msg} if {
+	lib.is_notebook
+	lib.origin != "spawn"
+	wanted := profiles.seccomp
+	some c in lib.containers
+	stated := lib.security_context(c).seccompProfile
+	stated.type in {"RuntimeDefault", "Localhost"}
+	not same_profile(stated, wanted)
+	msg := sprintf("Notebook container %q sets seccomp profile %s; notebooks run under %s. Remove its securityContext.seccompProfile.", [c.name, profile_name(stated), profile_name(wanted)])
+}
+
+same_profile(stated, wanted) if {
+	stated.type == wanted.type
+	stated.type != "Localhost"
+}
+
+same_profile(stated, wanted) if {
+	stated.type == "Localhost"
+	wanted.type == "Localhost"
+	object.get(stated, "localhostProfile", "") == wanted.localhostProfile
+}
+
+profile_name(p) := sprintf("Localhost %s", [object.get(p, "localhostProfile", "")]) if p.type == "Localhost"
+
+else := p.type
 
 violation contains {"rule": "pod-security/apparmor", "message": msg} if {
 	some key, value in lib.annotations

@@ -71,6 +71,30 @@ test_seccomp if {
 	count(pod_security.violation) == 0 with input as t.patched(t.compliant_container, [{"op": "add", "path": "/securityContext/seccompProfile", "value": {"type": "Localhost", "localhostProfile": "x.json"}}])
 }
 
+test_notebook_keeps_no_other_seccomp_profile if {
+	meta := {"labels": {"component": "singleuser-server"}}
+	hub := "system:serviceaccount:jhub:hub"
+	runtime_default := {"type": "RuntimeDefault"}
+	other_localhost := {"type": "Localhost", "localhostProfile": "mine.json"}
+
+	# Pod level and container level, RuntimeDefault and another Localhost file: refused by name.
+	pod_level := t.admission(meta, {"containers": [t.compliant_container], "securityContext": {"seccompProfile": runtime_default}}, hub)
+	some v in pod_security.violation with input as pod_level
+	v.rule == "pod-security/seccomp"
+	contains(v.message, "sets seccomp profile RuntimeDefault; notebooks run under Localhost jovial-guard/notebook.json")
+	container_level := t.admission(meta, {"containers": [json.patch(t.compliant_container, [{"op": "replace", "path": "/securityContext/seccompProfile", "value": other_localhost}])]}, hub)
+	some w in pod_security.violation with input as container_level
+	contains(w.message, "Notebook container \"notebook\" sets seccomp profile Localhost mine.json")
+
+	# The policy's own profile, or none at all, is fine; platform pods may state RuntimeDefault.
+	count(pod_security.violation) == 0 with input as t.admission(meta, {"containers": [t.compliant_container]}, hub)
+	count(pod_security.violation) == 0 with input as t.admission(meta, {"containers": [t.notebook_container]}, hub)
+	count(pod_security.violation) == 0 with input as t.admission({"labels": {"component": "hub"}}, {"containers": [t.compliant_container], "securityContext": {"seccompProfile": runtime_default}}, hub)
+
+	# The embedded engine (origin spawn) has no notebook setting here: its profile is rendered.
+	count(pod_security.violation) == 0 with input as t.workload({"containers": [t.compliant_container], "securityContext": {"seccompProfile": runtime_default}})
+}
+
 test_legacy_seccomp_annotation_denied if {
 	inp := json.patch(t.one(t.compliant_container), [{"op": "add", "path": "/workload/pod/metadata/annotations", "value": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}])
 	"pod-security/seccomp" in t.rules(pod_security.violation) with input as inp
@@ -174,4 +198,49 @@ test_host_users_false_relaxes_root_for_platform_pods if {
 	# procMount stays restricted even with hostUsers: false (restricted, v1.35+).
 	unmasked := json.patch(t.compliant_container, [{"op": "add", "path": "/securityContext/procMount", "value": "Unmasked"}])
 	t.rules(pod_security.violation) == {"pod-security/proc-mount"} with input as platform({"containers": [unmasked], "hostUsers": false})
+}
+
+stage_volume(path) := {"name": "jg-storage", "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+
+stage_mount := {"name": "jg-storage", "mountPath": "/lustre", "readOnly": true, "mountPropagation": "HostToContainer"}
+
+with_stage(volume, mount) := {"containers": [json.patch(t.compliant_container, [{"op": "add", "path": "/volumeMounts", "value": [mount]}])], "volumes": [volume]}
+
+hub_notebook(spec) := t.admission({"labels": {"component": "singleuser-server"}}, spec, "system:serviceaccount:jhub:hub")
+
+host_path_denied(inp) if {
+	"pod-security/host-path" in t.rules(pod_security.violation) with input as inp
+		with data.settings.node.staging_root as "/var/lib/jgn/staging"
+}
+
+test_notebook_may_mount_only_its_own_users_staging_directory if {
+	# alice's pod from the hub: her own staging directory, read-only, HostToContainer.
+	own := hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), stage_mount))
+	count(pod_security.violation) == 0 with input as own with data.settings.node.staging_root as "/var/lib/jgn/staging"
+
+	# Another user's directory, the root itself, a spelling variant, any other host path.
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/bob"), stage_mount)))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging"), stage_mount)))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging//alice"), stage_mount)))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/etc"), stage_mount)))
+
+	# Writable, propagating back to the host, or through a subPath.
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), object.union(stage_mount, {"readOnly": false}))))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), object.union(stage_mount, {"mountPropagation": "Bidirectional"}))))
+	host_path_denied(hub_notebook(with_stage(stage_volume("/var/lib/jgn/staging/alice"), object.union(stage_mount, {"subPath": "home"}))))
+
+	# Not a directory (a socket or a file of the same name).
+	host_path_denied(hub_notebook(with_stage({"name": "jg-storage", "hostPath": {"path": "/var/lib/jgn/staging/alice", "type": "Socket"}}, stage_mount)))
+}
+
+test_staging_directory_needs_the_hub_and_the_setting if {
+	spec := with_stage(stage_volume("/var/lib/jgn/staging/alice"), stage_mount)
+
+	# Claiming alice's labels and annotations without being the hub: the requester is the user.
+	host_path_denied(t.admission({"labels": {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}}, spec, "alice"))
+	host_path_denied(t.admission({"labels": {"component": "singleuser-server"}}, spec, "mallory"))
+
+	# A platform pod never has one; without settings.node.staging_root nobody has one.
+	host_path_denied(t.admission({"labels": {"component": "hub"}}, spec, "system:serviceaccount:jhub:hub"))
+	"pod-security/host-path" in t.rules(pod_security.violation) with input as hub_notebook(spec)
 }

@@ -89,3 +89,18 @@ reason := "no user, or a user name that is not a safe path component" if {
 } else := sprintf("storage setting for %q (%s) names an unsafe fileset or mode", [user_name, chosen.source]) if {
 	not grant
 } else := sprintf("granted from the %s setting", [chosen.source])
+
+# Where the node agent stages this user's filesets on a Kubernetes node
+# (settings.node.staging_root + "/" + user): the one host path a notebook pod may mount. Defined
+# only for a notebook whose user the hub vouched for (a trusted request) and who has a grant,
+# so a pod cannot reach another user's directory by naming it, claiming its labels or being
+# created by anyone but the hub.
+node_stage := concat("/", [root, user_name]) if {
+	lib.origin == "admission"
+	lib.is_notebook
+	lib.trusted_request
+	grant
+	root := data.settings.node.staging_root
+	regex.match(`^(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})+$`, root)
+	not contains(root, "..")
+}

@@ -61,3 +61,45 @@ def test_node_agent_may_only_read_and_patch_nodes() -> None:
     (daemonset,) = by_kind("DaemonSet")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": daemonset["spec"]["template"]["spec"]["serviceAccountName"],
                                     "namespace": daemonset["metadata"]["namespace"]}]
+
+
+ISOLATION = NODE_AGENT / "isolation"
+
+
+def isolation_docs() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(ISOLATION.glob("*.yaml")):
+        out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
+@pytest.mark.parametrize("doc", isolation_docs(), ids=lambda d: f"isolation-{d['kind']}/{d['metadata']['name']}")
+def test_isolation_manifest_matches_the_kubernetes_schema(doc: dict[str, Any]) -> None:
+    assert validation_errors(doc) == []
+
+
+def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() -> None:
+    """Same DaemonSet name (one agent per node); the grant, staging, socket and plugin paths
+    its arguments name are the host paths it mounts; mounts reach the host only from the
+    state directory; Secrets only listed and annotated, pods only read."""
+    (daemonset,) = [d for d in isolation_docs() if d["kind"] == "DaemonSet"]
+    (plain,) = by_kind("DaemonSet")
+    assert (daemonset["metadata"]["name"], daemonset["metadata"]["namespace"]) == (
+        plain["metadata"]["name"], plain["metadata"]["namespace"])
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and not spec.get("hostPID")
+    (container,) = spec["containers"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    host = {v["name"]: v.get("hostPath", {}).get("path") for v in spec["volumes"]}
+    assert host[mounts[args["state-dir"]]["name"]] == args["state-dir"] == "/var/lib/jovial-guard-node"
+    assert args["staging-root"].startswith(args["state-dir"] + "/")
+    assert args["grants-namespace"] == daemonset["metadata"]["namespace"]
+    assert host[mounts["/run/jovial-guard/node"]["name"]] == str(Path(args["cni-socket"]).parent)
+    assert host[mounts[args["cni-bin-dir"]]["name"]] == "/opt/cni/bin"
+    assert host[mounts[str(Path(args["cni-conflist"]).parent)]["name"]] == "/etc/cni/net.d"
+    propagating = {path for path, m in mounts.items() if m.get("mountPropagation") == "Bidirectional"}
+    assert propagating == {args["state-dir"]}
+    rules = {(d["kind"], tuple(r["resources"]), tuple(r["verbs"])) for d in isolation_docs()
+             if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]}
+    assert rules == {("ClusterRole", ("pods",), ("get",)), ("Role", ("secrets",), ("list", "patch"))}

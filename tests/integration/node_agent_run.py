@@ -27,10 +27,10 @@ def run_agent_once(node: NodeCluster) -> subprocess.CompletedProcess[str]:
 class AgentLoop:
     """The agent's loop in the background (``--interval``), stopped with SIGTERM."""
 
-    def __init__(self, node: NodeCluster, log: Path, *, interval: float = 1) -> None:
+    def __init__(self, node: NodeCluster, log: Path, *, interval: float = 1, extra: tuple[str, ...] = ()) -> None:
         self.log = log
-        self._out = open(log, "wb")
-        self.proc = subprocess.Popen(agent_argv(node, "--interval", str(interval)), stdout=self._out,
+        self._out = open(log, "ab")
+        self.proc = subprocess.Popen(agent_argv(node, "--interval", str(interval), *extra), stdout=self._out,
                                      stderr=self._out, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> int:

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jovial_guard.node.profiles import default_source_dir, load_profiles
+from jovial_guard.node.profiles import install as install_profiles
 from jovial_guard.paths import STATE_ENV, state_dir
-from jovial_guard.policy.opa_process import REPO_ROOT
 
 from .kube_cluster import LocalKubeCluster
 from .node_images import PAUSE_IMAGE, import_into, notebook_archive, pause_archive
@@ -52,10 +53,9 @@ KERNEL_TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "k
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 POD_PIDS_LIMIT = 1024
-SECCOMP_PROFILES = {"jovial-guard/notebook.json": REPO_ROOT / "profiles" / "seccomp" / "notebook.json"}
 
 
-def containerd_config(root: Path, *, cni_conf_dir: Path) -> str:
+def containerd_config(root: Path, *, cni_conf_dir: Path, cni_bin_dirs: tuple[str, ...] = ()) -> str:
     """containerd's v3 configuration: its own root, state and socket, nothing shared."""
     return f"""version = 3
 root = "{root / 'root'}"
@@ -87,7 +87,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         SystemdCgroup = false
         Root = "{root / 'runc'}"
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ["{CNI_BIN_DIR}"]
+    bin_dirs = {json.dumps([str(CNI_BIN_DIR), *cni_bin_dirs])}
     conf_dir = "{cni_conf_dir}"
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
@@ -133,9 +133,15 @@ class NodeCluster:
     """The whole cluster; a context manager. ``kubeconfig`` authenticates as cluster admin."""
 
     def __init__(self, *, parent: Path | None = None, preinstall_profiles: bool = True,
-                 apiserver_args: tuple[str, ...] = ()) -> None:
+                 apiserver_args: tuple[str, ...] = (),
+                 cni_chain: tuple[dict[str, Any], ...] = (),
+                 pod_routes: Callable[[NodeNetwork], tuple[dict[str, str], ...]] | None = None) -> None:
         #: False leaves the kubelet's seccomp directory empty, for the node agent to fill.
         self.preinstall_profiles = preinstall_profiles
+        #: Plugins chained after the bridge (their binaries go to ``cni_bin_dir``), and routes
+        #: every pod gets from IPAM.
+        self.cni_chain = cni_chain
+        self.pod_routes = pod_routes
         base = parent or (state_dir() if os.environ.get(STATE_ENV) else Path(tempfile.gettempdir()))
         base.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="kube-node-", dir=base))
@@ -151,6 +157,11 @@ class NodeCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.control.kubeconfig
+
+    @property
+    def cni_bin_dir(self) -> Path:
+        """The run's own CNI plugin directory (after Debian's), for chained plugins."""
+        return self.dir / "cni" / "bin"
 
     @property
     def kubelet_root(self) -> Path:
@@ -185,9 +196,13 @@ class NodeCluster:
         cdir = self.dir / "containerd"
         cni = self.dir / "cni"
         (cni / "net.d").mkdir(parents=True)
-        (cni / "net.d" / "10-jg-pods.conflist").write_text(json.dumps(self.network.cni_conflist(cni / "ipam"), indent=1))
+        routes = self.pod_routes(self.network) if self.pod_routes else ()
+        conflist = self.network.cni_conflist(cni / "ipam", chain=self.cni_chain, routes=routes)
+        (cni / "net.d" / "10-jg-pods.conflist").write_text(json.dumps(conflist, indent=1))
+        self.cni_bin_dir.mkdir(parents=True, exist_ok=True)
         cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / "config.toml").write_text(containerd_config(cdir, cni_conf_dir=cni / "net.d"))
+        (cdir / "config.toml").write_text(containerd_config(cdir, cni_conf_dir=cni / "net.d",
+                                                            cni_bin_dirs=(str(self.cni_bin_dir),)))
         env = dict(os.environ, PATH=f"{tool_dir('containerd-shim-runc-v2')}:{os.environ.get('PATH', '')}")
         self._spawn("containerd", [tool("containerd"), "--config", str(cdir / "config.toml"), "--log-level", "info"], env=env)
         self._wait(lambda: self.ctr("version").returncode == 0, 60, "containerd answering on its socket")
@@ -223,10 +238,9 @@ class NodeCluster:
     def _start_kubelet(self) -> None:
         root = self.kubelet_root
         self._create_cgroups()
-        for name, source in SECCOMP_PROFILES.items() if self.preinstall_profiles else ():
-            target = root / "seccomp" / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+        if self.preinstall_profiles:
+            # What the node agent would install: the profiles resolved for this architecture.
+            install_profiles(load_profiles(default_source_dir()), root)
         config = kubelet_config(self.dir, socket=self.socket, node_ip=self.network.node_ip,
                                 client_ca=self.control.dir / "pki" / "ca.crt", port=free_port(self.network.node_ip))
         config["cgroupRoot"] = f"/{self.cgroup_name}"

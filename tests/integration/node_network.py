@@ -88,8 +88,10 @@ class NodeNetwork:
             _ip("link", "set", name, "up")
         return self
 
-    def cni_conflist(self, ipam_dir: Path) -> dict[str, Any]:
-        """The pod network: one bridge, host-local addresses, no gateway, no masquerade."""
+    def cni_conflist(self, ipam_dir: Path, *, chain: tuple[dict[str, Any], ...] = (),
+                     routes: tuple[dict[str, str], ...] = ()) -> dict[str, Any]:
+        """The pod network: one bridge, host-local addresses, no gateway, no masquerade;
+        ``chain`` plugins run after the bridge, ``routes`` are given to every pod."""
         subnet = self.pod_subnet
         return {
             "cniVersion": "1.0.0",
@@ -107,8 +109,9 @@ class NodeNetwork:
                     "ranges": [[{"subnet": str(subnet),
                                  "rangeStart": str(subnet.network_address + 10),
                                  "rangeEnd": str(subnet.network_address + 250)}]],
+                    **({"routes": list(routes)} if routes else {}),
                 },
-            }],
+            }, *chain],
         }
 
     def remove(self) -> None:

@@ -3,9 +3,14 @@
 The same attacks and errno checks as ``test_redteam.py`` (the embedded container), as one
 probe that is the pod's command (the fork bomb and the memory hog in child processes, so
 a kill lands on them, not on the report): it attacks, then writes a compact JSON report to the
-termination message (at most 4096 bytes, so keys are short). ``TARGETS`` fills in the
+termination message (at most 4096 bytes, so keys are short). ``JG_TARGETS`` names the
 addresses the network checks try: the kubelet's API (node IP), the host's own address on the
-pod bridge, OPA's loopback port, and a metadata stand-in.
+pod bridge, OPA's loopback port, a metadata stand-in and, where the test has them, the test
+hosts and the hub. ``lustre`` and ``staged`` report what of the shared file system the pod
+sees: the tree under ``/lustre`` and every mount there (its root in the host's tree).
+
+``NETPROBE`` is only the network part, for an unhardened control pod in a namespace without
+egress rules (no fork bomb or memory hog where no limit would stop them).
 """
 
 from __future__ import annotations
@@ -50,6 +55,14 @@ def connect(host, port):
         s.close()
     return attempt(c)
 out["net"] = {name: connect(host, port) for name, (host, port) in sorted(T.items())}
+def listing(path, depth):
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        return exc.errno
+    return {n: listing(os.path.join(path, n), depth - 1) if depth > 1 and os.path.isdir(os.path.join(path, n)) else 0 for n in names}
+out["lustre"] = listing("/lustre", 3)
+out["staged"] = sorted(l.split()[4] + " " + l.split()[3] for l in open("/proc/self/mountinfo") if l.split()[4].startswith("/lustre"))
 out["default_route"] = any(l.split()[1] == "00000000" for l in open("/proc/net/route").read().splitlines()[1:])
 bomb = '''
 import json, os, signal, time
@@ -77,6 +90,20 @@ proc = subprocess.run([sys.executable, "-c", hog], capture_output=True, text=Tru
 lines = proc.stdout.split()
 out["hog"] = {"rc": proc.returncode, "peak_mib": int(lines[-1]) if lines else 0}
 report = json.dumps(out, separators=(",", ":"))
+print(report)
+open("/dev/termination-log", "w").write(report)
+"""
+
+NETPROBE = r"""
+import errno, json, os, socket
+T = json.loads(os.environ["JG_TARGETS"])
+def connect(host, port):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        return 0
+    except OSError as exc:
+        return exc.errno
+report = json.dumps({"net": {name: connect(host, port) for name, (host, port) in sorted(T.items())}})
 print(report)
 open("/dev/termination-log", "w").write(report)
 """

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 from jovial_guard.admission.tls import write_webhook_certs
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+
 
 def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
     """The chart's configurations with ``clientConfig`` pointed at the loopback webhook."""
@@ -32,15 +32,16 @@ def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_webhook(workdir: Path) -> Iterator[tuple[list[dict[str, Any]], str]]:
-    """OPA + the webhook process; yields the configurations to register and OPA's URL."""
+def running_webhook(workdir: Path, *, policy_dir: Path = DEFAULT_POLICY_DIR) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """OPA + the webhook process on ``policy_dir``; yields the configurations to register and
+    OPA's URL."""
     certs = write_webhook_certs(workdir, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     port = free_loopback_port()
-    with ManagedOpa(DEFAULT_POLICY_DIR) as opa, open(workdir / "webhook.log", "wb") as log:
+    with ManagedOpa(policy_dir) as opa, open(workdir / "webhook.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jovial_guard", "webhook", "serve", "--opa-url", opa.url,
              "--cert", str(certs.cert), "--key", str(certs.key), "--host", "127.0.0.1", "--port", str(port),
-             "--expected-policy-dir", str(DEFAULT_POLICY_DIR)],
+             "--expected-policy-dir", str(policy_dir)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         try:

@@ -24,9 +24,6 @@ from typing import Any
 
 import pytest
 
-from jovial_guard.hardening.seccomp import render
-from jovial_guard.hardening.seccomp_oci import for_architecture, node_architecture
-
 from .node_tools import require_node
 
 pytestmark = pytest.mark.integration
@@ -108,14 +105,9 @@ def unstarted_hub(node: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def release(node: NodeCluster, unstarted_hub: NodeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
-    # The node agent installs the profiles and labels the node; notebooks select that label.
-    # containerd reads a Localhost profile as OCI LinuxSeccomp (no per-architecture rules):
-    # the agent is given the profiles resolved for this node's architecture.
-    profiles = tmp_path_factory.mktemp("oci-profiles")
-    for source in sorted((REPO / "profiles" / "seccomp").glob("*.json")):
-        resolved = for_architecture(json.loads(source.read_text()), arch=node_architecture())
-        (profiles / source.name).write_text(render(resolved))
-    agent = subprocess.run(agent_argv(node, "--once", "--profiles-dir", str(profiles)),
+    # The node agent installs the profiles (resolved for this node's architecture: containerd
+    # reads a Localhost profile as OCI LinuxSeccomp) and labels the node; notebooks select it.
+    agent = subprocess.run(agent_argv(node, "--once"),
                            capture_output=True, text=True, timeout=120, check=False)
     assert agent.returncode == 0, agent.stderr
     installed = install(node, tmp_path_factory.mktemp("node-chart"),

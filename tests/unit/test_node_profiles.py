@@ -17,7 +17,7 @@ def test_committed_profiles_load_and_install_under_the_kubelet_root(tmp_path: Pa
     assert prof.drift(profiles, tmp_path) == sorted(profiles)
     assert prof.install(profiles, tmp_path) == sorted(profiles)
     installed = tmp_path / "seccomp" / "jovial-guard" / "notebook.json"
-    assert installed.read_bytes() == notebook_profile_path().read_bytes()
+    assert installed.read_bytes() == profiles["notebook.json"]
     assert installed.stat().st_mode & 0o777 == 0o644
     # Nothing to do the second time; no temporary files are left beside the profile.
     assert prof.install(profiles, tmp_path) == [] and prof.drift(profiles, tmp_path) == []
@@ -34,6 +34,25 @@ def test_a_changed_or_missing_profile_is_drift_and_is_rewritten(tmp_path: Path) 
     assert prof.drift(profiles, tmp_path) == ["notebook.json"]
     assert prof.install(profiles, tmp_path) == ["notebook.json"]
     assert installed.read_bytes() == profiles["notebook.json"]
+
+
+def test_installed_profiles_hold_only_this_architectures_rules(tmp_path: Path) -> None:
+    """containerd applies every rule of a Localhost profile: the installed file must carry no
+    per-architecture conditions, and the s390 clone rule (flags in the second argument) and
+    the other architectures' clone3 answers must not reach an x86_64 node."""
+    committed = json.loads(notebook_profile_path().read_text())
+    assert any("includes" in r or "excludes" in r for r in committed["syscalls"])
+    resolved = prof.load_profiles(prof.default_source_dir(), arch="amd64")
+    installed = json.loads(resolved["notebook.json"])
+    assert not any(r.get("includes") or r.get("excludes") for r in installed["syscalls"])
+    clone3 = [r for r in installed["syscalls"] if "clone3" in r["names"]]
+    assert [r.get("errnoRet") for r in clone3] == [38]
+    clone_args = [a for r in installed["syscalls"] if "clone" in r["names"] for a in r.get("args") or []]
+    assert clone_args and all(a["index"] == 0 for a in clone_args)
+    # Resolving what is already resolved changes nothing (a --profiles-dir of resolved files).
+    for name, data in resolved.items():
+        (tmp_path / name).write_bytes(data)
+    assert prof.load_profiles(tmp_path, arch="amd64") == resolved
 
 
 def test_digest_covers_names_and_contents() -> None:

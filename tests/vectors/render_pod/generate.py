@@ -29,6 +29,8 @@ BATCH_SPEC = {**SPEC, "notebook": False, "read_only_root": False, "writable_path
 GPU_SPEC = {**SPEC, "resources": {**SPEC["resources"], "gpu": 1}}
 #: A notebook profile whose policy data chooses the learned seccomp profile.
 LEARNED_SPEC = {**SPEC, "seccomp": {"type": "Localhost", "localhostProfile": "jovial-guard/notebook-learned.json"}}
+STAGED_SPEC = {**SPEC, "storage": {"fileset": "home/alice", "mode": "rw", "mount_path": "/lustre/home",
+                                   "node_stage": "/var/lib/jovial-guard-node/staging/alice"}}
 IMAGE = "quay.io/jupyter/base-notebook:2024-05-27"
 
 CASES = {
@@ -57,6 +59,10 @@ CASES = {
         "nodeSelector": {"topology.kubernetes.io/zone": "a", "jovial-guard.io/profiles-ready": "false"},
         "containers": [{"name": "nb", "image": IMAGE}]}}),
     "learned_seccomp_profile": (LEARNED_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE}]}}),
+    "storage_staged_on_node": (STAGED_SPEC, {"metadata": {}, "spec": {
+        "volumes": [{"name": "t", "emptyDir": {}}],
+        "containers": [{"name": "nb", "image": IMAGE, "volumeMounts": [{"name": "t", "mountPath": "/tmp"}]},
+                       {"name": "sidecar", "image": IMAGE}]}}),
     "gpu_profile": (GPU_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE, "resources": {}}]}}),
 }
 

@@ -83,17 +83,25 @@ moded(violations) := {{"rule": v.rule, "message": v.message, "mode": m} |
 	m != "off"
 }
 
-acting(violations, wanted) := {{"rule": v.rule, "message": v.message} |
-	some v in moded(violations)
+acting(violations, wanted) := acting_moded(moded(violations), wanted)
+
+# The same over violations already moded: a caller that needs several modes modes them once.
+acting_moded(moded_violations, wanted) := {{"rule": v.rule, "message": v.message} |
+	some v in moded_violations
 	v.mode == wanted
 }
 
 # The strictest mode any violation acted in ("none" when nothing was violated), for the
 # decision's record and the metrics.
-strictest(violations) := "enforce" if {
-	count(acting(violations, "enforce")) > 0
+strictest(violations) := strictest_moded(moded(violations))
+
+strictest_moded(moded_violations) := "enforce" if {
+	some v in moded_violations
+	v.mode == "enforce"
 } else := "warn" if {
-	count(acting(violations, "warn")) > 0
+	some v in moded_violations
+	v.mode == "warn"
 } else := "audit" if {
-	count(acting(violations, "audit")) > 0
+	some v in moded_violations
+	v.mode == "audit"
 } else := "none"

@@ -71,15 +71,21 @@ data_mode(rule) := valid(m) if {
 	m := configured[concat("", [package_of(rule), "/*"])]
 } else := default_mode
 
-mode(rule) := m if {
+mode(rule) := default_mode if {
+	# Neither namespace labels nor configured modes: every rule acts in the default mode.
+	count(namespace_labels) == 0
+	count(configured) == 0
+} else := m if {
 	not matches(locked, rule)
 	m := namespace_mode(rule)
 } else := data_mode(rule)
 
-# Each violation with the mode it acts in; rules turned off are dropped.
+# Each violation with the mode it acts in; rules turned off are dropped. The mode is worked
+# out once per rule id (several violations often share one).
 moded(violations) := {{"rule": v.rule, "message": v.message, "mode": m} |
+	modes := {rule: mode(rule) | some rule in {v.rule | some v in violations}}
 	some v in violations
-	m := mode(v.rule)
+	m := modes[v.rule]
 	m != "off"
 }
 

@@ -12,9 +12,9 @@ entry point must answer the same as the single one. Both are asked of the real o
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ import pytest
 
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, find_opa
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "vectors" / "decisions"))
-
-from generate import CORPUS, decide, variant_settings  # noqa: E402
+GENERATOR = Path(__file__).resolve().parents[1] / "vectors" / "decisions" / "generate.py"
+_spec = importlib.util.spec_from_file_location("decisions_generate", GENERATOR)
+assert _spec is not None and _spec.loader is not None
+generate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(generate)
+CORPUS, decide, variant_settings = generate.CORPUS, generate.decide, generate.variant_settings
 
 BATCH_QUERY = "data.jovial_guard.batch.decisions"
 

@@ -33,8 +33,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
@@ -42,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from jovial_guard.admission.update import classify, with_stored_object  # noqa: E402
 from jovial_guard.documents import read_stream  # noqa: E402
 from jovial_guard.errors import MalformedInput  # noqa: E402
-from jovial_guard.normalize import workload_from_admission_review, workload_from_document  # noqa: E402
+from jovial_guard.normalize import workload_from_document  # noqa: E402
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, find_opa  # noqa: E402
 from jovial_guard.policy.probes import KNOWN_BAD, KNOWN_GOOD  # noqa: E402
 from jovial_guard.spawn.workload import spawn_workload  # noqa: E402

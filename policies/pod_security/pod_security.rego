@@ -212,8 +212,7 @@ violation contains {"rule": "pod-security/read-only-root", "message": msg} if {
 
 violation contains {"rule": "pod-security/malformed-ids", "message": msg} if {
 	some context in id_contexts
-	some field in ["runAsUser", "runAsGroup", "fsGroup"]
-	value := context.security_context[field]
+	some field, value in object.filter(context.security_context, ["runAsUser", "runAsGroup", "fsGroup"])
 	not valid_id(value)
 	msg := sprintf("%s sets %s to %v, which is not a valid numeric id.", [context.where, field, value])
 }

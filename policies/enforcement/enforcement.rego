@@ -71,10 +71,16 @@ data_mode(rule) := valid(m) if {
 	m := configured[concat("", [package_of(rule), "/*"])]
 } else := default_mode
 
-mode(rule) := default_mode if {
-	# Neither namespace labels nor configured modes: every rule acts in the default mode.
+# Neither namespace labels nor configured modes: every rule acts in the default mode.
+default uniform := false
+
+uniform if {
 	count(namespace_labels) == 0
 	count(configured) == 0
+}
+
+mode(rule) := default_mode if {
+	uniform
 } else := m if {
 	not matches(locked, rule)
 	m := namespace_mode(rule)
@@ -82,7 +88,12 @@ mode(rule) := default_mode if {
 
 # Each violation with the mode it acts in; rules turned off are dropped. The mode is worked
 # out once per rule id (several violations often share one).
-moded(violations) := {{"rule": v.rule, "message": v.message, "mode": m} |
+moded(violations) := {{"rule": v.rule, "message": v.message, "mode": default_mode} |
+	default_mode != "off"
+	some v in violations
+} if {
+	uniform
+} else := {{"rule": v.rule, "message": v.message, "mode": m} |
 	modes := {rule: mode(rule) | some rule in {v.rule | some v in violations}}
 	some v in violations
 	m := modes[v.rule]

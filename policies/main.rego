@@ -38,13 +38,16 @@ else := (((pod_security.violation | images.violation) | resources.violation) | n
 
 violations := exemptions.remaining(checked)
 
-enforced := enforcement.acting(violations, "enforce")
+# Each violation's mode, worked out once for all of the rules below.
+moded := enforcement.moded(violations)
 
-warned := enforcement.acting(violations, "warn")
+enforced := enforcement.acting_moded(moded, "enforce")
 
-audited := enforcement.acting(violations, "audit")
+warned := enforcement.acting_moded(moded, "warn")
 
-mode := enforcement.strictest(violations)
+audited := enforcement.acting_moded(moded, "audit")
+
+mode := enforcement.strictest_moded(moded)
 
 exempted := sort([e | some e in exemptions.used(checked)])
 

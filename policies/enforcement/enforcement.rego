@@ -71,29 +71,54 @@ data_mode(rule) := valid(m) if {
 	m := configured[concat("", [package_of(rule), "/*"])]
 } else := default_mode
 
-mode(rule) := m if {
+# Neither namespace labels nor configured modes: every rule acts in the default mode.
+default uniform := false
+
+uniform if {
+	count(namespace_labels) == 0
+	count(configured) == 0
+}
+
+mode(rule) := default_mode if {
+	uniform
+} else := m if {
 	not matches(locked, rule)
 	m := namespace_mode(rule)
 } else := data_mode(rule)
 
-# Each violation with the mode it acts in; rules turned off are dropped.
-moded(violations) := {{"rule": v.rule, "message": v.message, "mode": m} |
+# Each violation with the mode it acts in; rules turned off are dropped. The mode is worked
+# out once per rule id (several violations often share one).
+moded(violations) := {{"rule": v.rule, "message": v.message, "mode": default_mode} |
+	default_mode != "off"
 	some v in violations
-	m := mode(v.rule)
+} if {
+	uniform
+} else := {{"rule": v.rule, "message": v.message, "mode": m} |
+	modes := {rule: mode(rule) | some rule in {v.rule | some v in violations}}
+	some v in violations
+	m := modes[v.rule]
 	m != "off"
 }
 
-acting(violations, wanted) := {{"rule": v.rule, "message": v.message} |
-	some v in moded(violations)
+acting(violations, wanted) := acting_moded(moded(violations), wanted)
+
+# The same over violations already moded: a caller that needs several modes modes them once.
+acting_moded(moded_violations, wanted) := {{"rule": v.rule, "message": v.message} |
+	some v in moded_violations
 	v.mode == wanted
 }
 
 # The strictest mode any violation acted in ("none" when nothing was violated), for the
 # decision's record and the metrics.
-strictest(violations) := "enforce" if {
-	count(acting(violations, "enforce")) > 0
+strictest(violations) := strictest_moded(moded(violations))
+
+strictest_moded(moded_violations) := "enforce" if {
+	some v in moded_violations
+	v.mode == "enforce"
 } else := "warn" if {
-	count(acting(violations, "warn")) > 0
+	some v in moded_violations
+	v.mode == "warn"
 } else := "audit" if {
-	count(acting(violations, "audit")) > 0
+	some v in moded_violations
+	v.mode == "audit"
 } else := "none"

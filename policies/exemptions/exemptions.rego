@@ -83,12 +83,16 @@ live(e) if {
 }
 
 # The violations left after exemptions, and the exemptions used (for the record).
-remaining(violations) := {v |
+remaining(violations) := violations if {
+	count(entries) == 0
+} else := {v |
 	some v in violations
 	count(applying(v.rule)) == 0
 }
 
-used(violations) := {{"id": e.id, "rule": v.rule, "reason": e.reason, "expires": object.get(e, "expires", null)} |
+used(violations) := set() if {
+	count(entries) == 0
+} else := {{"id": e.id, "rule": v.rule, "reason": e.reason, "expires": object.get(e, "expires", null)} |
 	some v in violations
 	some e in applying(v.rule)
 }

@@ -35,9 +35,15 @@ violation contains {"rule": "images/latest", "message": msg} if {
 	msg := sprintf("Container %q uses image %q without a fixed tag (latest). Pin a version tag or a digest.", [c.name, c.container.image])
 }
 
+# entry_matches over the allowlist: an exact entry is the repository itself (an entry ending
+# in "/" that equals it also starts it), a path entry starts it.
+allowed(ref) if repository(ref) in data.settings.images.allowed_prefixes
+
 allowed(ref) if {
+	repo := repository(ref)
 	some entry in data.settings.images.allowed_prefixes
-	entry_matches(entry, repository(ref))
+	endswith(entry, "/")
+	startswith(repo, entry)
 }
 
 entry_matches(entry, repo) if {

@@ -45,13 +45,13 @@ is_notebook if {
 
 # A pod that claims a hub user or a profile (label or annotation) is a user's server.
 is_notebook if {
-	some key in data.settings.hub.identity_annotations
-	object.get(labels, key, null) != null
+	some value in object.filter(labels, data.settings.hub.identity_annotations)
+	value != null
 }
 
 is_notebook if {
-	some key in data.settings.hub.identity_annotations
-	object.get(annotations, key, null) != null
+	some value in object.filter(annotations, data.settings.hub.identity_annotations)
+	value != null
 }
 
 is_notebook if {

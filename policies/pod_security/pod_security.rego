@@ -278,8 +278,7 @@ violation contains {"rule": "pod-security/read-only-root", "message": msg} if {
 
 violation contains {"rule": "pod-security/malformed-ids", "message": msg} if {
 	some context in id_contexts
-	some field in ["runAsUser", "runAsGroup", "fsGroup"]
-	value := context.security_context[field]
+	some field, value in object.filter(context.security_context, ["runAsUser", "runAsGroup", "fsGroup"])
 	not valid_id(value)
 	msg := sprintf("%s sets %s to %v, which is not a valid numeric id.", [context.where, field, value])
 }
@@ -306,13 +305,27 @@ handlers(c) := [h | some name in probe_handlers; h := object.get(c.container, na
 
 lifecycle(c) := [h | some name in lifecycle_handlers; h := object.get(object.get(c.container, "lifecycle", {}), name, null); is_object(h)]
 
-violation contains {"rule": "pod-security/probe-host", "message": msg} if {
+# Each container's probe and lifecycle handlers, [container name, handler].
+container_handlers contains [c.name, handler] if {
 	some c in lib.containers
-	some handler in array.concat(handlers(c), lifecycle(c))
+	some name in probe_handlers
+	handler := c.container[name]
+	is_object(handler)
+}
+
+container_handlers contains [c.name, handler] if {
+	some c in lib.containers
+	some name in lifecycle_handlers
+	handler := c.container.lifecycle[name]
+	is_object(handler)
+}
+
+violation contains {"rule": "pod-security/probe-host", "message": msg} if {
+	some [name, handler] in container_handlers
 	some action in ["httpGet", "tcpSocket"]
 	host := object.get(object.get(handler, action, {}), "host", "")
 	host != ""
-	msg := sprintf("Container %q has a probe or lifecycle handler with host %q, which makes the kubelet connect to another machine. Remove the host; probes go to the pod itself.", [c.name, host])
+	msg := sprintf("Container %q has a probe or lifecycle handler with host %q, which makes the kubelet connect to another machine. Remove the host; probes go to the pod itself.", [name, host])
 }
 
 # Running as uid 0 is forbidden, except (Pod Security v1.35+) in a platform pod with its

@@ -28,20 +28,32 @@ amounts(c, resource) := {amount |
 	amount := object.get(object.get(c.container, "resources", {}), section, {})[resource]
 }
 
+# What every limited container states, read once: [container name, resource, section, amount]
+# for each entry of its limits and requests.
+stated contains [c.name, resource, section, amount] if {
+	some c in limited_containers
+	resources := object.get(c.container, "resources", {})
+	some section in ["limits", "requests"]
+	some resource, amount in object.get(resources, section, {})
+}
+
+# The CPU and memory amounts each container states: [container name, amount].
+cpu_amounts contains [name, amount] if some [name, "cpu", _, amount] in stated
+
+memory_amounts contains [name, amount] if some [name, "memory", _, amount] in stated
+
 violation contains {"rule": "resources/cpu", "message": msg} if {
 	lib.is_notebook
-	some c in limited_containers
-	some amount in amounts(c, "cpu")
+	some [name, amount] in cpu_amounts
 	cpu(amount) > max_cpu
-	msg := sprintf("Container %q asks for %v CPU; your groups allow at most %v. Choose a smaller profile.", [c.name, amount, max_cpu])
+	msg := sprintf("Container %q asks for %v CPU; your groups allow at most %v. Choose a smaller profile.", [name, amount, max_cpu])
 }
 
 violation contains {"rule": "resources/memory", "message": msg} if {
 	lib.is_notebook
-	some c in limited_containers
-	some amount in amounts(c, "memory")
+	some [name, amount] in memory_amounts
 	memory(amount) > max_memory
-	msg := sprintf("Container %q asks for %v memory; your groups allow at most %v bytes (%v GiB). Choose a smaller profile.", [c.name, amount, max_memory, max_memory / 1073741824])
+	msg := sprintf("Container %q asks for %v memory; your groups allow at most %v bytes (%v GiB). Choose a smaller profile.", [name, amount, max_memory, max_memory / 1073741824])
 }
 
 # Accelerators: every extended resource whose name matches an entry of
@@ -49,18 +61,28 @@ violation contains {"rule": "resources/memory", "message": msg} if {
 # "nvidia.com/" covers nvidia.com/gpu and every nvidia.com/mig-* slice) counts towards the
 # group's "gpu" maximum, summed over the pod's containers.
 accelerator(resource) if {
-	some entry in data.settings.resources.accelerators
-	endswith(entry, "/")
+	some entry in accelerator_domains
 	startswith(resource, entry)
 }
 
-accelerator(resource) if resource in data.settings.resources.accelerators
+accelerator(resource) if resource in accelerator_names
 
-accelerator_amounts contains [c.name, resource, raw] if {
-	some c in limited_containers
-	some section in ["limits", "requests"]
-	some resource, raw in object.get(object.get(c.container, "resources", {}), section, {})
+accelerator_domains := [entry | some entry in data.settings.resources.accelerators; endswith(entry, "/")]
+
+accelerator_names := {entry | some entry in data.settings.resources.accelerators}
+
+# A name without "/" starts with no vendor domain (each ends in "/"), so cpu and memory
+# skip the domain scan.
+accelerator_amounts contains [name, resource, raw] if {
+	some [name, resource, _, raw] in stated
+	contains(resource, "/")
 	accelerator(resource)
+}
+
+accelerator_amounts contains [name, resource, raw] if {
+	some [name, resource, _, raw] in stated
+	not contains(resource, "/")
+	resource in accelerator_names
 }
 
 # Limits and requests of one resource are the same devices: count the larger per
@@ -101,17 +123,15 @@ violation contains {"rule": "resources/dra", "message": msg} if {
 }
 
 violation contains {"rule": "resources/malformed", "message": msg} if {
-	some c in limited_containers
-	some amount in amounts(c, "cpu")
+	some [name, amount] in cpu_amounts
 	not cpu(amount)
-	msg := sprintf("Container %q has a malformed CPU amount %v.", [c.name, amount])
+	msg := sprintf("Container %q has a malformed CPU amount %v.", [name, amount])
 }
 
 violation contains {"rule": "resources/malformed", "message": msg} if {
-	some c in limited_containers
-	some amount in amounts(c, "memory")
+	some [name, amount] in memory_amounts
 	not memory(amount)
-	msg := sprintf("Container %q has a malformed memory amount %v.", [c.name, amount])
+	msg := sprintf("Container %q has a malformed memory amount %v.", [name, amount])
 }
 
 # Quantities as numbers. A raw manifest may state them as YAML numbers (cpu: 1.5); the

@@ -44,7 +44,7 @@ def pods(n: int) -> list[dict[str, Any]]:
         container["volumeMounts"] = [{"name": "home", "mountPath": "/home/jovyan"}]
         kind = i % 3
         if kind == 0:
-            spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 100, "seccompProfile": {"type": "RuntimeDefault"}}
+            spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 100, "seccompProfile": {"type": "Localhost", "localhostProfile": "jovial-guard/notebook.json"}}
             container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
             container["resources"] = {"limits": {"cpu": "1", "memory": "2Gi"}, "requests": {"cpu": "100m", "memory": "512Mi"}}
             container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})

@@ -41,6 +41,8 @@ def test_node_agent_mounts_only_the_kubelet_seccomp_directory_and_drops_everythi
     (volume,) = spec["volumes"]
     assert volume["name"] == mount["name"] and volume["hostPath"]["path"] == "/var/lib/kubelet/seccomp"
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container["env"]
+    # Attestation needs the host's processes: off in this least-privileged agent.
+    assert "--attest-interval=0" in container["args"]
     sc = container["securityContext"]
     assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -87,7 +89,8 @@ def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() 
     assert (daemonset["metadata"]["name"], daemonset["metadata"]["namespace"]) == (
         plain["metadata"]["name"], plain["metadata"]["namespace"])
     spec = daemonset["spec"]["template"]["spec"]
-    assert spec["hostNetwork"] is True and not spec.get("hostPID")
+    # hostPID: attestation reads the notebook pods' processes.
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
     (container,) = spec["containers"]
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -102,4 +105,6 @@ def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() 
     assert propagating == {args["state-dir"]}
     rules = {(d["kind"], tuple(r["resources"]), tuple(r["verbs"])) for d in isolation_docs()
              if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]}
-    assert rules == {("ClusterRole", ("pods",), ("get",)), ("Role", ("secrets",), ("list", "patch"))}
+    assert rules == {("ClusterRole", ("pods",), ("get", "list")), ("Role", ("secrets",), ("list", "patch"))}
+    assert float(args["attest-interval"]) > 0
+    assert mounts["/sys/fs/cgroup"]["readOnly"] is True and host[mounts["/sys/fs/cgroup"]["name"]] == "/sys/fs/cgroup"

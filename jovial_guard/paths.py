@@ -73,3 +73,9 @@ def storage_root() -> Path:
 def engine_root() -> Path:
     """The project's container engine storage (images and users' home volumes)."""
     return state_dir() / "engine"
+
+
+def userns_state() -> Path:
+    """Which block of host ids each user's containers map to: state, because users' home
+    volumes and files are owned by those ids (see :mod:`jovial_guard.hardening.userns`)."""
+    return engine_root() / "userns.json"

@@ -29,6 +29,7 @@ import docker
 
 from ..constants import DOCKER_API_VERSION
 from ..errors import Unavailable
+from ..hardening.subids import ACCOUNT
 from ..paths import engine_root
 
 API_VERSION = DOCKER_API_VERSION
@@ -94,6 +95,20 @@ def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path
     )
 
 
+def render_storage_conf(*, root: Path, runroot: Path, userns_account: str = ACCOUNT) -> str:
+    """The project's storage.conf (pure): our storage, and the account whose subordinate ids
+    user namespaces are checked against (never the host's generic ``containers`` entry)."""
+    return (
+        "# Written by jovial_guard.runtime.podman; regenerated on every start.\n"
+        "[storage]\n"
+        'driver = "overlay"\n'
+        f'graphroot = "{root}"\n'
+        f'runroot = "{runroot}"\n'
+        "\n[storage.options]\n"
+        f'root-auto-userns-user = "{userns_account}"\n'
+    )
+
+
 class PodmanService:
     """Start, wait for and stop one podman Docker-API service with project storage.
 
@@ -115,6 +130,10 @@ class PodmanService:
         self.runroot = Path(runroot) if runroot else default_runroot(self.root)
         self.ready_timeout = ready_timeout
         self.conf_path = self.root.parent / "containers.conf"
+        self.storage_conf_path = self.root.parent / "storage.conf"
+        #: Which block of host ids each user's containers map to (beside the storage whose
+        #: home volumes are owned by them; :mod:`jovial_guard.hardening.userns`).
+        self.userns_state_path = self.root.parent / "userns.json"
         self.events_path = self.runroot / "events" / "events.log"
         self.tmpdir = self.runroot / "tmp"
         self.network_dir = self.root.parent / "networks"
@@ -136,12 +155,14 @@ class PodmanService:
     def podman_args(self) -> list[str]:
         """Base argv for the podman CLI on this storage, configuration included.
 
-        Starts with ``env CONTAINERS_CONF=...`` because lock type and ulimits exist only in
-        containers.conf: a CLI without it would use different locks on the same storage.
+        Starts with ``env CONTAINERS_CONF=... CONTAINERS_STORAGE_CONF=...`` because lock type,
+        ulimits and the user-namespace account exist only in those files: a CLI without them
+        would use different locks on the same storage.
         """
         return [
             "env",
             f"CONTAINERS_CONF={self.conf_path}",
+            f"CONTAINERS_STORAGE_CONF={self.storage_conf_path}",
             find_podman(),
             "--root", str(self.root),
             "--runroot", str(self.runroot),
@@ -165,6 +186,7 @@ class PodmanService:
             tmpdir=self.tmpdir, events_path=self.events_path,
             network_dir=self.network_dir, cni_plugin_dir=self.cni_plugin_dir,
         ))
+        self.storage_conf_path.write_text(render_storage_conf(root=self.root, runroot=self.runroot))
 
     # -- lifecycle ------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -187,9 +209,10 @@ class PodmanService:
         self.write_config()
         self._clear_leftovers()
         self._log = open(self.log_path, "ab")
-        argv = self.podman_args()[2:] + ["system", "service", "--time=0", self.base_url]
+        argv = self.podman_args()[3:] + ["system", "service", "--time=0", self.base_url]
         argv[0] = podman
-        env = dict(os.environ, CONTAINERS_CONF=str(self.conf_path))
+        env = dict(os.environ, CONTAINERS_CONF=str(self.conf_path),
+                   CONTAINERS_STORAGE_CONF=str(self.storage_conf_path))
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,

@@ -161,8 +161,9 @@ def test_foreign_service_on_the_socket_is_refused(sock: Path) -> None:
     """A podman we did not start (no pid file) keeps running; we refuse, we do not kill it."""
     helper = PodmanService(socket_path=sock)
     helper.write_config()
-    env = dict(os.environ, CONTAINERS_CONF=str(helper.conf_path))
-    argv = helper.podman_args()[2:] + ["system", "service", "--time=0", helper.base_url]
+    env = dict(os.environ, CONTAINERS_CONF=str(helper.conf_path),
+               CONTAINERS_STORAGE_CONF=str(helper.storage_conf_path))
+    argv = helper.podman_args()[3:] + ["system", "service", "--time=0", helper.base_url]
     foreign = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

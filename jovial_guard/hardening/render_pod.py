@@ -15,7 +15,9 @@ What is filled in when absent:
 * each non-ephemeral container's resource limits (and requests) from the profile;
 * the spec's node labels in ``nodeSelector`` (a notebook under a Localhost seccomp profile
   may only land on a node whose agent installed the profile). A key the pod already selects
-  with another value is replaced: the pod could not run anywhere else safely.
+  with another value is replaced: the pod could not run anywhere else safely;
+* ``hostUsers: false`` when the spec asks for it (notebooks, when the policy's
+  ``settings.node.user_namespaces`` says the nodes support user namespaces).
 """
 
 from __future__ import annotations
@@ -182,6 +184,13 @@ def _node_selector_ops(spec_doc: dict[str, Any], spec: SecuritySpec) -> list[Op]
     ]
 
 
+def _host_users_ops(spec_doc: dict[str, Any], spec: SecuritySpec) -> list[Op]:
+    """``hostUsers: false`` when the spec asks for the pod's own user namespace."""
+    if spec.host_users is None or "hostUsers" in spec_doc:
+        return []
+    return [{"op": "add", "path": "/spec/hostUsers", "value": spec.host_users}]
+
+
 def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     """JSON Patch operations (against ``pod``) that make it satisfy ``spec``.
 
@@ -202,6 +211,7 @@ def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     if spec.read_only_root and spec.writable_paths:
         ops += _scratch_ops(pod, spec)
     ops += _node_selector_ops(spec_doc, spec)
+    ops += _host_users_ops(spec_doc, spec)
     return ops
 
 

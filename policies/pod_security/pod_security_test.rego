@@ -175,3 +175,25 @@ test_host_users_false_relaxes_root_for_platform_pods if {
 	unmasked := json.patch(t.compliant_container, [{"op": "add", "path": "/securityContext/procMount", "value": "Unmasked"}])
 	t.rules(pod_security.violation) == {"pod-security/proc-mount"} with input as platform({"containers": [unmasked], "hostUsers": false})
 }
+
+kube_notebook(spec) := t.admission({"labels": {"component": "singleuser-server"}}, spec, "system:serviceaccount:jhub:hub")
+
+test_notebook_user_namespace_follows_node_support if {
+	asks_host := {"containers": [t.compliant_container], "hostUsers": true}
+	own := {"containers": [t.compliant_container], "hostUsers": false}
+	silent := {"containers": [t.compliant_container]}
+	omitted := "the notebook pod shares the host's user namespace: hostUsers false is set"
+
+	# Nodes without support (the default): the pod's choice stands.
+	not "pod-security/host-users" in t.rules(pod_security.violation) with input as kube_notebook(asks_host)
+	not omitted in pod_security.omission with input as kube_notebook(silent)
+
+	# Nodes with support: the host's user namespace is refused, a missing hostUsers is set.
+	"pod-security/host-users" in t.rules(pod_security.violation) with input as kube_notebook(asks_host) with data.settings.node.user_namespaces as true
+	omitted in pod_security.omission with input as kube_notebook(silent) with data.settings.node.user_namespaces as true
+	not omitted in pod_security.omission with input as kube_notebook(own) with data.settings.node.user_namespaces as true
+	not "pod-security/host-users" in t.rules(pod_security.violation) with input as kube_notebook(own) with data.settings.node.user_namespaces as true
+
+	# Platform pods keep their choice either way.
+	not "pod-security/host-users" in t.rules(pod_security.violation) with input as platform({"containers": [t.compliant_container], "hostUsers": true}) with data.settings.node.user_namespaces as true
+}

@@ -27,6 +27,7 @@ SPEC = {
 BATCH_SPEC = {**SPEC, "notebook": False, "read_only_root": False, "writable_paths": [],
               "seccomp": {"type": "RuntimeDefault"}, "node_selector": {}}
 GPU_SPEC = {**SPEC, "resources": {**SPEC["resources"], "gpu": 1}}
+USERNS_SPEC = {**SPEC, "host_users": False}
 IMAGE = "quay.io/jupyter/base-notebook:2024-05-27"
 
 CASES = {
@@ -54,6 +55,9 @@ CASES = {
     "node_selector_merged": (SPEC, {"metadata": {}, "spec": {
         "nodeSelector": {"topology.kubernetes.io/zone": "a", "jovial-guard.io/profiles-ready": "false"},
         "containers": [{"name": "nb", "image": IMAGE}]}}),
+    "own_user_namespace": (USERNS_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE}]}}),
+    "own_user_namespace_kept": (USERNS_SPEC, {"metadata": {}, "spec": {"hostUsers": False,
+                                                                      "containers": [{"name": "nb", "image": IMAGE}]}}),
     "gpu_profile": (GPU_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE, "resources": {}}]}}),
 }
 

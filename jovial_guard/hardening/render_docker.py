@@ -21,6 +21,10 @@ Why each piece is shaped the way it is (see PLATFORM-NOTES):
   as ``userns_mode`` beside ``host_config``, not in it: docker-py's ``create_host_config``
   accepts only ``host`` there, so the spawner passes it as the raw ``HostConfig.UsernsMode``.
   Home (``U``) and the tmpfs (``U``, ``mode``) are owned through the mapping by the engine.
+  ``/sys`` becomes an empty read-only tmpfs (the engine binds the container's own cgroups
+  below it): podman 4.3 would mount a new sysfs, which a user namespace may not do inside a
+  network namespace it does not own (the egress namespace), and the host's sysfs is nothing
+  a notebook needs to read.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ _CAPABILITY = re.compile(r"^(CAP_)?[A-Z_]{2,32}$")
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _NETNS_MODE = re.compile(r"^(ns:/run/netns/[A-Za-z0-9_.-]{1,64}|none)$")
 _TMPFS_SIZE = re.compile(r"^[0-9]+[kmg]?$")
+#: ``/sys`` in a user-namespaced container: empty and read-only (see the module docstring).
+EMPTY_SYS = "ro,nosuid,nodev,noexec,size=4k,mode=0555"
 
 
 class UnrenderableSpec(Misconfigured):
@@ -189,6 +195,11 @@ def render_docker(
         mode = "1777" if path == "/tmp" else "0700"
         owner = "" if path == "/tmp" else ",U"
         tmpfs[path] = f"rw,nosuid,nodev,size={tmpfs_size},mode={mode}{owner}"
+
+    if userns is not None:
+        if "/sys" in tmpfs:
+            raise UnrenderableSpec("writable path /sys cannot be granted")
+        tmpfs["/sys"] = EMPTY_SYS
 
     if spec.resources.gpu:
         raise UnrenderableSpec(

@@ -3,8 +3,10 @@
 Why our own service instead of the host's podman: the notebook cloud must not share storage,
 locks, networks or configuration with whatever else runs podman on the machine. So the
 service gets its own ``--root``/``--runroot``/``--tmpdir``, file locks, a containers.conf
-written here (runc, cgroupfs, a file event log other components can follow, explicit
-ulimits because this host's hard limits make podman's defaults fail) and no usable CNI
+written here (the project's runc build, :mod:`.runc`; cgroupfs; a file event log other
+components can follow; explicit ulimits because this host's hard limits make podman's
+defaults fail), a storage.conf naming the account whose subordinate ids user namespaces
+come from (:mod:`jovial_guard.hardening.subids`), and no usable CNI
 network: a container that does not name a network gets none, and podman's bridge, which
 would edit the host firewall, cannot be set up at all (its plugin directory is empty).
 
@@ -67,8 +69,11 @@ def find_podman() -> str:
 
 
 def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path,
-                           cni_plugin_dir: Path) -> str:
-    """The project's containers.conf (pure; see the module docstring for why each line)."""
+                           cni_plugin_dir: Path, runc: Path) -> str:
+    """The project's containers.conf (pure; see the module docstring for why each line).
+
+    ``runc``: the project's build (:mod:`.runc`), the only binary the name ``runc`` means.
+    """
     ulimits = ", ".join(f'"{u}"' for u in ULIMITS)
     return (
         "# Written by jovial_guard.runtime.podman; regenerated on every start.\n"
@@ -92,6 +97,8 @@ def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path
         'lock_type = "file"\n'
         f'tmp_dir = "{tmpdir}"\n'
         "service_timeout = 0\n"
+        "\n[engine.runtimes]\n"
+        f'runc = ["{runc}"]\n'
     )
 
 
@@ -178,13 +185,16 @@ class PodmanService:
         return docker.DockerClient(base_url=self.base_url, version=API_VERSION, timeout=timeout)
 
     def write_config(self) -> None:
-        """Create the directories and (re)write containers.conf."""
+        """Create the directories and (re)write containers.conf (RuntimeMissing when the
+        project's runc is not built)."""
+        from .runc import runc_path  # not at import: `python -m jovial_guard.runtime.runc`
         for directory in (self.root, self.runroot, self.tmpdir, self.events_path.parent,
                           self.network_dir, self.cni_plugin_dir, self.socket_path.parent):
             directory.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(render_containers_conf(
             tmpdir=self.tmpdir, events_path=self.events_path,
             network_dir=self.network_dir, cni_plugin_dir=self.cni_plugin_dir,
+            runc=runc_path(),
         ))
         self.storage_conf_path.write_text(render_storage_conf(root=self.root, runroot=self.runroot))
 

@@ -48,8 +48,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
 
 def test_containers_conf_pins_runtime_and_disables_networks(tmp_path: Path) -> None:
     text = render_containers_conf(tmpdir=tmp_path / "t", events_path=tmp_path / "e.log",
-                                  network_dir=tmp_path / "n", cni_plugin_dir=tmp_path / "none")
-    for line in ('runtime = "runc"', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"',
+                                  network_dir=tmp_path / "n", cni_plugin_dir=tmp_path / "none",
+                                  runc=tmp_path / "runc")
+    for line in ('runtime = "runc"', f'runc = ["{tmp_path / "runc"}"]', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"',
                  f'events_logfile_path = "{tmp_path / "e.log"}"', 'netns = "none"',
                  'default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]',
                  f'cni_plugin_dirs = ["{tmp_path / "none"}"]', 'lock_type = "file"',

@@ -3,10 +3,10 @@
 Alice's and bob's containers run as container uid 1000, but each maps it to a host uid of
 its own, owned by no account and inside the project's range only. A process that escapes
 on purpose (``nsenter`` from the host into alice's mount namespace with alice's host ids)
-is refused bob's home and bob's storage fileset, while the same probe with bob's ids reads
-them (so the probe can fail). Users keep working: a notebook cell writes home, /tmp and
-their storage; a home volume from before user namespaces is owned through the mapping at
-the next spawn.
+is refused bob's home and dana's storage fileset, while the same probe with their own ids
+reads them (so the probe can fail). Users keep working: a notebook cell writes home and
+/tmp, dana writes her own fileset and alice reads her group's shared one (idmapped mounts);
+a home volume from before user namespaces is owned through the mapping at the next spawn.
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def users(embedded_hub: EmbeddedHub) -> dict[str, int]:
-    """alice and bob running (as the red-team suite spawns them): user -> container pid."""
+    """alice and bob running (as the red-team suite spawns them; their group astro shares a
+    read-only project fileset), dana in no group (her own fileset): user -> container pid."""
     try:
         embedded_hub.spawn("alice", "default", groups=("astro", "large-memory"))
         embedded_hub.spawn("bob", "default", groups=("astro",))
+        embedded_hub.spawn("dana", "default", groups=())
     except SpawnFailed as exc:
         raise AssertionError(f"{exc}\n{embedded_hub.hub_log(60)}") from exc
-    return {u: int(embedded_hub.container(u).attrs["State"]["Pid"]) for u in ("alice", "bob")}
+    return {u: int(embedded_hub.container(u).attrs["State"]["Pid"]) for u in ("alice", "bob", "dana")}
 
 
 def _ids(pid: int) -> tuple[list[int], list[int]]:
@@ -104,29 +106,40 @@ def test_each_user_runs_under_host_ids_of_their_own(embedded_hub: EmbeddedHub, u
             pwd.getpwuid(host_uid)
         rc, out = embedded_hub.exec(user, ["id", "-u"])
         assert (rc, out.strip()) == (0, "1000")
-    assert seen["alice"] != seen["bob"]
+    assert len(set(seen.values())) == 3
     # Blocks never overlap: 65536 ids apart at least.
-    assert abs(seen["alice"] - seen["bob"]) >= 65536
+    ordered = sorted(seen.values())
+    assert all(b - a >= 65536 for a, b in zip(ordered, ordered[1:], strict=False))
 
 
-def test_a_cell_writes_home_tmp_and_storage_through_the_mapping(embedded_hub: EmbeddedHub,
-                                                                 users: dict[str, int]) -> None:
+def test_a_cell_writes_home_and_tmp_through_the_mapping(embedded_hub: EmbeddedHub,
+                                                         users: dict[str, int]) -> None:
     password = embedded_hub.stack.settings.password or ""
     session = userflow.login(embedded_hub.url, "alice", password)
     out = userflow.run_cell(embedded_hub.url, "alice", session, (
         "import os, pathlib\n"
-        "for p in ('/home/jovyan/cell.txt', '/tmp/cell.txt', '/lustre/home/cell.txt'):\n"
+        "for p in ('/home/jovyan/cell.txt', '/tmp/cell.txt'):\n"
         "    pathlib.Path(p).write_text('ok')\n"
         "print(os.getuid(), oct(os.stat('/home/jovyan').st_mode & 0o777),"
-        " [os.stat(p).st_uid for p in ('/home/jovyan/cell.txt', '/tmp/cell.txt', '/lustre/home/cell.txt')])"
+        " [os.stat(p).st_uid for p in ('/home/jovyan/cell.txt', '/tmp/cell.txt')])"
     ))
     assert out["status"] == "ok", out
-    assert out["stdout"].split(None, 2) == ["1000", "0o700", "[1000, 1000, 1000]"], out
+    assert out["stdout"].strip().split(None, 2) == ["1000", "0o700", "[1000, 1000]"], out
     host_uid = _ids(users["alice"])[0][0]
     home_file = _volume_dir(embedded_hub, "alice") / "cell.txt"
     assert home_file.stat().st_uid == host_uid  # on disk: alice's host uid
-    # The storage fileset keeps the storage's ids on disk (idmapped for the container).
-    assert (storage_root() / "home" / "alice" / "cell.txt").stat().st_uid == 1000
+
+
+def test_storage_is_seen_through_each_users_mapping(embedded_hub: EmbeddedHub, users: dict[str, int]) -> None:
+    rc, out = embedded_hub.exec("dana", ["sh", "-c", "echo mine > /lustre/home/dana.txt && stat -c %u /lustre/home/dana.txt"])
+    assert (rc, out.strip()) == (0, "1000"), out
+    # On disk the fileset keeps the storage's ids; the mount is idmapped for dana's block.
+    assert (storage_root() / "home" / "dana" / "dana.txt").stat().st_uid == 1000
+    assert "idmapped" in _stage_mount_options("dana", "home")
+    # alice and bob share astro's read-only project fileset: each sees it as their own uid.
+    for user in ("alice", "bob"):
+        rc, out = embedded_hub.exec(user, ["sh", "-c", "ls /lustre/project >/dev/null && stat -c %u /lustre/project"])
+        assert (rc, out.strip()) == (0, "1000"), (user, out)
 
 
 def _escape(pid: int, ids: tuple[int, int], fds: dict[str, int]) -> dict[str, Any]:
@@ -144,38 +157,44 @@ def _escape(pid: int, ids: tuple[int, int], fds: dict[str, int]) -> dict[str, An
 
 def test_an_escape_into_alices_mount_namespace_cannot_read_bobs_files(
         embedded_hub: EmbeddedHub, users: dict[str, int]) -> None:
-    rc, out = embedded_hub.exec("bob", ["sh", "-c", "echo bob-home > /home/jovyan/secret.txt && "
-                                        "echo bob-lustre > /lustre/home/secret.txt"])
+    rc, out = embedded_hub.exec("bob", ["sh", "-c", "echo bob-home > /home/jovyan/secret.txt"])
     assert rc == 0, out
-    # What an escaped process could hold: bob's home (the volume's data) and bob's fileset
-    # as mounted for his container (the agent's staging mount, idmapped through his block).
+    rc, out = embedded_hub.exec("dana", ["sh", "-c", "echo dana-lustre > /lustre/home/secret.txt"])
+    assert rc == 0, out
+    # What an escaped process could hold: bob's home (the volume's data) and dana's fileset
+    # as mounted for her container (the agent's staging mount, idmapped through her block).
     fds = {"home": os.open(_volume_dir(embedded_hub, "bob"), os.O_PATH | os.O_DIRECTORY),
-           "storage": os.open(_stage("bob", "home"), os.O_PATH | os.O_DIRECTORY)}
+           "storage": os.open(_stage("dana", "home"), os.O_PATH | os.O_DIRECTORY)}
     try:
-        alice_ids = (_ids(users["alice"])[0][0], _ids(users["alice"])[1][0])
-        bob_ids = (_ids(users["bob"])[0][0], _ids(users["bob"])[1][0])
-        escaped = _escape(users["alice"], alice_ids, fds)
-        assert escaped["ids"] == [alice_ids[0], alice_ids[1], []]
+        ids = {u: (_ids(pid)[0][0], _ids(pid)[1][0]) for u, pid in users.items()}
+        escaped = _escape(users["alice"], ids["alice"], fds)
+        assert escaped["ids"] == [ids["alice"][0], ids["alice"][1], []]
         assert escaped["home"] == {"errno": errno.EACCES}, escaped
         assert escaped["storage"] == {"errno": errno.EACCES}, escaped
-        # The same probe with bob's own ids reads both: the refusal above is the mapping's.
-        control = _escape(users["bob"], bob_ids, fds)
-        assert control["home"] == {"errno": 0, "data": "bob-home\n"}, control
-        assert control["storage"] == {"errno": 0, "data": "bob-lustre\n"}, control
+        # The same probe with the owners' ids reads them: the refusal above is the mapping's.
+        assert _escape(users["bob"], ids["bob"], fds)["home"] == {"errno": 0, "data": "bob-home\n"}
+        assert _escape(users["dana"], ids["dana"], fds)["storage"] == {"errno": 0, "data": "dana-lustre\n"}
     finally:
         for fd in fds.values():
             os.close(fd)
 
 
-def _stage(user: str, leaf: str) -> Path:
-    """The user's fileset mount as the host sees it (the agent's staging directory)."""
+def _stage_line(user: str, leaf: str) -> list[str]:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         point = Path(fields[4])
         if point.name == leaf and point.parent.name == user and "staging" in point.parts:
-            assert "idmapped" in fields[5], line
-            return point
+            return fields
     raise AssertionError(f"no staging mount for {user}/{leaf}")
+
+
+def _stage(user: str, leaf: str) -> Path:
+    """The user's fileset mount as the host sees it (the agent's staging directory)."""
+    return Path(_stage_line(user, leaf)[4])
+
+
+def _stage_mount_options(user: str, leaf: str) -> str:
+    return _stage_line(user, leaf)[5]
 
 
 def test_a_home_from_before_user_namespaces_is_owned_through_the_mapping(embedded_hub: EmbeddedHub) -> None:

@@ -6,7 +6,8 @@ on purpose (``nsenter`` from the host into alice's mount namespace with alice's 
 is refused bob's home and dana's storage fileset, while the same probe with their own ids
 reads them (so the probe can fail). Users keep working: a notebook cell writes home and
 /tmp, dana writes her own fileset and alice reads her group's shared one (idmapped mounts);
-a home volume from before user namespaces is owned through the mapping at the next spawn.
+a home volume from before user namespaces is owned through the mapping, and private, at the
+next spawn.
 """
 
 from __future__ import annotations
@@ -204,13 +205,15 @@ def test_a_home_from_before_user_namespaces_is_owned_through_the_mapping(embedde
     (data / "old.ipynb").write_text("{}")
     (data / ".local").mkdir()
     for path in (data, data / "old.ipynb", data / ".local"):
-        os.chown(path, 1000, 1000)  # what every home was: host uid 1000
+        os.chown(path, 1000, 1000)  # what every home was: host uid 1000, mode 0755
+    data.chmod(0o755)
     embedded_hub.spawn("carol", "default", groups=("astro",))
     try:
         pid = int(embedded_hub.container("carol").attrs["State"]["Pid"])
         host_uid = _ids(pid)[0][0]
         assert host_uid != 1000
         assert {p.stat().st_uid for p in (data, data / "old.ipynb", data / ".local")} == {host_uid}
+        assert data.stat().st_mode & 0o777 == 0o700
         rc, out = embedded_hub.exec("carol", ["sh", "-c", "cat old.ipynb && touch new && ls -n new"])
         assert rc == 0 and out.startswith("{}"), out
     finally:

@@ -199,7 +199,7 @@ def _stage_mount_options(user: str, leaf: str) -> str:
 
 
 def test_a_home_from_before_user_namespaces_is_owned_through_the_mapping(embedded_hub: EmbeddedHub) -> None:
-    name = HOME_VOLUME.format(username="carol")
+    name = HOME_VOLUME.format(username="oldhome")
     volume = embedded_hub.docker.volumes.create(name)
     data = Path(volume.attrs["Mountpoint"])
     (data / "old.ipynb").write_text("{}")
@@ -207,14 +207,14 @@ def test_a_home_from_before_user_namespaces_is_owned_through_the_mapping(embedde
     for path in (data, data / "old.ipynb", data / ".local"):
         os.chown(path, 1000, 1000)  # what every home was: host uid 1000, mode 0755
     data.chmod(0o755)
-    embedded_hub.spawn("carol", "default", groups=("astro",))
+    embedded_hub.spawn("oldhome", "default", groups=("astro",))
     try:
-        pid = int(embedded_hub.container("carol").attrs["State"]["Pid"])
+        pid = int(embedded_hub.container("oldhome").attrs["State"]["Pid"])
         host_uid = _ids(pid)[0][0]
         assert host_uid != 1000
         assert {p.stat().st_uid for p in (data, data / "old.ipynb", data / ".local")} == {host_uid}
         assert data.stat().st_mode & 0o777 == 0o700
-        rc, out = embedded_hub.exec("carol", ["sh", "-c", "cat old.ipynb && touch new && ls -n new"])
+        rc, out = embedded_hub.exec("oldhome", ["sh", "-c", "cat old.ipynb && touch new && ls -n new"])
         assert rc == 0 and out.startswith("{}"), out
     finally:
-        embedded_hub.stop("carol")
+        embedded_hub.stop("oldhome")

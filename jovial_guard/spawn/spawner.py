@@ -10,7 +10,7 @@ Two changes to DockerSpawner, both about failing closed and about the network:
   when the configured image changed after the decision.
 * ``get_ip_and_port()`` returns the container's address inside its egress namespace; the
   container publishes no host port (``network_mode=ns:/run/netns/NAME``).
-* ``start()`` makes an existing home volume private (mode 0700) first: new homes take that
+* ``create_object()`` makes an existing home volume private (mode 0700) first: new homes take that
   mode from the image, homes made before it had 0755, so another user's escaped process
   holding a path into them could have read what a notebook wrote world-readable.
 """
@@ -67,11 +67,15 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
         if not image_choice and self.image != self.guard_image:
             self._refuse_image(self.image)
         try:
-            await self._private_home()
             return await super().start()
         finally:
             # The next start must be decided again.
             self.guard_hardened = False
+
+    async def create_object(self) -> Any:
+        """DockerSpawner's container creation, once the image is settled: home made private first."""
+        await self._private_home()
+        return await super().create_object()
 
     async def _private_home(self) -> None:
         """chmod 0700 the existing home volume's directory (a no-op for a new one)."""

@@ -169,6 +169,14 @@ c.JovialGuard.decision_listeners = [
     *[x for x in env("JOVIAL_GUARD_DECISION_LISTENERS", "").split(",") if x.strip()],
 ]
 
+# Per-user user namespaces (jovial_guard.hardening.userns): each user's container maps its
+# ids to a block of host ids of its own, from the range scripts/setup.d/10-subids.sh adds
+# to /etc/subuid and /etc/subgid. JOVIAL_GUARD_USERNS=0 turns it off (containers then run
+# with the host's ids: container uid 1000 is host uid 1000).
+c.JovialGuard.user_namespaces = env("JOVIAL_GUARD_USERNS", "1") == "1"
+if env("JOVIAL_GUARD_USERNS_STATE"):
+    c.JovialGuard.userns_state_path = env("JOVIAL_GUARD_USERNS_STATE")
+
 # Per-user storage grants (jovial_guard.credentials, docs/credentials.md): at spawn the
 # policy's fileset is bind-mounted at the decision's storage.mount_path (/lustre/home ...);
 # the grant is revoked at stop. JOVIAL_GUARD_STORAGE=0 turns it off.

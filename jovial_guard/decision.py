@@ -132,6 +132,10 @@ class SecuritySpec:
     #: Node labels a pod must be scheduled by (a Kubernetes ``nodeSelector``): for notebooks
     #: under a Localhost profile, the label the node agent sets once the profile is installed.
     node_selector: tuple[tuple[str, str], ...] = ()
+    #: Kubernetes ``hostUsers``: False puts the pod in a user namespace of its own (set for
+    #: notebooks when ``settings.node.user_namespaces`` says the nodes support it); None
+    #: leaves the pod's choice alone.
+    host_users: bool | None = None
 
     @classmethod
     def from_json(cls, doc: Any) -> SecuritySpec:
@@ -180,6 +184,7 @@ class SecuritySpec:
                 pod_labels=tuple(sorted((str(k), str(v)) for k, v in doc.get("labels", {}).get("set", {}).items())),
                 managed_label_prefix=str(doc.get("labels", {}).get("managed_prefix", "")),
                 node_selector=_node_selector(doc.get("node_selector") or {}),
+                host_users=_optional_bool(doc.get("host_users"), "host_users"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedDecision(f"security spec from OPA is malformed: {exc!r}") from exc
@@ -189,6 +194,12 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise ValueError(f"expected an integer, got {value!r}")
     return int(value)
+
+
+def _optional_bool(value: Any, name: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true, false or null, got {value!r}")
+    return value
 
 
 def _node_selector(doc: Any) -> tuple[tuple[str, str], ...]:

@@ -86,3 +86,9 @@ def seccomp_agent_socket() -> Path:
 
     tag = hashlib.sha256(str(hub_state_dir().resolve()).encode()).hexdigest()[:12]
     return RUN_DIR / f"seccomp-agent-{tag}.sock"
+
+
+def userns_state() -> Path:
+    """Which block of host ids each user's containers map to: state, because users' home
+    volumes and files are owned by those ids (see :mod:`jovial_guard.hardening.userns`)."""
+    return engine_root() / "userns.json"

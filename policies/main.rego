@@ -141,6 +141,7 @@ spec := {
 	"no_new_privileges": true,
 	"seccomp": seccomp,
 	"node_selector": node_selector,
+	"host_users": host_users,
 	"apparmor": data.settings.apparmor[lib.origin],
 	"resources": {
 		"cpu_limit": sizing.cpu_limit,
@@ -168,6 +169,14 @@ node_selector := data.settings.node.notebook_selector if {
 	seccomp.type == "Localhost"
 	lib.origin != "spawn"
 } else := {}
+
+# Notebook pods get a user namespace of their own (hostUsers: false) where the admins state
+# that the nodes support it (settings.node.user_namespaces); otherwise the pod's own choice.
+host_users := false if {
+	lib.is_notebook
+	lib.origin != "spawn"
+	data.settings.node.user_namespaces == true
+} else := null
 
 # The grant; through admission with the node's staging directory the pod mounts read-only
 # (the node agent mounts the fileset under it, and the mount propagates into the pod).

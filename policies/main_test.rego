@@ -153,3 +153,17 @@ test_storage_spec_names_the_node_stage_only_through_admission_from_the_hub if {
 	d3 := main.decision with input as t.one(t.compliant_container) with data.settings.node.staging_root as "/var/lib/jgn/staging"
 	not d3.spec.storage.node_stage
 }
+
+test_host_users_is_false_for_kubernetes_notebooks_only_where_nodes_support_it if {
+	notebook := t.admission({"labels": {"component": "singleuser-server"}}, {"containers": [t.compliant_container]}, "system:serviceaccount:jhub:hub")
+	d_off := main.decision with input as notebook
+	d_off.spec.host_users == null
+	d_on := main.decision with input as notebook with data.settings.node.user_namespaces as true
+	d_on.spec.host_users == false
+
+	# The embedded engine maps ids itself; platform pods are not changed.
+	spawned := main.decision with input as t.one(t.compliant_container) with data.settings.node.user_namespaces as true
+	spawned.spec.host_users == null
+	platform := main.decision with input as t.admission({"name": "x"}, {"containers": [t.notebook_container]}, "someone") with data.settings.node.user_namespaces as true
+	platform.spec.host_users == null
+}

@@ -2,7 +2,8 @@
 # Debian packages the project runs on: the container engine (podman + runc), nftables and
 # iproute2 for egress namespaces, debootstrap for the notebook image, AppArmor's parser for
 # profile validation, etcd for the Kubernetes end-to-end test, wrk for benchmarks, and the
-# engines' default seccomp allowlists the notebook profile is derived from.
+# engines' default seccomp allowlists the notebook profile is derived from, and what the
+# engine's runc build needs (gcc, pkg-config, libseccomp-dev: runc links libseccomp).
 # Idempotent: installs only what is missing.
 #
 #   install-system.sh setup [test] [bench]   the profiles whose packages are needed
@@ -13,7 +14,7 @@ set -euo pipefail
 PACKAGES=(
   podman runc uidmap iproute2 nftables debootstrap apparmor
   golang-github-containers-common golang-github-docker-docker-dev
-  nodejs
+  nodejs gcc libc6-dev pkg-config libseccomp-dev
 )
 for profile in "${@:-setup}"; do
   case "$profile" in

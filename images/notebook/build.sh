@@ -30,6 +30,8 @@ in_root "$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name python3 
 step "non-root user jovyan (1000), hardening, scrubbing host details"
 in_root groupadd --gid 1000 jovyan
 in_root useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash jovyan
+# Home is the user's alone: the home volume takes this mode when it is created.
+chmod 0700 "$root/home/jovyan"
 scrub_root notebook
 # No compilers at run time.
 for cc in gcc cc c++ g++ clang tcc; do

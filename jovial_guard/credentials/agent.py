@@ -24,6 +24,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from ..hardening.userns import IdMap
 from .backends.bind import ActiveMount, BindBackend
 from .delivery import open_delivery
 from .errors import GrantExpired, GrantRefused, GrantRevoked, GrantWrongUser
@@ -52,16 +53,21 @@ class NodeAgent:
         self.clock = clock
         self._lock = threading.RLock()
         self._grants: dict[str, Grant] = {}  # user -> grant currently mounted
+        self._id_maps: dict[str, IdMap] = {}  # user -> their container's id mapping
 
     @property
     def public_key(self) -> X25519PublicKey:
         return self._private_key.public_key()
 
-    def accept(self, sealed: bytes, *, user: str) -> Grant:
-        return self.accept_at(sealed, now=int(self.clock()), user=user)
+    def accept(self, sealed: bytes, *, user: str, id_map: IdMap | None = None) -> Grant:
+        return self.accept_at(sealed, now=int(self.clock()), user=user, id_map=id_map)
 
-    def accept_at(self, sealed: bytes, *, now: int, user: str) -> Grant:
-        """Verify a sealed grant and mount it for ``user``; a refused grant also loses its mount."""
+    def accept_at(self, sealed: bytes, *, now: int, user: str, id_map: IdMap | None = None) -> Grant:
+        """Verify a sealed grant and mount it for ``user``; a refused grant also loses its mount.
+
+        ``id_map``: the user's container id mapping (the mount is idmapped through it). A
+        renewal passes none and keeps the mapping the user's server was started with.
+        """
         grant = open_delivery(sealed, agent_key=self._private_key, agent_id=self.agent_id, issuer_key=self.issuer_key)
         if not hmac.compare_digest(grant.user.encode(), user.encode()):
             raise GrantWrongUser(f"grant {grant.serial} is for {grant.user!r}, not {user!r}", serial=grant.serial)
@@ -71,7 +77,9 @@ class NodeAgent:
             self._remove_serial(grant.serial, why="refused")
             raise
         with self._lock:
-            self.backend.mount(grant)
+            if id_map is not None:
+                self._id_maps[grant.user] = id_map
+            self.backend.mount(grant, id_map=self._id_maps.get(grant.user))
             self._grants[grant.user] = grant
         log.info(
             "agent %s mounted %s (%s) for %s at %s",
@@ -102,6 +110,7 @@ class NodeAgent:
         """Remove ``user``'s mount (server stopped, admin request)."""
         with self._lock:
             grant = self._grants.pop(user, None)
+            self._id_maps.pop(user, None)
             leaves = {grant.mount_leaf} if grant else set()
             leaves |= {m.leaf for m in self.backend.active() if m.user == user}
             removed = False

@@ -24,6 +24,7 @@ from traitlets import Bool, Integer, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
 from .. import paths
+from ..hardening.userns import IdMap
 from .agent import NodeAgent
 from .backends.bind import BindBackend, staging_volume
 from .delivery import load_or_create_agent_key
@@ -44,9 +45,13 @@ class StoragePlan:
     mount_path: str
     #: The DockerSpawner ``volumes`` entry: the user's staging directory, read-only.
     volume: dict[str, dict[str, str]]
+    #: The user's container id mapping; the fileset mount is idmapped through it.
+    id_map: IdMap | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["id_map"] = self.id_map.to_json() if self.id_map is not None else None
+        return out
 
 
 class StorageCredentials(SingletonConfigurable):
@@ -193,7 +198,8 @@ class StorageCredentials(SingletonConfigurable):
 
     # -- spawn / stop ---------------------------------------------------------------------
     def attach_sync(
-        self, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str
+        self, *, user: str, uid: int, gid: int, fileset: str, mode: str, mount_path: str,
+        id_map: IdMap | None = None,
     ) -> tuple[Grant, dict[str, Any]]:
         """Issue, seal, deliver, mount; returns the grant and the DockerSpawner volume entry."""
         issuer, agent = self.issuer, self.agent
@@ -208,11 +214,11 @@ class StorageCredentials(SingletonConfigurable):
             mount_path=mount_path,
         )
         sealed = issuer.seal_for(issued.grant, agent_key=agent.public_key, agent_id=agent.agent_id)
-        grant = agent.accept(sealed, user=user)
+        grant = agent.accept(sealed, user=user, id_map=id_map)
         volume = agent.backend.container_volume(user=user, mount_parent=grant.mount_parent)
         return grant, volume
 
-    def plan_for_spawn(self, *, user: str, spec: Any) -> StoragePlan | None:
+    def plan_for_spawn(self, *, user: str, spec: Any, id_map: IdMap | None = None) -> StoragePlan | None:
         """What the decision's ``spec.storage`` will mount for ``user`` (pure; None: no storage).
 
         The spawn renderer puts ``plan.volume`` into the container settings, so the engine
@@ -227,6 +233,7 @@ class StorageCredentials(SingletonConfigurable):
             user=user, uid=int(spec.uid), gid=int(spec.gid), fileset=str(storage.fileset),
             mode=str(storage.mode), mount_path=str(storage.mount_path),
             volume=staging_volume(Path(self.staging_root), user=user, mount_parent=mount_parent),
+            id_map=id_map,
         )
 
     async def attach_planned(self, plan: StoragePlan) -> dict[str, Any]:
@@ -237,7 +244,7 @@ class StorageCredentials(SingletonConfigurable):
         """
         grant, volume = await asyncio.to_thread(
             self.attach_sync, user=plan.user, uid=plan.uid, gid=plan.gid, fileset=plan.fileset,
-            mode=plan.mode, mount_path=plan.mount_path,
+            mode=plan.mode, mount_path=plan.mount_path, id_map=plan.id_map,
         )
         if volume != plan.volume:
             await self.detach(user=plan.user, reason="staging volume differs from the rendered one")

@@ -17,6 +17,14 @@ Why each piece is shaped the way it is (see PLATFORM-NOTES):
   ulimits fail every container.
 * ``network_mode`` is ``ns:/run/netns/NAME``: a namespace the egress module made, with
   nftables rules from the decision; never podman's CNI bridge (it edits the host firewall).
+* ``userns``: the user's own block of host ids (:mod:`jovial_guard.hardening.userns`), rendered
+  as ``userns_mode`` beside ``host_config``, not in it: docker-py's ``create_host_config``
+  accepts only ``host`` there, so the spawner passes it as the raw ``HostConfig.UsernsMode``.
+  Home (``U``) and the tmpfs (``U``, ``mode``) are owned through the mapping by the engine.
+  ``/sys`` becomes an empty read-only tmpfs (the engine binds the container's own cgroups
+  below it): podman 4.3 would mount a new sysfs, which a user namespace may not do inside a
+  network namespace it does not own (the egress namespace), and the host's sysfs is nothing
+  a notebook needs to read.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 from ..decision import SecuritySpec
 from ..errors import Misconfigured
 from .quantity import Quantity, parse
+from .userns import IdMap
 
 #: ulimits every container gets (``nofile`` must not exceed the host hard limit of 20000).
 ULIMITS: tuple[tuple[str, int, int], ...] = (("nofile", 20000, 20000), ("nproc", 4096, 4096))
@@ -38,6 +47,8 @@ _CAPABILITY = re.compile(r"^(CAP_)?[A-Z_]{2,32}$")
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _NETNS_MODE = re.compile(r"^(ns:/run/netns/[A-Za-z0-9_.-]{1,64}|none)$")
 _TMPFS_SIZE = re.compile(r"^[0-9]+[kmg]?$")
+#: ``/sys`` in a user-namespaced container: empty and read-only (see the module docstring).
+EMPTY_SYS = "ro,nosuid,nodev,noexec,size=4k,mode=0555"
 
 
 class UnrenderableSpec(Misconfigured):
@@ -109,6 +120,7 @@ def render_docker(
     home_path: str = DEFAULT_HOME,
     tmpfs_size: str = DEFAULT_TMPFS_SIZE,
     storage_volume: Mapping[str, Mapping[str, str]] | None = None,
+    userns: IdMap | None = None,
 ) -> dict[str, Any]:
     """The DockerSpawner settings that make a container look like ``spec``.
 
@@ -120,6 +132,7 @@ def render_docker(
       ``storage_volume``, the user's read-only storage staging directory (if any);
     * ``user``: ``"uid:gid"`` for ``create_container`` (``extra_create_kwargs``);
     * ``mem_limit``: bytes, for DockerSpawner's ``mem_limit`` (it also tells the server);
+    * ``userns_mode``: the engine's ``UsernsMode`` for ``userns`` (None: the host's ids);
     * ``hardening``: what was applied and what the host cannot do (the audit record).
 
     Every argument is keyword-only so call sites read like configuration.
@@ -139,6 +152,11 @@ def render_docker(
     if spec.uid <= 0 or spec.gid < 0:
         raise UnrenderableSpec(f"uid {spec.uid} / gid {spec.gid}: notebooks never run as root")
 
+    if userns is not None and not (spec.uid < userns.size and spec.gid < userns.size
+                                   and spec.fs_group < userns.size):
+        raise UnrenderableSpec(
+            f"uid {spec.uid} / gid {spec.gid} / fsGroup {spec.fs_group} lie outside the user's "
+            f"user-namespace mapping (container ids 0..{userns.size - 1})")
     cap_drop = _capabilities(spec.capabilities_drop, which="capabilities.drop")
     cap_add = _capabilities(spec.capabilities_add, which="capabilities.add")
     if "ALL" in cap_add:
@@ -178,6 +196,11 @@ def render_docker(
         owner = "" if path == "/tmp" else ",U"
         tmpfs[path] = f"rw,nosuid,nodev,size={tmpfs_size},mode={mode}{owner}"
 
+    if userns is not None:
+        if "/sys" in tmpfs:
+            raise UnrenderableSpec("writable path /sys cannot be granted")
+        tmpfs["/sys"] = EMPTY_SYS
+
     if spec.resources.gpu:
         raise UnrenderableSpec(
             f"the spec asks for {spec.resources.gpu} GPU(s); the embedded engine has no GPU "
@@ -214,6 +237,7 @@ def render_docker(
         "host_config": host_config,
         "volumes": volumes,
         "mem_limit": memory,
+        "userns_mode": userns.userns_mode() if userns is not None else None,
         "hardening": {
             "profile": spec.profile,
             "read_only_root": spec.read_only_root,
@@ -225,5 +249,7 @@ def render_docker(
             "home_volume": home_volume if home_writable else None,
             # What the container's cgroup must hold (attestation reads it back).
             "limits": {"memory_bytes": memory, "pids": pids, "nano_cpus": host_config["nano_cpus"]},
+            "user_namespace": ({"status": "applied", **userns.to_json()} if userns is not None
+                               else {"status": "host", "reason": "user namespaces are off"}),
         },
     }

@@ -19,7 +19,9 @@ What is filled in when absent:
   and the mount (and its removal) propagates into the running pod;
 * the spec's node labels in ``nodeSelector`` (a notebook under a Localhost seccomp profile
   may only land on a node whose agent installed the profile). A key the pod already selects
-  with another value is replaced: the pod could not run anywhere else safely.
+  with another value is replaced: the pod could not run anywhere else safely;
+* ``hostUsers: false`` when the spec asks for it (notebooks, when the policy's
+  ``settings.node.user_namespaces`` says the nodes support user namespaces).
 """
 
 from __future__ import annotations
@@ -215,6 +217,13 @@ def _storage_ops(spec_doc: dict[str, Any], spec: SecuritySpec, earlier: list[Op]
     return ops
 
 
+def _host_users_ops(spec_doc: dict[str, Any], spec: SecuritySpec) -> list[Op]:
+    """``hostUsers: false`` when the spec asks for the pod's own user namespace."""
+    if spec.host_users is None or "hostUsers" in spec_doc:
+        return []
+    return [{"op": "add", "path": "/spec/hostUsers", "value": spec.host_users}]
+
+
 def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
     """JSON Patch operations (against ``pod``) that make it satisfy ``spec``.
 
@@ -236,6 +245,7 @@ def render_pod_patch(pod: dict[str, Any], spec: SecuritySpec) -> list[Op]:
         ops += _scratch_ops(pod, spec)
     ops += _node_selector_ops(spec_doc, spec)
     ops += _storage_ops(spec_doc, spec, ops)
+    ops += _host_users_ops(spec_doc, spec)
     return ops
 
 

@@ -3,8 +3,10 @@
 Why our own service instead of the host's podman: the notebook cloud must not share storage,
 locks, networks or configuration with whatever else runs podman on the machine. So the
 service gets its own ``--root``/``--runroot``/``--tmpdir``, file locks, a containers.conf
-written here (runc, cgroupfs, a file event log other components can follow, explicit
-ulimits because this host's hard limits make podman's defaults fail) and no usable CNI
+written here (the project's runc build, :mod:`.runc`; cgroupfs; a file event log other
+components can follow; explicit ulimits because this host's hard limits make podman's
+defaults fail), a storage.conf naming the account whose subordinate ids user namespaces
+come from (:mod:`jovial_guard.hardening.subids`), and no usable CNI
 network: a container that does not name a network gets none, and podman's bridge, which
 would edit the host firewall, cannot be set up at all (its plugin directory is empty).
 
@@ -29,6 +31,7 @@ import docker
 
 from ..constants import DOCKER_API_VERSION
 from ..errors import Unavailable
+from ..hardening.subids import ACCOUNT
 from ..paths import engine_root
 
 API_VERSION = DOCKER_API_VERSION
@@ -66,8 +69,11 @@ def find_podman() -> str:
 
 
 def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path,
-                           cni_plugin_dir: Path) -> str:
-    """The project's containers.conf (pure; see the module docstring for why each line)."""
+                           cni_plugin_dir: Path, runc: Path) -> str:
+    """The project's containers.conf (pure; see the module docstring for why each line).
+
+    ``runc``: the project's build (:mod:`.runc`), the only binary the name ``runc`` means.
+    """
     ulimits = ", ".join(f'"{u}"' for u in ULIMITS)
     return (
         "# Written by jovial_guard.runtime.podman; regenerated on every start.\n"
@@ -91,6 +97,22 @@ def render_containers_conf(*, tmpdir: Path, events_path: Path, network_dir: Path
         'lock_type = "file"\n'
         f'tmp_dir = "{tmpdir}"\n'
         "service_timeout = 0\n"
+        "\n[engine.runtimes]\n"
+        f'runc = ["{runc}"]\n'
+    )
+
+
+def render_storage_conf(*, root: Path, runroot: Path, userns_account: str = ACCOUNT) -> str:
+    """The project's storage.conf (pure): our storage, and the account whose subordinate ids
+    user namespaces are checked against (never the host's generic ``containers`` entry)."""
+    return (
+        "# Written by jovial_guard.runtime.podman; regenerated on every start.\n"
+        "[storage]\n"
+        'driver = "overlay"\n'
+        f'graphroot = "{root}"\n'
+        f'runroot = "{runroot}"\n'
+        "\n[storage.options]\n"
+        f'root-auto-userns-user = "{userns_account}"\n'
     )
 
 
@@ -115,6 +137,10 @@ class PodmanService:
         self.runroot = Path(runroot) if runroot else default_runroot(self.root)
         self.ready_timeout = ready_timeout
         self.conf_path = self.root.parent / "containers.conf"
+        self.storage_conf_path = self.root.parent / "storage.conf"
+        #: Which block of host ids each user's containers map to (beside the storage whose
+        #: home volumes are owned by them; :mod:`jovial_guard.hardening.userns`).
+        self.userns_state_path = self.root.parent / "userns.json"
         self.events_path = self.runroot / "events" / "events.log"
         self.tmpdir = self.runroot / "tmp"
         self.network_dir = self.root.parent / "networks"
@@ -136,12 +162,14 @@ class PodmanService:
     def podman_args(self) -> list[str]:
         """Base argv for the podman CLI on this storage, configuration included.
 
-        Starts with ``env CONTAINERS_CONF=...`` because lock type and ulimits exist only in
-        containers.conf: a CLI without it would use different locks on the same storage.
+        Starts with ``env CONTAINERS_CONF=... CONTAINERS_STORAGE_CONF=...`` because lock type,
+        ulimits and the user-namespace account exist only in those files: a CLI without them
+        would use different locks on the same storage.
         """
         return [
             "env",
             f"CONTAINERS_CONF={self.conf_path}",
+            f"CONTAINERS_STORAGE_CONF={self.storage_conf_path}",
             find_podman(),
             "--root", str(self.root),
             "--runroot", str(self.runroot),
@@ -157,14 +185,18 @@ class PodmanService:
         return docker.DockerClient(base_url=self.base_url, version=API_VERSION, timeout=timeout)
 
     def write_config(self) -> None:
-        """Create the directories and (re)write containers.conf."""
+        """Create the directories and (re)write containers.conf (RuntimeMissing when the
+        project's runc is not built)."""
+        from .runc import runc_path  # not at import: `python -m jovial_guard.runtime.runc`
         for directory in (self.root, self.runroot, self.tmpdir, self.events_path.parent,
                           self.network_dir, self.cni_plugin_dir, self.socket_path.parent):
             directory.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(render_containers_conf(
             tmpdir=self.tmpdir, events_path=self.events_path,
             network_dir=self.network_dir, cni_plugin_dir=self.cni_plugin_dir,
+            runc=runc_path(),
         ))
+        self.storage_conf_path.write_text(render_storage_conf(root=self.root, runroot=self.runroot))
 
     # -- lifecycle ------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -187,9 +219,10 @@ class PodmanService:
         self.write_config()
         self._clear_leftovers()
         self._log = open(self.log_path, "ab")
-        argv = self.podman_args()[2:] + ["system", "service", "--time=0", self.base_url]
+        argv = self.podman_args()[3:] + ["system", "service", "--time=0", self.base_url]
         argv[0] = podman
-        env = dict(os.environ, CONTAINERS_CONF=str(self.conf_path))
+        env = dict(os.environ, CONTAINERS_CONF=str(self.conf_path),
+                   CONTAINERS_STORAGE_CONF=str(self.storage_conf_path))
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,

@@ -106,7 +106,11 @@ def configure_spawner(spawner: Any, container: ContainerSettings, *, address: st
     spawner.image = container.image
     spawner.guard_image = container.image
     spawner.extra_host_config = dict(container.host_config)
-    spawner.extra_create_kwargs = {"user": container.user}
+    create: dict[str, Any] = {"user": container.user}
+    if container.userns_mode is not None:
+        # Raw HostConfig field: DockerSpawner deep-merges it with the host_config it builds.
+        create["host_config"] = {"UsernsMode": container.userns_mode}
+    spawner.extra_create_kwargs = create
     spawner.volumes = {k: dict(v) for k, v in container.volumes.items()}
     spawner.read_only_volumes = {}
     spawner.mounts = []

@@ -40,6 +40,7 @@ from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
 from ..hardening.audit_netlink import SyscallNames
 from ..hardening.seccomp_notify import write_audited
+from ..hardening.userns import IdMap, UserRanges, host_range
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
@@ -75,6 +76,7 @@ class JovialGuard(GuardSettings):
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
         self._native_syscalls: frozenset[str] | None = None
+        self._ranges: UserRanges | None = None
         #: The latest hook durations (bounded: a long-running hub must not grow it forever).
         self.hook_seconds: deque[float] = deque(maxlen=4096)
 
@@ -105,6 +107,11 @@ class JovialGuard(GuardSettings):
                 f"container engine socket {self.engine_socket} is missing: start the project's "
                 "podman service (jovial-guard up does) or set c.JovialGuard.engine_socket"
             )
+        if self.user_namespaces:
+            try:
+                self.user_ranges()
+            except JovialGuardError as exc:
+                problems.append(f"{exc} (c.JovialGuard.user_namespaces)")
         if self.egress and self.hub_connect_ip != self.networks().hub_address:
             problems.append(
                 f"c.JovialGuard.hub_connect_ip {self.hub_connect_ip} is not the egress router's "
@@ -159,6 +166,25 @@ class JovialGuard(GuardSettings):
             )
         return self._networks
 
+    def user_ranges(self) -> UserRanges:
+        """Users' id blocks in the project's host range (read from /etc/subuid once)."""
+        if self._ranges is None:
+            self._ranges = UserRanges(Path(self.userns_state_path), host_range())
+        return self._ranges
+
+    async def _user_block(self, username: str) -> IdMap | None:
+        """The user's block of host ids (given on first spawn), or None when off."""
+        if not self.user_namespaces:
+            return None
+        try:
+            return await asyncio.to_thread(self.user_ranges().allocate, username)
+        except (JovialGuardError, OSError) as exc:
+            raise SpawnRefused(
+                f"Your server was not started: its user namespace could not be set up ({exc}). "
+                "Tell the platform admins.",
+                rule="jovial-guard/userns-unavailable", status_code=503,
+            ) from exc
+
     # -- the hook -----------------------------------------------------------------------
     def workload_for(self, spawner: Any, *, image: str) -> Workload:
         user = spawner.user
@@ -203,7 +229,8 @@ class JovialGuard(GuardSettings):
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
         await self._await_seccomp_agent()
-        plan = self.render(spawner, decision, image=image)
+        userns = await self._user_block(str(spawner.user.name))
+        plan = self.render(spawner, decision, image=image, userns=userns)
         spawner.guard_plan = plan
         try:
             return await apply_plan(
@@ -236,7 +263,8 @@ class JovialGuard(GuardSettings):
             raise decision_refusal(decision, spawner)
         return decision, image
 
-    def render(self, spawner: Any, decision: Decision, *, image: str) -> SpawnPlan:
+    def render(self, spawner: Any, decision: Decision, *, image: str,
+               userns: IdMap | None = None) -> SpawnPlan:
         """Everything the allowed ``decision`` implies for this spawn (no side effects)."""
         if decision.spec is None:
             raise SpawnRefused("Your server was not started: the decision has no spec",
@@ -245,7 +273,8 @@ class JovialGuard(GuardSettings):
         username = str(spawner.user.name)
         try:
             network = self.networks().plan(username, decision.spec.egress) if self.egress else None
-            storage = (self._storage(spawner).plan_for_spawn(user=username, spec=decision.spec)
+            storage = (self._storage(spawner).plan_for_spawn(user=username, spec=decision.spec,
+                                                              id_map=userns)
                        if self.storage_enabled else None)
             plan = render_spawn(
                 decision,
@@ -256,6 +285,7 @@ class JovialGuard(GuardSettings):
                 storage=storage,
                 home_volume=self.home_volume_template.format(username=spawner.escaped_name),
                 tmpfs_size=self.tmpfs_size,
+                userns=userns,
             )
         except JovialGuardError as exc:
             raise SpawnRefused(

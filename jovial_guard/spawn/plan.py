@@ -18,22 +18,25 @@ from ..credentials.hub import StoragePlan
 from ..decision import Decision
 from ..hardening.egress import NamespacePlan
 from ..hardening.render_docker import render_docker
+from ..hardening.userns import IdMap
 
 
 @dataclass(frozen=True)
 class ContainerSettings:
-    """What the DockerSpawner hands the engine: image, user, host_config, volumes, memory."""
+    """What the DockerSpawner hands the engine: image, user, host_config, volumes, memory,
+    and the user's own user namespace (``userns_mode``; None: the host's ids)."""
 
     image: str
     user: str
     host_config: Mapping[str, Any]
     volumes: Mapping[str, Mapping[str, str]]
     mem_limit: int
+    userns_mode: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "user": self.user, "host_config": dict(self.host_config),
                 "volumes": {k: dict(v) for k, v in self.volumes.items()},
-                "mem_limit": self.mem_limit}
+                "mem_limit": self.mem_limit, "userns_mode": self.userns_mode}
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,10 @@ def render_spawn(
     storage: StoragePlan | None,
     home_volume: str,
     tmpfs_size: str,
+    userns: IdMap | None = None,
 ) -> SpawnPlan:
-    """The plan for an *allowed* ``decision`` (pure). ``network`` None: no network at all.
+    """The plan for an *allowed* ``decision`` (pure). ``network`` None: no network at all;
+    ``userns`` None: the container keeps the host's ids.
 
     Raises :class:`~jovial_guard.hardening.render_docker.UnrenderableSpec` when the spec
     cannot be rendered (the hook refuses the spawn) and ValueError for a denied decision.
@@ -145,10 +150,11 @@ def render_spawn(
         home_volume=home_volume,
         tmpfs_size=tmpfs_size,
         storage_volume=storage.volume if storage is not None else None,
+        userns=userns,
     )
     container = ContainerSettings(image=image, user=rendered["user"],
                                   host_config=rendered["host_config"], volumes=rendered["volumes"],
-                                  mem_limit=rendered["mem_limit"])
+                                  mem_limit=rendered["mem_limit"], userns_mode=rendered["userns_mode"])
     record = SpawnRecord(
         decision_id=decision.decision_id,
         policy_revision=decision.policy_revision,

@@ -13,6 +13,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
+from .. import paths
 from ..hardening import apparmor, seccomp
 from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
 
@@ -155,6 +156,26 @@ class GuardSettings(SingletonConfigurable):
         help="""Callables ``(spawner, record)`` told about every admitted spawn with the
         hardening record (what was applied, what the host cannot do).""",
     )
+    user_namespaces = Bool(
+        False, config=True,
+        help="""Run each user's container in a user namespace of its own: container ids
+        0..65535 map to a block of host ids given to that user for good (recorded in
+        ``userns_state_path``), from the range of the ``jovial-guard`` account in
+        /etc/subuid and /etc/subgid (``scripts/setup.d/10-subids.sh`` adds it). With it,
+        container uid 1000 is a different host uid per user, owned by no host account.
+        Off by default (the host's ids); the embedded ``jupyterhub_config.py`` turns it on.
+        When on and the range is missing, spawns are refused, never run on host ids.""",
+    )
+    userns_state_path = Unicode(
+        config=True,
+        help="""The allocation file of users' id blocks (state: users' files are owned by
+        those ids). Default ``STATE/engine/userns.json``, beside the engine storage.""",
+    )
+
+    @default("userns_state_path")
+    def _default_userns_state(self) -> str:
+        return str(paths.userns_state())
+
     storage_enabled = Bool(
         False, config=True,
         help="""Give each user a storage grant at spawn (``jovial_guard.credentials``,

@@ -10,17 +10,23 @@ Two changes to DockerSpawner, both about failing closed and about the network:
   when the configured image changed after the decision.
 * ``get_ip_and_port()`` returns the container's address inside its egress namespace; the
   container publishes no host port (``network_mode=ns:/run/netns/NAME``).
+* ``create_object()`` makes an existing home volume private (mode 0700) first: new homes take that
+  mode from the image, homes made before it had 0755, so another user's escaped process
+  holding a path into them could have read what a notebook wrote world-readable.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
+from docker.errors import NotFound
 from dockerspawner import DockerSpawner
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Unicode, default
 
-from ..runtime.image import NOTEBOOK_IMAGE
+from ..runtime.image import NOTEBOOK_HOME, NOTEBOOK_IMAGE
 
 
 class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
@@ -65,6 +71,25 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
         finally:
             # The next start must be decided again.
             self.guard_hardened = False
+
+    async def create_object(self) -> Any:
+        """DockerSpawner's container creation, once the image is settled: home made private first."""
+        await self._private_home()
+        return await super().create_object()
+
+    async def _private_home(self) -> None:
+        """chmod 0700 the existing home volume's directory (a no-op for a new one)."""
+        for name, bind in dict(self.volumes or {}).items():
+            if not isinstance(bind, dict) or bind.get("bind") != NOTEBOOK_HOME or name.startswith("/"):
+                continue
+            try:
+                info = await self.docker("inspect_volume", name)
+            except NotFound:
+                continue
+            path = str(info.get("Mountpoint") or "")
+            if path and stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+                os.chmod(path, 0o700)
+                self.log.info("jovial_guard: made %s's home %s private (0700)", self._log_name, name)
 
     async def check_allowed(self, image: str) -> str:
         resolved = str(await super().check_allowed(image))

@@ -182,6 +182,7 @@ class EmbeddedStack:
         env.update({
             "JOVIAL_GUARD_OPA_URL": self.opa.url,  # type: ignore[union-attr]
             "JOVIAL_GUARD_ENGINE_SOCKET": str(self.podman.socket_path),  # type: ignore[union-attr]
+            "JOVIAL_GUARD_USERNS_STATE": str(self.podman.userns_state_path),  # type: ignore[union-attr]
             HUB_STATE_ENV: str(s.state_dir),
             "JOVIAL_GUARD_BIND_URL": s.url,
             "JOVIAL_GUARD_HUB_PORT": str(s.hub_port),

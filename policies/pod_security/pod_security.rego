@@ -338,7 +338,23 @@ root_forbidden := false if {
 	lib.spec.hostUsers == false
 }
 
+# Where the nodes support user namespaces (settings.node.user_namespaces), a notebook runs
+# in one of its own: a notebook pod may not ask for the host's (hostUsers: true).
+violation contains {"rule": "pod-security/host-users", "message": msg} if {
+	lib.is_notebook
+	data.settings.node.user_namespaces == true
+	lib.spec.hostUsers == true
+	msg := "The notebook pod sets hostUsers: true. Notebooks run in a user namespace of their own on this cluster; remove hostUsers."
+}
+
 # --- omissions: fixed by mutation, reported as warnings -----------------------------
+
+omission contains "the notebook pod shares the host's user namespace: hostUsers false is set" if {
+	lib.is_notebook
+	lib.origin != "spawn"
+	data.settings.node.user_namespaces == true
+	not "hostUsers" in object.keys(lib.spec)
+}
 
 omission contains msg if {
 	not lib.pod_security_context.seccompProfile

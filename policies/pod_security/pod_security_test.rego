@@ -244,3 +244,25 @@ test_staging_directory_needs_the_hub_and_the_setting if {
 	host_path_denied(t.admission({"labels": {"component": "hub"}}, spec, "system:serviceaccount:jhub:hub"))
 	"pod-security/host-path" in t.rules(pod_security.violation) with input as hub_notebook(spec)
 }
+
+kube_notebook(spec) := t.admission({"labels": {"component": "singleuser-server"}}, spec, "system:serviceaccount:jhub:hub")
+
+test_notebook_user_namespace_follows_node_support if {
+	asks_host := {"containers": [t.compliant_container], "hostUsers": true}
+	own := {"containers": [t.compliant_container], "hostUsers": false}
+	silent := {"containers": [t.compliant_container]}
+	omitted := "the notebook pod shares the host's user namespace: hostUsers false is set"
+
+	# Nodes without support (the default): the pod's choice stands.
+	not "pod-security/host-users" in t.rules(pod_security.violation) with input as kube_notebook(asks_host)
+	not omitted in pod_security.omission with input as kube_notebook(silent)
+
+	# Nodes with support: the host's user namespace is refused, a missing hostUsers is set.
+	"pod-security/host-users" in t.rules(pod_security.violation) with input as kube_notebook(asks_host) with data.settings.node.user_namespaces as true
+	omitted in pod_security.omission with input as kube_notebook(silent) with data.settings.node.user_namespaces as true
+	not omitted in pod_security.omission with input as kube_notebook(own) with data.settings.node.user_namespaces as true
+	not "pod-security/host-users" in t.rules(pod_security.violation) with input as kube_notebook(own) with data.settings.node.user_namespaces as true
+
+	# Platform pods keep their choice either way.
+	not "pod-security/host-users" in t.rules(pod_security.violation) with input as platform({"containers": [t.compliant_container], "hostUsers": true}) with data.settings.node.user_namespaces as true
+}

@@ -49,8 +49,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
 
 def test_containers_conf_pins_runtime_and_disables_networks(tmp_path: Path) -> None:
     text = render_containers_conf(tmpdir=tmp_path / "t", events_path=tmp_path / "e.log",
-                                  network_dir=tmp_path / "n", cni_plugin_dir=tmp_path / "none")
-    for line in ('runtime = "runc"', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"',
+                                  network_dir=tmp_path / "n", cni_plugin_dir=tmp_path / "none",
+                                  runc=tmp_path / "runc")
+    for line in ('runtime = "runc"', f'runc = ["{tmp_path / "runc"}"]', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"',
                  f'events_logfile_path = "{tmp_path / "e.log"}"', 'netns = "none"',
                  'default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]',
                  f'cni_plugin_dirs = ["{tmp_path / "none"}"]', 'lock_type = "file"',
@@ -162,8 +163,9 @@ def test_foreign_service_on_the_socket_is_refused(sock: Path) -> None:
     """A podman we did not start (no pid file) keeps running; we refuse, we do not kill it."""
     helper = PodmanService(socket_path=sock)
     helper.write_config()
-    env = dict(os.environ, CONTAINERS_CONF=str(helper.conf_path))
-    argv = helper.podman_args()[2:] + ["system", "service", "--time=0", helper.base_url]
+    env = dict(os.environ, CONTAINERS_CONF=str(helper.conf_path),
+               CONTAINERS_STORAGE_CONF=str(helper.storage_conf_path))
+    argv = helper.podman_args()[3:] + ["system", "service", "--time=0", helper.base_url]
     foreign = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

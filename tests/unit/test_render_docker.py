@@ -20,8 +20,17 @@ from jovial_guard.hardening.render_docker import (
     parse_memory,
     render_docker,
 )
+from jovial_guard.hardening.userns import IdMap
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "render_docker"
+
+
+def _args(vector: dict[str, Any]) -> dict[str, Any]:
+    """The vector's render arguments; ``userns`` is written as the IdMap's fields."""
+    args = dict(vector["args"])
+    if args.get("userns") is not None:
+        args["userns"] = IdMap(**args["userns"])
+    return args
 
 
 def _vectors(prefix: str) -> list[Any]:
@@ -37,14 +46,14 @@ def test_vectors_exist() -> None:
 @pytest.mark.parametrize("vector", _vectors("pass"))
 def test_golden(vector: dict[str, Any]) -> None:
     spec = SecuritySpec.from_json(vector["spec"])
-    assert render_docker(spec, **vector["args"]) == vector["expected"]
+    assert render_docker(spec, **_args(vector)) == vector["expected"]
 
 
 @pytest.mark.parametrize("vector", _vectors("pass"))
 def test_deterministic(vector: dict[str, Any]) -> None:
     spec = SecuritySpec.from_json(vector["spec"])
-    first = json.dumps(render_docker(spec, **vector["args"]), sort_keys=False)
-    again = json.dumps(render_docker(SecuritySpec.from_json(vector["spec"]), **vector["args"]))
+    first = json.dumps(render_docker(spec, **_args(vector)), sort_keys=False)
+    again = json.dumps(render_docker(SecuritySpec.from_json(vector["spec"]), **_args(vector)))
     assert first == again
 
 
@@ -52,12 +61,12 @@ def test_deterministic(vector: dict[str, Any]) -> None:
 def test_refused(vector: dict[str, Any]) -> None:
     spec = SecuritySpec.from_json(vector["spec"])
     with pytest.raises(UnrenderableSpec, match=vector["error"]):
-        render_docker(spec, **vector["args"])
+        render_docker(spec, **_args(vector))
 
 
 def test_apparmor_never_faked() -> None:
     vector = json.loads((VECTORS / "pass-default-no-apparmor.json").read_text())
-    out = render_docker(SecuritySpec.from_json(vector["spec"]), **vector["args"])
+    out = render_docker(SecuritySpec.from_json(vector["spec"]), **_args(vector))
     assert not any(opt.startswith("apparmor") for opt in out["host_config"]["security_opt"])
     assert out["hardening"]["apparmor"]["status"] == "unsupported"
 
@@ -86,3 +95,10 @@ def test_parse_cpu(quantity: str, expected: int) -> None:
 def test_parse_memory_rejects(quantity: str) -> None:
     with pytest.raises(UnrenderableSpec):
         parse_memory(quantity)
+
+
+def test_an_id_outside_the_user_namespace_is_refused() -> None:
+    vector = json.loads((VECTORS / "pass-default-userns.json").read_text())
+    vector["spec"]["uid"] = 70000
+    with pytest.raises(UnrenderableSpec, match="outside the user's user-namespace mapping"):
+        render_docker(SecuritySpec.from_json(vector["spec"]), **_args(vector))

@@ -244,3 +244,26 @@ async def test_audited_profile_routes_refusals_to_the_agent(opa: ManagedOpa, tmp
     assert any(r["action"] == "SCMP_ACT_NOTIFY" and "mount" in r["names"] for r in profile["syscalls"])
     assert record["hardening"]["seccomp"] == {"status": "applied", "profile": str(audited),
                                              "name": "jovial-guard/notebook.json", "audited": True}
+
+
+async def test_each_user_gets_their_own_block_in_the_spawn(opa: ManagedOpa, tmp_path: Path) -> None:
+    from jovial_guard.hardening.subids import BLOCK, IdRange
+    from jovial_guard.hardening.userns import UserRanges
+
+    guard = _guard(opa.url, user_namespaces=True)
+    guard._ranges = UserRanges(tmp_path / "userns.json", IdRange(1_000_000_000, 4 * BLOCK))
+    modes = {}
+    for name in ("alice", "bob", "alice"):
+        spawner = _spawner(name, ("astro",))
+        record = await guard.pre_spawn(spawner)
+        modes[name] = spawner.extra_create_kwargs["host_config"]["UsernsMode"]
+        assert record["hardening"]["user_namespace"]["status"] == "applied"
+        assert spawner.extra_host_config["tmpfs"]["/sys"].startswith("ro,")
+    assert modes["alice"] == "auto:size=65536,uidmapping=0:1000000000:65536,gidmapping=0:1000000000:65536"
+    assert modes["bob"] == "auto:size=65536,uidmapping=0:1000065536:65536,gidmapping=0:1000065536:65536"
+
+    (tmp_path / "userns.json").write_text("{broken")
+    with pytest.raises(SpawnRefused) as caught:
+        await guard.pre_spawn(_spawner("carol", ("astro",)))
+    await guard.close()
+    assert caught.value.rule == "jovial-guard/userns-unavailable" and caught.value.status_code == 503

@@ -24,6 +24,7 @@ from jovial_guard.decision import Decision, SecuritySpec
 from jovial_guard.hardening.egress import EgressNamespaces
 from jovial_guard.hardening.netns_names import is_user_netns, namespace_key, user_netns
 from jovial_guard.hardening.render_docker import UnrenderableSpec
+from jovial_guard.hardening.userns import IdMap
 from jovial_guard.policy.opa_process import ManagedOpa
 from jovial_guard.runtime.image import NOTEBOOK_IMAGE
 from jovial_guard.spawn.guard import JovialGuard, SpawnRefused
@@ -44,6 +45,7 @@ def _render(vector: dict[str, Any]) -> dict[str, Any]:
     decision = Decision(allowed=True, reasons=(), spec=spec, policy_revision="rev-1",
                         decision_id="0" * 32, warnings=("a warning",))
     args = vector["args"]
+    userns = IdMap(**args["userns"]) if args.get("userns") else None
     network = None
     if args["egress"]:
         network = UserNetworks(prefix="jg", hub_port=8081).plan(args["user"], spec.egress)
@@ -53,10 +55,11 @@ def _render(vector: dict[str, Any]) -> dict[str, Any]:
         storage = StoragePlan(user=args["user"], uid=spec.uid, gid=spec.gid, fileset=spec.storage.fileset,
                               mode=spec.storage.mode, mount_path=spec.storage.mount_path,
                               volume=staging_volume(Path("/run/jg-staging"), user=args["user"],
-                                                    mount_parent=mount_parent))
+                                                    mount_parent=mount_parent),
+                              id_map=userns)
     return render_spawn(decision, image=args["image"], seccomp_path="/opt/jg/notebook.json",
                         apparmor_supported=False, network=network, storage=storage,
-                        home_volume=args["home_volume"], tmpfs_size="512m").to_json()
+                        home_volume=args["home_volume"], tmpfs_size="512m", userns=userns).to_json()
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in VECTORS.glob("*.json")))

@@ -14,6 +14,9 @@ How access reaches a running container and is cut again:
   so the running container sees an empty directory at once. (A file the user already held
   open stays open: that is how every Unix revocation behaves; new opens fail.)
 
+* With a user namespace per user, the mount is idmapped through the user's mapping
+  (:mod:`.idmapped`): files keep their ids on disk, the container sees them as its own.
+
 Nothing secret lives in the container: it sees file data, never a key or a grant.
 """
 
@@ -24,9 +27,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...hardening.userns import IdMap
 from ..errors import MountError
 from ..grant import Grant, is_safe_name
 from . import mounts
+from .idmapped import idmapped_bind
 
 
 def user_stage(staging_root: Path, user: str) -> Path:
@@ -93,7 +98,9 @@ class BindBackend:
         return staging_volume(self.staging_root, user=user, mount_parent=mount_parent)
 
     # -- mount / unmount --------------------------------------------------------------------
-    def mount(self, grant: Grant) -> ActiveMount:
+    def mount(self, grant: Grant, *, id_map: IdMap | None = None) -> ActiveMount:
+        """Mount the grant's fileset on the user's staging directory; ``id_map``: the
+        user's container mapping, through which the mount is idmapped (None: plain)."""
         if not self._prepared:
             self.prepare()
         source = self.fileset_dir(grant.fileset)
@@ -106,6 +113,9 @@ class BindBackend:
         target.mkdir(mode=0o755, parents=True, exist_ok=True)
         if mounts.is_mountpoint(target):
             mounts.unmount(target)
+        if id_map is not None:
+            idmapped_bind(source, target, id_map=id_map, read_only=grant.mode == "ro")
+            return ActiveMount(grant.user, grant.mount_leaf, target)
         work = self.work_root / grant.serial
         work.mkdir(mode=0o700, exist_ok=True)
         read_only = grant.mode == "ro"

@@ -31,6 +31,7 @@ GPU_SPEC = {**SPEC, "resources": {**SPEC["resources"], "gpu": 1}}
 LEARNED_SPEC = {**SPEC, "seccomp": {"type": "Localhost", "localhostProfile": "jovial-guard/notebook-learned.json"}}
 STAGED_SPEC = {**SPEC, "storage": {"fileset": "home/alice", "mode": "rw", "mount_path": "/lustre/home",
                                    "node_stage": "/var/lib/jovial-guard-node/staging/alice"}}
+USERNS_SPEC = {**SPEC, "host_users": False}
 IMAGE = "quay.io/jupyter/base-notebook:2024-05-27"
 
 CASES = {
@@ -63,6 +64,9 @@ CASES = {
         "volumes": [{"name": "t", "emptyDir": {}}],
         "containers": [{"name": "nb", "image": IMAGE, "volumeMounts": [{"name": "t", "mountPath": "/tmp"}]},
                        {"name": "sidecar", "image": IMAGE}]}}),
+    "own_user_namespace": (USERNS_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE}]}}),
+    "own_user_namespace_kept": (USERNS_SPEC, {"metadata": {}, "spec": {"hostUsers": False,
+                                                                      "containers": [{"name": "nb", "image": IMAGE}]}}),
     "gpu_profile": (GPU_SPEC, {"metadata": {}, "spec": {"containers": [{"name": "nb", "image": IMAGE, "resources": {}}]}}),
 }
 

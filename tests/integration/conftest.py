@@ -51,8 +51,8 @@ HOME_VOLUME = NAME_PREFIX + "-home-{username}"
 class SpawnFailed(Exception):
     """The hub refused or failed a spawn; ``status`` and ``message`` are the API's answer."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+    def __init__(self, status: int, message: str, hub_log: str = "") -> None:
+        super().__init__(f"HTTP {status}: {message}" + (f"\nhub log:\n{hub_log}" if hub_log else ""))
         self.status = status
         self.message = message
 
@@ -143,7 +143,9 @@ class EmbeddedHub:
         resp = self.api("POST", f"/users/{username}/server", json={"profile": profile},
                         timeout=timeout)
         if resp.status_code not in (201, 202):
-            raise SpawnFailed(resp.status_code, _message(resp))
+            # A refusal is the expected answer of many tests; anything else needs the hub's side.
+            raise SpawnFailed(resp.status_code, _message(resp),
+                              self.hub_log() if resp.status_code >= 500 else "")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = self.api("GET", f"/users/{username}").json()

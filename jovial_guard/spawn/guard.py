@@ -45,6 +45,7 @@ from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
 from .network import UserNetworks
 from .plan import SpawnPlan, SpawnRecord, render_spawn
+from .queue import StartQueue
 from .refusals import SpawnRefused, StartupRefused, decision_refusal
 from .settings import GuardSettings
 from .workload import requested_profile, spawn_workload
@@ -72,6 +73,7 @@ class JovialGuard(GuardSettings):
         self._connection: OpaConnection | None = None
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
+        self._queue: StartQueue | None = None
         #: The latest hook durations (bounded: a long-running hub must not grow it forever).
         self.hook_seconds: deque[float] = deque(maxlen=4096)
 
@@ -111,6 +113,7 @@ class JovialGuard(GuardSettings):
         if self.egress and not problems:
             try:
                 self.networks().ensure_router()
+                self.networks().start_spares()
             except JovialGuardError as exc:
                 problems.append(f"the egress router namespace could not be set up: {exc}")
         if problems:
@@ -152,9 +155,16 @@ class JovialGuard(GuardSettings):
     def networks(self) -> UserNetworks:
         if self._networks is None:
             self._networks = UserNetworks(
-                prefix=self.netns_prefix, pool=self.egress_pool, hub_port=self.hub_port
+                prefix=self.netns_prefix, pool=self.egress_pool, hub_port=self.hub_port,
+                spares=self.egress_spares,
             )
         return self._networks
+
+    def queue(self) -> StartQueue | None:
+        """The hub's start queue (``start_slots``), made on first use on the event loop."""
+        if self.start_slots and self._queue is None:
+            self._queue = StartQueue(self.start_slots)
+        return self._queue
 
     # -- the hook -----------------------------------------------------------------------
     def workload_for(self, spawner: Any, *, image: str) -> Workload:
@@ -170,28 +180,47 @@ class JovialGuard(GuardSettings):
         )
 
     async def pre_spawn(self, spawner: Any) -> dict[str, Any]:
-        """Decide, render, apply one spawn; raise SpawnRefused on anything but a clean allow."""
+        """Wait for a start slot, then decide, render, apply one spawn; raise SpawnRefused on
+        anything but a clean allow (the slot is then given back)."""
+        queue = self.queue()
+        ticket = queue.enter(spawner._log_name) if queue is not None else None
+        spawner.guard_ticket = ticket
+        if queue is not None and ticket is not None:
+            await queue.wait(ticket)
+        # hook_ms is the guard's own work after the wait: decision, namespace, storage,
+        # render, listeners (queued_ms is the wait).
         started = time.perf_counter()
         try:
             record = await self._pre_spawn(spawner)
+            record = replace(record, hook_ms=round((time.perf_counter() - started) * 1000, 1))
+            doc = record.to_json()
+            spawner.guard_record = doc
+            for listener in self.spawn_listeners:
+                try:
+                    result = _import_callable(listener)(spawner, doc)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    spawner.log.exception("jovial_guard spawn listener failed")
+        except BaseException:
+            self.release_slot(spawner)
+            raise
         finally:
             self.hook_seconds.append(time.perf_counter() - started)
-        record = replace(record, hook_ms=round(self.hook_seconds[-1] * 1000, 1))
-        doc = record.to_json()
-        spawner.guard_record = doc
+        # The log's hook_ms also counts the listeners (the record's stops before them).
         spawner.log.info(
-            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f",
+            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f queued_ms=%.1f",
             spawner._log_name, record.profile, record.policy_revision,
-            record.hardening["apparmor"]["status"], record.hook_ms,
+            record.hardening["apparmor"]["status"], self.hook_seconds[-1] * 1000,
+            ticket.waited * 1000 if ticket is not None else 0.0,
         )
-        for listener in self.spawn_listeners:
-            try:
-                result = _import_callable(listener)(spawner, doc)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                spawner.log.exception("jovial_guard spawn listener failed")
         return doc
+
+    def release_slot(self, spawner: Any) -> None:
+        """This spawn no longer needs its start slot (server up, failed or stopped)."""
+        ticket = getattr(spawner, "guard_ticket", None)
+        if ticket is not None and self._queue is not None:
+            self._queue.release(ticket)
 
     async def _pre_spawn(self, spawner: Any) -> SpawnRecord:
         spawner.guard_hardened = False
@@ -272,6 +301,7 @@ class JovialGuard(GuardSettings):
 
     async def post_stop(self, spawner: Any) -> None:
         spawner.guard_hardened = False
+        self.release_slot(spawner)
         if self.storage_enabled:
             await self._storage(spawner).detach_for_spawn(spawner)
         if self.egress:

@@ -195,13 +195,7 @@ class JovialGuard(GuardSettings):
             record = replace(record, hook_ms=round((time.perf_counter() - started) * 1000, 1))
             doc = record.to_json()
             spawner.guard_record = doc
-            for listener in self.spawn_listeners:
-                try:
-                    result = _import_callable(listener)(spawner, doc)
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception:
-                    spawner.log.exception("jovial_guard spawn listener failed")
+            await asyncio.gather(*(_tell(listener, spawner, doc) for listener in self.spawn_listeners))
         except BaseException:
             self.release_slot(spawner)
             raise
@@ -306,6 +300,21 @@ class JovialGuard(GuardSettings):
             await self._storage(spawner).detach_for_spawn(spawner)
         if self.egress:
             await in_network_thread(self.networks().destroy, str(spawner.user.name))
+
+
+async def _tell(listener: Any, spawner: Any, doc: dict[str, Any]) -> None:
+    """One spawn listener; a plain function runs on a worker thread (they write files and
+    databases: never on the hub's event loop). Its failure is logged, never raised."""
+    try:
+        fn = _import_callable(listener)
+        if asyncio.iscoroutinefunction(fn):
+            await fn(spawner, doc)
+            return
+        result = await asyncio.to_thread(fn, spawner, doc)
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception:
+        spawner.log.exception("jovial_guard spawn listener failed")
 
 
 def _opa_health(url: str, token: str, ca_file: str) -> str | None:

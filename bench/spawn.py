@@ -21,9 +21,9 @@ Last line: ``spawn: hardened_s=X plain_s=Y ratio=Z hook_p99_ms=W``.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -31,8 +31,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 

@@ -239,7 +239,8 @@ class EgressNamespaces(SpareNamespaces):
             except BaseException:
                 self._destroy_locked(ns)
                 raise
-        return NamespaceHandle(name=ns, path=plan.path, address=address, gateway=gateway)
+        return NamespaceHandle(name=ns, path=plan.path, address=address, gateway=gateway,
+                               spare=spare is not None)
 
     def destroy(self, key: str) -> None:
         """Remove the namespace of ``key`` and its router link; idempotent."""

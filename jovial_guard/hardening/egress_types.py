@@ -16,6 +16,8 @@ class NamespaceHandle:
     path: str
     address: str
     gateway: str
+    #: Whether a spare namespace was taken (else it was made during the spawn).
+    spare: bool = False
 
     @property
     def network_mode(self) -> str:

@@ -202,11 +202,14 @@ class JovialGuard(GuardSettings):
         finally:
             self.hook_seconds.append(time.perf_counter() - started)
         # The log's hook_ms also counts the listeners (the record's stops before them).
+        nets = self._networks
         spawner.log.info(
-            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f queued_ms=%.1f",
+            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f "
+            "queued_ms=%.1f spare_namespaces_taken=%d made=%d",
             spawner._log_name, record.profile, record.policy_revision,
             record.hardening["apparmor"]["status"], self.hook_seconds[-1] * 1000,
             ticket.waited * 1000 if ticket is not None else 0.0,
+            nets.spare_hits if nets else 0, nets.spare_misses if nets else 0,
         )
         return doc
 

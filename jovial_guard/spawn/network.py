@@ -29,6 +29,9 @@ class UserNetworks:
         self.namespaces = EgressNamespaces(prefix, pool=pool)
         self.hub_port = hub_port
         self.spares = SparePool(self.namespaces, spares)
+        #: Spawns that took a spare namespace, and those that found none and made one.
+        self.spare_hits = 0
+        self.spare_misses = 0
 
     @property
     def hub_address(self) -> str:
@@ -49,9 +52,14 @@ class UserNetworks:
 
     def apply(self, plan: NamespacePlan) -> NamespaceHandle:
         try:
-            return self.namespaces.apply(plan)
+            handle = self.namespaces.apply(plan)
         finally:
             self.spares.kick()
+        if handle.spare:
+            self.spare_hits += 1
+        else:
+            self.spare_misses += 1
+        return handle
 
     def discard(self, name: str) -> None:
         self.namespaces.discard(name)

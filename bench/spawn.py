@@ -123,13 +123,16 @@ def measure(url: str, token: str, prefix: str, spawns: int) -> list[float]:
 async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int,
                               state: Path, *, pace: float = 0.5) -> HookSamples:
     """The hook itself, as the hub runs it, against the same OPA: real egress namespaces
-    (with the hub's spare pool), storage grants (issue, seal, mount), the decision log
-    and the spawn listeners of the hub config (audit registry, hardening record). Calls
+    (with the hub's spare pool), storage grants (issue, seal, mount), the decision log,
+    the audit service's record of each decision and the spawn listeners of the hub config
+    (audit registry, hardening record). Calls
     are ``pace`` seconds apart, as spawns through a start queue come; a call that finds no
     spare makes its namespace itself and is counted in the figure like any other."""
     from traitlets.config import Config
 
+    from jovial_guard.audit.decisions import AuditDecisionListener, HttpSink
     from jovial_guard.audit.hub_registry import SpawnRegistrar
+    from jovial_guard.audit.runner import AuditSettings, RunningAudit
     from jovial_guard.credentials.hub import StorageCredentials
     from jovial_guard.dashboard.recorder import hardening_recorder
     from jovial_guard.policy.decision_log import DecisionLog
@@ -138,9 +141,14 @@ async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int
         "state_dir": str(state / "creds"), "key_dir": str(state / "keys"),
         "agent_key_path": str(state / "agent.key"), "storage_root": str(state / "lustre"),
         "staging_root": str(state / "staging"), "work_root": str(state / "work")}})
+    # The audit service records every decision before the spawn goes on (over HTTP, as in
+    # the hub; here it shares this process's event loop, which can only slow the hook).
+    audit = await RunningAudit(AuditSettings(directory=state / "audit", port=0)).start()
+    sink = HttpSink(audit.url)
     guard = JovialGuard(opa_url=opa_url, netns_prefix=netns_prefix, egress_pool=pool,
                         hub_port=8081, storage_enabled=True,
-                        decision_listeners=[DecisionLog(state / "decisions.jsonl")],
+                        decision_listeners=[DecisionLog(state / "decisions.jsonl"),
+                                            AuditDecisionListener(sink)],
                         spawn_listeners=[SpawnRegistrar(state / "spawns.sqlite"),
                                          hardening_recorder(state / "hardening")])
     guard.networks().ensure_router()
@@ -166,6 +174,8 @@ async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int
     finally:
         guard.networks().spares.stop()
         await guard.close()
+        await sink.close()
+        await audit.stop()
         storage = StorageCredentials.instance(config=config)
         await storage.close()
         storage.agent.backend.teardown()
@@ -288,7 +298,7 @@ def main() -> int:
     if in_hub_ms:
         print(f"hook in the hub ms (hardened spawns): {', '.join(f'{t:.1f}' for t in in_hub_ms)}")
     print(f"hook direct ms: p50={p50:.1f} p99={p99:.1f} (n={len(hook_ms)}, {args.hook_pace:g} s apart; "
-          "OPA decision + decision log + egress namespace + storage grant and mount + render + "
+          "OPA decision + decision log + audit record + egress namespace + storage grant and mount + render + "
           f"spawn listeners; {direct.spare_misses} calls found no spare namespace and made one)")
     print(f"spawn: hardened_s={hard_s:.2f} plain_s={plain_s:.2f} "
           f"ratio={hard_s / plain_s:.2f} hook_p99_ms={p99:.1f}")

@@ -43,6 +43,7 @@ from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
 from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
+from .listeners import tell_decision_listeners, tell_spawn_listeners
 from .network import UserNetworks
 from .plan import SpawnPlan, SpawnRecord, render_spawn
 from .queue import StartQueue
@@ -133,18 +134,18 @@ class JovialGuard(GuardSettings):
                     timeout=self.deadline,
                 )
                 await connection.__aenter__()
-                listeners: list[DecisionListener] = [
-                    _import_callable(x) for x in self.decision_listeners
-                ]
                 self._connection = connection
-                self._engine = PolicyEngine(connection, deadline=self.deadline, listeners=listeners)
+                # The hook tells the decision listeners itself, beside the spawn's other
+                # work (see _decide), not the engine before it returns.
+                self._engine = PolicyEngine(connection, deadline=self.deadline)
         return self._engine
+
+    def decision_listener_callables(self) -> list[DecisionListener]:
+        return [_import_callable(x) for x in self.decision_listeners]
 
     def add_decision_listener(self, listener: DecisionListener) -> None:
         """Attach a listener at run time (audit/decision-log helpers use this)."""
         self.decision_listeners = [*self.decision_listeners, listener]
-        if self._engine is not None:
-            self._engine.listeners.append(listener)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -195,7 +196,7 @@ class JovialGuard(GuardSettings):
             record = replace(record, hook_ms=round((time.perf_counter() - started) * 1000, 1))
             doc = record.to_json()
             spawner.guard_record = doc
-            await asyncio.gather(*(_tell(listener, spawner, doc) for listener in self.spawn_listeners))
+            await tell_spawn_listeners([_import_callable(x) for x in self.spawn_listeners], spawner, doc)
         except BaseException:
             self.release_slot(spawner)
             raise
@@ -221,7 +222,13 @@ class JovialGuard(GuardSettings):
 
     async def _pre_spawn(self, spawner: Any) -> SpawnRecord:
         spawner.guard_hardened = False
-        decision, image = await self._decide(spawner)
+        decision, image, told = await self._decide(spawner)
+        try:
+            return await self._render_and_apply(spawner, decision, image)
+        finally:
+            await told
+
+    async def _render_and_apply(self, spawner: Any, decision: Decision, image: str) -> SpawnRecord:
         if decision.warned or decision.audited:
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
@@ -243,8 +250,10 @@ class JovialGuard(GuardSettings):
                 status_code=503,
             ) from exc
 
-    async def _decide(self, spawner: Any) -> tuple[Decision, str]:
-        """The policy's decision on what this spawn will really run, and that image."""
+    async def _decide(self, spawner: Any) -> tuple[Decision, str, asyncio.Future[None]]:
+        """The policy's decision on what this spawn will really run, that image, and the
+        decision listeners being told (the decision log and the audit record are written
+        while the spawn goes on; the hook waits for them before it returns or refuses)."""
         try:
             image = await final_image(spawner)
             workload = self.workload_for(spawner, image=image)
@@ -253,10 +262,14 @@ class JovialGuard(GuardSettings):
         except web.HTTPError as exc:  # DockerSpawner: the chosen image is not allowed
             raise SpawnRefused(f"Your server was not started: {exc.log_message or exc}",
                                rule="jovial-guard/image-not-allowed", status_code=400) from exc
+        started = time.perf_counter()
         decision = await (await self.engine()).decide(workload)
+        told = asyncio.ensure_future(tell_decision_listeners(
+            self.decision_listener_callables(), workload, decision, time.perf_counter() - started))
         if not decision.allowed or decision.spec is None:
+            await told
             raise decision_refusal(decision, spawner)
-        return decision, image
+        return decision, image, told
 
     def render(self, spawner: Any, decision: Decision, *, image: str) -> SpawnPlan:
         """Everything the allowed ``decision`` implies for this spawn (no side effects)."""
@@ -303,21 +316,6 @@ class JovialGuard(GuardSettings):
             await self._storage(spawner).detach_for_spawn(spawner)
         if self.egress:
             await in_network_thread(self.networks().destroy, str(spawner.user.name))
-
-
-async def _tell(listener: Any, spawner: Any, doc: dict[str, Any]) -> None:
-    """One spawn listener; a plain function runs on a worker thread (they write files and
-    databases: never on the hub's event loop). Its failure is logged, never raised."""
-    try:
-        fn = _import_callable(listener)
-        if asyncio.iscoroutinefunction(fn):
-            await fn(spawner, doc)
-            return
-        result = await asyncio.to_thread(fn, spawner, doc)
-        if asyncio.iscoroutine(result):
-            await result
-    except Exception:
-        spawner.log.exception("jovial_guard spawn listener failed")
 
 
 def _opa_health(url: str, token: str, ca_file: str) -> str | None:

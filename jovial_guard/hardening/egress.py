@@ -232,8 +232,9 @@ class EgressNamespaces(SpareNamespaces):
                 def inside(ipr: IPRoute) -> None:
                     if spare is None:
                         netns.address_up(ipr, "eth0", f"{address}/30")
+                    eth0 = netns.link_index(ipr, "eth0")
                     for dest in plan.routes:
-                        netns.route_via(ipr, dest, gateway=gateway, ifname="eth0")
+                        netns.route_via(ipr, dest, gateway=gateway, ifname="eth0", index=eth0)
 
                 netns.routes_and_ruleset(ns, inside, plan.ruleset, what="address, routes and egress rules")
             except BaseException:

@@ -213,9 +213,11 @@ def address_up(ipr: IPRoute, ifname: str, cidr: str | None) -> None:
     ipr.link("set", index=index, state="up")
 
 
-def route_via(ipr: IPRoute, dest: str, *, gateway: str, ifname: str) -> None:
-    """``ip route replace DEST via GATEWAY dev IFNAME``."""
-    ipr.route("replace", dst=dest, gateway=gateway, oif=link_index(ipr, ifname))
+def route_via(ipr: IPRoute, dest: str, *, gateway: str, ifname: str, index: int | None = None) -> None:
+    """``ip route replace DEST via GATEWAY dev IFNAME`` (``index``: IFNAME's, if known:
+    looking a link up lists every link)."""
+    oif = index if index is not None else link_index(ipr, ifname)
+    ipr.route("replace", dst=dest, gateway=gateway, oif=oif)
 
 
 def route_lines(ipr: IPRoute) -> list[str]:

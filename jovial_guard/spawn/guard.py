@@ -117,6 +117,8 @@ class JovialGuard(GuardSettings):
                 self.networks().start_spares()
             except JovialGuardError as exc:
                 problems.append(f"the egress router namespace could not be set up: {exc}")
+        if self.storage_enabled and not problems:
+            self._warm_storage()
         if problems:
             raise StartupRefused(
                 "jovial_guard refuses to start the hub:\n  - " + "\n  - ".join(problems)
@@ -303,6 +305,18 @@ class JovialGuard(GuardSettings):
             raise SpawnRefused(
                 f"Your server was not started: {exc}", rule="jovial-guard/unrenderable"
             ) from exc
+
+    def _warm_storage(self) -> None:
+        """Open the storage issuer and node agent now (keys, backend mounts, the sweep of a
+        previous run's mounts), so the first spawn does not pay for it. A failure here is
+        only logged: that spawn then meets it again and is refused with the reason."""
+        from ..credentials.hub import StorageCredentials
+
+        try:
+            storage = StorageCredentials.instance(config=self.config, log=self.log)
+            storage.issuer, storage.agent  # noqa: B018 - opened on first use
+        except Exception as exc:  # noqa: BLE001 - reported again by the spawn that needs it
+            self.log.warning("jovial_guard: storage credentials could not be opened at start-up: %s", exc)
 
     def _storage(self, spawner: Any) -> StorageCredentials:
         from ..credentials.hub import StorageCredentials

@@ -10,6 +10,7 @@ never changes or breaks the spawn.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> None:
-    if asyncio.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(getattr(fn, "__call__", None)):
+    # A coroutine function, or an object whose __call__ is one, runs on the loop.
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
         await fn(*args)
         return
     result = await asyncio.to_thread(fn, *args)

@@ -14,8 +14,10 @@ waiting user's spawn page says how many are ahead); the plain hub uses JupyterHu
 control sized the same way (``concurrent_spawn_limit``: the surplus gets 429). A 429 is
 honoured as the hub asks: wait Retry-After, ask again; it is counted, not failed. One poller reads
 ``GET /hub/api/users`` twice a second: a server is ready when the hub says so, failed when
-it vanished without becoming ready (or the storm's deadline passed). The hardened storm
-runs first, its servers are stopped, then the plain storm.
+it vanished without becoming ready (or the storm's deadline passed). Both storms run at
+the same time (each hub gets N users at once), so load from anything else on the machine
+falls on both alike; ``--one-after-the-other`` runs the hardened storm, stops its servers,
+then runs the plain one.
 
 Memory: RSS of the hub's process tree (hub, proxy, audit and dashboard services) before
 the storm and with every server running, per user, on both hubs; the guard's own share
@@ -222,6 +224,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50, help="users starting at once")
     parser.add_argument("--deadline", type=float, default=900, help="seconds a storm may take")
+    parser.add_argument("--one-after-the-other", action="store_true",
+                        help="the hardened storm, its servers stopped, then the plain one (default: both at once)")
     args = parser.parse_args()
 
     tag = secrets.token_hex(2)
@@ -256,21 +260,35 @@ def main() -> int:
         hub_log = settings.state_dir / "jupyterhub.log"
         log_offset = hub_log.stat().st_size
 
-        print(f"storm on the hardened hub: {n} users at once", flush=True)
         hard_users = [f"storm{i:03d}" for i in range(n)]
-        hard = storm(settings.url, token, stack.hub.pid or 0, hard_users, deadline=args.deadline,  # type: ignore[union-attr]
-                     name_prefix=name_prefix)
+        plain_users = [f"plain{i:03d}" for i in range(n)]
+
+        def hardened_storm() -> StormResult:
+            return storm(settings.url, token, stack.hub.pid or 0, hard_users,  # type: ignore[union-attr]
+                         deadline=args.deadline, name_prefix=f"{name_prefix}-storm")
+
+        def plain_storm() -> StormResult:
+            return storm(plain_settings.url, token, plain_hub.pid or 0, plain_users,  # type: ignore[union-attr]
+                         deadline=args.deadline, name_prefix=f"{name_prefix}-plain")
+
+        if args.one_after_the_other:
+            print(f"storm on the hardened hub: {n} users at once", flush=True)
+            hard = hardened_storm()
+            report("hardened", hard, n)
+            stop_all(settings.url, token, hard_users)
+            print(f"storm on the plain hub: {n} users at once", flush=True)
+            plain = plain_storm()
+        else:
+            # Side by side: whatever else loads the machine falls on both storms alike.
+            print(f"storms on both hubs at the same time: {n} users at once on each", flush=True)
+            with ThreadPoolExecutor(max_workers=2) as both:
+                hard_future, plain_future = both.submit(hardened_storm), both.submit(plain_storm)
+                hard, plain = hard_future.result(), plain_future.result()
+            report("hardened", hard, n)
         storm_log = hub_log.read_bytes()[log_offset:].decode(errors="replace")
         hook_ms = [float(m) for m in re.findall(r"jovial_guard: admitted .* hook_ms=([0-9.]+)", storm_log)]
         queued_ms = [float(m) for m in re.findall(r"jovial_guard: admitted .* queued_ms=([0-9.]+)", storm_log)]
         spares = re.findall(r"spare_namespaces_taken=(\d+) made=(\d+)", storm_log)
-        report("hardened", hard, n)
-        stop_all(settings.url, token, hard_users)
-
-        print(f"storm on the plain hub: {n} users at once", flush=True)
-        plain_users = [f"plain{i:03d}" for i in range(n)]
-        plain = storm(plain_settings.url, token, plain_hub.pid or 0, plain_users, deadline=args.deadline,
-                      name_prefix=name_prefix)
         report("plain", plain, n)
         # The hub stops the last storm's servers itself when it stops (cleanup_servers).
     finally:
@@ -281,8 +299,9 @@ def main() -> int:
         shutil.rmtree(state, ignore_errors=True)
 
     slots = plain_limit()
-    print(f"\n{n} users at once: hardened {slots} start slots, the rest queued in the hook; "
-          f"plain concurrent_spawn_limit {slots}, the rest 429 + Retry-After")
+    mode = "one storm after the other" if args.one_after_the_other else "both storms at the same time"
+    print(f"\n{n} users at once on each hub ({mode}): hardened {slots} start slots, the rest queued "
+          f"in the hook; plain concurrent_spawn_limit {slots}, the rest 429 + Retry-After")
     report("hardened", hard, n)
     report("plain", plain, n)
     hook_p50 = percentile(hook_ms, 50) if hook_ms else float("nan")

@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.spawn import PLAIN_CONFIG, _free_pool, cleanup, percentile, plain_limit  # noqa: E402
+from jovial_guard.paths import HUB_STATE_ENV  # noqa: E402
 from jovial_guard.policy.opa_process import free_loopback_port  # noqa: E402
 from jovial_guard.runtime.podman import PodmanService  # noqa: E402
 from jovial_guard.spawn.stack import EmbeddedStack, HubProcess, StackSettings, temp_state_dir  # noqa: E402
@@ -250,7 +251,8 @@ def main() -> int:
         plain_settings.config_file = config
         env = stack.hub_env()
         env.update({
-            "JOVIAL_GUARD_STATE_DIR": str(plain_settings.state_dir),
+            # The plain hub keeps its own database, cookie secret and proxy pid file.
+            HUB_STATE_ENV: str(plain_settings.state_dir),
             "JOVIAL_GUARD_BIND_URL": plain_settings.url,
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),

@@ -14,10 +14,10 @@ waiting user's spawn page says how many are ahead); the plain hub uses JupyterHu
 control sized the same way (``concurrent_spawn_limit``: the surplus gets 429). A 429 is
 honoured as the hub asks: wait Retry-After, ask again; it is counted, not failed. One poller reads
 ``GET /hub/api/users`` twice a second: a server is ready when the hub says so, failed when
-it vanished without becoming ready (or the storm's deadline passed). Both storms run at
-the same time (each hub gets N users at once), so load from anything else on the machine
-falls on both alike; ``--one-after-the-other`` runs the hardened storm, stops its servers,
-then runs the plain one.
+it vanished without becoming ready (or the storm's deadline passed). The hardened storm
+runs first, its servers are stopped, then the plain storm; ``--side-by-side`` runs both at
+once (each hub gets N users at once) so load from the rest of the machine falls on both
+alike, at the price of twice the load.
 
 Memory: RSS of the hub's process tree (hub, proxy, audit and dashboard services) before
 the storm and with every server running, per user, on both hubs; the guard's own share
@@ -225,8 +225,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50, help="users starting at once")
     parser.add_argument("--deadline", type=float, default=900, help="seconds a storm may take")
-    parser.add_argument("--one-after-the-other", action="store_true",
-                        help="the hardened storm, its servers stopped, then the plain one (default: both at once)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="both storms at the same time (default: the hardened storm, its servers "
+                             "stopped, then the plain one)")
+    parser.add_argument("--keep-logs", type=Path, default=None,
+                        help="copy both hubs' logs into this directory before the state is removed")
     args = parser.parse_args()
 
     tag = secrets.token_hex(2)
@@ -273,7 +276,7 @@ def main() -> int:
             return storm(plain_settings.url, token, plain_hub.pid or 0, plain_users,  # type: ignore[union-attr]
                          deadline=args.deadline, name_prefix=f"{name_prefix}-plain")
 
-        if args.one_after_the_other:
+        if not args.side_by_side:
             print(f"storm on the hardened hub: {n} users at once", flush=True)
             hard = hardened_storm()
             report("hardened", hard, n)
@@ -298,10 +301,16 @@ def main() -> int:
             plain_hub.stop()
         stack.stop()
         cleanup(name_prefix, netns_prefix, pool)
+        if args.keep_logs is not None:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for name in ("hardened", "plain"):
+                log = state / name / "jupyterhub.log"
+                if log.exists():
+                    shutil.copy(log, args.keep_logs / f"{name}-jupyterhub.log")
         shutil.rmtree(state, ignore_errors=True)
 
     slots = plain_limit()
-    mode = "one storm after the other" if args.one_after_the_other else "both storms at the same time"
+    mode = "both storms at the same time" if args.side_by_side else "one storm after the other"
     print(f"\n{n} users at once on each hub ({mode}): hardened {slots} start slots, the rest queued "
           f"in the hook; plain concurrent_spawn_limit {slots}, the rest 429 + Retry-After")
     report("hardened", hard, n)

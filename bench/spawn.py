@@ -42,7 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from jovial_guard.hardening.egress import EgressNamespaces  # noqa: E402
-from jovial_guard.policy.opa_process import free_loopback_port  # noqa: E402
 from jovial_guard.runtime.image import NOTEBOOK_IMAGE  # noqa: E402
 from jovial_guard.runtime.podman import PodmanService  # noqa: E402
 from jovial_guard.spawn.guard import JovialGuard  # noqa: E402
@@ -54,6 +53,13 @@ load_subconfig({config!r})
 from dockerspawner import DockerSpawner
 
 class PlainSpawner(DockerSpawner):
+    # Host networking: every server needs its own host port (one shared port would let the
+    # first server answer the hub's readiness check for all the others).
+    async def start(self):
+        from jupyterhub.utils import random_port
+        self.port = random_port()
+        return await super().start()
+
     async def get_ip_and_port(self):
         return "127.0.0.1", self.port
 
@@ -63,7 +69,6 @@ c.Spawner.post_stop_hook = None
 c.DockerSpawner.network_name = "host"
 c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.extra_host_config = {{"network_mode": "host"}}
-c.Spawner.port = {port}
 # JupyterHub's own control, sized to the machine: 2 starts per core, others get 429.
 c.JupyterHub.concurrent_spawn_limit = {limit}
 '''
@@ -245,8 +250,7 @@ def main() -> int:
         )
         plain_settings.api_token = token
         config = state / "plain_config.py"
-        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file),
-                                              port=free_loopback_port(), limit=plain_limit()))
+        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file), limit=plain_limit()))
         plain_settings.config_file = config
         env = stack.hub_env()
         env.update({

@@ -57,7 +57,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.spawn import PLAIN_CONFIG, _free_pool, cleanup, percentile, plain_limit  # noqa: E402
 from jovial_guard.paths import HUB_STATE_ENV  # noqa: E402
-from jovial_guard.policy.opa_process import free_loopback_port  # noqa: E402
 from jovial_guard.runtime.podman import PodmanService  # noqa: E402
 from jovial_guard.spawn.stack import EmbeddedStack, HubProcess, StackSettings, temp_state_dir  # noqa: E402
 
@@ -249,8 +248,7 @@ def main() -> int:
                                                  engine_socket=settings.engine_socket, extra_env=dict(settings.extra_env))
         plain_settings.api_token = token
         config = state / "plain_config.py"
-        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file), port=free_loopback_port(),
-                                              limit=plain_limit()))
+        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file), limit=plain_limit()))
         plain_settings.config_file = config
         env = stack.hub_env()
         env.update({

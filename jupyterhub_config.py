@@ -24,7 +24,9 @@ service first and pass their addresses in the environment:
     JOVIAL_GUARD_DECISION_LISTENERS more decision listeners, "module:attr,module:attr"
     JOVIAL_GUARD_STORAGE            1 (default): per-user storage grants at spawn; 0: none
     JOVIAL_GUARD_STORAGE_ROOT       where filesets live (default: STATE/lustre-sim)
-    JOVIAL_GUARD_SPAWN_LIMIT        servers starting at once (default 2 per core); more get 429 + Retry-After
+    JOVIAL_GUARD_START_SLOTS        servers starting at once (default 2 per core); later ones wait in order
+    JOVIAL_GUARD_SPAWN_LIMIT        spawns pending at once, waiting ones included (default 500); more get 429
+    JOVIAL_GUARD_EGRESS_SPARES      egress namespaces made ahead of spawns (default 4)
     JOVIAL_GUARD_START_TIMEOUT      seconds a spawn may take to start its container (default 120)
     JOVIAL_GUARD_HTTP_TIMEOUT       seconds a started server may take to answer (default 120)
     JOVIAL_GUARD_DECISION_DEADLINE  seconds OPA has to decide a spawn before it is refused (default 10)
@@ -129,14 +131,18 @@ c.Spawner.default_url = "/lab"
 # -- spawn storms (a class starting at 9:00) ----------------------------------------------
 # Each notebook server needs a few CPU-seconds to start. With every spawn at once on a
 # small machine they all slow each other down until the first ones pass their timeouts,
-# so at most SPAWN_LIMIT servers start at a time (2 per core by default): the rest are
-# answered 429 with a Retry-After of a few seconds (the REST API and the spawn page say
-# "try again in N seconds") instead of failing after start_timeout. A spawn that got a
-# slot has the whole machine's attention, so the timeouts are per spawn, with headroom
-# for a loaded host. JOVIAL_GUARD_SPAWN_LIMIT / _START_TIMEOUT / _HTTP_TIMEOUT override.
+# so at most START_SLOTS servers start at a time (2 per core by default): the others wait
+# in arrival order in the pre-spawn hook, and their spawn page says "waiting: N users ahead
+# of you" (JovialGuard.start_slots). A slot is held until the server answers on its port.
+# The hub's own concurrent_spawn_limit only bounds the queue (429 + Retry-After beyond it).
+# A spawn that got a slot has the whole machine's attention, so the timeouts are per spawn,
+# with headroom for a loaded host. JOVIAL_GUARD_START_SLOTS / _SPAWN_LIMIT /
+# _START_TIMEOUT / _HTTP_TIMEOUT override.
 _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-c.JupyterHub.concurrent_spawn_limit = int(env("JOVIAL_GUARD_SPAWN_LIMIT") or max(2, 2 * _cores))
+c.JovialGuard.start_slots = int(env("JOVIAL_GUARD_START_SLOTS") or max(2, 2 * _cores))
+c.JupyterHub.concurrent_spawn_limit = int(env("JOVIAL_GUARD_SPAWN_LIMIT") or 500)
 c.JupyterHub.spawn_throttle_retry_range = (2, 6)
+c.JovialGuard.egress_spares = int(env("JOVIAL_GUARD_EGRESS_SPARES") or 4)
 c.Spawner.start_timeout = int(env("JOVIAL_GUARD_START_TIMEOUT") or 120)
 c.Spawner.http_timeout = int(env("JOVIAL_GUARD_HTTP_TIMEOUT") or 120)
 # The policy's answer within a spawn's budget: OPA shares the machine with the servers

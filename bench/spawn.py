@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,7 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from jovial_guard.hardening.egress import EgressNamespaces  # noqa: E402
-from jovial_guard.policy.opa_process import free_loopback_port  # noqa: E402
 from jovial_guard.runtime.image import NOTEBOOK_IMAGE  # noqa: E402
 from jovial_guard.runtime.podman import PodmanService  # noqa: E402
 from jovial_guard.spawn.guard import JovialGuard  # noqa: E402
@@ -52,6 +53,13 @@ load_subconfig({config!r})
 from dockerspawner import DockerSpawner
 
 class PlainSpawner(DockerSpawner):
+    # Host networking: every server needs its own host port (one shared port would let the
+    # first server answer the hub's readiness check for all the others).
+    async def start(self):
+        from jupyterhub.utils import random_port
+        self.port = random_port()
+        return await super().start()
+
     async def get_ip_and_port(self):
         return "127.0.0.1", self.port
 
@@ -61,7 +69,8 @@ c.Spawner.post_stop_hook = None
 c.DockerSpawner.network_name = "host"
 c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.extra_host_config = {{"network_mode": "host"}}
-c.Spawner.port = {port}
+# JupyterHub's own control, sized to the machine: 2 starts per core, others get 429.
+c.JupyterHub.concurrent_spawn_limit = {limit}
 '''
 
 
@@ -116,28 +125,79 @@ def measure(url: str, token: str, prefix: str, spawns: int) -> list[float]:
     return times
 
 
-async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int) -> list[float]:
-    """The hook itself, called as the hub calls it, against the same OPA (real namespaces)."""
+async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int,
+                              state: Path, *, pace: float = 0.5) -> HookSamples:
+    """The hook itself, as the hub runs it, against the same OPA: real egress namespaces
+    (with the hub's spare pool), storage grants (issue, seal, mount), the decision log,
+    the audit service's record of each decision and the spawn listeners of the hub config
+    (audit registry, hardening record). Calls
+    are ``pace`` seconds apart, as spawns through a start queue come; a call that finds no
+    spare makes its namespace itself and is counted in the figure like any other."""
+    from traitlets.config import Config
+
+    from jovial_guard.audit.decisions import AuditDecisionListener, HttpSink
+    from jovial_guard.audit.hub_registry import SpawnRegistrar
+    from jovial_guard.audit.runner import AuditSettings, RunningAudit
+    from jovial_guard.credentials.hub import StorageCredentials
+    from jovial_guard.dashboard.recorder import hardening_recorder
+    from jovial_guard.policy.decision_log import DecisionLog
+
+    config = Config({"StorageCredentials": {
+        "state_dir": str(state / "creds"), "key_dir": str(state / "keys"),
+        "agent_key_path": str(state / "agent.key"), "storage_root": str(state / "lustre"),
+        "staging_root": str(state / "staging"), "work_root": str(state / "work")}})
+    # The audit service records every decision before the spawn goes on (over HTTP, as in
+    # the hub; here it shares this process's event loop, which can only slow the hook).
+    audit = await RunningAudit(AuditSettings(directory=state / "audit", port=0)).start()
+    sink = HttpSink(audit.url)
     guard = JovialGuard(opa_url=opa_url, netns_prefix=netns_prefix, egress_pool=pool,
-                        hub_port=8081)
+                        hub_port=8081, storage_enabled=True,
+                        decision_listeners=[DecisionLog(state / "decisions.jsonl"),
+                                            AuditDecisionListener(sink)],
+                        spawn_listeners=[SpawnRegistrar(state / "spawns.sqlite"),
+                                         hardening_recorder(state / "hardening")])
     guard.networks().ensure_router()
+    guard.networks().start_spares()
     log = logging.getLogger("bench")
     log.setLevel(logging.WARNING)
-    samples = []
+    out = HookSamples()
     try:
         for i in range(n):
             user = SimpleNamespace(name=f"hook{i % 8}", groups=[SimpleNamespace(name="astro")],
                                    admin=False)
             spawner = SimpleNamespace(user=user, image=NOTEBOOK_IMAGE, name="",
                                       escaped_name=user.name, _log_name=user.name,
-                                      user_options={"profile": "default"}, log=log)
+                                      user_options={"profile": "default"}, log=log, config=config,
+                                      object_name=f"jgbench-{user.name}")
+            spares_before = guard.networks().namespaces.spare_count()
             started = time.perf_counter()
             await guard.pre_spawn(spawner)
-            samples.append(time.perf_counter() - started)
+            out.seconds.append(time.perf_counter() - started)
+            out.spare_misses += spares_before == 0
             await guard.post_stop(spawner)
+            await asyncio.sleep(pace)
     finally:
+        guard.networks().spares.stop()
         await guard.close()
-    return samples
+        await sink.close()
+        await audit.stop()
+        storage = StorageCredentials.instance(config=config)
+        await storage.close()
+        storage.agent.backend.teardown()
+        StorageCredentials.clear_instance()
+    return out
+
+
+@dataclass
+class HookSamples:
+    seconds: list[float] = field(default_factory=list)
+    spare_misses: int = 0
+
+
+def plain_limit() -> int:
+    """The plain hub's concurrent_spawn_limit: 2 per core, as the hardened hub's start slots."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(2, 2 * cores)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -165,6 +225,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spawns", type=int, default=7, help="spawns per hub (median is reported)")
     parser.add_argument("--hook-samples", type=int, default=200, help="direct hook calls")
+    parser.add_argument("--hook-pace", type=float, default=0.5,
+                        help="seconds between direct hook calls (spawns through the start queue)")
     args = parser.parse_args()
 
     tag = secrets.token_hex(2)
@@ -188,8 +250,7 @@ def main() -> int:
         )
         plain_settings.api_token = token
         config = state / "plain_config.py"
-        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file),
-                                              port=free_loopback_port()))
+        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file), limit=plain_limit()))
         plain_settings.config_file = config
         env = stack.hub_env()
         env.update({
@@ -197,6 +258,7 @@ def main() -> int:
             "JOVIAL_GUARD_BIND_URL": plain_settings.url,
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),
+            "JOVIAL_GUARD_EGRESS_SPARES": "0",  # the plain hub makes no namespaces
         })
         plain_hub = HubProcess(plain_settings, env=env).start()
         # Both hubs run side by side and spawns alternate, so background load on the
@@ -218,8 +280,10 @@ def main() -> int:
         stack.hub = None
 
         print(f"direct hook calls: {args.hook_samples}", flush=True)
-        samples = asyncio.run(direct_hook_samples(stack.opa.url, netns_prefix, pool,  # type: ignore[union-attr]
-                                                  args.hook_samples))
+        direct = asyncio.run(direct_hook_samples(stack.opa.url, netns_prefix, pool,  # type: ignore[union-attr]
+                                                 args.hook_samples, state / "direct",
+                                                 pace=args.hook_pace))
+        samples = direct.seconds
     finally:
         if plain_hub is not None:
             plain_hub.stop()
@@ -237,8 +301,9 @@ def main() -> int:
     print(f"hub-measured start s: hardened {took.findall(hub_log)} plain {took.findall(plain_log)}")
     if in_hub_ms:
         print(f"hook in the hub ms (hardened spawns): {', '.join(f'{t:.1f}' for t in in_hub_ms)}")
-    print(f"hook direct ms: p50={p50:.1f} p99={p99:.1f} (n={len(hook_ms)}; OPA decision + "
-          "egress namespace + render)")
+    print(f"hook direct ms: p50={p50:.1f} p99={p99:.1f} (n={len(hook_ms)}, {args.hook_pace:g} s apart; "
+          "OPA decision + decision log + audit record + egress namespace + storage grant and mount + render + "
+          f"spawn listeners; {direct.spare_misses} calls found no spare namespace and made one)")
     print(f"spawn: hardened_s={hard_s:.2f} plain_s={plain_s:.2f} "
           f"ratio={hard_s / plain_s:.2f} hook_p99_ms={p99:.1f}")
     return 0

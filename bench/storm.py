@@ -8,22 +8,30 @@ One run, same OPA, same podman service, same image (the set-up of bench/spawn.py
   networking (the baseline a hub without jovial_guard would run).
 
 Each storm creates N users and sends every ``POST /hub/api/users/NAME/server`` at once
-(one thread per user). A 429 (the hub's ``concurrent_spawn_limit``) is honoured as the hub
-asks: wait Retry-After, ask again; it is counted, not failed. One poller reads
+(one thread per user). The hardened hub lets 2 servers per core start at once and queues
+the rest in its pre-spawn hook (``JovialGuard.start_slots``: in arrival order, each
+waiting user's spawn page says how many are ahead); the plain hub uses JupyterHub's own
+control sized the same way (``concurrent_spawn_limit``: the surplus gets 429). A 429 is
+honoured as the hub asks: wait Retry-After, ask again; it is counted, not failed. One poller reads
 ``GET /hub/api/users`` twice a second: a server is ready when the hub says so, failed when
 it vanished without becoming ready (or the storm's deadline passed). The hardened storm
-runs first, its servers are stopped, then the plain storm.
+runs first, its servers are stopped, then the plain storm; ``--side-by-side`` runs both at
+once (each hub gets N users at once) so load from the rest of the machine falls on both
+alike, at the price of twice the load.
 
 Memory: RSS of the hub's process tree (hub, proxy, audit and dashboard services) before
-the storm and with every server running, per user; and the notebook containers' own
-memory (podman stats).
+the storm and with every server running, per user, on both hubs; the guard's own share
+per user is the hardened hub's growth less the plain hub's (JupyterHub and the proxy
+grow per user on both); and the notebook containers' own memory (podman stats).
 
     nice python bench/storm.py [--users 50] [--deadline 900]
 
 Last line: ``storm: n=N ready=R failed=F all_ready_s=T plain_all_ready_s=P ratio=T/P
 hook_p99_ms=H guard_mb_per_user=M`` (R, F, T, H, M for the hardened hub; H from the
-hook's own timing in the hub log during the storm; M the hardened hub tree's RSS growth
-per running server).
+hook's own timing in the hub log during the storm: the guard's work after the queue, i.e.
+decision, namespace, storage grant, render and spawn listeners; the queue wait is
+reported beside it; M the hardened hub tree's RSS growth per running server less the
+plain hub's).
 """
 
 from __future__ import annotations
@@ -47,8 +55,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.spawn import PLAIN_CONFIG, _free_pool, cleanup, percentile  # noqa: E402
-from jovial_guard.policy.opa_process import free_loopback_port  # noqa: E402
+from bench.spawn import PLAIN_CONFIG, _free_pool, cleanup, percentile, plain_limit  # noqa: E402
+from jovial_guard.paths import HUB_STATE_ENV  # noqa: E402
 from jovial_guard.runtime.podman import PodmanService  # noqa: E402
 from jovial_guard.spawn.stack import EmbeddedStack, HubProcess, StackSettings, temp_state_dir  # noqa: E402
 
@@ -216,6 +224,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50, help="users starting at once")
     parser.add_argument("--deadline", type=float, default=900, help="seconds a storm may take")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="both storms at the same time (default: the hardened storm, its servers "
+                             "stopped, then the plain one)")
+    parser.add_argument("--keep-logs", type=Path, default=None,
+                        help="copy both hubs' logs into this directory before the state is removed")
     args = parser.parse_args()
 
     tag = secrets.token_hex(2)
@@ -235,32 +248,50 @@ def main() -> int:
                                                  engine_socket=settings.engine_socket, extra_env=dict(settings.extra_env))
         plain_settings.api_token = token
         config = state / "plain_config.py"
-        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file), port=free_loopback_port()))
+        config.write_text(PLAIN_CONFIG.format(config=str(settings.config_file), limit=plain_limit()))
         plain_settings.config_file = config
         env = stack.hub_env()
         env.update({
-            "JOVIAL_GUARD_STATE_DIR": str(plain_settings.state_dir),
+            # The plain hub keeps its own database, cookie secret and proxy pid file.
+            HUB_STATE_ENV: str(plain_settings.state_dir),
             "JOVIAL_GUARD_BIND_URL": plain_settings.url,
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),
+            "JOVIAL_GUARD_EGRESS_SPARES": "0",  # the plain hub makes no namespaces
         })
         plain_hub = HubProcess(plain_settings, env=env).start()
         hub_log = settings.state_dir / "jupyterhub.log"
         log_offset = hub_log.stat().st_size
 
-        print(f"storm on the hardened hub: {n} users at once", flush=True)
         hard_users = [f"storm{i:03d}" for i in range(n)]
-        hard = storm(settings.url, token, stack.hub.pid or 0, hard_users, deadline=args.deadline,  # type: ignore[union-attr]
-                     name_prefix=name_prefix)
+        plain_users = [f"plain{i:03d}" for i in range(n)]
+
+        def hardened_storm() -> StormResult:
+            return storm(settings.url, token, stack.hub.pid or 0, hard_users,  # type: ignore[union-attr]
+                         deadline=args.deadline, name_prefix=f"{name_prefix}-storm")
+
+        def plain_storm() -> StormResult:
+            return storm(plain_settings.url, token, plain_hub.pid or 0, plain_users,  # type: ignore[union-attr]
+                         deadline=args.deadline, name_prefix=f"{name_prefix}-plain")
+
+        if not args.side_by_side:
+            print(f"storm on the hardened hub: {n} users at once", flush=True)
+            hard = hardened_storm()
+            report("hardened", hard, n)
+            stop_all(settings.url, token, hard_users)
+            print(f"storm on the plain hub: {n} users at once", flush=True)
+            plain = plain_storm()
+        else:
+            # Side by side: whatever else loads the machine falls on both storms alike.
+            print(f"storms on both hubs at the same time: {n} users at once on each", flush=True)
+            with ThreadPoolExecutor(max_workers=2) as both:
+                hard_future, plain_future = both.submit(hardened_storm), both.submit(plain_storm)
+                hard, plain = hard_future.result(), plain_future.result()
+            report("hardened", hard, n)
         storm_log = hub_log.read_bytes()[log_offset:].decode(errors="replace")
         hook_ms = [float(m) for m in re.findall(r"jovial_guard: admitted .* hook_ms=([0-9.]+)", storm_log)]
-        report("hardened", hard, n)
-        stop_all(settings.url, token, hard_users)
-
-        print(f"storm on the plain hub: {n} users at once", flush=True)
-        plain_users = [f"plain{i:03d}" for i in range(n)]
-        plain = storm(plain_settings.url, token, plain_hub.pid or 0, plain_users, deadline=args.deadline,
-                      name_prefix=name_prefix)
+        queued_ms = [float(m) for m in re.findall(r"jovial_guard: admitted .* queued_ms=([0-9.]+)", storm_log)]
+        spares = re.findall(r"spare_namespaces_taken=(\d+) made=(\d+)", storm_log)
         report("plain", plain, n)
         # The hub stops the last storm's servers itself when it stops (cleanup_servers).
     finally:
@@ -268,17 +299,37 @@ def main() -> int:
             plain_hub.stop()
         stack.stop()
         cleanup(name_prefix, netns_prefix, pool)
+        if args.keep_logs is not None:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for name in ("hardened", "plain"):
+                log = state / name / "jupyterhub.log"
+                if log.exists():
+                    shutil.copy(log, args.keep_logs / f"{name}-jupyterhub.log")
         shutil.rmtree(state, ignore_errors=True)
 
-    print(f"\n{n} users at once (2 per core start at a time: concurrent_spawn_limit; others get 429 + Retry-After)")
+    slots = plain_limit()
+    mode = "both storms at the same time" if args.side_by_side else "one storm after the other"
+    print(f"\n{n} users at once on each hub ({mode}): hardened {slots} start slots, the rest queued "
+          f"in the hook; plain concurrent_spawn_limit {slots}, the rest 429 + Retry-After")
     report("hardened", hard, n)
     report("plain", plain, n)
     hook_p50 = percentile(hook_ms, 50) if hook_ms else float("nan")
     hook_p99 = percentile(hook_ms, 99) if hook_ms else float("nan")
-    print(f"  hook in the hub during the storm: p50 {hook_p50:.1f} ms, p99 {hook_p99:.1f} ms (n={len(hook_ms)})")
+    print(f"  hook in the hub during the storm: p50 {hook_p50:.1f} ms, p99 {hook_p99:.1f} ms (n={len(hook_ms)}; "
+          "decision, namespace, storage grant, render, spawn listeners)")
+    if queued_ms:
+        print(f"  queue wait before the hook: p50 {percentile(queued_ms, 50) / 1000:.1f} s, "
+              f"p99 {percentile(queued_ms, 99) / 1000:.1f} s")
+    if spares:
+        taken, made = spares[-1]
+        print(f"  egress namespaces (hub total): {taken} spares taken, {made} made during a spawn")
     all_ready = max(hard.ready.values()) if hard.ready else float("nan")
     plain_all = max(plain.ready.values()) if plain.ready else float("nan")
-    guard_mb = (hard.rss_ready_mb - hard.rss_before_mb) / max(len(hard.ready), 1)
+    hard_mb = (hard.rss_ready_mb - hard.rss_before_mb) / max(len(hard.ready), 1)
+    plain_mb = (plain.rss_ready_mb - plain.rss_before_mb) / max(len(plain.ready), 1)
+    guard_mb = hard_mb - plain_mb
+    print(f"  hub tree RSS growth per running server: hardened {hard_mb:.2f} MB, plain {plain_mb:.2f} MB; "
+          f"the guard's own share {guard_mb:.2f} MB")
     print(f"storm: n={n} ready={len(hard.ready)} failed={len(hard.failed)} all_ready_s={all_ready:.1f} "
           f"plain_all_ready_s={plain_all:.1f} ratio={all_ready / plain_all:.2f} hook_p99_ms={hook_p99:.1f} "
           f"guard_mb_per_user={guard_mb:.2f}")

@@ -41,6 +41,7 @@ from . import netns
 from .egress_core import METADATA_ADDRESSES, EgressRuleInvalid, network, routes_for
 from .egress_digest import digest_listing
 from .egress_nft import DEFAULT_NOTEBOOK_PORT, render_nft_ruleset, render_router_ruleset
+from .egress_spares import SpareNamespaces
 from .egress_state import StateStore
 from .egress_types import NamespaceHandle, NamespacePlan, ServiceHandle, UserNamespace
 from .netns import EgressSetupFailed
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 
-class EgressNamespaces:
+class EgressNamespaces(SpareNamespaces):
     """Create and destroy per-user egress namespaces behind one project router namespace.
 
     ``prefix`` names everything (``PREFIX-egress``, ``PREFIX-hub``, ``PREFIX-u-NAME``,
@@ -210,23 +211,31 @@ class EgressNamespaces:
         return self.apply(self.plan(key, egress, hub_addresses=hub_addresses))
 
     def apply(self, plan: NamespacePlan) -> NamespaceHandle:
-        """Carry out ``plan``: any leftover namespace of the same name is removed first; on
-        failure nothing half-made is left and EgressSetupFailed is raised."""
+        """Carry out ``plan``: any leftover namespace of the same name is removed first; a
+        ready spare (:meth:`make_spare`) is taken when there is one, else a namespace is made
+        now. On failure nothing half-made is left and EgressSetupFailed is raised."""
         ns = plan.name
         with self._state.lock():
             self._ensure_router_locked()
             self._destroy_locked(ns)
-            index = self._free_index()
-            address, gateway = self._addresses(index)
+            spare = self._claim_spare_locked(ns)
+            if spare is None:
+                index = self._free_index()
+                address, gateway = self._addresses(index)
+            else:
+                index, address, gateway = spare
             self._state.write(ns, {"kind": "user", "ns": ns, "index": index, "address": address,
                                    "gateway": gateway, "router_link": f"u{index}"})
             try:
-                self._plumb(ns, f"u{index}", gateway=gateway, address=None)
+                if spare is None:
+                    self._plumb(ns, f"u{index}", gateway=gateway, address=None)
 
                 def inside(ipr: IPRoute) -> None:
-                    netns.address_up(ipr, "eth0", f"{address}/30")
+                    if spare is None:
+                        netns.address_up(ipr, "eth0", f"{address}/30")
+                    eth0 = netns.link_index(ipr, "eth0")
                     for dest in plan.routes:
-                        netns.route_via(ipr, dest, gateway=gateway, ifname="eth0")
+                        netns.route_via(ipr, dest, gateway=gateway, ifname="eth0", index=eth0)
 
                 listing = netns.routes_and_ruleset(ns, inside, plan.ruleset,
                                                    what="address, routes and egress rules")
@@ -235,7 +244,7 @@ class EgressNamespaces:
                 self._destroy_locked(ns)
                 raise
         return NamespaceHandle(name=ns, path=plan.path, address=address, gateway=gateway,
-                               ruleset_digest=digest)
+                               ruleset_digest=digest, spare=spare is not None)
 
     def destroy(self, key: str) -> None:
         """Remove the namespace of ``key`` and its router link; idempotent."""
@@ -296,7 +305,7 @@ class EgressNamespaces:
             for ns in self.names():
                 self._destroy_locked(ns)
             for ns in netns.list_names():
-                if ns.startswith((f"{self.prefix}-u-", f"{self.prefix}-s-")):
+                if ns.startswith((f"{self.prefix}-u-", f"{self.prefix}-s-", f"{self.prefix}-p-")):
                     netns.remove(ns)
             self._remove_router_locked()
         self._state.remove_if_empty()
@@ -336,8 +345,10 @@ class EgressNamespaces:
         return str(link.network_address + 2), str(link.network_address + 1)
 
     def _free_index(self, kind: str = "user") -> int:
+        # Spares hold user links until they are taken.
+        kinds = ("user", "spare") if kind == "user" else (kind,)
         used = {int(str(s["index"])) for s in self._state.all()
-                if s.get("kind") == kind and "index" in s}
+                if s.get("kind") in kinds and "index" in s}
         links = self._user_links if kind == "user" else self._service_links
         for index in range(links.num_addresses // 4):
             if index not in used:

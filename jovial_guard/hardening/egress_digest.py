@@ -81,9 +81,10 @@ def live_listing(name: str) -> str:
         raise EgressSetupFailed(f"network namespace {name!r} does not exist")
     if os.stat(netns.path_of(name)).st_ino == os.stat("/proc/self/ns/net").st_ino:
         raise EgressSetupFailed(f"network namespace {name!r} is the host's own; its ruleset is not read")
-    if nft_lib.available():  # in-process: no fork and exec of nft per read
+    try:
         return netns.in_netns(name, nft_lib.list_ruleset_json)
-    return netns.nft(name, ["-j", "list", "ruleset"], what="read the ruleset")
+    except nft_lib.NftablesUnavailable as exc:
+        raise EgressSetupFailed(f"read the ruleset of network namespace {name}: {exc}") from exc
 
 
 def live_digest(name: str) -> str:

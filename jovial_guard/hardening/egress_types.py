@@ -18,6 +18,8 @@ class NamespaceHandle:
     gateway: str
     #: The kernel's ruleset right after loading (:mod:`.egress_digest`); attestation compares.
     ruleset_digest: str = ""
+    #: Whether a spare namespace was taken (else it was made during the spawn).
+    spare: bool = False
 
     @property
     def network_mode(self) -> str:

@@ -4,8 +4,9 @@ Why in process: a spawn needs about twenty network changes; one ``ip`` process e
 the hook over a hundred milliseconds. Here links, addresses and routes go through netlink
 (pyroute2) and a namespace is entered by a short-lived thread: ``setns``/``unshare`` with
 ``CLONE_NEWNET`` change only the calling thread, so the hub's own threads never leave the
-host namespace. ``nft`` is the one process left (one ``nft -f`` batch per namespace), started
-from such a thread so it runs inside the namespace it configures.
+host namespace. Rules go in as one ``nft -f`` batch per namespace through libnftables
+(:mod:`.nft_lib`), from such a thread so the batch lands in the namespace it configures; the
+``nft`` program is run only to read rules back (:func:`nft`).
 
 Namespaces are bind mounts under ``/run/netns`` like ``ip netns add`` makes them, so
 ``ip netns``, the container engine (``network_mode=ns:/run/netns/NAME``) and these functions
@@ -28,6 +29,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 
 from ..errors import Unavailable
+from . import nft_lib
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
@@ -242,9 +244,11 @@ def address_up(ipr: IPRoute, ifname: str, cidr: str | None) -> None:
     ipr.link("set", index=index, state="up")
 
 
-def route_via(ipr: IPRoute, dest: str, *, gateway: str, ifname: str) -> None:
-    """``ip route replace DEST via GATEWAY dev IFNAME``."""
-    ipr.route("replace", dst=dest, gateway=gateway, oif=link_index(ipr, ifname))
+def route_via(ipr: IPRoute, dest: str, *, gateway: str, ifname: str, index: int | None = None) -> None:
+    """``ip route replace DEST via GATEWAY dev IFNAME`` (``index``: IFNAME's, if known:
+    looking a link up lists every link)."""
+    oif = index if index is not None else link_index(ipr, ifname)
+    ipr.route("replace", dst=dest, gateway=gateway, oif=oif)
 
 
 def route_lines(ipr: IPRoute) -> list[str]:
@@ -289,37 +293,50 @@ def nft(name: str | None, argv: list[str], *, stdin: str | None = None, what: st
 
 
 def apply_ruleset(name: str | None, ruleset: str, *, what: str) -> None:
-    """Load ``ruleset`` (it starts with ``flush ruleset``) in one ``nft -f -`` batch."""
-    nft(name, ["-f", "-"], stdin=ruleset, what=what)
+    """Load ``ruleset`` (it starts with ``flush ruleset``) as one batch inside ``name``."""
+    try:
+        in_netns(name, lambda: nft_lib.run(ruleset))
+    except (OSError, nft_lib.NftablesUnavailable) as exc:
+        raise EgressSetupFailed(f"{what} failed: {exc}") from exc
 
 
 def routes_and_ruleset(name: str, fn: Callable[[IPRoute], None], ruleset: str, *, what: str) -> str:
-    """``fn(ipr)`` (routes) then ``ruleset`` in one ``nft -f -`` batch, both from one thread
-    inside namespace ``name``: one namespace entry per spawn instead of two. Returns the
-    kernel's JSON listing of the loaded rules (``nft -j list ruleset``), read back from
-    the same thread, for the hardening record's digest."""
-    def run() -> tuple[subprocess.CompletedProcess[str], str]:
+    """``fn(ipr)`` (routes) then ``ruleset`` as one batch, both from one thread inside
+    namespace ``name``: one namespace entry per spawn. Returns the kernel's JSON listing of
+    the loaded rules (``nft -j list ruleset``), read back from the same thread, for the
+    hardening record's digest."""
+    def run() -> str:
         with _route_socket() as ipr:
             fn(ipr)
-        loaded = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
-                                timeout=30, check=False)
-        if loaded.returncode != 0:
-            return loaded, ""
-        listing = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True,
-                                 timeout=30, check=False)
-        return loaded, listing.stdout if listing.returncode == 0 else ""
+        nft_lib.run(ruleset)
+        return nft_lib.list_ruleset_json()
 
     try:
-        proc, listing = in_netns(name, run)
+        listing = in_netns(name, run)
     except EgressSetupFailed:
         raise
     except Exception as exc:
         raise EgressSetupFailed(f"{what} failed: {exc}") from exc
-    if proc.returncode != 0:
-        raise EgressSetupFailed(f"{what} failed: nft -f -: {proc.stderr.strip()}")
     if not listing:
         raise EgressSetupFailed(f"{what}: the loaded rules could not be listed back (nft -j list ruleset)")
     return listing
+
+
+def rename(old: str, new: str) -> None:
+    """Give namespace ``old`` the name ``new`` (a second bind mount, then the first one
+    unmounted): the namespace, its links and addresses stay as they are."""
+    target = path_of(new)
+    try:
+        os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError as exc:
+        raise EgressSetupFailed(f"network namespace {new} already exists") from exc
+    except OSError as exc:
+        raise EgressSetupFailed(f"create {target}: {exc}") from exc
+    if _libc.mount(str(path_of(old)).encode(), str(target).encode(), b"none", _MS_BIND, None) != 0:
+        error = _os_error(f"bind network namespace {old} as {new}")
+        target.unlink(missing_ok=True)
+        raise error
+    remove(old)
 
 
 def link_exists(ifname: str) -> bool:

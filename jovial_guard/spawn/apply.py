@@ -3,7 +3,8 @@
 Why one step: a spawn makes a network namespace, mounts storage and configures the spawner.
 Under one :class:`contextlib.AsyncExitStack` every step registers its own undo as it
 succeeds, so a failure anywhere undoes exactly what was done, in reverse order, and the
-spawner is configured only once everything else stands. Blocking work (netlink, ``nft``,
+spawner is configured only once everything else stands. The namespace and the storage
+grant are independent and made at the same time (the spawn waits for the slower one). Blocking work (netlink, ``nft``,
 mounts) runs in worker threads, never on the hub's event loop.
 """
 
@@ -69,32 +70,41 @@ async def apply_plan(
 
     Raises ApplyFailed (after undoing every finished step) when a step fails.
     """
+    if plan.network is not None and networks is None:
+        raise ApplyFailed("network", ValueError("the plan has a namespace but egress is off"))
+    if plan.storage is not None and storage is None:
+        raise ApplyFailed("storage", ValueError("the plan has storage but storage is off"))
     async with AsyncExitStack() as undo:
+        # The namespace and the storage grant do not depend on each other: both run at
+        # once, and whichever succeeded is undone if the other failed.
+        network_step = (in_network_thread(networks.apply, plan.network)
+                        if plan.network is not None and networks is not None else _nothing())
+        storage_step = (storage.attach_planned(plan.storage)
+                        if plan.storage is not None and storage is not None else _nothing())
+        handle, storage_record = await asyncio.gather(network_step, storage_step,
+                                                      return_exceptions=True)
         address = ""
         hardening = dict(plan.record.hardening)
-        if plan.network is not None:
-            if networks is None:
-                raise ApplyFailed("network", ValueError("the plan has a namespace but egress is off"))
-            try:
-                handle = await in_network_thread(networks.apply, plan.network)
-            except (JovialGuardError, OSError) as exc:
-                raise ApplyFailed("network", exc) from exc
+        if plan.network is not None and networks is not None and not isinstance(handle, BaseException):
             undo.push_async_callback(in_network_thread, networks.discard, plan.network.name)
             address = handle.address
             # What the kernel holds right after loading: the attestation's reference.
             hardening["ruleset_digest"] = handle.ruleset_digest
-        storage_record: dict[str, Any] | None = None
-        if plan.storage is not None:
-            if storage is None:
-                raise ApplyFailed("storage", ValueError("the plan has storage but storage is off"))
-            try:
-                storage_record = await storage.attach_planned(plan.storage)
-            except (JovialGuardError, OSError) as exc:
-                raise ApplyFailed("storage", exc) from exc
+        if plan.storage is not None and storage is not None and not isinstance(storage_record, BaseException):
             undo.push_async_callback(_detach, storage, plan.storage.user)
+        for step, outcome in (("network", handle), ("storage", storage_record)):
+            if isinstance(outcome, (JovialGuardError, OSError)):
+                raise ApplyFailed(step, outcome) from outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
         configure_spawner(spawner, plan.container, address=address)
         undo.pop_all()
-    return replace(plan.record, container_address=address, storage=storage_record, hardening=hardening)
+    return replace(plan.record, container_address=address, hardening=hardening,
+                   storage=storage_record if isinstance(storage_record, dict) else None)
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _detach(storage: StorageAttacher, user: str) -> None:

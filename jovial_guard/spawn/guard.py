@@ -46,8 +46,10 @@ from ..policy.engine import DecisionListener, PolicyEngine
 from ..workload import Workload
 from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
+from .listeners import tell_decision_listeners, tell_spawn_listeners
 from .network import UserNetworks
 from .plan import SpawnPlan, SpawnRecord, render_spawn
+from .queue import StartQueue
 from .refusals import SpawnRefused, StartupRefused, decision_refusal
 from .settings import GuardSettings
 from .workload import requested_profile, spawn_workload
@@ -77,6 +79,7 @@ class JovialGuard(GuardSettings):
         self._networks: UserNetworks | None = None
         self._native_syscalls: frozenset[str] | None = None
         self._ranges: UserRanges | None = None
+        self._queue: StartQueue | None = None
         #: The latest hook durations (bounded: a long-running hub must not grow it forever).
         self.hook_seconds: deque[float] = deque(maxlen=4096)
 
@@ -121,8 +124,11 @@ class JovialGuard(GuardSettings):
         if self.egress and not problems:
             try:
                 self.networks().ensure_router()
+                self.networks().start_spares()
             except JovialGuardError as exc:
                 problems.append(f"the egress router namespace could not be set up: {exc}")
+        if self.storage_enabled and not problems:
+            self._warm_storage()
         if problems:
             raise StartupRefused(
                 "jovial_guard refuses to start the hub:\n  - " + "\n  - ".join(problems)
@@ -140,18 +146,18 @@ class JovialGuard(GuardSettings):
                     timeout=self.deadline,
                 )
                 await connection.__aenter__()
-                listeners: list[DecisionListener] = [
-                    _import_callable(x) for x in self.decision_listeners
-                ]
                 self._connection = connection
-                self._engine = PolicyEngine(connection, deadline=self.deadline, listeners=listeners)
+                # The hook tells the decision listeners itself, beside the spawn's other
+                # work (see _decide), not the engine before it returns.
+                self._engine = PolicyEngine(connection, deadline=self.deadline)
         return self._engine
+
+    def decision_listener_callables(self) -> list[DecisionListener]:
+        return [_import_callable(x) for x in self.decision_listeners]
 
     def add_decision_listener(self, listener: DecisionListener) -> None:
         """Attach a listener at run time (audit/decision-log helpers use this)."""
         self.decision_listeners = [*self.decision_listeners, listener]
-        if self._engine is not None:
-            self._engine.listeners.append(listener)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -162,7 +168,8 @@ class JovialGuard(GuardSettings):
     def networks(self) -> UserNetworks:
         if self._networks is None:
             self._networks = UserNetworks(
-                prefix=self.netns_prefix, pool=self.egress_pool, hub_port=self.hub_port
+                prefix=self.netns_prefix, pool=self.egress_pool, hub_port=self.hub_port,
+                spares=self.egress_spares,
             )
         return self._networks
 
@@ -185,6 +192,12 @@ class JovialGuard(GuardSettings):
                 rule="jovial-guard/userns-unavailable", status_code=503,
             ) from exc
 
+    def queue(self) -> StartQueue | None:
+        """The hub's start queue (``start_slots``), made on first use on the event loop."""
+        if self.start_slots and self._queue is None:
+            self._queue = StartQueue(self.start_slots)
+        return self._queue
+
     # -- the hook -----------------------------------------------------------------------
     def workload_for(self, spawner: Any, *, image: str) -> Workload:
         user = spawner.user
@@ -199,32 +212,54 @@ class JovialGuard(GuardSettings):
         )
 
     async def pre_spawn(self, spawner: Any) -> dict[str, Any]:
-        """Decide, render, apply one spawn; raise SpawnRefused on anything but a clean allow."""
+        """Wait for a start slot, then decide, render, apply one spawn; raise SpawnRefused on
+        anything but a clean allow (the slot is then given back)."""
+        queue = self.queue()
+        ticket = queue.enter(spawner._log_name) if queue is not None else None
+        spawner.guard_ticket = ticket
+        if queue is not None and ticket is not None:
+            await queue.wait(ticket)
+        # hook_ms is the guard's own work after the wait: decision, namespace, storage,
+        # render, listeners (queued_ms is the wait).
         started = time.perf_counter()
         try:
             record = await self._pre_spawn(spawner)
+            record = replace(record, hook_ms=round((time.perf_counter() - started) * 1000, 1))
+            doc = record.to_json()
+            spawner.guard_record = doc
+            await tell_spawn_listeners([_import_callable(x) for x in self.spawn_listeners], spawner, doc)
+        except BaseException:
+            self.release_slot(spawner)
+            raise
         finally:
             self.hook_seconds.append(time.perf_counter() - started)
-        record = replace(record, hook_ms=round(self.hook_seconds[-1] * 1000, 1))
-        doc = record.to_json()
-        spawner.guard_record = doc
+        # The log's hook_ms also counts the listeners (the record's stops before them).
+        nets = self._networks
         spawner.log.info(
-            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f",
+            "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f "
+            "queued_ms=%.1f spare_namespaces_taken=%d made=%d",
             spawner._log_name, record.profile, record.policy_revision,
-            record.hardening["apparmor"]["status"], record.hook_ms,
+            record.hardening["apparmor"]["status"], self.hook_seconds[-1] * 1000,
+            ticket.waited * 1000 if ticket is not None else 0.0,
+            nets.spare_hits if nets else 0, nets.spare_misses if nets else 0,
         )
-        for listener in self.spawn_listeners:
-            try:
-                result = _import_callable(listener)(spawner, doc)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                spawner.log.exception("jovial_guard spawn listener failed")
         return doc
+
+    def release_slot(self, spawner: Any) -> None:
+        """This spawn no longer needs its start slot (server up, failed or stopped)."""
+        ticket = getattr(spawner, "guard_ticket", None)
+        if ticket is not None and self._queue is not None:
+            self._queue.release(ticket)
 
     async def _pre_spawn(self, spawner: Any) -> SpawnRecord:
         spawner.guard_hardened = False
-        decision, image = await self._decide(spawner)
+        decision, image, told = await self._decide(spawner)
+        try:
+            return await self._render_and_apply(spawner, decision, image)
+        finally:
+            await told
+
+    async def _render_and_apply(self, spawner: Any, decision: Decision, image: str) -> SpawnRecord:
         if decision.warned or decision.audited:
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
@@ -248,8 +283,10 @@ class JovialGuard(GuardSettings):
                 status_code=503,
             ) from exc
 
-    async def _decide(self, spawner: Any) -> tuple[Decision, str]:
-        """The policy's decision on what this spawn will really run, and that image."""
+    async def _decide(self, spawner: Any) -> tuple[Decision, str, asyncio.Future[None]]:
+        """The policy's decision on what this spawn will really run, that image, and the
+        decision listeners being told (the decision log and the audit record are written
+        while the spawn goes on; the hook waits for them before it returns or refuses)."""
         try:
             image = await final_image(spawner)
             workload = self.workload_for(spawner, image=image)
@@ -258,10 +295,14 @@ class JovialGuard(GuardSettings):
         except web.HTTPError as exc:  # DockerSpawner: the chosen image is not allowed
             raise SpawnRefused(f"Your server was not started: {exc.log_message or exc}",
                                rule="jovial-guard/image-not-allowed", status_code=400) from exc
+        started = time.perf_counter()
         decision = await (await self.engine()).decide(workload)
+        told = asyncio.ensure_future(tell_decision_listeners(
+            self.decision_listener_callables(), workload, decision, time.perf_counter() - started))
         if not decision.allowed or decision.spec is None:
+            await told
             raise decision_refusal(decision, spawner)
-        return decision, image
+        return decision, image, told
 
     def render(self, spawner: Any, decision: Decision, *, image: str,
                userns: IdMap | None = None) -> SpawnPlan:
@@ -345,6 +386,18 @@ class JovialGuard(GuardSettings):
                 rule="jovial-guard/seccomp-profile-missing", status_code=503,
             ) from exc
 
+    def _warm_storage(self) -> None:
+        """Open the storage issuer and node agent now (keys, backend mounts, the sweep of a
+        previous run's mounts), so the first spawn does not pay for it. A failure here is
+        only logged: that spawn then meets it again and is refused with the reason."""
+        from ..credentials.hub import StorageCredentials
+
+        try:
+            storage = StorageCredentials.instance(config=self.config, log=self.log)
+            storage.issuer, storage.agent  # noqa: B018 - opened on first use
+        except Exception as exc:  # noqa: BLE001 - reported again by the spawn that needs it
+            self.log.warning("jovial_guard: storage credentials could not be opened at start-up: %s", exc)
+
     def _storage(self, spawner: Any) -> StorageCredentials:
         from ..credentials.hub import StorageCredentials
 
@@ -352,6 +405,7 @@ class JovialGuard(GuardSettings):
 
     async def post_stop(self, spawner: Any) -> None:
         spawner.guard_hardened = False
+        self.release_slot(spawner)
         if self.storage_enabled:
             await self._storage(spawner).detach_for_spawn(spawner)
         if self.egress:

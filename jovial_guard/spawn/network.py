@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..decision import Egress
 from ..errors import JovialGuardError
 from ..hardening.egress import DEFAULT_POOL, EgressNamespaces, NamespaceHandle, NamespacePlan
+from ..hardening.egress_spares import SparePool
 from ..hardening.netns_names import namespace_key
 
 __all__ = ["NetworkUnavailable", "UserNetworks", "namespace_key"]
@@ -23,9 +24,14 @@ class NetworkUnavailable(JovialGuardError):
 class UserNetworks:
     """Plan, apply and remove users' namespaces behind one project router namespace."""
 
-    def __init__(self, *, prefix: str = "jg", pool: str = DEFAULT_POOL, hub_port: int) -> None:
+    def __init__(self, *, prefix: str = "jg", pool: str = DEFAULT_POOL, hub_port: int,
+                 spares: int = 0) -> None:
         self.namespaces = EgressNamespaces(prefix, pool=pool)
         self.hub_port = hub_port
+        self.spares = SparePool(self.namespaces, spares)
+        #: Spawns that took a spare namespace, and those that found none and made one.
+        self.spare_hits = 0
+        self.spare_misses = 0
 
     @property
     def hub_address(self) -> str:
@@ -35,13 +41,25 @@ class UserNetworks:
     def ensure_router(self) -> None:
         self.namespaces.ensure_router()
 
+    def start_spares(self) -> None:
+        """Keep spare namespaces ready from now on (a background thread refills them)."""
+        self.spares.start()
+
     def plan(self, username: str, egress: Egress) -> NamespacePlan:
         """The namespace hub user ``username`` gets for ``egress`` (pure)."""
         return self.namespaces.plan(namespace_key(username), egress,
                                     hub_addresses=[self.namespaces.hub_rule(self.hub_port)])
 
     def apply(self, plan: NamespacePlan) -> NamespaceHandle:
-        return self.namespaces.apply(plan)
+        try:
+            handle = self.namespaces.apply(plan)
+        finally:
+            self.spares.kick()
+        if handle.spare:
+            self.spare_hits += 1
+        else:
+            self.spare_misses += 1
+        return handle
 
     def discard(self, name: str) -> None:
         self.namespaces.discard(name)

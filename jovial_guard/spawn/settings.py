@@ -128,6 +128,27 @@ class GuardSettings(SingletonConfigurable):
         DEFAULT_POOL, config=True,
         help="IPv4 range (/20 or larger) for the egress namespaces. Default 10.213.0.0/16.",
     )
+    egress_spares = Integer(
+        4, config=True,
+        help="""Egress namespaces kept made ahead of spawns (linked to the router, no routes,
+        no rules, nothing running), so a spawn only names one and loads its rules. A spawn
+        that finds none makes its own. 0: none. Default 4.""",
+    )
+    start_slots = Integer(
+        0, config=True,
+        help="""Servers starting at once; later spawns wait in arrival order inside the
+        pre-spawn hook and their spawn page says how many users are ahead of them. A slot is
+        held until the server answers on its port. 0 (default): no queue. The embedded
+        ``jupyterhub_config.py`` sets 2 per core.""",
+    )
+
+    @validate("egress_spares", "start_slots")
+    def _not_negative(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 0:
+            raise ValueError(f"JovialGuard.{proposal['trait'].name} must be 0 or more, e.g. 4")
+        return value
+
     hub_connect_ip = Unicode(
         config=True,
         help="""Address user containers reach the hub API on: the hub side of the egress

@@ -13,13 +13,19 @@ Two changes to DockerSpawner, both about failing closed and about the network:
 * ``create_object()`` makes an existing home volume private (mode 0700) first: new homes take that
   mode from the image, homes made before it had 0755, so another user's escaped process
   holding a path into them could have read what a notebook wrote world-readable.
+* With a start queue (``c.JovialGuard.start_slots``), ``progress()`` tells a waiting user
+  how many users are ahead ("waiting: 3 users ahead of you") on the spawn page, and the
+  start slot is given back once the server answers on its port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
-from typing import Any
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from docker.errors import NotFound
 from dockerspawner import DockerSpawner
@@ -27,6 +33,9 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Unicode, default
 
 from ..runtime.image import NOTEBOOK_HOME, NOTEBOOK_IMAGE
+
+if TYPE_CHECKING:
+    from .guard import JovialGuard
 
 
 class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
@@ -38,6 +47,8 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
     guard_plan = AnyTrait(None, allow_none=True,
                           help="The SpawnPlan the hook rendered and applied for this spawn.")
     guard_image = Unicode("", help="The image the policy decided on for this spawn.")
+    guard_ticket = AnyTrait(None, allow_none=True,
+                            help="This spawn's place in the start queue (None: no queue).")
 
     @default("image")
     def _default_image(self) -> str:
@@ -63,14 +74,57 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 "Tell the platform admins.",
                 rule="jovial-guard/hook-missing", status_code=503,
             )
-        image_choice = (self.user_options or {}).get("image")
-        if not image_choice and self.image != self.guard_image:
-            self._refuse_image(self.image)
         try:
-            return await super().start()
+            image_choice = (self.user_options or {}).get("image")
+            if not image_choice and self.image != self.guard_image:
+                self._refuse_image(self.image)
+            ip_port = await super().start()
+        except BaseException:
+            _guard_of(self).release_slot(self)
+            raise
         finally:
             # The next start must be decided again.
             self.guard_hardened = False
+        if self.guard_ticket is not None:
+            ip, port = ip_port
+            self._release_task = asyncio.ensure_future(self._release_when_listening(ip, port))
+        return ip_port
+
+    async def _release_when_listening(self, ip: str, port: int) -> None:
+        """Give the start slot back once the server accepts connections (its start-up work
+        is done) or ``http_timeout`` passed."""
+        deadline = time.monotonic() + float(self.http_timeout)
+        try:
+            while time.monotonic() < deadline and self.guard_ticket is not None \
+                    and not self.guard_ticket.released:
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 2)
+                except (TimeoutError, OSError):
+                    await asyncio.sleep(0.25)
+                    continue
+                writer.close()
+                return
+        finally:
+            _guard_of(self).release_slot(self)
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """Spawn-page events: the place in the start queue while waiting, then DockerSpawner's."""
+        queue = _guard_of(self).queue()
+        if queue is not None:
+            ticket = self.guard_ticket
+            # The page may ask before the hook queued this spawn: wait for its ticket.
+            while (ticket is None or ticket.released) and self._spawn_pending:
+                await asyncio.sleep(0.2)
+                ticket = self.guard_ticket
+            if ticket is not None and not ticket.released:
+                async for ahead in queue.positions(ticket):
+                    users = "user" if ahead == 1 else "users"
+                    yield {"progress": 5, "message": f"waiting: {ahead} {users} ahead of you "
+                           f"({queue.slots} servers start at a time)"}
+                yield {"progress": 20, "message": "your turn: the security policy decides, "
+                       "then your server starts"}
+        async for event in super().progress():
+            yield event
 
     async def create_object(self) -> Any:
         """DockerSpawner's container creation, once the image is settled: home made private first."""
@@ -112,3 +166,9 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
         if self.guard_address:
             return self.guard_address, self.port
         return await super().get_ip_and_port()  # type: ignore[no-any-return]
+
+
+def _guard_of(spawner: Any) -> JovialGuard:
+    from .guard import JovialGuard
+
+    return JovialGuard.instance(config=spawner.config, log=spawner.log)

@@ -273,6 +273,8 @@ def embedded_settings(state_dir: Path) -> StackSettings:
         extra_env={
             "JOVIAL_GUARD_NAME_PREFIX": NAME_PREFIX,
             "JOVIAL_GUARD_HOME_VOLUME": HOME_VOLUME,
+            # Two servers start at a time, so three users at once exercise the queue.
+            "JOVIAL_GUARD_START_SLOTS": "2",
         },
     )
 

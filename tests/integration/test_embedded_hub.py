@@ -2,15 +2,20 @@
 
 A user logs in with the shared password, picks a profile on the spawn page, and runs a
 notebook cell in a kernel of their hardened server; a profile the policy denies shows the
-policy's message on the spawn page. A hub whose hardening is incomplete (seccomp profile
+policy's message on the spawn page; when more users start than the hub starts at once,
+the ones waiting see their place in the queue among the spawn page's progress events. A hub whose hardening is incomplete (seccomp profile
 missing, container engine socket missing, OPA down) does not start and says why.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from jovial_guard.policy.opa_process import free_loopback_port
 from jovial_guard.spawn.stack import HubProcess, StackSettings, StackStartFailed
@@ -72,6 +77,66 @@ def _start_hub(embedded_hub: EmbeddedHub, tmp_path: Path, *, env_override: dict[
         hub.start()
     hub.stop()
     return str(caught.value)
+
+
+def _progress_messages(hub: EmbeddedHub, username: str, timeout: float = 240) -> list[str]:
+    """The spawn page's events for ``username`` (JupyterHub's progress API) until ready."""
+    messages: list[str] = []
+    resp = hub.api("GET", f"/users/{username}/server/progress", stream=True, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    for line in resp.iter_lines(decode_unicode=True):
+        if line and line.startswith("data:"):
+            event = json.loads(line[5:])
+            messages.append(str(event.get("message", "")))
+            if event.get("ready") or event.get("failed") or time.monotonic() > deadline:
+                break
+    return messages
+
+
+def test_a_queued_user_sees_their_place_on_the_spawn_page(embedded_hub: EmbeddedHub) -> None:
+    """The test hub starts two servers at a time (JOVIAL_GUARD_START_SLOTS=2): the third of
+    three users starting at once waits, and its spawn page says so, then says it is its turn."""
+    users = ["queue-a", "queue-b", "queue-c"]
+    for user in users:
+        embedded_hub.ensure_user(user, ())
+        if embedded_hub._server(user):
+            embedded_hub.stop(user)
+    answers: dict[str, int] = {}
+
+    def post(user: str) -> None:
+        resp = embedded_hub.api("POST", f"/users/{user}/server", json={"profile": "default"}, timeout=240)
+        answers[user] = resp.status_code
+
+    posts = []
+    try:
+        for user in users:
+            thread = threading.Thread(target=post, args=(user,))
+            thread.start()
+            posts.append(thread)
+            time.sleep(0.5)  # a known arrival order
+        messages = _progress_messages(embedded_hub, "queue-c")
+        for thread in posts:
+            thread.join(timeout=240)
+        assert all(answers.get(u) in (201, 202) for u in users), answers
+        waiting = [m for m in messages if m.startswith("waiting:")]
+        assert waiting and waiting[0] in (
+            "waiting: 0 users ahead of you (2 servers start at a time)",
+            "waiting: 1 user ahead of you (2 servers start at a time)",
+        ), messages
+        assert any(m.startswith("your turn") for m in messages), messages
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if all((embedded_hub._server(u) or {}).get("ready") for u in users):
+                break
+            time.sleep(0.5)
+        assert all((embedded_hub._server(u) or {}).get("ready") for u in users), embedded_hub.hub_log()
+    except requests.RequestException as exc:
+        pytest.fail(f"the hub did not answer: {exc}\n{embedded_hub.hub_log()}")
+    finally:
+        for user in users:
+            embedded_hub.stop(user)
+    log = embedded_hub.hub_log(400)
+    assert "jovial_guard: admitted queue-c" in log and "queued_ms=" in log
 
 
 def test_startup_refused_without_seccomp_profile(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:

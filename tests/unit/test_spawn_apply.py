@@ -93,13 +93,28 @@ async def test_a_failed_storage_step_undoes_the_namespace_and_leaves_the_spawner
     assert not hasattr(spawner, "extra_host_config") and not hasattr(spawner, "guard_hardened")
 
 
-async def test_a_failed_namespace_step_undoes_nothing_else() -> None:
+async def test_a_failed_namespace_step_undoes_the_storage_attached_beside_it() -> None:
     plan, spawner = _plan(), SimpleNamespace()
     networks, storage = Networks(fail=True), Storage()
     with pytest.raises(ApplyFailed) as caught:
         await apply_plan(plan, spawner, networks=networks, storage=storage)
     assert caught.value.step == "network" and [c[0] for c in networks.calls] == ["apply"]
-    assert storage.calls == [] and not hasattr(spawner, "guard_hardened")
+    assert storage.calls == [("attach", "alice"), ("detach", "alice")]
+    assert not hasattr(spawner, "guard_hardened")
+
+
+async def test_namespace_and_storage_are_made_at_the_same_time() -> None:
+    plan = _plan()
+    networks = Networks(delay=0.3)
+
+    class SlowStorage(Storage):
+        async def attach_planned(self, plan: StoragePlan) -> dict[str, Any]:
+            await asyncio.sleep(0.3)
+            return await super().attach_planned(plan)
+
+    started = time.perf_counter()
+    await apply_plan(plan, SimpleNamespace(), networks=networks, storage=SlowStorage())
+    assert time.perf_counter() - started < 0.55, "the two steps ran one after the other"
 
 
 async def test_a_spawner_failure_after_storage_undoes_storage_then_namespace() -> None:

@@ -77,6 +77,10 @@ def allowed_caps(drop: Iterable[str], add: Iterable[str]) -> int:
 
 
 def _id_map(value: Any, what: str) -> IdMap:
+    """Rows ``[[inside, outside, count], ...]``, or the engine's own notation
+    ``"inside:outside:count[,...]"`` (what the spawn record carries for podman)."""
+    if isinstance(value, str):
+        value = [row.split(":") for row in value.split(",") if row]
     try:
         rows = tuple((int(a), int(b), int(c)) for a, b, c in value)
     except (TypeError, ValueError) as exc:
@@ -101,7 +105,7 @@ def _host_range(userns: Mapping[str, Any]) -> tuple[int, int] | None:
 
 def from_hardening(hardening: Mapping[str, Any]) -> Expected:
     """The embedded record (``SpawnRecord.hardening``). ``user_namespace`` states the exact
-    maps (``uid_map``/``gid_map``: ``[[inside, outside, count]]``) or only the host range the
+    maps (``uid_map``/``gid_map``: ``[[inside, outside, count]]`` or ``"inside:outside:count"``) or only the host range the
     engine picks them from (``host_range``: ``[start, count]``); without it the container
     shares the host's ids (identity map), and that is what is expected then."""
     try:

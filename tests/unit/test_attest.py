@@ -139,6 +139,11 @@ def test_record_becomes_expectation() -> None:
     mapped = from_hardening({**record_hardening(), "user_namespace": {"uid_map": [[0, 200000, 65536]],
                                                                       "gid_map": [[0, 200000, 65536]]}})
     assert mapped.uid_map == ((0, 200000, 65536),)
+    # What the embedded spawn records: the engine's "inside:outside:count" notation.
+    from jovial_guard.hardening.userns import IdMap
+
+    spawned = from_hardening({**record_hardening(), "user_namespace": {"status": "applied", **IdMap(1000065536).to_json()}})
+    assert spawned.uid_map == spawned.gid_map == ((0, 1000065536, 65536),)
     with pytest.raises(RecordUnusable):
         from_hardening({**record_hardening(), "user_namespace": {"uid_map": "0 0 1"}})
 

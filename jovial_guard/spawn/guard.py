@@ -35,14 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
-from ..decision import Decision, ProfileRef
+from ..decision import Decision
 from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
-from ..hardening.audit_netlink import SyscallNames
-from ..hardening.seccomp_notify import write_audited
 from ..hardening.userns import IdMap, UserRanges, host_range
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import DecisionListener, PolicyEngine
+from ..policy.health import opa_health_problem
 from ..workload import Workload
 from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
@@ -51,6 +50,7 @@ from .network import UserNetworks
 from .plan import SpawnPlan, SpawnRecord, render_spawn
 from .queue import StartQueue
 from .refusals import SpawnRefused, StartupRefused, decision_refusal
+from .seccomp_files import SeccompFiles
 from .settings import GuardSettings
 from .workload import requested_profile, spawn_workload
 
@@ -77,7 +77,7 @@ class JovialGuard(GuardSettings):
         self._connection: OpaConnection | None = None
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
-        self._native_syscalls: frozenset[str] | None = None
+        self._seccomp_files: SeccompFiles | None = None
         self._ranges: UserRanges | None = None
         self._queue: StartQueue | None = None
         #: The latest hook durations (bounded: a long-running hub must not grow it forever).
@@ -92,7 +92,7 @@ class JovialGuard(GuardSettings):
         else:
             try:
                 OpaEndpoint(self.opa_url, self.opa_token or None, self.opa_ca_file or None).parts()
-                problem = _opa_health(self.opa_url, self.opa_token, self.opa_ca_file)
+                problem = opa_health_problem(self.opa_url, self.opa_token, self.opa_ca_file)
                 if problem:
                     problems.append(problem)
             except JovialGuardError as exc:
@@ -263,7 +263,7 @@ class JovialGuard(GuardSettings):
         if decision.warned or decision.audited:
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
-        await self._await_seccomp_agent()
+        await self.seccomp_files().await_agent()
         userns = await self._user_block(str(spawner.user.name))
         plan = self.render(spawner, decision, image=image, userns=userns)
         spawner.guard_plan = plan
@@ -310,7 +310,7 @@ class JovialGuard(GuardSettings):
         if decision.spec is None:
             raise SpawnRefused("Your server was not started: the decision has no spec",
                                rule="jovial-guard/unrenderable")
-        seccomp_path = self.seccomp_file(decision.spec.seccomp)
+        seccomp_path = self.seccomp_files().file_for(decision.spec.seccomp)
         username = str(spawner.user.name)
         try:
             network = self.networks().plan(username, decision.spec.egress) if self.egress else None
@@ -333,58 +333,18 @@ class JovialGuard(GuardSettings):
                 f"Your server was not started: {exc}", rule="jovial-guard/unrenderable"
             ) from exc
         chosen = {"name": decision.spec.seccomp.localhost_profile or decision.spec.seccomp.type,
-                  "audited": bool(self.seccomp_agent_socket)}
+                  "audited": self.seccomp_files().audited}
         hardening = {**plan.record.hardening,
                      "seccomp": {**plan.record.hardening["seccomp"], **chosen}}
         return replace(plan, record=replace(plan.record, hardening=hardening))
 
-    async def _await_seccomp_agent(self) -> None:
-        """Give an agent that is still starting (the audit service starts with the hub) a
-        few seconds; :meth:`seccomp_file` refuses the spawn if it never comes."""
-        if not self.seccomp_agent_socket:
-            return
-        deadline = time.monotonic() + self.seccomp_agent_wait
-        while not Path(self.seccomp_agent_socket).is_socket() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-
-    def seccomp_file(self, ref: ProfileRef) -> str:
-        """The profile file the engine gets for the decision's ``ref`` (validated).
-
-        ``jovial-guard/<name>.json`` is ``<seccomp_profile_dir>/<name>.json``; with the
-        seccomp agent configured, its audited variant. Anything missing refuses the spawn.
-        """
-        if ref.type != "Localhost":
-            # RuntimeDefault: the engine's own default filter; the path is not used.
-            return str(Path(self.seccomp_profile_dir).absolute())
-        try:
-            source = seccomp.localhost_profile_file(ref.localhost_profile, self.seccomp_profile_dir)
-        except JovialGuardError as exc:
-            raise SpawnRefused(
-                f"The notebook security profile is unavailable ({exc}), so no server can be "
-                "started. Tell the platform admins.",
-                rule="jovial-guard/seccomp-profile-missing", status_code=503,
-            ) from exc
-        if not self.seccomp_agent_socket:
-            return str(source)
-        if not Path(self.seccomp_agent_socket).is_socket():
-            raise SpawnRefused(
-                f"The seccomp audit agent is not running ({self.seccomp_agent_socket} is "
-                "missing), so no server can be started. Try again in a minute; if it "
-                "persists, tell the platform admins.",
-                rule="jovial-guard/seccomp-agent-unavailable", status_code=503,
-            )
-        try:
-            if self._native_syscalls is None:
-                self._native_syscalls = SyscallNames().all_names()
-            return str(write_audited(
-                source, name=str(ref.localhost_profile), listener=Path(self.seccomp_agent_socket),
-                directory=Path(self.seccomp_audited_dir), native=self._native_syscalls))
-        except (JovialGuardError, OSError) as exc:
-            raise SpawnRefused(
-                f"The audited notebook security profile could not be written ({exc}), so no "
-                "server can be started. Tell the platform admins.",
-                rule="jovial-guard/seccomp-profile-missing", status_code=503,
-            ) from exc
+    def seccomp_files(self) -> SeccompFiles:
+        """The profile files for this hub's spawns (made on first use, from the settings)."""
+        if self._seccomp_files is None:
+            self._seccomp_files = SeccompFiles(
+                profile_dir=self.seccomp_profile_dir, agent_socket=self.seccomp_agent_socket,
+                audited_dir=self.seccomp_audited_dir, agent_wait=self.seccomp_agent_wait)
+        return self._seccomp_files
 
     def _warm_storage(self) -> None:
         """Open the storage issuer and node agent now (keys, backend mounts, the sweep of a
@@ -410,23 +370,6 @@ class JovialGuard(GuardSettings):
             await self._storage(spawner).detach_for_spawn(spawner)
         if self.egress:
             await in_network_thread(self.networks().destroy, str(spawner.user.name))
-
-
-def _opa_health(url: str, token: str, ca_file: str) -> str | None:
-    """A synchronous start-up probe of OPA's /health; an error message or None."""
-    import requests
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        resp = requests.get(
-            url.rstrip("/") + "/health", headers=headers, timeout=3,
-            verify=ca_file or True,
-        )
-    except requests.RequestException as exc:
-        return f"the policy engine (OPA) at {url} is unreachable: {type(exc).__name__}"
-    if resp.status_code != 200:
-        return f"the policy engine (OPA) at {url} is not healthy (HTTP {resp.status_code})"
-    return None
 
 
 def _guard(spawner: Any) -> JovialGuard:

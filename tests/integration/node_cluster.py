@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from jovial_guard.node.profiles import default_source_dir, load_profiles
 from jovial_guard.node.profiles import install as install_profiles
 from jovial_guard.paths import STATE_ENV, state_dir
@@ -309,6 +311,23 @@ class NodeCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def make_namespace(self, api: Any, name: str, labels: dict[str, str] | None = None, *,
+                       timeout: float = 60.0) -> None:
+        """Create namespace ``name`` through ``api`` (a CoreV1Api) and wait until
+        kube-controller-manager made its default ServiceAccount: no pod is admitted before."""
+        api.create_namespace({"metadata": {"name": name, **({"labels": labels} if labels else {})}})
+        deadline = time.monotonic() + timeout
+        while self.get_object("serviceaccount", "default", name) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kube-controller-manager never created the default ServiceAccount of {name}")
+            time.sleep(0.5)
+
+    def fail_on_leftovers(self) -> None:
+        """Fail the test module when the teardown left anything behind (after ``stop``)."""
+        left = self.leftovers()
+        if left:
+            pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
 
     def leftovers(self) -> list[str]:
         from .node_teardown import leftovers

@@ -57,21 +57,14 @@ def node() -> Iterator[NodeCluster]:
     cluster = NodeCluster(preinstall_profiles=False)
     with cluster:
         yield cluster
-    left = cluster.leftovers()
-    if left:
-        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+    cluster.fail_on_leftovers()
 
 
 @pytest.fixture(scope="module")
 def core(node: NodeCluster) -> client.CoreV1Api:
     api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
     # The webhook configurations select namespaces by this label (as install.sh sets it).
-    api.create_namespace({"metadata": {"name": WEBHOOK_NAMESPACE, "labels": {"jovial-guard.io/guarded": "true"}}})
-    deadline = time.monotonic() + 60
-    while node.get_object("serviceaccount", "default", WEBHOOK_NAMESPACE) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
-        time.sleep(0.5)
+    node.make_namespace(api, WEBHOOK_NAMESPACE, {"jovial-guard.io/guarded": "true"})
     return api
 
 

@@ -48,20 +48,13 @@ def node() -> Iterator[NodeCluster]:
     cluster = NodeCluster()
     with cluster:
         yield cluster
-    left = cluster.leftovers()
-    if left:
-        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+    cluster.fail_on_leftovers()
 
 
 @pytest.fixture(scope="module")
 def running_pod(node: NodeCluster) -> Iterator[dict[str, Any]]:
     core = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
-    deadline = time.monotonic() + 60
-    while node.get_object("serviceaccount", "default", NAMESPACE) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
-        time.sleep(0.5)
+    node.make_namespace(core, NAMESPACE)
     pod = hardened_pod(POD, ProfileRef("Localhost", NOTEBOOK_PROFILE))
     pod["spec"]["containers"][0].update(command=["python", "-c", "import time; time.sleep(900)"])
     # POSTed as KubeSpawner does (numbers stay numbers), as test_node_hardened_pod.py does.

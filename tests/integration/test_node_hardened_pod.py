@@ -49,24 +49,16 @@ def node() -> Iterator[NodeCluster]:
     cluster = NodeCluster()
     with cluster:
         yield cluster
-    left = cluster.leftovers()
-    if left:
-        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+    cluster.fail_on_leftovers()
 
 
 @pytest.fixture(scope="module")
 def core(node: NodeCluster) -> client.CoreV1Api:
     api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
-    deadline = time.monotonic() + 60
-    for namespace in (NAMESPACE, WEBHOOK_NAMESPACE):
-        # The webhook configurations select namespaces by this label (as install.sh sets it);
-        # the renderer's namespace stays unguarded.
-        labels = {"jovial-guard.io/guarded": "true"} if namespace == WEBHOOK_NAMESPACE else {}
-        api.create_namespace({"metadata": {"name": namespace, "labels": labels}})
-        while node.get_object("serviceaccount", "default", namespace) is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
-            time.sleep(0.5)
+    # The webhook configurations select namespaces by this label (as install.sh sets it);
+    # the renderer's namespace stays unguarded.
+    node.make_namespace(api, NAMESPACE)
+    node.make_namespace(api, WEBHOOK_NAMESPACE, {"jovial-guard.io/guarded": "true"})
     return api
 
 

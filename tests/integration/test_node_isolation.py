@@ -145,9 +145,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     finally:
         listener.close()
         hosts.remove()
-    left = cluster.leftovers()
-    if left:
-        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+    cluster.fail_on_leftovers()
 
 
 @pytest.fixture(scope="module")

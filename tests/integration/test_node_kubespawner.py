@@ -92,9 +92,7 @@ def node() -> Iterator[NodeCluster]:
         yield cluster
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "node_kubespawner_times.json").write_text(json.dumps(TIMES, indent=1))
-    left = cluster.leftovers()
-    if left:
-        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+    cluster.fail_on_leftovers()
 
 
 @pytest.fixture(scope="module")

@@ -65,20 +65,13 @@ def node() -> Iterator[NodeCluster]:
             os.environ.pop("JOVIAL_GUARD_RUNC", None)
         else:
             os.environ["JOVIAL_GUARD_RUNC"] = previous
-    left = cluster.leftovers()
-    if left:
-        pytest.fail("the cluster's teardown left: " + ", ".join(left), pytrace=False)
+    cluster.fail_on_leftovers()
 
 
 @pytest.fixture(scope="module")
 def core(node: NodeCluster) -> client.CoreV1Api:
     api = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
-    api.create_namespace({"metadata": {"name": NAMESPACE}})
-    deadline = time.monotonic() + 60
-    while node.get_object("serviceaccount", "default", NAMESPACE) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError("kube-controller-manager never created the default ServiceAccount")
-        time.sleep(0.5)
+    node.make_namespace(api, NAMESPACE)
     return api
 
 

@@ -21,6 +21,7 @@ import pytest
 from jovial_guard.credentials.issuer import Issuer
 from jovial_guard.policy.store import PolicyStore
 from jovial_guard.runtime.image import recipe_key, tarball_path
+from jovial_guard.runtime.runc import runc_dir, runc_path
 from jovial_guard.spawn.stack import EmbeddedStack, StackSettings
 
 from .conftest import EGRESS_POOL, NAME_PREFIX, NETNS_PREFIX
@@ -64,10 +65,18 @@ def test_cache_deleted_between_runs_loses_no_state(tmp_path: Path, monkeypatch: 
                                                   unmount_below: None) -> None:
     real_tarball = tarball_path(recipe_key())
     assert real_tarball.is_file(), "the notebook image tarball is built by scripts/setup.d"
+    real_runc = runc_path()
     cache, state = tmp_path / "cache", tmp_path / "state"
     (cache / "images").mkdir(parents=True)
     (cache / "images" / real_tarball.name).symlink_to(real_tarball)
     monkeypatch.setenv("JOVIAL_GUARD_CACHE", str(cache))
+
+    def rebuild_runc() -> None:
+        """What set-up (scripts/setup.d/15-runc.sh) puts back into an emptied cache."""
+        runc_dir().mkdir(parents=True, exist_ok=True)
+        (runc_dir() / "runc").symlink_to(real_runc)
+
+    rebuild_runc()
     monkeypatch.setenv("JOVIAL_GUARD_STATE_DIR", str(state))
     monkeypatch.delenv("JOVIAL_GUARD_HUB_STATE_DIR", raising=False)
     hub = state / "hub"
@@ -91,6 +100,9 @@ def test_cache_deleted_between_runs_loses_no_state(tmp_path: Path, monkeypatch: 
 
     shutil.rmtree(cache)
     assert not cache.exists()
+    # The engine's runtime is rebuilt by set-up like any tool; the image is not needed again:
+    # the engine storage (state) still holds it.
+    rebuild_runc()
 
     stack = EmbeddedStack(_settings(state), progress=lambda m: None).start()
     try:

@@ -6,11 +6,11 @@ cluster's kubelet root and admin kubeconfig, exactly as ``jovial-guard node-agen
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from jovial_guard.processes import stop_group
 
 from .node_cluster import NODE_NAME, NodeCluster
 
@@ -34,13 +34,7 @@ class AgentLoop:
                                      stderr=self._out, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, grace=20)
         self._out.close()
         return self.proc.returncode
 

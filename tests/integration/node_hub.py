@@ -28,6 +28,7 @@ import requests
 import yaml
 
 from jovial_guard.policy.opa_process import REPO_ROOT
+from jovial_guard.processes import stop_group
 from tests.admission.z2jh_chart import find_helm, render
 
 from .node_chart import api, hub_identity
@@ -161,13 +162,8 @@ class NodeHub:
 
     def stop(self) -> None:
         """SIGTERM the hub (it stops the proxy it started), then the proxy by its pid file."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_group(self.proc, grace=30)
         pid_file = self.work / "jupyterhub-proxy.pid"
         if pid_file.exists():
             try:

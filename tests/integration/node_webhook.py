@@ -9,8 +9,6 @@ webhook itself before the kubelet ever sees them.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from typing import Any
 
 from jovial_guard.admission.tls import write_webhook_certs
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
+from jovial_guard.processes import stop_group
 
 
 def webhook_configurations(port: int, ca_file: Path) -> list[dict[str, Any]]:
@@ -48,13 +47,7 @@ def running_webhook(workdir: Path, *, policy_dir: Path = DEFAULT_POLICY_DIR) -> 
             _wait_ready(port, certs.ca_cert, proc, workdir / "webhook.log")
             yield webhook_configurations(port, certs.ca_cert), opa.url
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            stop_group(proc, grace=15)
 
 
 def _wait_ready(port: int, ca_file: Path, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from jovial_guard.decision import ProfileRef
+from jovial_guard.processes import stop_group
 
 from .node_tools import require_node
 
@@ -89,13 +90,7 @@ class Agent:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, grace=20)
         self._out.close()
 
 

@@ -4,7 +4,8 @@ The notebook image's root filesystem tarball (the same one the embedded engine i
 turned into a docker-archive by podman in a throw-away storage (``podman import`` with the
 image's user, environment and command, then ``podman save``), cached beside the tarball by
 recipe key, and loaded into containerd's ``k8s.io`` namespace with ``ctr images import``.
-The webhook image's root filesystem (scripts/test.d/70-webhook-image.sh) goes the same way.
+The webhook's and the node agent's root filesystems (scripts/test.d/70-webhook-image.sh,
+71-node-agent-image.sh) go the same way.
 The pause image's archive comes ready-made from scripts/test.d/55-pause-image.sh.
 """
 
@@ -29,6 +30,12 @@ WEBHOOK_REPOSITORY = "localhost/jovial-guard/webhook"
 WEBHOOK_UID = 65532
 WEBHOOK_CHANGES = [f"USER={WEBHOOK_UID}", "ENV=PATH=/usr/local/bin:/usr/bin:/bin", "ENV=LANG=C.UTF-8",
                    "ENV=PYTHONDONTWRITEBYTECODE=1", "WORKDIR=/", 'ENTRYPOINT=["jovial-guard"]', 'CMD=["--help"]']
+#: The node agent's image (scripts/test.d/71-node-agent-image.sh): root, like the DaemonSet runs it.
+NODE_AGENT_TARBALL = REPO_ROOT / ".tools" / "images" / "node-agent.tar"
+NODE_AGENT_REPOSITORY = "localhost/jovial-guard/node-agent"
+NODE_AGENT_CHANGES = ["USER=0", "ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                      "ENV=LANG=C.UTF-8", "ENV=PYTHONDONTWRITEBYTECODE=1", "WORKDIR=/",
+                      'ENTRYPOINT=["jovial-guard"]', 'CMD=["node-agent", "--help"]']
 
 
 class ImageUnavailable(RuntimeError):
@@ -66,15 +73,25 @@ def notebook_archive() -> Path:
 def webhook_image() -> tuple[str, Path]:
     """The webhook image's name inside the cluster (tagged by its build key) and its
     docker-archive; a missing or stale build names the step that makes it."""
-    script = REPO_ROOT / "scripts" / "test.d" / "70-webhook-image.sh"
-    if not WEBHOOK_TARBALL.exists():
-        raise ImageUnavailable(f"the webhook image is not built: run {script} (./guard test does)")
+    return _built_image("70-webhook-image.sh", WEBHOOK_TARBALL, WEBHOOK_REPOSITORY, WEBHOOK_CHANGES)
+
+
+def node_agent_image() -> tuple[str, Path]:
+    """The node agent's image name inside the cluster (tagged by its build key) and its
+    docker-archive, as :func:`webhook_image`."""
+    return _built_image("71-node-agent-image.sh", NODE_AGENT_TARBALL, NODE_AGENT_REPOSITORY, NODE_AGENT_CHANGES)
+
+
+def _built_image(step: str, tarball: Path, repository: str, changes: list[str]) -> tuple[str, Path]:
+    script = REPO_ROOT / "scripts" / "test.d" / step
+    if not tarball.exists():
+        raise ImageUnavailable(f"the {tarball.stem} image is not built: run {script} (./guard test does)")
     key = subprocess.run(["bash", str(script), "--key"], capture_output=True, text=True, check=True).stdout.strip()
-    rootfs = WEBHOOK_TARBALL.resolve()
-    if rootfs.name != f"webhook-{key}.tar":
-        raise ImageUnavailable(f"{WEBHOOK_TARBALL} is stale (recipe or code changed): rerun {script}")
-    image = f"{WEBHOOK_REPOSITORY}:{key}"
-    return image, docker_archive(rootfs, rootfs.with_name(f"webhook-{key}.docker-archive.tar"), image, WEBHOOK_CHANGES)
+    rootfs = tarball.resolve()
+    if rootfs.name != f"{tarball.stem}-{key}.tar":
+        raise ImageUnavailable(f"{tarball} is stale (recipe or code changed): rerun {script}")
+    image = f"{repository}:{key}"
+    return image, docker_archive(rootfs, rootfs.with_name(f"{tarball.stem}-{key}.docker-archive.tar"), image, changes)
 
 
 def docker_archive(rootfs: Path, out: Path, image: str, changes: list[str]) -> Path:

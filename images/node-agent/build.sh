@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build the node agent's root filesystem as a tarball, without a registry.
+#
+#   images/node-agent/build.sh OUT.tar CONSTRAINTS.txt
+#
+# Its own image, not the webhook's: the agent runs privileged on every node and needs
+# nftables (the `nft` program and libnftables, to load each notebook pod's egress) and
+# pyroute2; the webhook, reachable from the API server, needs neither, and the agent needs
+# none of the webhook's server (aiohttp, uvloop, the OPA client, prometheus) nor OPA. Each
+# image carries only what its own process runs.
+#
+# debootstrap (minbase, bookworm, from the mirror apt already uses) + Debian's nftables; a
+# python venv in /opt/jovial-guard/venv with the base dependencies plus kubernetes and
+# pyroute2, pinned to CONSTRAINTS.txt; the project's code and profiles in
+# /opt/jovial-guard/app (precompiled: the root is read-only at run time). Runs as root (it
+# mounts, enters pods' network namespaces and writes the kubelet's directory), so no user is
+# added; no setuid/setgid bits, no package caches, documentation or build-host traces.
+# Needs root (debootstrap, chroot). Progress goes to stdout as "==> step" lines.
+set -euo pipefail
+OUT="${1:?usage: build.sh OUT.tar CONSTRAINTS.txt}"
+CONSTRAINTS="${2:?constraints file (pip freeze of the tested venv)}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+SUITE=bookworm
+PREFIX=/opt/jovial-guard
+
+# shellcheck source=../lib/debian-rootfs.sh
+. "$HERE/../lib/debian-rootfs.sh"
+
+make_work
+debootstrap_minbase
+
+step "nftables (nft and libnftables) from Debian"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+in_root apt-get -o Acquire::https::CAInfo=/tmp/host-ca.crt -qq update >"$work/apt.log" 2>&1 \
+  || { tail -n 20 "$work/apt.log" >&2; exit 1; }
+in_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::https::CAInfo=/tmp/host-ca.crt -qq -y \
+  install --no-install-recommends nftables >>"$work/apt.log" 2>&1 || { tail -n 20 "$work/apt.log" >&2; exit 1; }
+in_root nft --version
+
+step "venv $PREFIX/venv: base dependencies, kubernetes and pyroute2, pinned"
+python3 "$REPO/images/webhook/requirements.py" webhook:kubernetes hub:pyroute2 >"$root/tmp/requirements.txt"
+grep -v -i '^jovial[-_]guard' "$CONSTRAINTS" | grep -v '^-e ' >"$root/tmp/constraints.txt"
+in_root python3 -m venv "$PREFIX/venv"
+in_root "$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check -q \
+  --cert /tmp/host-ca.crt --only-binary=:all: -c /tmp/constraints.txt -r /tmp/requirements.txt
+in_root "$PREFIX/venv/bin/pip" check
+
+step "the project's code and profiles in $PREFIX/app"
+mkdir -p "$root$PREFIX/app"
+( cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - jovial_guard policies profiles pyproject.toml ) \
+  | tar -C "$root$PREFIX/app" -xf -
+echo "$PREFIX/app" >"$(echo "$root$PREFIX/venv/lib/python3"*/site-packages)/jovial_guard_app.pth"
+in_root "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/app/jovial_guard" "$PREFIX/venv/lib"
+cat >"$root/usr/local/bin/jovial-guard" <<SH
+#!/bin/sh
+exec $PREFIX/venv/bin/python -m jovial_guard "\$@"
+SH
+chmod 0755 "$root/usr/local/bin/jovial-guard"
+if command -v strip >/dev/null; then
+  find "$root$PREFIX/venv" -name '*.so' -exec strip --strip-unneeded {} +
+fi
+# Every module the agent's duties load, and libnftables through ctypes, as at run time.
+in_root "$PREFIX/venv/bin/python" -c "
+import jovial_guard.node.cli, jovial_guard.node.egress, jovial_guard.node.grants, jovial_guard.node.attest
+import jovial_guard.node.cni_conflist, kubernetes.client
+from jovial_guard.hardening import nft_lib
+nft_lib._library()"
+in_root jovial-guard node-agent --help >/dev/null
+
+step "hardening, slimming, scrubbing host details"
+rm -rf "$root$PREFIX/venv/lib/python3"*/site-packages/pip "$root$PREFIX/venv/lib/python3"*/site-packages/pip-* \
+       "$root$PREFIX/venv/bin/pip"* "$root/usr/lib/python3"*/ensurepip "$root/usr/share/python-wheels"
+rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
+scrub_root node-agent
+for forbidden in jupyterhub dockerspawner kubespawner aiohttp uvloop opa_client; do
+  if ls "$root$PREFIX/venv/lib/python3"*/site-packages | grep -qi "^$forbidden"; then
+    echo "build.sh: $forbidden in the node agent image" >&2; exit 1
+  fi
+done
+if [ -e "$root/usr/local/bin/opa" ]; then echo "build.sh: opa in the node agent image" >&2; exit 1; fi
+
+pack_root

@@ -6,8 +6,8 @@
 # Its own image, not the webhook's: the agent runs privileged on every node and needs
 # nftables (the `nft` program and libnftables, to load each notebook pod's egress) and
 # pyroute2; the webhook, reachable from the API server, needs neither, and the agent needs
-# none of the webhook's server (aiohttp, uvloop, the OPA client, prometheus) nor OPA. Each
-# image carries only what its own process runs.
+# none of the webhook's server (uvloop, the OPA client, prometheus) nor OPA. Each image
+# carries only what its own process runs.
 #
 # debootstrap (minbase, bookworm, from the mirror apt already uses) + Debian's nftables; a
 # python venv in /opt/jovial-guard/venv with the base dependencies plus kubernetes and
@@ -30,13 +30,16 @@ PREFIX=/opt/jovial-guard
 make_work
 debootstrap_minbase
 
-step "nftables (nft and libnftables) from Debian"
+# netbase: /etc/protocols, without which nft cannot resolve the rules' protocol names
+# ("Could not resolve protocol name" for icmp, ipv6-icmp).
+step "nftables (nft and libnftables) and netbase from Debian"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 in_root apt-get -o Acquire::https::CAInfo=/tmp/host-ca.crt -qq update >"$work/apt.log" 2>&1 \
   || { tail -n 20 "$work/apt.log" >&2; exit 1; }
 in_root env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::https::CAInfo=/tmp/host-ca.crt -qq -y \
-  install --no-install-recommends nftables >>"$work/apt.log" 2>&1 || { tail -n 20 "$work/apt.log" >&2; exit 1; }
+  install --no-install-recommends nftables netbase >>"$work/apt.log" 2>&1 || { tail -n 20 "$work/apt.log" >&2; exit 1; }
 in_root nft --version
+in_root getent protocols icmp ipv6-icmp tcp udp >/dev/null
 
 step "venv $PREFIX/venv: base dependencies, kubernetes and pyroute2, pinned"
 python3 "$REPO/images/webhook/requirements.py" webhook:kubernetes hub:pyroute2 >"$root/tmp/requirements.txt"
@@ -73,7 +76,8 @@ rm -rf "$root$PREFIX/venv/lib/python3"*/site-packages/pip "$root$PREFIX/venv/lib
        "$root$PREFIX/venv/bin/pip"* "$root/usr/lib/python3"*/ensurepip "$root/usr/share/python-wheels"
 rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
 scrub_root node-agent
-for forbidden in jupyterhub dockerspawner kubespawner aiohttp uvloop opa_client; do
+# aiohttp stays: the kubernetes client (37) requires it; no server in the agent uses it.
+for forbidden in jupyterhub dockerspawner kubespawner docker uvloop opa_client prometheus_client; do
   if ls "$root$PREFIX/venv/lib/python3"*/site-packages | grep -qi "^$forbidden"; then
     echo "build.sh: $forbidden in the node agent image" >&2; exit 1
   fi

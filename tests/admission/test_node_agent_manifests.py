@@ -83,7 +83,7 @@ def test_isolation_manifest_matches_the_kubernetes_schema(doc: dict[str, Any]) -
 def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() -> None:
     """Same DaemonSet name (one agent per node); the grant, staging, socket and plugin paths
     its arguments name are the host paths it mounts; mounts reach the host only from the
-    state directory; Secrets only listed and annotated, pods only read."""
+    staging directory; Secrets only listed and annotated, pods only read."""
     (daemonset,) = [d for d in isolation_docs() if d["kind"] == "DaemonSet"]
     (plain,) = by_kind("DaemonSet")
     assert (daemonset["metadata"]["name"], daemonset["metadata"]["namespace"]) == (
@@ -101,8 +101,16 @@ def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() 
     assert host[mounts["/run/jovial-guard/node"]["name"]] == str(Path(args["cni-socket"]).parent)
     assert host[mounts[args["cni-bin-dir"]]["name"]] == "/opt/cni/bin"
     assert host[mounts[str(Path(args["cni-conflist"]).parent)]["name"]] == "/etc/cni/net.d"
+    # Only the staging directory's mounts reach the host, from a volume of its own (at the
+    # same path on both sides), so it is already shared inside the pod; the socket's directory
+    # is at the same path too: the agent writes the socket's path into the conflist.
     propagating = {path for path, m in mounts.items() if m.get("mountPropagation") == "Bidirectional"}
-    assert propagating == {args["state-dir"]}
+    assert propagating == {args["staging-root"]}
+    assert host[mounts[args["staging-root"]]["name"]] == args["staging-root"]
+    assert mounts["/run/jovial-guard/node"]["name"] == "run" and host["run"] == "/run/jovial-guard/node"
+    # The policy data the rules come from: the site's data.json, not the image's.
+    assert mounts[str(Path(args["policy-data"]).parent)]["readOnly"] is True
+    assert container["image"].startswith("localhost/jovial-guard/node-agent:")
     rules = {(d["kind"], tuple(r["resources"]), tuple(r["verbs"])) for d in isolation_docs()
              if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]}
     assert rules == {("ClusterRole", ("pods",), ("get", "list")), ("Role", ("secrets",), ("list", "patch"))}

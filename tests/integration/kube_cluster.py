@@ -102,6 +102,9 @@ class LocalKubeCluster:
         self.port = free_loopback_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         self.kubeconfig = self.dir / "kubeconfig"
+        #: The addresses the serving certificate names (add before ``start``): it listens on
+        #: loopback, but a forwarder may bring other clients to it.
+        self.serving_ips: list[str] = ["127.0.0.1"]
 
     @property
     def url(self) -> str:
@@ -111,7 +114,7 @@ class LocalKubeCluster:
         pki = self.dir / "pki"
         pki.mkdir(parents=True, exist_ok=True)
         ca_key, ca_cert = create_ca(common_name="jovial-guard test cluster CA")
-        srv_key, srv_cert = create_serving_cert(ca_key=ca_key, ca_cert=ca_cert, dns_names=["localhost", "kubernetes"], ip_addresses=["127.0.0.1"])
+        srv_key, srv_cert = create_serving_cert(ca_key=ca_key, ca_cert=ca_cert, dns_names=["localhost", "kubernetes"], ip_addresses=self.serving_ips)
         adm_key, adm_cert = _client_cert(ca_key, ca_cert, user="admin", group="system:masters")
         sa_key = ec.generate_private_key(ec.SECP256R1())
         files = {

@@ -187,6 +187,9 @@ class NodeCluster:
     def start(self) -> NodeCluster:
         self.tunables = {t: (Path("/proc/sys") / t).read_text().strip() for t in KERNEL_TUNABLES}
         self.network.create()
+        # Pods may reach the API server through a forwarder on the host's pod-bridge address
+        # (node_daemonset.ApiForwarder, standing in for kube-proxy): its certificate names it.
+        self.control.serving_ips.append(self.network.host_pod_ip)
         self.timed("etcd + kube-apiserver", self.control.start)
         self.timed("containerd + image import", self._start_containerd)
         self._start_control_plane_controllers()

@@ -35,7 +35,7 @@ NODE_AGENT_TARBALL = REPO_ROOT / ".tools" / "images" / "node-agent.tar"
 NODE_AGENT_REPOSITORY = "localhost/jovial-guard/node-agent"
 NODE_AGENT_CHANGES = ["USER=0", "ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                       "ENV=LANG=C.UTF-8", "ENV=PYTHONDONTWRITEBYTECODE=1", "WORKDIR=/",
-                      'ENTRYPOINT=["jovial-guard"]', 'CMD=["node-agent", "--help"]']
+                      'ENTRYPOINT=["jovial-guard"]', 'CMD=["node-agent","--help"]']
 
 
 class ImageUnavailable(RuntimeError):

@@ -139,3 +139,23 @@ def policy_copy(source: Path, target: Path, *, staging_root: Path, archive: str)
                                              "comment": "test archive"}]
     (target / "data.json").write_text(json.dumps(data, indent=1))
     return target
+
+
+def deliver_grant(core: client.CoreV1Api, issuer: Any, user: str, *, node: str, namespace: str,
+                  lifetime: int = 3600) -> str:
+    """Issue ``user``'s grant on ``home/<user>`` and deliver it sealed to ``node``'s agent, as
+    the hub does; the grant's serial."""
+    from jovial_guard.node import grant_channel
+
+    issued = issuer.issue(user=user, uid=1000, gid=100, fileset=f"home/{user}", mode="rw",
+                          mount_path="/lustre/home", lifetime=lifetime)
+    grant_channel.deliver(core.api_client, issuer, issued.grant, node=node, namespace=namespace)
+    return str(issued.grant.serial)
+
+
+def grant_status(core: client.CoreV1Api, serial: str, namespace: str) -> str:
+    """What the node agent wrote on the grant's Secret ("mounted ...", "refused: ...")."""
+    from jovial_guard.node import grant_channel
+
+    secret = core.read_namespaced_secret(grant_channel.secret_name(serial), namespace)
+    return str((secret.metadata.annotations or {}).get(grant_channel.STATUS_ANNOTATION, ""))

@@ -45,7 +45,8 @@ from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
 
 from .node_agent_run import AgentLoop
 from .node_cluster import NODE_NAME, NodeCluster, free_port
-from .node_isolation_pods import allow_hub, as_hub, look, notebook_pod, policy_copy, until, wait_finished, wait_running
+from .node_isolation_pods import (allow_hub, as_hub, deliver_grant, grant_status, look, notebook_pod, policy_copy,
+                                  until, wait_finished, wait_running)
 from .node_redteam import NETPROBE, REDTEAM
 from .node_testhosts import METADATA, TestHosts
 from .node_webhook import running_webhook
@@ -93,14 +94,10 @@ class Node:
             self.agent = None
 
     def deliver(self, user: str, *, lifetime: int = 3600) -> str:
-        issued = self.issuer.issue(user=user, uid=1000, gid=100, fileset=f"home/{user}", mode="rw",
-                                   mount_path="/lustre/home", lifetime=lifetime)
-        channel.deliver(self.core.api_client, self.issuer, issued.grant, node=NODE_NAME, namespace=GRANTS_NS)
-        return issued.grant.serial
+        return deliver_grant(self.core, self.issuer, user, node=NODE_NAME, namespace=GRANTS_NS, lifetime=lifetime)
 
     def status(self, serial: str) -> str:
-        secret = self.core.read_namespaced_secret(channel.secret_name(serial), GRANTS_NS)
-        return str((secret.metadata.annotations or {}).get(channel.STATUS_ANNOTATION, ""))
+        return grant_status(self.core, serial, GRANTS_NS)
 
 
 @pytest.fixture(scope="module")

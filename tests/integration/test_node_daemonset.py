@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,7 +119,9 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
+    started = time.monotonic()
     image, archive = node_agent_image()
+    print(f"node agent image as a docker-archive: {time.monotonic() - started:.1f} s", file=sys.stderr)
     cluster = NodeCluster(preinstall_profiles=False, pod_routes=lambda net: TestHosts(net, Path()).routes())
     hosts = TestHosts(cluster.network, cluster.dir / "testhosts")
     listener = socket.socket()
@@ -126,7 +129,7 @@ def node() -> Iterator[Node]:
     try:
         with cluster:
             hosts.create()
-            import_into(tool("ctr"), str(cluster.socket), archive)
+            cluster.timed("node agent image into containerd", lambda: import_into(tool("ctr"), str(cluster.socket), archive))
             hub_port = free_port(cluster.network.host_pod_ip)
             listener.bind((cluster.network.host_pod_ip, hub_port))
             listener.listen(64)

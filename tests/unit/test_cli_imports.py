@@ -66,3 +66,36 @@ def test_the_webhook_extra_names_no_hub_package() -> None:
     # publishing, PolicyReports, node labels); everything the hub alone needs stays out.
     assert not names & {"jupyterhub", "dockerspawner", "jupyterhub-kubespawner", "kubernetes-asyncio", "traitlets", "docker"}
     assert all("==" in r for r in webhook)  # pinned exactly
+
+
+#: What the node agent's image (images/node-agent/) leaves out: it has the base dependencies,
+#: kubernetes and pyroute2 only.
+NODE_AGENT_ABSENT = ("jupyterhub", "dockerspawner", "kubespawner", "docker", "traitlets", "kubernetes_asyncio",
+                     "tornado", "uvloop", "opa_client", "prometheus_client", "rich")
+NODE_AGENT_MODULES = ["jovial_guard.node.cli", "jovial_guard.node.egress", "jovial_guard.node.grants",
+                      "jovial_guard.node.attest", "jovial_guard.node.cni_conflist", "jovial_guard.hardening.nft_lib"]
+
+
+def test_node_agent_imports_only_what_its_image_has() -> None:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps([["node-agent", "--help"], NODE_AGENT_MODULES]),
+                           json.dumps(NODE_AGENT_ABSENT)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["exit"] == 0, result["output"]
+    assert result["hub"] == []
+
+
+def test_node_agent_image_requirements_are_the_pyproject_pins() -> None:
+    """images/webhook/requirements.py picks single pins from extras for the node agent's image."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "images" / "webhook" / "requirements.py"
+    picked = subprocess.run([sys.executable, str(script), "webhook:kubernetes", "hub:pyroute2"],
+                            capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    assert "kubernetes==37.0.2" in picked and "pyroute2==0.9.7" in picked
+    assert not any(r.split("==")[0].lower() in ("aiohttp", "uvloop", "jupyterhub", "docker") for r in picked), picked
+    whole = subprocess.run([sys.executable, str(script), "webhook"], capture_output=True, text=True, timeout=30,
+                           check=True).stdout.split()
+    assert "uvloop==0.23.0" in whole and "pyroute2==0.9.7" not in whole
+    wrong = subprocess.run([sys.executable, str(script), "hub:nothing"], capture_output=True, text=True, timeout=30)
+    assert wrong.returncode != 0 and "does not pin 'nothing'" in wrong.stderr

@@ -39,6 +39,7 @@ from .annotations import decision_audit, with_request
 from .cache import DecisionCache, RevisionTracker, input_key
 from .labels import label_ops
 from .namespaces import NamespaceLabels, NamespaceLabelsUnavailable
+from .records import record_ops
 from .review import (
     MalformedReview,
     bad_request_body,
@@ -312,6 +313,7 @@ class AdmissionHandler:
         if not decision.allowed or decision.spec is None:
             return _Cached(decision=decision, patch_b64=None, extra_reason=None)
         ops = render_pod_patch(workload.pod, decision.spec) + label_ops(workload.pod, decision.spec)
+        ops += record_ops(workload.pod, decision.spec, ops)
         if workload.kind == "Pod" and workload.operation == "UPDATE":
             # A stored pod's spec is immutable except its ephemeral containers (kubectl
             # debug): a patch anywhere else would make every update (labels, finalizers)

@@ -280,6 +280,11 @@ class KubeGrants(SingletonConfigurable):
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)

@@ -220,6 +220,23 @@ def test_revoking_from_the_hub_removes_the_fileset_from_the_running_notebook(nod
     assert "Traceback" not in hub.log().split("jupyter-bob", 1)[-1], hub.log()[-3000:]
 
 
+def test_a_node_without_an_agent_key_fails_the_spawn_with_the_reason(node: Node, hub: NodeHub) -> None:
+    """Runs last: it stops the agent. The spawn page says why; no pod, Secret or live grant stays."""
+    assert node.agent is not None
+    node.agent.stop()
+    node.agent = None
+    node.core.patch_node(NODE_NAME, {"metadata": {"annotations": {channel.KEY_ANNOTATION: None}}})
+    session = userflow.login(hub.url, "carol", "any")
+    error = userflow.spawn_from_form(session, hub.url, "carol", "default", timeout=240)
+    print(f"\nspawn page without a node key: {error}")
+    assert error == (f"Spawn failed: your storage was not attached: node {NODE_NAME!r} has no {channel.KEY_ANNOTATION} "
+                     "annotation: is its node agent running with credentials enabled?"), error
+    until("carol's pod deleted", lambda: node.cluster.get_object("pod", "jupyter-carol", HUB_NS) is None, timeout=120)
+    assert node.secrets("carol") == []
+    issuer = Issuer.from_directory(hub.state / "credentials", keyring_path=hub.state / "credentials-keys" / "kek.json")
+    assert issuer.live_serials(user="carol") == []
+
+
 def test_rbac_is_what_the_hub_needs(node: Node) -> None:
     docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "zero-to-jupyterhub" / "hub-grants-rbac.yaml").read_text()) if d]
     role = next(d for d in docs if d["kind"] == "Role")

@@ -4,7 +4,8 @@
 OPA failure is already a denial). On an allow:
 
 * ``/mutate`` answers with the JSON Patch that hardens the pod (seccomp, non-root,
-  read-only root + scratch volumes, capabilities, resources), re-rooted onto the workload
+  read-only root + scratch volumes, capabilities, resources) and records what the hub and
+  the node agent act on (:mod:`.records`: notebook, storage), re-rooted onto the workload
   object (``/spec/template/...`` for a Deployment);
 * ``/validate`` (run by the API server after every mutation) additionally requires that the
   object needs no patch any more (``require_hardened``), so a pod that skipped or undid the

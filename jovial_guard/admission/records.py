@@ -1,12 +1,18 @@
-"""What the webhook records on an admitted pod for the hub: the storage the policy decided.
+"""What the webhook records on an admitted pod for the hub and the node agent.
 
-On Kubernetes the webhook is the one place that asks the policy about a notebook pod; the
-hub must issue exactly the storage grant that decision names, for the staging directory the
-webhook mounted into the pod. So the mutating webhook writes the decision's storage into the
-pod's annotation ``jovial-guard.io/storage`` (a versioned JSON object: fileset, mode, mount
-path, uid, gid), and the hub reads it back from the pod it created. The value comes only from
-the decision: an annotation a creator wrote is replaced, or removed when the decision names
-no staged storage, so nothing but the policy decides which fileset a pod's user is granted.
+On Kubernetes the webhook is the one place that asks the policy about a pod; others act on
+what it recorded instead of deciding again. Two annotations, whose values come only from the
+decision (a value a creator wrote is replaced, or removed when the decision names none):
+
+* ``jovial-guard.io/storage``: the storage the decision staged on the node (a versioned JSON
+  object: fileset, mode, mount path, uid, gid). The hub issues exactly that grant, for the
+  staging directory the webhook mounted into the pod (:mod:`jovial_guard.kube.grants`).
+* ``jovial-guard.io/notebook: "true"``: the policy treats the pod as a user's notebook
+  (``lib.is_notebook``: the notebook labels, a claimed hub user or profile, a notebook name).
+  The node agent loads notebook egress rules into such a pod's network namespace
+  (:mod:`jovial_guard.node.egress`), so a pod that is a notebook only by its name or claims
+  gets them too.
+
 Pure; no I/O.
 """
 
@@ -22,6 +28,7 @@ from ..hardening.render_pod import escape_pointer
 Op = dict[str, Any]
 
 STORAGE_ANNOTATION = "jovial-guard.io/storage"
+NOTEBOOK_ANNOTATION = "jovial-guard.io/notebook"
 #: The record's format version: the first field of the object.
 RECORD_VERSION = 1
 
@@ -75,27 +82,38 @@ def read_storage_record(pod: dict[str, Any]) -> StorageRecord | None:
     return None if text is None else StorageRecord.from_annotation(str(text))
 
 
+def recorded(spec: SecuritySpec) -> dict[str, str | None]:
+    """The annotations a decision records (None: the annotation must be absent)."""
+    record = storage_record(spec)
+    return {NOTEBOOK_ANNOTATION: "true" if spec.notebook else None,
+            STORAGE_ANNOTATION: record.to_annotation() if record is not None else None}
+
+
 def record_ops(pod: dict[str, Any], spec: SecuritySpec, earlier: list[Op]) -> list[Op]:
-    """Operations (against ``pod``) that make its storage annotation exactly the decided one.
+    """Operations (against ``pod``) that make its recorded annotations exactly the decided ones.
 
     ``earlier`` are the operations rendered before these (one of them may create ``/metadata``).
     """
-    record = storage_record(spec)
-    wanted = record.to_annotation() if record is not None else None
-    path = f"/metadata/annotations/{escape_pointer(STORAGE_ANNOTATION)}"
+    wanted = recorded(spec)
+    present = {key: value for key, value in wanted.items() if value is not None}
     metadata = pod.get("metadata")
     if not isinstance(metadata, dict):
-        if wanted is None:
+        if not present:
             return []
         if any(op["op"] == "add" and op["path"] == "/metadata" for op in earlier):
-            return [{"op": "add", "path": "/metadata/annotations", "value": {STORAGE_ANNOTATION: wanted}}]
-        return [{"op": "add", "path": "/metadata", "value": {"annotations": {STORAGE_ANNOTATION: wanted}}}]
+            return [{"op": "add", "path": "/metadata/annotations", "value": present}]
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": present}}]
     annotations = metadata.get("annotations")
     if not isinstance(annotations, dict):
-        return [] if wanted is None else [{"op": "add", "path": "/metadata/annotations",
-                                           "value": {STORAGE_ANNOTATION: wanted}}]
-    if annotations.get(STORAGE_ANNOTATION) == wanted:
-        return []
-    if wanted is None:
-        return [{"op": "remove", "path": path}]
-    return [{"op": "add", "path": path, "value": wanted}]
+        return [{"op": "add", "path": "/metadata/annotations", "value": present}] if present else []
+    ops: list[Op] = []
+    for key, value in wanted.items():
+        path = f"/metadata/annotations/{escape_pointer(key)}"
+        if annotations.get(key) == value:
+            continue
+        if value is None:
+            if key in annotations:
+                ops.append({"op": "remove", "path": path})
+        else:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from jovial_guard.admission.records import STORAGE_ANNOTATION, StorageRecord, read_storage_record, record_ops
+from jovial_guard.admission.records import (
+    NOTEBOOK_ANNOTATION,
+    STORAGE_ANNOTATION,
+    StorageRecord,
+    read_storage_record,
+    record_ops,
+)
 from jovial_guard.decision import SecuritySpec
 from jovial_guard.kube.spawner import policy_refusal
 
@@ -20,33 +26,46 @@ RECORD = ('{"fileset":"projects/astro","gid":' + str(SPEC["gid"]) + ',"mode":"ro
 PATH = "/metadata/annotations/jovial-guard.io~1storage"
 
 
-def spec(storage: dict[str, Any] | None) -> SecuritySpec:
-    return SecuritySpec.from_json({**SPEC, "storage": storage})
+def spec(storage: dict[str, Any] | None, *, notebook: bool = True) -> SecuritySpec:
+    return SecuritySpec.from_json({**SPEC, "storage": storage, "notebook": notebook})
 
 
-@pytest.mark.parametrize("metadata, storage, ops", [
-    # Storage staged on the node: the decided record, however the pod came.
-    ({"name": "p"}, STAGED, [{"op": "add", "path": "/metadata/annotations", "value": {STORAGE_ANNOTATION: RECORD}}]),
-    ({"annotations": {"a": "1"}}, STAGED, [{"op": "add", "path": PATH, "value": RECORD}]),
-    ({"annotations": {STORAGE_ANNOTATION: RECORD}}, STAGED, []),
-    # A creator's own record is replaced by the decided one, or removed when there is none.
-    ({"annotations": {STORAGE_ANNOTATION: RECORD.replace("astro", "staff")}}, STAGED,
+MARK = {NOTEBOOK_ANNOTATION: "true"}
+NPATH = "/metadata/annotations/jovial-guard.io~1notebook"
+
+
+@pytest.mark.parametrize("metadata, storage, notebook, ops", [
+    # A notebook with storage staged on the node: both records, however the pod came.
+    ({"name": "p"}, STAGED, True,
+     [{"op": "add", "path": "/metadata/annotations", "value": {**MARK, STORAGE_ANNOTATION: RECORD}}]),
+    ({"annotations": {"a": "1"}}, STAGED, True,
+     [{"op": "add", "path": NPATH, "value": "true"}, {"op": "add", "path": PATH, "value": RECORD}]),
+    ({"annotations": {**MARK, STORAGE_ANNOTATION: RECORD}}, STAGED, True, []),
+    ({"annotations": {"a": "1"}}, None, True, [{"op": "add", "path": NPATH, "value": "true"}]),
+    # A creator's own records are replaced by the decided ones, or removed when there are none.
+    ({"annotations": {**MARK, STORAGE_ANNOTATION: RECORD.replace("astro", "staff")}}, STAGED, True,
      [{"op": "add", "path": PATH, "value": RECORD}]),
-    ({"annotations": {STORAGE_ANNOTATION: RECORD}}, None, [{"op": "remove", "path": PATH}]),
-    ({"annotations": {STORAGE_ANNOTATION: RECORD}}, {**STAGED, "node_stage": None}, [{"op": "remove", "path": PATH}]),
-    ({"annotations": {"a": "1"}}, None, []),
-    ({}, None, []),
+    ({"annotations": {**MARK, STORAGE_ANNOTATION: RECORD}}, None, True, [{"op": "remove", "path": PATH}]),
+    ({"annotations": {**MARK, STORAGE_ANNOTATION: RECORD}}, {**STAGED, "node_stage": None}, True,
+     [{"op": "remove", "path": PATH}]),
+    ({"annotations": {NOTEBOOK_ANNOTATION: "false"}}, None, True, [{"op": "add", "path": NPATH, "value": "true"}]),
+    ({"annotations": {**MARK, STORAGE_ANNOTATION: RECORD}}, None, False,
+     [{"op": "remove", "path": NPATH}, {"op": "remove", "path": PATH}]),
+    # A platform pod: nothing to record, nothing added.
+    ({"annotations": {"a": "1"}}, None, False, []),
+    ({}, None, False, []),
 ])
-def test_record_ops(metadata: dict[str, Any], storage: dict[str, Any] | None, ops: list[dict[str, Any]]) -> None:
-    assert record_ops({"metadata": metadata, "spec": {}}, spec(storage), []) == ops
+def test_record_ops(metadata: dict[str, Any], storage: dict[str, Any] | None, notebook: bool,
+                    ops: list[dict[str, Any]]) -> None:
+    assert record_ops({"metadata": metadata, "spec": {}}, spec(storage, notebook=notebook), []) == ops
 
 
 def test_record_ops_after_an_earlier_op_made_metadata() -> None:
     earlier = [{"op": "add", "path": "/metadata", "value": {"labels": {"x": "y"}}}]
     assert record_ops({"spec": {}}, spec(STAGED), earlier) == [
-        {"op": "add", "path": "/metadata/annotations", "value": {STORAGE_ANNOTATION: RECORD}}]
+        {"op": "add", "path": "/metadata/annotations", "value": {**MARK, STORAGE_ANNOTATION: RECORD}}]
     assert record_ops({"spec": {}}, spec(STAGED), []) == [
-        {"op": "add", "path": "/metadata", "value": {"annotations": {STORAGE_ANNOTATION: RECORD}}}]
+        {"op": "add", "path": "/metadata", "value": {"annotations": {**MARK, STORAGE_ANNOTATION: RECORD}}}]
 
 
 def test_the_record_reads_back() -> None:

@@ -12,7 +12,8 @@ What it adds to KubeSpawner, all on the hub's side (the webhook decides and hard
   node, the grant its decision names is delivered to that node's agent and the spawn waits
   until the fileset is mounted (:class:`~jovial_guard.kube.grants.KubeGrants`); a node
   without an agent key, or an agent that refuses or never answers, fails the spawn with that
-  reason and the pod is deleted. Stopping the server withdraws the grant.
+  reason and the pod is deleted. Stopping the server withdraws the grant. ``poll`` (which the
+  hub calls for running servers, after a restart too) keeps the withdraw/renew round going.
 """
 
 from __future__ import annotations
@@ -102,6 +103,18 @@ class JovialGuardKubeSpawner(KubeSpawner):  # type: ignore[misc]
             await self.stop(now=True)
         except Exception:
             self.log.exception("jovial_guard: the pod of %s's failed spawn was not deleted", self.user.name)
+
+    async def poll(self) -> Any:
+        """KubeSpawner's poll; first, after a hub restart, the grants of running servers are taken
+        back into account and the withdraw/renew round runs again."""
+        if self.storage_grants:
+            grants = self._grants()
+            try:
+                await asyncio.to_thread(grants.open)
+                grants.start_background()
+            except JovialGuardError as exc:
+                self.log.warning("jovial_guard: storage grants not resumed yet: %s", exc)
+        return await super().poll()
 
     async def stop(self, now: bool = False) -> None:
         try:

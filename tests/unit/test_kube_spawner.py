@@ -46,6 +46,12 @@ class Grants:
         self.calls.append(f"detach {user}: {reason}")
         return []
 
+    def open(self) -> None:
+        self.calls.append("open")
+
+    def start_background(self) -> None:
+        self.calls.append("round")
+
 
 @pytest.fixture
 async def spawner(monkeypatch: pytest.MonkeyPatch) -> tuple[JovialGuardKubeSpawner, list[str]]:
@@ -61,8 +67,12 @@ async def spawner(monkeypatch: pytest.MonkeyPatch) -> tuple[JovialGuardKubeSpawn
     async def stop(self: KubeSpawner, now: bool = False) -> None:
         kube.append(f"kube stop now={now}")
 
+    async def poll(self: KubeSpawner) -> None:
+        kube.append("kube poll")
+
     monkeypatch.setattr(KubeSpawner, "start", start)
     monkeypatch.setattr(KubeSpawner, "stop", stop)
+    monkeypatch.setattr(KubeSpawner, "poll", poll)
     config = Config()
     config.JovialGuardKubeSpawner.storage_grants = True
     with _dummy_kubeconfig():
@@ -122,3 +132,18 @@ async def test_a_stop_whose_withdrawal_fails_still_stops(spawner: Any, monkeypat
     use(monkeypatch, Down())
     await made.stop(now=True)
     assert kube == ["kube stop now=True"]
+
+
+async def test_poll_resumes_the_grants_round_after_a_hub_restart(spawner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    made, kube = spawner
+    grants = Grants()
+    use(monkeypatch, grants)
+    assert await made.poll() is None
+    assert grants.calls == ["open", "round"] and kube == ["kube poll"]
+
+    class Down(Grants):
+        def open(self) -> None:
+            raise Unavailable("the API server is unreachable")
+
+    use(monkeypatch, Down())
+    assert await made.poll() is None  # the server's state still comes from KubeSpawner

@@ -4,7 +4,8 @@
 OPA failure is already a denial). On an allow:
 
 * ``/mutate`` answers with the JSON Patch that hardens the pod (seccomp, non-root,
-  read-only root + scratch volumes, capabilities, resources), re-rooted onto the workload
+  read-only root + scratch volumes, capabilities, resources) and records what the hub and
+  the node agent act on (:mod:`.records`: notebook, storage), re-rooted onto the workload
   object (``/spec/template/...`` for a Deployment);
 * ``/validate`` (run by the API server after every mutation) additionally requires that the
   object needs no patch any more (``require_hardened``), so a pod that skipped or undid the
@@ -39,6 +40,7 @@ from .annotations import decision_audit, with_request
 from .cache import DecisionCache, RevisionTracker, input_key
 from .labels import label_ops
 from .namespaces import NamespaceLabels, NamespaceLabelsUnavailable
+from .records import record_ops
 from .review import (
     MalformedReview,
     bad_request_body,
@@ -312,6 +314,7 @@ class AdmissionHandler:
         if not decision.allowed or decision.spec is None:
             return _Cached(decision=decision, patch_b64=None, extra_reason=None)
         ops = render_pod_patch(workload.pod, decision.spec) + label_ops(workload.pod, decision.spec)
+        ops += record_ops(workload.pod, decision.spec, ops)
         if workload.kind == "Pod" and workload.operation == "UPDATE":
             # A stored pod's spec is immutable except its ephemeral containers (kubectl
             # debug): a patch anywhere else would make every update (labels, finalizers)

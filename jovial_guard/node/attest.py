@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..admission.records import NOTEBOOK_ANNOTATION
 from ..attest import observe as obs
 from ..attest.compare import Drift, compare
 from ..attest.expect import RecordUnusable, from_pod
@@ -91,10 +92,16 @@ class NodeAttestor:
     previous: dict[str, list[Drift]] = field(default_factory=dict)
 
     def pods(self) -> list[dict[str, Any]]:
-        result = self.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={self.node_name},status.phase=Running", label_selector=self.selector)
-        serialized: list[dict[str, Any]] = self.core.api_client.sanitize_for_serialization(result).get("items", [])
-        return serialized
+        """The running notebook pods here: the selector's, and every pod the webhook recorded as
+        a notebook (``jovial-guard.io/notebook``: a notebook only by its name or claims too)."""
+        here = f"spec.nodeName={self.node_name},status.phase=Running"
+        serialize = self.core.api_client.sanitize_for_serialization
+        labelled = serialize(self.core.list_pod_for_all_namespaces(field_selector=here, label_selector=self.selector))
+        found: dict[str, dict[str, Any]] = {p["metadata"]["uid"]: p for p in labelled.get("items", [])}
+        for pod in serialize(self.core.list_pod_for_all_namespaces(field_selector=here)).get("items", []):
+            if (pod["metadata"].get("annotations") or {}).get(NOTEBOOK_ANNOTATION) == "true":
+                found.setdefault(pod["metadata"]["uid"], pod)
+        return list(found.values())
 
     def attest_once(self) -> list[dict[str, Any]]:
         """One pass over every running notebook container on this node; the events."""

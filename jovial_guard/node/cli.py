@@ -69,7 +69,7 @@ _dir = click.Path(file_okay=False, path_type=Path)
 @click.option("--attest-interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds between attestations of the notebook pods on this node (0: off).")
 @click.option("--attest-selector", default=attest.DEFAULT_SELECTOR, show_default=True,
-              help="Label selector of the notebook pods to attest.")
+              help="Label selector of the notebook pods to attest; pods the webhook recorded as notebooks (annotation jovial-guard.io/notebook) are attested too.")
 @click.option("--audit-url", default=None, help="Audit service to post attestations to (its /attestation intake).")
 @click.option("--audit-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Bearer token of the audit service's intake.")

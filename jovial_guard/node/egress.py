@@ -2,8 +2,11 @@
 
 Why on the node: NetworkPolicies need a CNI that enforces them; this node's rules do not. The
 chained plugin (:mod:`.cni_plugin`) hands the agent each new pod's network namespace before
-any of its containers starts. For a notebook pod (the same selector the rendered
-NetworkPolicies use: ``settings.hub.notebook_labels``) the agent renders the pod's egress with
+any of its containers starts. For a notebook pod (what the webhook recorded from the policy's
+decision: the annotation ``jovial-guard.io/notebook: "true"``, so a pod that is a notebook only by
+its name or claims counts; or the selector the rendered NetworkPolicies use,
+``settings.hub.notebook_labels``, for a pod admitted before the webhook recorded it) the agent
+renders the pod's egress with
 the embedded mode's renderer (:func:`~jovial_guard.hardening.egress_nft.render_nft_ruleset`)
 from ``settings.egress`` for the groups the webhook labelled the pod with
 (``egress.jovial-guard.io/<group>: allow``, labels only the webhook may set), plus the hub's
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..admission.records import NOTEBOOK_ANNOTATION
 from ..decision import EgressRule
 from ..errors import JovialGuardError, Misconfigured
 from ..hardening.egress_core import egress_from_settings
@@ -72,7 +76,11 @@ class EgressSettings:
             made.ruleset({GROUP_LABEL_PREFIX + group: "allow"})
         return made
 
-    def is_notebook(self, labels: Mapping[str, str]) -> bool:
+    def is_notebook(self, labels: Mapping[str, str], annotations: Mapping[str, str] | None = None) -> bool:
+        """The webhook's record of the policy's decision, or the notebook labels (either makes
+        a notebook: the safe side is more pods under notebook rules)."""
+        if (annotations or {}).get(NOTEBOOK_ANNOTATION) == "true":
+            return True
         return all(labels.get(key) == value for key, value in self.notebook_labels.items())
 
     def ruleset(self, labels: Mapping[str, str]) -> str:
@@ -88,7 +96,7 @@ PodLookup = Callable[[str, str], "dict[str, Any] | None"]
 
 
 def api_pod_lookup(api: Any) -> PodLookup:
-    """``(namespace, name) -> {"uid", "labels", "node"}`` from the API; None when absent."""
+    """``(namespace, name) -> {"uid", "labels", "annotations", "node"}`` from the API; None when absent."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -104,7 +112,8 @@ def api_pod_lookup(api: Any) -> PodLookup:
         meta, spec = pod.metadata, pod.spec
         if meta is None or spec is None:
             return None
-        return {"uid": meta.uid, "labels": dict(meta.labels or {}), "node": spec.node_name}
+        return {"uid": meta.uid, "labels": dict(meta.labels or {}), "annotations": dict(meta.annotations or {}),
+                "node": spec.node_name}
 
     return lookup
 
@@ -131,7 +140,7 @@ class EgressAgent:
             return {"ok": False, "error": f"pod {namespace}/{name} (uid {request.get('uid')}) is not in the API"}
         if pod["node"] != self.node_name:
             return {"ok": False, "error": f"pod {namespace}/{name} is bound to {pod['node']!r}, not {self.node_name!r}"}
-        if not self.settings.is_notebook(pod["labels"]):
+        if not self.settings.is_notebook(pod["labels"], pod.get("annotations")):
             return {"ok": True, "applied": "none: not a notebook pod"}
         try:
             apply_ruleset_fd(netns_fd, self.settings.ruleset(pod["labels"]), what=f"egress rules of {namespace}/{name}")

@@ -109,6 +109,13 @@ def deliver(api: Any, issuer: Issuer, grant: Grant, *, node: str, namespace: str
     return send_grant(api, namespace=namespace, node=node, grant=grant, sealed=sealed)
 
 
+def grant_secret(api: Any, *, namespace: str, serial: str) -> Any:
+    """The grant's Secret as stored (labels: node and user; annotations: the agent's status), None if absent."""
+    core = _core(api)
+    return _call(f"read secret {namespace}/{secret_name(serial)}", core.read_namespaced_secret,
+                 secret_name(serial), namespace)
+
+
 def withdraw_grant(api: Any, *, namespace: str, serial: str) -> bool:
     """Delete the grant's Secret (revocation, server stopped); False if it was not there."""
     core = _core(api)

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from traitlets.config import Config
+from traitlets.utils.importstring import import_item
 
 from jovial_guard.admission.handler import AdmissionHandler
 from jovial_guard.hardening.egress_core import EgressRuleInvalid
@@ -178,17 +180,26 @@ def test_bad_egress_data_is_refused(bad: dict[str, Any]) -> None:
 
 # -- zero-to-jupyterhub values: the hook on a real KubeSpawner pod -----------------------
 
-async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine: PolicyEngine) -> None:
+def z2jh_extra_config() -> Config:
+    """The hub configuration deploy/zero-to-jupyterhub/values.yaml's extraConfig makes."""
     values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
-    code = values["hub"]["extraConfig"]["jovial-guard"]
-    config = SimpleNamespace(KubeSpawner=SimpleNamespace(), JupyterHub=SimpleNamespace())
-    exec(compile(code, "values.yaml:hub.extraConfig", "exec"), {"c": config})  # noqa: S102 - our own snippet
-    hook = config.KubeSpawner.modify_pod_hook
+    config = Config()
+    exec(compile(values["hub"]["extraConfig"]["jovial-guard"], "values.yaml:hub.extraConfig", "exec"), {"c": config})  # noqa: S102 - our own snippet
+    return config
+
+
+async def test_z2jh_hook_makes_pods_the_webhook_admits_with_group_egress(engine: PolicyEngine) -> None:
+    config = z2jh_extra_config()
     from kubespawner import KubeSpawner
 
     # The spawner that puts the webhook's refusal on the spawn page (tests/integration/
-    # test_node_kubespawner.py shows it on a real hub).
-    assert issubclass(config.JupyterHub.spawner_class, KubeSpawner)
+    # test_node_kubespawner.py shows it on a real hub) and annotates the pod.
+    spawner_class = import_item(config.JupyterHub.spawner_class)
+    assert issubclass(spawner_class, KubeSpawner)
+    from .kubespawner_pods import _dummy_kubeconfig
+
+    with _dummy_kubeconfig():
+        hook = spawner_class(_mock=True, user=SimpleNamespace(name="tess", id=1, url="/user/tess/", groups=[])).modify_pod_hook
 
     from kubernetes_asyncio.client import ApiClient, V1ObjectMeta, V1Pod
 
@@ -230,10 +241,7 @@ async def test_z2jh_spawner_turns_the_webhooks_refusal_into_the_policys_message(
 
     from .kubespawner_pods import _dummy_kubeconfig
 
-    values = yaml.safe_load((DEPLOY / "zero-to-jupyterhub" / "values.yaml").read_text())
-    config = SimpleNamespace(KubeSpawner=SimpleNamespace(), JupyterHub=SimpleNamespace())
-    exec(compile(values["hub"]["extraConfig"]["jovial-guard"], "values.yaml:hub.extraConfig", "exec"), {"c": config})  # noqa: S102
-    spawner_class = config.JupyterHub.spawner_class
+    spawner_class = import_item(z2jh_extra_config().JupyterHub.spawner_class)
     refusal = {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403, "message":
                'admission webhook "mutate.jovial-guard.io" denied the request: [profiles/not-allowed] Choose another profile.'}
     raised: list[BaseException] = []

@@ -116,14 +116,17 @@ def hub_config(docs: list[dict[str, Any]]) -> Any:
 
 
 async def notebook_pod(config: Any, *, username: str, groups: tuple[str, ...] = (), profile: str | None = None) -> dict[str, Any]:
-    """KubeSpawner's pod for ``username`` under the chart's hub config, as JSON."""
+    """The configured spawner's (KubeSpawner's) pod for ``username`` under the chart's hub config, as JSON."""
     from kubernetes_asyncio.client import ApiClient
     from kubespawner import KubeSpawner
+    from traitlets.utils.importstring import import_item
 
     user = SimpleNamespace(name=username, id=abs(hash(username)) % 10_000, url=f"/user/{username}/",
                            groups=[SimpleNamespace(name=g) for g in groups])
+    configured = config.JupyterHub.get("spawner_class", KubeSpawner) if "JupyterHub" in config else KubeSpawner
+    spawner_class = import_item(configured) if isinstance(configured, str) else configured
     with _dummy_kubeconfig():
-        spawner = KubeSpawner(_mock=True, user=user, config=config)
+        spawner = spawner_class(_mock=True, user=user, config=config)
         if profile is not None:
             spawner.user_options = {"profile": profile}
             await spawner.load_user_options()

@@ -49,8 +49,10 @@ def node_values(image: str) -> dict[str, Any]:
     }
 
 
-def host_config(*, docs: Path, url: str, hub_url: str, proxy_api: str) -> str:
-    """The hub's configuration file: the chart's, then the host's stand-ins for its Services."""
+def host_config(*, docs: Path, url: str, hub_url: str, proxy_api: str, state: Path | None = None,
+                extra: str = "") -> str:
+    """The hub's configuration file: the chart's, then the host's stand-ins for its Services
+    (and for its state volume, ``state``), then ``extra``."""
     chp = REPO_ROOT / ".tools" / "bin" / "configurable-http-proxy"
     return f"""\
 import yaml
@@ -64,15 +66,21 @@ c.JupyterHub.hub_connect_url = {hub_url!r}
 c.ConfigurableHTTPProxy.should_start = True
 c.ConfigurableHTTPProxy.api_url = {proxy_api!r}
 c.ConfigurableHTTPProxy.command = [{str(chp)!r}]
-"""
+""" + (f"""\
+c.StorageCredentials.state_dir = {str(state / "credentials")!r}
+c.StorageCredentials.key_dir = {str(state / "credentials-keys")!r}
+""" if state is not None else "") + extra
 
 
 class NodeHub:
     """The hub process; ``start`` then ``stop``. ``url`` is the proxy's public address."""
 
-    def __init__(self, node: NodeCluster, work: Path, *, notebook_image: str) -> None:
+    def __init__(self, node: NodeCluster, work: Path, *, notebook_image: str, extra_config: str = "") -> None:
         self.node = node
         self.work = work
+        #: The hub's state volume (z2jh's /srv/jupyterhub): the storage issuer's keys live here.
+        self.state = work / "hub-state"
+        self.extra_config = extra_config
         self.image = notebook_image
         self.port = free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}"
@@ -123,7 +131,8 @@ class NodeHub:
         config = self.work / "jupyterhub_config.py"
         config.write_text(host_config(docs=self.work / "z2jh-rendered.yaml", url=self.url,
                                       hub_url=f"http://{self.hub_ip}:{self.hub_port}",
-                                      proxy_api=f"http://127.0.0.1:{free_port('127.0.0.1')}"))
+                                      proxy_api=f"http://127.0.0.1:{free_port('127.0.0.1')}",
+                                      state=self.state, extra=self.extra_config))
         env = {**os.environ, "KUBECONFIG": str(kubeconfig),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         for name in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):

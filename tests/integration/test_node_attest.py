@@ -137,3 +137,23 @@ def test_agent_attests_a_pod_and_reports_drift(node: NodeCluster, running_pod: d
             os.killpg(intruder.pid, signal.SIGKILL)
             intruder.wait(timeout=30)
         agent.stop()
+
+
+def test_a_pod_the_webhook_recorded_as_a_notebook_is_attested_without_the_label(node: NodeCluster,
+                                                                                tmp_path: Path) -> None:
+    """No ``component`` label (a notebook only by its name or claims): the webhook's record,
+    set here as the webhook sets it, is enough for the agent to attest the pod."""
+    core = client.CoreV1Api(config.new_client_from_config(str(node.kubeconfig)))
+    pod = hardened_pod("attest-byname", ProfileRef("Localhost", NOTEBOOK_PROFILE))
+    pod["spec"]["containers"][0].update(command=["python", "-c", "import time; time.sleep(900)"])
+    assert pod["metadata"]["labels"].pop("component") == "singleuser-server"
+    pod["metadata"]["annotations"] = {**pod["metadata"].get("annotations", {}), "jovial-guard.io/notebook": "true"}
+    DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod").create(body=pod, namespace=NAMESPACE)
+    agent = Agent(node, tmp_path / "agent.log")
+    try:
+        ok = wait_for(lambda: [e for e in agent.events() if e["pod"] == "attest-byname" and e["rule"] == "attestation ok"],
+                      120, "clean attestation of the pod recorded as a notebook", agent)
+        assert ok["fields"]["pid"] > 0
+    finally:
+        agent.stop()
+        core.delete_namespaced_pod("attest-byname", NAMESPACE, grace_period_seconds=0)

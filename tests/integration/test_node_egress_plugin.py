@@ -29,6 +29,9 @@ PREV = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0"}], "ips": [{"addre
 PODS: dict[tuple[str, str], dict[str, Any]] = {
     ("jhub", "jupyter-alice"): {"uid": "u-alice", "node": "n1",
                                 "labels": {"component": "singleuser-server", "egress.jovial-guard.io/astro": "allow"}},
+    # A notebook only by its name or claims: no component label, the webhook's record.
+    ("jhub", "jupyter-bob"): {"uid": "u-bob", "node": "n1", "labels": {"app": "x"},
+                              "annotations": {"jovial-guard.io/notebook": "true"}},
     ("jhub", "hub-0"): {"uid": "u-hub", "node": "n1", "labels": {"component": "hub"}},
     ("jhub", "elsewhere"): {"uid": "u-x", "node": "n2", "labels": {"component": "singleuser-server"}},
 }
@@ -86,6 +89,16 @@ def test_notebook_pod_gets_its_groups_rules_before_it_starts(plugin: tuple[Path,
     assert "ip daddr 10.213.250.0/24 tcp dport { 80, 443 }" in rules  # the astro group's archive
     assert "ip daddr 10.214.9.1 tcp dport 8081" in rules  # the hub
     assert "ip daddr 169.254.0.0/16" in rules and "reject" in rules
+
+
+def test_a_pod_the_webhook_recorded_as_a_notebook_gets_notebook_rules(plugin: tuple[Path, Path],
+                                                                      namespace: str) -> None:
+    binary, sock = plugin
+    rc, out = run_plugin(binary, sock, command="ADD", pod="jupyter-bob", netns_path=str(netns.path_of(namespace)))
+    assert (rc, out) == (0, PREV), out
+    rules = ruleset(namespace)
+    assert "table inet jovial_guard" in rules and "policy drop" in rules
+    assert "10.213.250.0/24" not in rules  # no group labels: only what every notebook gets
 
 
 def test_platform_pod_is_passed_through(plugin: tuple[Path, Path], namespace: str) -> None:

@@ -307,6 +307,19 @@ def test_without_the_rules_the_same_hosts_are_reachable(node: Node, webhook: str
     assert (net["other"], net["metadata"], net["archive"]) == (0, 0, 0), net
 
 
+def test_a_notebook_only_by_name_gets_the_notebook_rules(node: Node, webhook: str) -> None:
+    """No ``component: singleuser-server`` label and no claims: the policy treats the pod as a
+    notebook by its name, the webhook records that, and the agent acts on the record."""
+    pod = notebook_pod("dana", "jupyter-dana", command=["python", "-c", NETPROBE],
+                       env={"JG_TARGETS": json.dumps(targets(node, webhook))})
+    pod["metadata"]["labels"], pod["metadata"]["annotations"] = {"app": "by-name"}, {}
+    stored = create(node.core.api_client, pod)
+    assert stored["metadata"]["annotations"]["jovial-guard.io/notebook"] == "true"
+    assert "component" not in stored["metadata"]["labels"]
+    net = wait_finished(node.core, "jupyter-dana", NS)["net"]
+    assert net["other"] == net["metadata"] == errno.EHOSTUNREACH, net
+
+
 def test_no_agent_no_notebook(node: Node, webhook: str) -> None:
     """Fail closed: without the agent's answer the sandbox is torn down and the pod waits."""
     node.stop_agent()

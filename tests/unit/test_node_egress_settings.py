@@ -42,6 +42,15 @@ def test_notebooks_are_recognised_by_the_networkpolicies_selector() -> None:
     assert not s.is_notebook({"component": "hub"}) and not s.is_notebook({})
 
 
+def test_a_pod_the_webhook_recorded_as_a_notebook_is_one_whatever_its_labels() -> None:
+    """A notebook only by name or claims (no component label): the webhook's record counts."""
+    s = settings()
+    assert s.is_notebook({}, {"jovial-guard.io/notebook": "true"})
+    assert s.is_notebook({"component": "singleuser-server"}, {"jovial-guard.io/notebook": "false"})
+    assert not s.is_notebook({"app": "x"}, {"jovial-guard.io/notebook": "false"})
+    assert not s.is_notebook({"app": "x"}, {"jovial-guard.io/notebook": "True"}) and not s.is_notebook({}, None)
+
+
 def test_bad_policy_data_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text('{"settings": {}}')
     with pytest.raises(Misconfigured, match="no settings.egress"):

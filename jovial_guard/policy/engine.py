@@ -12,12 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..decision import ENGINE_UNAVAILABLE, Decision
 from ..errors import PolicyEngineUnavailable
 from ..workload import Workload
-from .client import NoSuchData, OpaConnection, UndefinedResult, encode_input
+from .client import NoSuchData, UndefinedResult, encode_input
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,22 @@ UNVERSIONED_HELP = (
 DecisionListener = Callable[[Workload, Decision, float], Awaitable[None] | None]
 
 
+class DecisionSource(Protocol):
+    """Where decisions come from: an OPA server (:class:`~.client.OpaConnection`) or the
+    compiled policy in process (:class:`~.wasm_engine.WasmConnection`). Both raise
+    PolicyEngineUnavailable for any failure and UndefinedResult for an undefined rule."""
+
+    async def query_encoded(self, package_path: str, rule: str, input_json: bytes) -> Any: ...
+
+    async def get_data(self, path: str) -> Any: ...
+
+
 class PolicyEngine:
     """Ask OPA about workloads, with a deadline, never raising for OPA trouble."""
 
     def __init__(
         self,
-        connection: OpaConnection,
+        connection: DecisionSource,
         *,
         deadline: float = 2.0,
         listeners: Iterable[DecisionListener] = (),

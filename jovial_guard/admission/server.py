@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,8 +163,7 @@ class WebhookServer:
         self.handler: AdmissionHandler | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
-    @asynccontextmanager
-    async def _decision_source(self) -> AsyncIterator[DecisionSource]:
+    async def _decision_source(self, stack: AsyncExitStack) -> DecisionSource:
         """The OPA connection, or the compiled policy of the first verified bundle."""
         config = self.config
         if config.engine == "wasm":
@@ -174,14 +173,13 @@ class WebhookServer:
             self.bundles = BundleWatcher(connection, config.bundle, public_key=config.bundle_public_key,
                                          key_id=config.bundle_key_id)
             await self.bundles.refresh()
-            yield connection
-            return
+            return connection
         endpoint = OpaEndpoint(config.opa_url, token=config.opa_token, ca_file=config.opa_ca)
-        async with OpaConnection(endpoint, timeout=config.engine_deadline) as opa:
-            yield opa
+        return await stack.enter_async_context(OpaConnection(endpoint, timeout=config.engine_deadline))
 
     async def _context(self, app: web.Application) -> AsyncIterator[None]:
-        async with self._decision_source() as connection:
+        async with AsyncExitStack() as stack:
+            connection = await self._decision_source(stack)
             self.connection = connection
             self.engine = PolicyEngine(connection, deadline=self.config.engine_deadline)
             self.handler = AdmissionHandler(

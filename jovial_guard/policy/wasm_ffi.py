@@ -16,9 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import wasmtime
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi  # wasmtime-py's ctypes bindings of the C API
 
 _I32 = wasmtime.ValType.i32()
+_TRAP_POINTER = ctypes.POINTER(ffi.wasm_trap_t)
+_call_unchecked = _bindings._wasmtime_func_call_unchecked  # the C function, argtypes set by wasmtime-py
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
 
 
@@ -42,15 +45,16 @@ class I32Function:
             raise TypeError(f"{name} is not a function of i32 values")
         self._store = store
         self._func = func._func
+        self._func_ref = ctypes.byref(self._func)
         self._slots = max(len(ty.params), len(ty.results), 1)
+        self._values = ffi.wasmtime_val_raw_t * self._slots
 
     def __call__(self, *args: int) -> int:
-        buf = (ffi.wasmtime_val_raw_t * self._slots)()
+        buf = self._values()
         for i, value in enumerate(args):
             buf[i].i32 = value
-        trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        error = ffi.wasmtime_func_call_unchecked(self._store._context(), ctypes.byref(self._func), buf,
-                                                 self._slots, ctypes.byref(trap))
+        trap = _TRAP_POINTER()
+        error = _call_unchecked(self._store._context(), self._func_ref, buf, self._slots, ctypes.byref(trap))
         if error or trap:
             _raise_failure(error, trap)
         return int(buf[0].i32)

@@ -30,6 +30,12 @@ from .wasm_ffi import HostFunctions, I32Function
 PAGE = 65536
 #: Memory cap of one instance: an input or evaluation needing more traps (fail closed).
 MAX_PAGES = 4096  # 256 MiB
+#: Built-in results up to this size are parsed from a fixed buffer (no allocation).
+SCRATCH_BYTES = 64 * 1024
+#: Remembered built-in results per instance (cleared whole when full).
+MEMO_ENTRIES = 8192
+#: Built-ins whose result depends only on their arguments (time.now_ns does not).
+PURE_BUILTINS = frozenset({"sprintf", "units.parse", "units.parse_bytes", "time.parse_rfc3339_ns"})
 #: The epoch ticker's period; deadlines are counted in these ticks.
 TICK_SECONDS = 0.005
 
@@ -134,6 +140,11 @@ class _Instance:
         self.store = wasmtime.Store(policy.engine)
         self.store.set_epoch_deadline(1 << 40)
         self.memory = wasmtime.Memory(self.store, wasmtime.MemoryType(wasmtime.Limits(policy.min_pages, MAX_PAGES)))
+        self._memory_view: tuple[int, int] = (-1, 0)
+        #: Results of pure built-in calls by their arguments' JSON: policies ask the same
+        #: question for every container and every workload (the same message, the same amount).
+        self._memo: dict[tuple[bytes, ...], bytes | None] = {}
+        self.scratch = 0
         linker = wasmtime.Linker(policy.engine)
         linker.define(self.store, "env", "memory", self.memory)
         self.host = HostFunctions(self.store)
@@ -158,20 +169,27 @@ class _Instance:
         self.entrypoints = {str(k): int(v) for k, v in self._dump(self._call("entrypoints")).items()}
         self.builtin_names = {int(v): str(k) for k, v in self._dump(self._call("builtins")).items()}
         self.data_addr = self._parse(policy.data_json)
+        # Below heap_base nothing is ever freed: the data, and a buffer built-in results are
+        # written to before the module parses them into values.
+        self.scratch = int(self._call("opa_malloc", SCRATCH_BYTES))
         self.heap_base = int(self._call("opa_heap_ptr_get"))
 
     # -- memory helpers ------------------------------------------------------------------
     def _call(self, name: str, *args: int) -> int:
         return self._fn[name](*args)
 
-    def _base(self) -> int:
-        return ctypes.addressof(self.memory.data_ptr(self.store).contents)
+    def _view(self) -> tuple[int, int]:
+        """(size, host address) of the module's memory; the address is looked up again only
+        when the memory has grown (the only time it may move)."""
+        size = self.memory.data_len(self.store)
+        if size != self._memory_view[0]:
+            self._memory_view = (size, ctypes.addressof(self.memory.data_ptr(self.store).contents))
+        return self._memory_view
 
     def _read_cstring(self, addr: int) -> bytes:
-        size = self.memory.data_len(self.store)
+        size, base = self._view()
         if not 0 < addr < size:
             raise WasmEvalError("policy.wasm returned an address outside its memory")
-        base = self._base()
         length = _libc.strnlen(base + addr, size - addr)
         if addr + length >= size:
             raise WasmEvalError("policy.wasm returned an unterminated string")
@@ -188,10 +206,11 @@ class _Instance:
 
     def _write(self, addr: int, data: bytes) -> None:
         self._ensure(addr + len(data))
-        ctypes.memmove(self._base() + addr, data, len(data))
+        ctypes.memmove(self._view()[1] + addr, data, len(data))
 
     def _parse(self, data: bytes) -> int:
-        addr = int(self._call("opa_malloc", len(data)))
+        fits = self.scratch and len(data) <= SCRATCH_BYTES
+        addr = self.scratch if fits else int(self._call("opa_malloc", len(data)))
         self._write(addr, data)
         value = int(self._call("opa_json_parse", addr, len(data)))
         if value == 0:
@@ -214,12 +233,21 @@ class _Instance:
         function = BUILTINS.get(name)
         if function is None:
             raise WasmEvalError(f"policy.wasm called built-in {name or builtin_id}, which this host lacks")
-        args = [parse_args(self._read_cstring(self._call("opa_json_dump", a))) for a in arg_addrs]
-        try:
-            result = function(*args)
-        except BuiltinUndefined:
-            return 0
-        return self._parse(result.encode() if isinstance(result, Num) else orjson.dumps(result))
+        raw = tuple(self._read_cstring(self._call("opa_json_dump", a)) for a in arg_addrs)
+        key = (name.encode(), *raw)
+        if key in self._memo:
+            encoded = self._memo[key]
+        else:
+            try:
+                result = function(*(parse_args(r) for r in raw))
+                encoded = result.encode() if isinstance(result, Num) else orjson.dumps(result)
+            except BuiltinUndefined:
+                encoded = None
+            if name in PURE_BUILTINS:
+                if len(self._memo) >= MEMO_ENTRIES:
+                    self._memo.clear()
+                self._memo[key] = encoded
+        return 0 if encoded is None else self._parse(encoded)
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, entrypoint: int, input_json: bytes, deadline_ticks: int) -> bytes:

@@ -34,10 +34,12 @@ MAX_PAGES = 4096  # 256 MiB
 SCRATCH_BYTES = 64 * 1024
 #: Remembered built-in results per instance (cleared whole when full).
 MEMO_ENTRIES = 8192
+#: Only calls whose arguments are this small are remembered (bounds the memo's memory).
+MEMO_MAX_ARGS = 4096
 #: Built-ins whose result depends only on their arguments (time.now_ns does not).
 PURE_BUILTINS = frozenset({"sprintf", "units.parse", "units.parse_bytes", "time.parse_rfc3339_ns"})
 #: The epoch ticker's period; deadlines are counted in these ticks.
-TICK_SECONDS = 0.005
+TICK_SECONDS = 0.05
 
 _libc = ctypes.CDLL(None)
 _libc.strnlen.restype = ctypes.c_size_t
@@ -243,7 +245,7 @@ class _Instance:
                 encoded = result.encode() if isinstance(result, Num) else orjson.dumps(result)
             except BuiltinUndefined:
                 encoded = None
-            if name in PURE_BUILTINS:
+            if name in PURE_BUILTINS and sum(map(len, raw)) <= MEMO_MAX_ARGS:
                 if len(self._memo) >= MEMO_ENTRIES:
                     self._memo.clear()
                 self._memo[key] = encoded

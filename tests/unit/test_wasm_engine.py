@@ -105,7 +105,7 @@ def _hostile_inputs() -> list[dict[str, Any]]:
     deep: Any = "bottom"
     for _ in range(90):
         deep = {"n": deep}
-    names = ['q"uote\\back', "soft\u00adhyphen", "ctl\x01\x1f\x7f", "emoji\U0001f600", "tab\tnl\n", "zw\u200b", "ü" * 50]
+    names = ['q"uote\\back', "nul\x00byte", "del\u2028line", "soft\u00adhyphen", "ctl\x01\x1f\x7f", "emoji\U0001f600", "tab\tnl\n", "zw\u200b", "ü" * 50]
     pods = [_pod({"name": name, "image": image, "securityContext": {"privileged": True}}) for name in names]
     pods += [
         _pod({"name": "deep", "image": image, "x-extension": deep}),
@@ -118,6 +118,17 @@ def _hostile_inputs() -> list[dict[str, Any]]:
         _pod({"name": "ids", "image": image, "securityContext": {"runAsUser": 1e3, "runAsGroup": -1}}),
     ]
     return [workload_from_object(p).to_input() for p in pods]
+
+
+def test_an_input_json_cannot_carry_is_denied_before_any_engine(compiled: tuple[bytes, dict[str, Any]]) -> None:
+    """Bad UTF-8 never reaches an engine (the shared parser refuses it); an unpaired
+    surrogate built in Python cannot be encoded, and the engine denies."""
+    from jovial_guard.documents import read_stream
+
+    assert all(doc.error for doc in read_stream(b'{"kind": "Pod", "metadata": {"name": "\xff"}}'))
+    pod = _pod({"name": "x\ud800", "image": "quay.io/jupyter/base-notebook:2024-05-27"})
+    decision = asyncio.run(PolicyEngine(_connection(compiled)).decide(workload_from_object(pod)))
+    assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE
 
 
 def test_hostile_inputs_are_decided_as_by_opa(compiled: tuple[bytes, dict[str, Any]]) -> None:

@@ -269,3 +269,42 @@ def test_the_deadline_interrupts_and_denies(compiled: tuple[bytes, dict[str, Any
     decision = _decide(connection, containers=2000)
     assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE
     assert "interrupt" in decision.reasons[0].message or "trapped" in decision.reasons[0].message
+
+
+def test_the_bundle_service_is_followed_with_etags(signed: tuple[Path, SigningKey], tmp_path: Path) -> None:
+    """A worker follows the chart's bundle service as the sidecar does: 304 while nothing
+    changed, the new revision as soon as it is current."""
+    from aiohttp.test_utils import TestServer
+
+    from jovial_guard.policy.bundle_server import make_bundle_app
+
+    bundle, key = signed
+    next_bundle = tmp_path / "rev-b.tar.gz"
+    build_bundle(DEFAULT_POLICY_DIR, next_bundle, key=key, revision="rev-b")
+
+    class Store:
+        revision = "rev-a"
+        blobs = {"rev-a": bundle.read_bytes(), "rev-b": next_bundle.read_bytes()}
+
+        def current(self) -> str | None:
+            return self.revision
+
+        def bundle_bytes(self, revision: str) -> bytes:
+            return self.blobs[revision]
+
+    async def scenario() -> None:
+        store = Store()
+        server = TestServer(make_bundle_app(store))
+        await server.start_server()
+        try:
+            connection = WasmConnection()
+            watcher = BundleWatcher(connection, str(server.make_url("/bundles/jovial_guard.tar.gz")),
+                                    public_key=key.public_path, key_id=key.key_id)
+            assert await watcher.refresh() is True and connection.revision == "rev-a"
+            assert await watcher.refresh() is False and watcher.last_error is None  # 304 Not Modified
+            store.revision = "rev-b"
+            assert await watcher.refresh() is True and connection.revision == "rev-b"
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())

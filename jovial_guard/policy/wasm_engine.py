@@ -36,6 +36,9 @@ REVISION_PATH = "jovial_guard_meta/revision"
 class WasmConnection:
     """An in-process stand-in for :class:`~.client.OpaConnection` (decisions and revision)."""
 
+    #: Evaluations run synchronously and enforce their own deadline (wasmtime epochs).
+    in_process = True
+
     def __init__(self, *, deadline: float = 2.0) -> None:
         self.deadline = deadline
         self._policy: CompiledPolicy | None = None

@@ -308,3 +308,15 @@ def test_the_bundle_service_is_followed_with_etags(signed: tuple[Path, SigningKe
             await server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_worker_without_a_loadable_bundle_denies_and_says_why(tmp_path: Path, signed: tuple[Path, SigningKey]) -> None:
+    _, key = signed
+    connection = WasmConnection()
+    watcher = BundleWatcher(connection, str(tmp_path / "missing.tar.gz"), public_key=key.public_path, key_id=key.key_id)
+    assert asyncio.run(watcher.refresh()) is False
+    assert watcher.last_error and "missing.tar.gz" in watcher.last_error
+    with pytest.raises(PolicyEngineUnavailable, match="no verified policy bundle"):
+        asyncio.run(PolicyEngine(connection).revision())
+    decision = _decide(connection)
+    assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE

@@ -320,3 +320,15 @@ def test_a_worker_without_a_loadable_bundle_denies_and_says_why(tmp_path: Path, 
         asyncio.run(PolicyEngine(connection).revision())
     decision = _decide(connection)
     assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE
+
+
+def test_an_amount_too_large_to_write_out_is_denied(compiled: tuple[bytes, dict[str, Any]]) -> None:
+    """``units.parse("1e9999")`` is a 10,000-digit integer, which Python will not turn into
+    text (its int-to-str bound): the evaluation stops and the workload is denied, where OPA
+    denies it for asking too much CPU. The outcome is the same, the reason is not."""
+    image = "quay.io/jupyter/base-notebook:2024-05-27"
+    pod = _pod({"name": "c", "image": image, "resources": {"limits": {"cpu": "1e9999"}}})
+    by_opa = generate.decide([{"name": "0", "settings": "default", "input": workload_from_object(pod).to_input()}])[0]
+    assert by_opa["allowed"] is False
+    decision = asyncio.run(PolicyEngine(_connection(compiled)).decide(workload_from_object(pod)))
+    assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE

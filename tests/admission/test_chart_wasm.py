@@ -30,6 +30,10 @@ def test_the_workers_verify_the_sidecars_bundles_with_the_sidecars_key() -> None
     assert "--bundle-key=/bundle-key/bundle-key.pem" in args
     mount = next(m for m in webhook["volumeMounts"] if m["name"] == "bundle-key")
     assert mount == {"name": "bundle-key", "mountPath": "/bundle-key", "readOnly": True}
+    # Verification writes a private copy of each bundle: a writable TMPDIR on the read-only root.
+    assert {"name": "TMPDIR", "value": "/bundle-tmp"} in webhook["env"]
+    assert {"name": "bundle-tmp", "mountPath": "/bundle-tmp"} in webhook["volumeMounts"]
+    assert {"name": "bundle-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "32Mi"}} in spec["volumes"]
     volume = next(v for v in spec["volumes"] if v["name"] == "bundle-key")
     configmap = one(docs, "ConfigMap", "-webhook")
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]

@@ -130,21 +130,25 @@ def _sprintf_arg(value: Any) -> tuple[str, Any]:
 
 
 def _format_one(verb: str, kind: str, value: Any) -> str:
+    """One verb of Go's fmt for one argument; a mismatch prints as fmt (or big.Int) does."""
     if kind == "string":
         if verb in "sv":
             return str(value)
         if verb == "q":
             return go_quote(value)
-    elif kind in ("int64", "big.Int"):
+    elif kind == "int64":
         if verb in "vd":
             return str(value)
-        if verb == "q" and kind == "int64":
+        if verb == "q":
             return _go_quote_rune(value)
+    elif kind == "big.Int":
+        if verb in "dsv":  # big.Int formats itself: decimal for these
+            return str(value)
+        return f"%!{verb}(big.Int={value})"
     elif kind == "float64" and verb == "v":
         return go_float(value)
     shown = go_float(value) if kind == "float64" else str(value)
-    return f"%!{verb}({'*big.Int' if kind == 'big.Int' else kind}={shown})" if kind != "big.Int" \
-        else f"%!{verb}(big.Int={shown})"
+    return f"%!{verb}({kind}={shown})"
 
 
 _VERB = re.compile(r"%(.)", re.DOTALL)
@@ -311,7 +315,7 @@ def units_parse_bytes(raw: Any) -> Num:
 # -- time ----------------------------------------------------------------------------------
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:(Z)|([+-])(\d{2}):(\d{2}))")
 
 
 def parse_rfc3339_ns(raw: Any) -> Num:
@@ -328,13 +332,13 @@ def parse_rfc3339_ns(raw: Any) -> Num:
         raise BuiltinUndefined(str(exc)) from None
     if match.group(9):
         offset_h, offset_m = int(match.group(10)), int(match.group(11))
-        if offset_h > 23 or offset_m > 59:
+        if offset_h > 24 or offset_m > 60:  # the bounds Go's time.Parse applies
             raise BuiltinUndefined("time zone offset out of range")
         offset = (offset_h * 60 + offset_m) * 60 * (1 if match.group(9) == "+" else -1)
     else:
         offset = 0
     seconds = (base - datetime(1970, 1, 1)).days * 86400 + hour * 3600 + minute * 60 + second - offset
-    fraction = int((match.group(7) or "").ljust(9, "0"))
+    fraction = int((match.group(7) or "")[:9].ljust(9, "0"))  # Go keeps nanoseconds, drops the rest
     return Num(str(seconds * 10**9 + fraction))
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import io
 import json
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from jovial_guard.policy import wasm_builtins, wasm_runtime
 from jovial_guard.policy.bundles import BundleError, SigningKey, build_bundle
 from jovial_guard.policy.client import encode_input
 from jovial_guard.policy.engine import PolicyEngine
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, find_opa
 from jovial_guard.policy.wasm_bundle import WASM_ROOT, PolicyArtifact, compile_wasm, load_verified
 from jovial_guard.policy.wasm_engine import BundleWatcher, WasmConnection
 
@@ -116,6 +117,9 @@ def _hostile_inputs() -> list[dict[str, Any]]:
         _pod({"name": "ports", "image": image, "ports": [{"containerPort": 1, "hostPort": 8080.5}]}),
         _pod({"name": "sel", "image": image, "securityContext": {"seLinuxOptions": {"user": "u", "level": 1.25}}}),
         _pod({"name": "ids", "image": image, "securityContext": {"runAsUser": 1e3, "runAsGroup": -1}}),
+        _pod({"name": "floats", "image": image, "securityContext": {"seLinuxOptions": {
+            "user": 1e16, "role": 2.5e-7, "type": 100.0, "level": [-0.0, 1e300, 123456789012345678]}}}),
+        _pod({"name": "float-ports", "image": image, "ports": [{"containerPort": 1, "hostPort": 1e21}]}),
     ]
     return [workload_from_object(p).to_input() for p in pods]
 
@@ -131,9 +135,20 @@ def test_an_input_json_cannot_carry_is_denied_before_any_engine(compiled: tuple[
     assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE
 
 
-def test_hostile_inputs_are_decided_as_by_opa(compiled: tuple[bytes, dict[str, Any]]) -> None:
+def _opa_on_the_same_bytes(inputs: list[dict[str, Any]], tmp_path: Path) -> dict[int, Any]:
+    """The real opa's decisions of exactly the bytes the engines are given (``encode_input``:
+    the number texts of floats such as 1e16 differ between JSON writers)."""
+    batch = tmp_path / "batch.json"
+    batch.write_bytes(b'{"batch":[' + b",".join(encode_input(doc) for doc in inputs) + b"]}")
+    proc = subprocess.run([find_opa(), "eval", "--format", "json", "-d", str(DEFAULT_POLICY_DIR), "-i", str(batch),
+                           "data.jovial_guard.batch.decisions"], capture_output=True, text=True, check=True, timeout=120)
+    answers = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+    return {int(k): v for k, v in answers.items()}
+
+
+def test_hostile_inputs_are_decided_as_by_opa(compiled: tuple[bytes, dict[str, Any]], tmp_path: Path) -> None:
     inputs = _hostile_inputs()
-    by_opa = generate.decide([{"name": str(i), "settings": "default", "input": doc} for i, doc in enumerate(inputs)])
+    by_opa = _opa_on_the_same_bytes(inputs, tmp_path)
     ours = _wasm_decisions(_connection(compiled), inputs)
     assert [_canonical(d) for d in ours] == [_canonical(by_opa.get(i)) for i in range(len(inputs))]
     assert any("\\u00ad" in json.dumps(d) for d in ours if d)  # %q escaped as Go does

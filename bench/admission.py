@@ -7,8 +7,10 @@ loopback, in one run:
 * peer: ``opa run --server`` over TLS, loaded with policies/ and bench/opa_webhook/
   adapter.rego, answering POST /v0/data/bench/opa_webhook/review with an AdmissionReview
   response (the same Rego decision; it cannot render the hardening patch);
-* ours: ``jovial-guard webhook serve`` (decision cache + worker processes) in front of an
-  OPA sidecar on loopback, endpoint /mutate (decision + JSON Patch) and /validate.
+* ours: ``jovial-guard webhook serve`` (decision cache + worker processes), endpoint /mutate
+  (decision + JSON Patch) and /validate, deciding with OPA's compiled policy (``opa build -t
+  wasm``, carried in a signed bundle built here) in each worker (``--engine wasm``, the
+  default), or with ``--engine opa`` in front of an OPA sidecar on loopback.
 
 The headline stream is *distinct workloads*, what a real cluster sends (every user's pod
 differs): the stream cycles over a few hundred templates, and every request gets a value
@@ -176,12 +178,24 @@ def start_peer_opa(workdir: Path, certs: Any) -> tuple[subprocess.Popen[bytes], 
     return proc, f"https://127.0.0.1:{port}/v0/data/bench/opa_webhook/review"
 
 
-def start_webhook(workdir: Path, certs: Any, opa_url: str, *, workers: int, cache: bool) -> tuple[subprocess.Popen[bytes], str]:
+def signed_bundle(workdir: Path) -> list[str]:
+    """A signed bundle of policies/ (with its compiled policy) and the webhook flags that
+    make the webhook decide with it in process (``--engine wasm``)."""
+    from jovial_guard.policy.bundles import SigningKey, build_bundle
+
+    key = SigningKey.load_or_create(workdir / "keys")
+    bundle = workdir / "bundle.tar.gz"
+    build_bundle(DEFAULT_POLICY_DIR, bundle, key=key)
+    return ["--engine", "wasm", "--bundle", str(bundle), "--bundle-key", str(key.public_path), "--bundle-key-id", key.key_id]
+
+
+def start_webhook(workdir: Path, certs: Any, source: list[str], *, workers: int, cache: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """``source``: ``["--opa-url", URL]`` (the OPA sidecar) or :func:`signed_bundle`'s flags."""
     port = free_loopback_port()
     log = workdir / f"webhook-{port}.log"
     metrics_dir = Path(tempfile.mkdtemp(prefix="jg-bench-metrics-", dir=workdir))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jovial_guard", "webhook", "serve", "--opa-url", opa_url, "--cert", str(certs.cert),
+        [sys.executable, "-m", "jovial_guard", "webhook", "serve", *source, "--cert", str(certs.cert),
          "--key", str(certs.key), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--cache" if cache else "--no-cache", "--log-level", "WARNING"],
         stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -229,6 +243,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=300, help="templates (users) the distinct stream cycles over")
     parser.add_argument("--workers", type=int, default=2, help="webhook worker processes")
     parser.add_argument("--quick", action="store_true", help="only what the last line needs (16 connections, 500/s)")
+    parser.add_argument("--engine", choices=("wasm", "opa"), default="wasm",
+                        help="ours decides with the compiled policy in each worker (wasm, from a signed bundle) "
+                             "or asks an OPA sidecar (opa)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -254,11 +271,15 @@ def main() -> int:
           "annotation, environment value and uid")
 
     peer_proc, peer_url = start_peer_opa(work, certs)
-    backend = ManagedOpa(DEFAULT_POLICY_DIR).start()
-    ours_proc, ours_base = start_webhook(work, certs, backend.url, workers=args.workers, cache=True)
+    backend = ManagedOpa(DEFAULT_POLICY_DIR).start() if args.engine == "opa" else None
+    source = ["--opa-url", backend.url] if backend else signed_bundle(work)
+    print(f"ours: webhook with {args.workers} workers, engine {args.engine}"
+          + (" (OPA sidecar on loopback)" if backend else " (compiled policy of a signed bundle, in each worker)"))
+    ours_proc, ours_base = start_webhook(work, certs, source, workers=args.workers, cache=True)
     results: dict[Any, Any] = {}
     try:
-        servers = [peer_proc.pid, backend.pid or 0, *process_tree(ours_proc.pid)]
+        sidecar = [backend.pid or 0] if backend else []
+        servers = [peer_proc.pid, *sidecar, *process_tree(ours_proc.pid)]
         storm_bodies = NONCES.bodies(templates, len(templates))
         print(f"\nspawn storm: {len(storm_bodies)} distinct reviews sent at once, cold cache (latency from the storm's start)")
         for name, url in (("opa", peer_url), ("ours", ours_base + "/mutate")):
@@ -270,9 +291,9 @@ def main() -> int:
         bad, n = agreement(agreeing, peer_url, ours_base, certs.ca_cert)
         print(f"agreement: {n - bad}/{n} reviews decided alike by bare OPA and jovial-guard ({bad} differ)")
         targets = {"opa": peer_url, "ours": ours_base + "/mutate", "ours-validate": ours_base + "/validate"}
-        ours_pids = [backend.pid or 0, *process_tree(ours_proc.pid)]
+        ours_pids = [*sidecar, *process_tree(ours_proc.pid)]
         print("\nclosed loop (wrk, HTTPS keep-alive), distinct workloads; cpu ms: server CPU per request "
-              "(ours: webhook workers + OPA sidecar)")
+              "(ours: webhook workers, plus the OPA sidecar with --engine opa)")
         print(f"  {'target':<14}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms':>8}")
         for conns in connections:
             for name, url in targets.items():
@@ -335,9 +356,9 @@ def main() -> int:
 
             # The cache's share: the same closed loop without it.
             stop(ours_proc)
-            nocache_proc, nocache_base = start_webhook(work, certs, backend.url, workers=args.workers, cache=False)
+            nocache_proc, nocache_base = start_webhook(work, certs, source, workers=args.workers, cache=False)
             try:
-                wait_idle([peer_proc.pid, backend.pid or 0, *process_tree(nocache_proc.pid)])
+                wait_idle([peer_proc.pid, *sidecar, *process_tree(nocache_proc.pid)])
                 wrk(nocache_base + "/mutate", stream_file, connections=16, duration=1.0)
                 r = wrk(nocache_base + "/mutate", stream_file, connections=16, duration=args.duration)
                 print(f"\nwithout the decision cache: /mutate at 16 connections {r['rps']:.0f} req/s, p99 {r['p99']:.2f} ms")
@@ -346,7 +367,8 @@ def main() -> int:
     finally:
         stop(ours_proc)
         stop(peer_proc)
-        backend.stop()
+        if backend:
+            backend.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     rps16 = results[("ours", 16)]["rps"]

@@ -5,7 +5,9 @@ fixable and dangerous notebook pods) and the same concurrency, in one process:
 
 * project: what ``jovial-guard check`` runs on parsed documents (``check_documents``):
   normalize -> PolicyEngine.decide_batch (a few dozen inputs per query to the batch entry
-  point, a few queries in flight, deadline, fail closed) -> render the patch of each;
+  point, deadline, fail closed) -> render the patch of each; the decisions come from OPA's
+  compiled policy in process (``--engine wasm``, check's default: ``opa build -t wasm`` of
+  the same policies) or, with ``--engine opa``, from the managed OPA below;
 * opa:     a bare aiohttp POST of each input to /v1/data/jovial_guard/main/decision
   (``--concurrency`` in flight): OPA's own rate for single decisions.
 
@@ -27,7 +29,9 @@ from jovial_guard.normalize import workload_from_object
 from jovial_guard.policy.check import Document, check_documents
 from jovial_guard.policy.client import OpaConnection, OpaEndpoint
 from jovial_guard.policy.engine import PolicyEngine
-from jovial_guard.policy.opa_process import ManagedOpa
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, policy_revision
+from jovial_guard.policy.wasm_bundle import compile_directory
+from jovial_guard.policy.wasm_engine import WasmConnection
 
 IMAGE = "quay.io/jupyter/scipy-notebook:2024-05-27"
 
@@ -81,12 +85,16 @@ def summary(name: str, n: int, elapsed: float, lat: list[float]) -> tuple[float,
     return rate, p99
 
 
-async def main(n: int, concurrency: int, rounds: int) -> None:
+async def main(n: int, concurrency: int, rounds: int, engine_name: str) -> None:
     docs = pods(n)
     with ManagedOpa() as opa:
         async with OpaConnection(OpaEndpoint(opa.url), timeout=5.0) as conn, aiohttp.ClientSession() as session:
             waits: list[float] = []
-            engine = PolicyEngine(conn, deadline=5.0, listeners=[lambda w, d, seconds: waits.append(seconds)])
+            source: OpaConnection | WasmConnection = conn
+            if engine_name == "wasm":
+                artifact = compile_directory(DEFAULT_POLICY_DIR, policy_revision(DEFAULT_POLICY_DIR))
+                source = WasmConnection.from_artifact(artifact, deadline=5.0)
+            engine = PolicyEngine(source, deadline=5.0, listeners=[lambda w, d, seconds: waits.append(seconds)])
             url = f"{opa.url}/v1/data/jovial_guard/main/decision"
             inputs = [workload_from_object(d).to_input() for d in docs]
             documents = [Document("bench.yaml", i, body=d) for i, d in enumerate(docs)]
@@ -115,8 +123,8 @@ async def main(n: int, concurrency: int, rounds: int) -> None:
                 e, lat = await timed(concurrency, inputs, direct)
                 o_elapsed += e
                 o_lat += lat
-    print(f"{n} pods x {rounds} rounds; project: check_documents (batch queries); opa: single decisions, "
-          f"concurrency {concurrency}; one managed OPA on loopback")
+    print(f"{n} pods x {rounds} rounds; project: check_documents (batch entry point, engine {engine_name}); "
+          f"opa: single decisions, concurrency {concurrency}; one managed OPA on loopback")
     project_rate, project_p99 = summary("project", n * rounds, p_elapsed, waits)
     opa_rate, _ = summary("opa", n * rounds, o_elapsed, o_lat)
     print(f"check: project_per_s={project_rate:.1f} opa_per_s={opa_rate:.1f} ratio={project_rate / opa_rate:.3f} p99_ms={project_p99:.2f}")
@@ -127,5 +135,6 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=600, help="pods per round")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine", choices=("wasm", "opa"), default="wasm", help="the project's decision engine")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.concurrency, args.rounds))
+    asyncio.run(main(args.n, args.concurrency, args.rounds, args.engine))

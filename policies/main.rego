@@ -78,7 +78,7 @@ decision := {
 
 decision := {
 	"allowed": false,
-	"reasons": [v | some v in enforced],
+	"reasons": sort([v | some v in enforced]),
 	"warnings": sort(warnings),
 	"exemptions": exempted,
 	"scope": scope,

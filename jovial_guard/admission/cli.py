@@ -16,7 +16,11 @@ def webhook() -> None:
 
 
 @webhook.command()
-@click.option("--opa-url", required=True, help="OPA base URL, e.g. http://127.0.0.1:8181 (the sidecar).")
+@click.option("--opa-url", default=None, help="OPA base URL, e.g. http://127.0.0.1:8181 (the sidecar); needed with --engine opa.")
+@click.option("--engine", type=click.Choice(["opa", "wasm"]), default="opa", show_default=True, help="opa: ask the OPA at --opa-url. wasm: evaluate the compiled policy of the signed bundle at --bundle in each worker (verified with --bundle-key and --bundle-key-id, reloaded when it changes).")
+@click.option("--bundle", default=None, help="With --engine wasm: the signed bundle, a path or the bundle service's URL (http://SERVICE/bundles/jovial_guard.tar.gz).")
+@click.option("--bundle-key", type=click.Path(exists=True, dir_okay=False), default=None, help="With --engine wasm: the bundles' public key (PEM), the one the OPA sidecar verifies with.")
+@click.option("--bundle-key-id", default=None, help="With --engine wasm: the key id the bundles must be signed with.")
 @click.option("--opa-token-file", type=click.Path(exists=True, dir_okay=False), help="File holding OPA's bearer token.")
 @click.option("--opa-ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for an https OPA.")
 @click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False), help="Serving certificate (PEM); reloaded when it changes.")
@@ -40,7 +44,11 @@ def webhook() -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True, help="JSON lines (decision id, revision, request uid as fields) or plain text.")
 def serve(
-    opa_url: str,
+    opa_url: str | None,
+    engine: str,
+    bundle: str | None,
+    bundle_key: str | None,
+    bundle_key_id: str | None,
     opa_token_file: str | None,
     opa_ca: str | None,
     cert: str,
@@ -77,7 +85,13 @@ def serve(
     from .server import WebhookConfig
     from .server import serve as run
 
-    OpaEndpoint(opa_url).parts()  # a wrong URL stops here, before any worker starts
+    if engine == "opa":
+        if not opa_url:
+            raise click.UsageError("--engine opa needs --opa-url (the OPA sidecar), e.g. http://127.0.0.1:8181")
+        OpaEndpoint(opa_url).parts()  # a wrong URL stops here, before any worker starts
+    elif not (bundle and bundle_key and bundle_key_id):
+        raise click.UsageError("--engine wasm needs --bundle, --bundle-key and --bundle-key-id (decisions come "
+                               "only from a signed bundle)")
 
     configure(log_level, json_format=log_format == "json")
     if expected_policy_dir and not expected_revision:
@@ -86,7 +100,11 @@ def serve(
         expected_revision = policy_revision(Path(expected_policy_dir))
     token = Path(opa_token_file).read_text().strip() if opa_token_file else os.environ.get("JOVIAL_GUARD_OPA_TOKEN")
     config = WebhookConfig(
-        opa_url=opa_url,
+        opa_url=opa_url or "",
+        engine=engine,
+        bundle=bundle,
+        bundle_public_key=Path(bundle_key) if bundle_key else None,
+        bundle_key_id=bundle_key_id,
         opa_token=token or None,
         opa_ca=opa_ca,
         cert=Path(cert),

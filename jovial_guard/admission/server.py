@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from aiohttp import web
 from ..documents import BOUNDS
 from ..errors import PolicyEngineUnavailable
 from ..policy.client import OpaConnection, OpaEndpoint
-from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, PolicyEngine
+from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, DecisionSource, PolicyEngine
+from ..policy.wasm_engine import BundleWatcher, WasmConnection
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
@@ -80,6 +82,13 @@ class WebhookConfig:
     namespace_labels: bool = False
     kubeconfig: str | None = None
     namespace_labels_ttl: float = 10.0
+    #: ``opa``: ask the OPA at ``opa_url``. ``wasm``: evaluate the compiled policy of the
+    #: signed bundle at ``bundle`` (a path or the bundle service's URL) in each worker,
+    #: verified with ``bundle_public_key`` and ``bundle_key_id`` (the sidecar's key).
+    engine: str = "opa"
+    bundle: str | None = None
+    bundle_public_key: Path | None = None
+    bundle_key_id: str | None = None
 
 
 def log_decision(endpoint: str, result: Any) -> None:
@@ -148,14 +157,29 @@ class WebhookServer:
         if decision_log is None and config.decision_log_path is not None:
             decision_log = mutate_decision_log(config.decision_log_path, per_process=config.workers > 1)
         self.decision_log = decision_log
-        self.connection: OpaConnection | None = None
+        self.connection: DecisionSource | None = None
+        self.bundles: BundleWatcher | None = None
         self.engine: PolicyEngine | None = None
         self.handler: AdmissionHandler | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
+    async def _decision_source(self, stack: AsyncExitStack) -> DecisionSource:
+        """The OPA connection, or the compiled policy of the first verified bundle."""
+        config = self.config
+        if config.engine == "wasm":
+            if not (config.bundle and config.bundle_public_key and config.bundle_key_id):
+                raise ValueError("engine wasm needs bundle, bundle_public_key and bundle_key_id")
+            connection = WasmConnection(deadline=config.engine_deadline)
+            self.bundles = BundleWatcher(connection, config.bundle, public_key=config.bundle_public_key,
+                                         key_id=config.bundle_key_id)
+            await self.bundles.refresh()
+            return connection
+        endpoint = OpaEndpoint(config.opa_url, token=config.opa_token, ca_file=config.opa_ca)
+        return await stack.enter_async_context(OpaConnection(endpoint, timeout=config.engine_deadline))
+
     async def _context(self, app: web.Application) -> AsyncIterator[None]:
-        endpoint = OpaEndpoint(self.config.opa_url, token=self.config.opa_token, ca_file=self.config.opa_ca)
-        async with OpaConnection(endpoint, timeout=self.config.engine_deadline) as connection:
+        async with AsyncExitStack() as stack:
+            connection = await self._decision_source(stack)
             self.connection = connection
             self.engine = PolicyEngine(connection, deadline=self.config.engine_deadline)
             self.handler = AdmissionHandler(
@@ -188,6 +212,8 @@ class WebhookServer:
     async def poll_revision_once(self) -> None:
         if self.engine is None:
             return
+        if self.bundles is not None:
+            await self.bundles.refresh()
         try:
             revision = await asyncio.wait_for(self.engine.revision(), timeout=self.config.engine_deadline)
         except (TimeoutError, PolicyEngineUnavailable) as exc:

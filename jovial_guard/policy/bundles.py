@@ -20,6 +20,7 @@ from .. import keyfile
 from ..atomic import atomic_write
 from ..errors import Misconfigured
 from .opa_process import find_opa, policy_revision
+from .wasm_bundle import embed_wasm
 
 BUNDLE_NAME = "jovial_guard"
 SIGNING_ALG = "ES256"
@@ -54,6 +55,14 @@ class SigningKey:
             atomic_write(id_path, key_id.encode(), mode=0o644)
         return cls(private_path=private_path, public_path=keyfile.public_path(private_path),
                    key_id=id_path.read_text().strip())
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """The verifying half only: what a bundle's consumer (a sidecar, a webhook worker) has."""
+
+    public_path: Path
+    key_id: str
 
 
 def _run_opa(args: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -95,7 +104,9 @@ def build_bundle(policy_dir: Path, output: Path, *, key: SigningKey, revision: s
     The revision is the content digest of the policy directory (the same value the
     managed OPA reports in directory mode) and is also written into the bundle as
     ``data.jovial_guard_meta.revision`` so every decision names it. The manifest names
-    the bundle's roots (:func:`bundle_roots`), so policies loaded beside it survive.
+    the bundle's roots (:func:`bundle_roots`), so policies loaded beside it survive. The
+    Rego compiled to Wasm is added as ``data.jovial_guard_wasm`` (:mod:`.wasm_bundle`), for
+    webhook workers that evaluate the policy in process.
     """
     revision = revision or policy_revision(policy_dir)
     with tempfile.TemporaryDirectory(prefix="jovial-guard-bundle-") as tmp:
@@ -104,6 +115,8 @@ def build_bundle(policy_dir: Path, output: Path, *, key: SigningKey, revision: s
         meta = staging / "jovial_guard_meta"
         meta.mkdir(exist_ok=True)
         (meta / "data.json").write_text(json.dumps({"revision": revision}))
+        # The compiled policy rides in the bundle as data, so the signature covers it.
+        embed_wasm(staging)
         (staging / ".manifest").write_text(json.dumps({"roots": bundle_roots(staging)}))
         claims = Path(tmp) / "claims.json"
         claims.write_text(json.dumps({"keyid": key.key_id}))
@@ -119,7 +132,7 @@ def build_bundle(policy_dir: Path, output: Path, *, key: SigningKey, revision: s
     return revision
 
 
-def verify_bundle(bundle: Path, *, key: SigningKey) -> None:
+def verify_bundle(bundle: Path, *, key: SigningKey | PublicKey) -> None:
     """Raise BundleError unless ``bundle`` is signed by ``key`` (with its key id) and intact."""
     if not bundle.is_file():
         raise BundleError(f"bundle {bundle} does not exist")

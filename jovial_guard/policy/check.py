@@ -1,7 +1,8 @@
 """`jovial-guard check`'s engine: files in, one result per document out.
 
 Kept apart from the click command so tests and the benchmark call the same path. One
-OPA answers a whole batch, a few dozen documents per query (``PolicyEngine.decide_batch``).
+OPA answers a whole batch, a few dozen documents per query (``PolicyEngine.decide_batch``),
+or the compiled policy does in process (:mod:`.wasm_engine`, the default of ``check``).
 Documents are read by :mod:`jovial_guard.documents` (the webhook's parser, with the same
 bounds); a malformed document is reported with its file and index and the rest of the batch
 is still decided. Objects whose kind has no pod template (a Service beside a Deployment) are
@@ -25,6 +26,7 @@ from ..normalize import NoPodTemplate, workload_from_document
 from ..workload import Workload
 from .client import OpaConnection, OpaEndpoint
 from .engine import PolicyEngine
+from .wasm_engine import WasmConnection
 
 #: ``policy_revision`` of a result no policy was asked about.
 NOT_DECIDED = "n/a"
@@ -189,15 +191,20 @@ async def check_documents(documents: list[Document], engine: PolicyEngine) -> li
     return results
 
 
-async def check_files(paths: list[str], endpoint: OpaEndpoint, *, deadline: float) -> list[CheckResult]:
+async def check_files(paths: list[str], source: OpaEndpoint | WasmConnection, *,
+                      deadline: float) -> list[CheckResult]:
+    """Decide the documents of ``paths`` with the OPA at ``source``, or with the compiled
+    policy ``source`` holds."""
     documents = [doc for path in paths for doc in read_documents(path)]
-    async with OpaConnection(endpoint, timeout=deadline) as connection:
+    if isinstance(source, WasmConnection):
+        return await check_documents(documents, PolicyEngine(source, deadline=deadline))
+    async with OpaConnection(source, timeout=deadline) as connection:
         engine = PolicyEngine(connection, deadline=deadline)
         return await check_documents(documents, engine)
 
 
-def run_check(paths: list[str], endpoint: OpaEndpoint, *, deadline: float) -> list[CheckResult]:
-    return asyncio.run(check_files(paths, endpoint, deadline=deadline))
+def run_check(paths: list[str], source: OpaEndpoint | WasmConnection, *, deadline: float) -> list[CheckResult]:
+    return asyncio.run(check_files(paths, source, deadline=deadline))
 
 
 def exit_code(results: list[CheckResult]) -> int:

@@ -12,12 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..decision import ENGINE_UNAVAILABLE, Decision
 from ..errors import PolicyEngineUnavailable
 from ..workload import Workload
-from .client import NoSuchData, OpaConnection, UndefinedResult, encode_input
+from .client import NoSuchData, UndefinedResult, encode_input
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,22 @@ UNVERSIONED_HELP = (
 DecisionListener = Callable[[Workload, Decision, float], Awaitable[None] | None]
 
 
+class DecisionSource(Protocol):
+    """Where decisions come from: an OPA server (:class:`~.client.OpaConnection`) or the
+    compiled policy in process (:class:`~.wasm_engine.WasmConnection`). Both raise
+    PolicyEngineUnavailable for any failure and UndefinedResult for an undefined rule."""
+
+    async def query_encoded(self, package_path: str, rule: str, input_json: bytes) -> Any: ...
+
+    async def get_data(self, path: str) -> Any: ...
+
+
 class PolicyEngine:
     """Ask OPA about workloads, with a deadline, never raising for OPA trouble."""
 
     def __init__(
         self,
-        connection: OpaConnection,
+        connection: DecisionSource,
         *,
         deadline: float = 2.0,
         listeners: Iterable[DecisionListener] = (),
@@ -164,7 +174,12 @@ class PolicyEngine:
     async def _decide(self, workload: Workload, input_json: bytes | None) -> Decision:
         try:
             encoded = input_json if input_json is not None else encode_input(workload.to_input())
-            raw = await asyncio.wait_for(self._query(encoded), timeout=self.deadline)
+            if getattr(self.connection, "in_process", False):
+                # Evaluated synchronously, with the deadline enforced inside the evaluation:
+                # a timer task around it would cost more than some decisions.
+                raw = await self._query(encoded)
+            else:
+                raw = await asyncio.wait_for(self._query(encoded), timeout=self.deadline)
         except TimeoutError:
             return self._timeout_denial()
         except PolicyEngineUnavailable as exc:

@@ -9,7 +9,8 @@ polling, to every webhook replica's OPA, which verifies the signature itself wit
 public key it was configured with. Whoever can edit the ConfigMap can therefore stop new
 revisions from arriving, but cannot make any OPA load a policy the key did not sign.
 
-A ConfigMap holds up to 1 MiB: the shipped bundle is a few tens of KiB.
+A ConfigMap holds up to 1 MiB: the shipped bundle is about 230 KiB (most of it the compiled
+policy it carries for webhook workers).
 """
 
 from __future__ import annotations

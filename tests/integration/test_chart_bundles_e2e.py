@@ -259,3 +259,69 @@ def test_the_webhook_account_may_only_get_namespaces(release: SimpleNamespace) -
         with pytest.raises(client.ApiException) as err:
             forbidden()
         assert err.value.status == 403
+
+
+async def test_the_webhook_with_engine_wasm_follows_the_bundle_service(release: SimpleNamespace) -> None:
+    """The chart's webhook container with ``webhook.engine=wasm`` (the same values plus that
+    one), run with its own arguments and key: it fetches the published bundle from the bundle
+    service, verifies it with the chart's key and answers as the chart's OPA does, revision
+    included. Only addresses and paths change."""
+    import ssl
+
+    from jovial_guard.admission.handler import AdmissionHandler
+    from jovial_guard.admission.tls import write_webhook_certs
+    from jovial_guard.policy.client import OpaConnection, OpaEndpoint
+    from jovial_guard.policy.engine import PolicyEngine
+    from tests.admission.jg_chart import template
+
+    from .test_webhook_wasm import CASES
+
+    docs = template("--set", "policy.bundles.enabled=true", "--set-file", f"policy.publicKey={release.store.key.public_path}",
+                    "--set", f"policy.keyId={release.store.key.key_id}", "--set", "namespaceModes.enabled=true",
+                    "--set", "webhook.engine=wasm")
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-webhook")
+    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "webhook")
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{RELEASE}-webhook")
+    work = release.work / "webhook-wasm"
+    work.mkdir()
+    (work / "bundle-key.pem").write_text(configmap["data"]["bundle-key.pem"])
+    (work / "token").write_text("unused with engine wasm")
+    certs = write_webhook_certs(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    port = free_loopback_port()
+    service = f"http://{RELEASE}-bundles.{NAMESPACE}.svc:8282"
+    args = [a.replace(service, release.bundle_url).replace("/bundle-key/", f"{work}/").replace("/opa-token/token", f"{work}/token")
+            .replace("/tls/tls.crt", str(certs.cert)).replace("/tls/tls.key", str(certs.key)).replace("--port=8443", f"--port={port}")
+            for a in container["args"]]
+    assert f"--bundle={release.bundle_url}/bundles/jovial_guard.tar.gz" in args
+    kubeconfig = sa_kubeconfig(release, f"{RELEASE}-webhook")
+    proc = start([sys.executable, "-m", "jovial_guard", *container["command"][1:], *args, "--host=127.0.0.1",
+                  f"--kubeconfig={kubeconfig}", "--log-format=text"], work / "webhook.log")
+    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+    base = f"https://127.0.0.1:{port}"
+
+    def ready() -> str:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", context=ctx, timeout=3) as resp:
+                return resp.read().decode() if resp.status == 200 else ""
+        except OSError:
+            assert proc.poll() is None, (work / "webhook.log").read_text()[-2000:]
+            return ""
+
+    try:
+        current = release.store.current()
+        wait_until(lambda: current in ready(), "the wasm webhook serving the published revision", timeout=60)
+        async with OpaConnection(OpaEndpoint(release.opa_url, token=release.token)) as opa:
+            handler = AdmissionHandler(PolicyEngine(opa))
+            for review in CASES[:12]:
+                review = json.loads(json.dumps(review))
+                review["request"]["namespace"] = NAMESPACE  # a namespace whose labels the webhook may read
+                request = urllib.request.Request(f"{base}/mutate", data=json.dumps(review).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, context=ctx, timeout=5) as resp:
+                    ours = json.loads(resp.read())["response"]
+                by_opa = (await handler.handle(json.dumps(review).encode(), mode="mutate")).body["response"]
+                assert ours["auditAnnotations"]["policy-revision"] == current
+                assert (ours["allowed"], ours.get("status"), ours.get("patch")) == \
+                    (by_opa["allowed"], by_opa.get("status"), by_opa.get("patch"))
+    finally:
+        stop_group(proc)

@@ -52,6 +52,7 @@ from .refusals import SpawnRefused, StartupRefused, decision_refusal
 from .seccomp_files import SeccompFiles
 from .settings import GuardSettings
 from .steps import StepClock
+from .warmup import warm_policy_soon, warm_storage
 from .workload import requested_profile, spawn_workload
 
 if TYPE_CHECKING:
@@ -118,7 +119,9 @@ class JovialGuard(GuardSettings):
             except JovialGuardError as exc:
                 problems.append(f"the egress router namespace could not be set up: {exc}")
         if self.storage_enabled and not problems:
-            self._warm_storage()
+            warm_storage(self)
+        if not problems:
+            warm_policy_soon(self)
         if problems:
             raise StartupRefused(
                 "jovial_guard refuses to start the hub:\n  - " + "\n  - ".join(problems)
@@ -344,18 +347,6 @@ class JovialGuard(GuardSettings):
                 profile_dir=self.seccomp_profile_dir, agent_socket=self.seccomp_agent_socket,
                 audited_dir=self.seccomp_audited_dir, agent_wait=self.seccomp_agent_wait)
         return self._seccomp_files
-
-    def _warm_storage(self) -> None:
-        """Open the storage issuer and node agent now (keys, backend mounts, the sweep of a
-        previous run's mounts), so the first spawn does not pay for it. A failure here is
-        only logged: that spawn then meets it again and is refused with the reason."""
-        from ..credentials.hub import StorageCredentials
-
-        try:
-            storage = StorageCredentials.instance(config=self.config, log=self.log)
-            storage.issuer, storage.agent  # noqa: B018 - opened on first use
-        except Exception as exc:  # noqa: BLE001 - reported again by the spawn that needs it
-            self.log.warning("jovial_guard: storage credentials could not be opened at start-up: %s", exc)
 
     def _storage(self, spawner: Any) -> StorageCredentials:
         from ..credentials.hub import StorageCredentials

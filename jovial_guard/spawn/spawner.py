@@ -85,6 +85,7 @@ class GuardedDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 rule="jovial-guard/hook-missing", status_code=503,
             )
         began = time.monotonic()
+        self._home_walked = None  # set again by create_object() for this start
         try:
             image_choice = (self.user_options or {}).get("image")
             if not image_choice and self.image != self.guard_image:

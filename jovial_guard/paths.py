@@ -92,3 +92,9 @@ def userns_state() -> Path:
     """Which block of host ids each user's containers map to: state, because users' home
     volumes and files are owned by those ids (see :mod:`jovial_guard.hardening.userns`)."""
     return engine_root() / "userns.json"
+
+
+def home_owners_state(userns_state_path: Path) -> Path:
+    """Which home volumes were walked into which owner (:mod:`jovial_guard.hardening.home_owner`):
+    beside the user-namespace allocation whose ids it records."""
+    return Path(userns_state_path).with_name("home-owners.json")

@@ -84,6 +84,7 @@ class EgressNamespaces(SpareNamespaces):
         self.host_link = f"{prefix}-hub"
         self.state_dir = state_root / prefix
         self._state = StateStore(self.state_dir)
+        self._rendered: dict[tuple[Egress, tuple[EgressRule, ...]], tuple[tuple[str, ...], str]] = {}
 
     # -- names ------------------------------------------------------------------------------
     def user_ns(self, key: str) -> str:
@@ -196,14 +197,21 @@ class EgressNamespaces(SpareNamespaces):
 
     # -- users ------------------------------------------------------------------------------
     def plan(self, key: str, egress: Egress, *, hub_addresses: Sequence[EgressRule] = ()) -> NamespacePlan:
-        """What the namespace of ``key`` will be for ``egress`` (pure; raises EgressRuleInvalid)."""
-        return NamespacePlan(
-            name=self.user_ns(key),
-            routes=tuple(routes_for(egress, hub=hub_addresses)),
-            ruleset=render_nft_ruleset(egress, hub=hub_addresses,
-                                       inbound_from=[f"{self.hub_address}/32"],
-                                       notebook_port=self.notebook_port),
-        )
+        """What the namespace of ``key`` will be for ``egress`` (pure; raises EgressRuleInvalid).
+
+        Routes and rules depend only on the egress settings, so the rendering of each
+        distinct setting is kept (most users share a profile's)."""
+        rendered_key = (egress, tuple(hub_addresses))
+        rendered = self._rendered.get(rendered_key)
+        if rendered is None:
+            rendered = (tuple(routes_for(egress, hub=hub_addresses)),
+                        render_nft_ruleset(egress, hub=hub_addresses,
+                                           inbound_from=[f"{self.hub_address}/32"],
+                                           notebook_port=self.notebook_port))
+            if len(self._rendered) >= 256:
+                self._rendered.clear()
+            self._rendered[rendered_key] = rendered
+        return NamespacePlan(name=self.user_ns(key), routes=rendered[0], ruleset=rendered[1])
 
     def create(self, key: str, egress: Egress, *,
                hub_addresses: Sequence[EgressRule] = ()) -> NamespaceHandle:

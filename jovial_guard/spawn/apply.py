@@ -11,7 +11,7 @@ mounts) runs in worker threads, never on the hub's event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -21,6 +21,7 @@ from ..credentials.hub import StoragePlan
 from ..errors import JovialGuardError
 from ..hardening.egress import NamespaceHandle, NamespacePlan
 from .plan import ContainerSettings, SpawnPlan, SpawnRecord
+from .steps import StepClock
 
 #: Namespace work waits for one lock anyway: two threads of its own keep a spawn storm from
 #: filling the event loop's default executor, which other hub work needs.
@@ -65,6 +66,7 @@ async def apply_plan(
     *,
     networks: NamespaceApplier | None,
     storage: StorageAttacher | None,
+    steps: StepClock | None = None,
 ) -> SpawnRecord:
     """Make the namespace, mount the storage, configure ``spawner``; the applied record.
 
@@ -77,9 +79,10 @@ async def apply_plan(
     async with AsyncExitStack() as undo:
         # The namespace and the storage grant do not depend on each other: both run at
         # once, and whichever succeeded is undone if the other failed.
-        network_step = (in_network_thread(networks.apply, plan.network)
+        clock = steps or StepClock()
+        network_step = (_timed(clock, "network", in_network_thread(networks.apply, plan.network))
                         if plan.network is not None and networks is not None else _nothing())
-        storage_step = (storage.attach_planned(plan.storage)
+        storage_step = (_timed(clock, "storage", storage.attach_planned(plan.storage))
                         if plan.storage is not None and storage is not None else _nothing())
         handle, storage_record = await asyncio.gather(network_step, storage_step,
                                                       return_exceptions=True)
@@ -105,6 +108,11 @@ async def apply_plan(
 
 async def _nothing() -> None:
     return None
+
+
+async def _timed(clock: StepClock, name: str, step: Awaitable[_T]) -> _T:
+    with clock.step(name):
+        return await step
 
 
 async def _detach(storage: StorageAttacher, user: str) -> None:

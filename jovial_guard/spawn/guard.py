@@ -25,10 +25,8 @@ Every failure on the way refuses the spawn: nothing runs unhardened.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +43,7 @@ from ..policy.health import opa_health_problem
 from ..workload import Workload
 from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
+from .listeners import import_callable as _import_callable
 from .listeners import tell_decision_listeners, tell_spawn_listeners
 from .network import UserNetworks
 from .plan import SpawnPlan, SpawnRecord, render_spawn
@@ -52,20 +51,12 @@ from .queue import StartQueue
 from .refusals import SpawnRefused, StartupRefused, decision_refusal
 from .seccomp_files import SeccompFiles
 from .settings import GuardSettings
+from .steps import StepClock
+from .warmup import warm_policy_soon, warm_storage
 from .workload import requested_profile, spawn_workload
 
 if TYPE_CHECKING:
     from ..credentials.hub import StorageCredentials
-
-
-def _import_callable(spec: Any) -> Callable[..., Any]:
-    if callable(spec):
-        return spec  # type: ignore[no-any-return]
-    module, _, attr = str(spec).partition(":")
-    target = getattr(importlib.import_module(module), attr)
-    if not callable(target):
-        raise ValueError(f"{spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
 
 
 class JovialGuard(GuardSettings):
@@ -128,7 +119,9 @@ class JovialGuard(GuardSettings):
             except JovialGuardError as exc:
                 problems.append(f"the egress router namespace could not be set up: {exc}")
         if self.storage_enabled and not problems:
-            self._warm_storage()
+            warm_storage(self)
+        if not problems:
+            warm_policy_soon(self)
         if problems:
             raise StartupRefused(
                 "jovial_guard refuses to start the hub:\n  - " + "\n  - ".join(problems)
@@ -222,12 +215,14 @@ class JovialGuard(GuardSettings):
         # hook_ms is the guard's own work after the wait: decision, namespace, storage,
         # render, listeners (queued_ms is the wait).
         started = time.perf_counter()
+        steps = spawner.guard_steps = StepClock()
         try:
-            record = await self._pre_spawn(spawner)
+            record = await self._pre_spawn(spawner, steps)
             record = replace(record, hook_ms=round((time.perf_counter() - started) * 1000, 1))
             doc = record.to_json()
             spawner.guard_record = doc
-            await tell_spawn_listeners([_import_callable(x) for x in self.spawn_listeners], spawner, doc)
+            with steps.step("listeners"):
+                await tell_spawn_listeners([_import_callable(x) for x in self.spawn_listeners], spawner, doc)
         except BaseException:
             self.release_slot(spawner)
             raise
@@ -237,11 +232,11 @@ class JovialGuard(GuardSettings):
         nets = self._networks
         spawner.log.info(
             "jovial_guard: admitted %s profile=%s revision=%s apparmor=%s hook_ms=%.1f "
-            "queued_ms=%.1f spare_namespaces_taken=%d made=%d",
+            "queued_ms=%.1f spare_namespaces_taken=%d made=%d steps=%s",
             spawner._log_name, record.profile, record.policy_revision,
             record.hardening["apparmor"]["status"], self.hook_seconds[-1] * 1000,
             ticket.waited * 1000 if ticket is not None else 0.0,
-            nets.spare_hits if nets else 0, nets.spare_misses if nets else 0,
+            nets.spare_hits if nets else 0, nets.spare_misses if nets else 0, steps.line(),
         )
         return doc
 
@@ -251,28 +246,35 @@ class JovialGuard(GuardSettings):
         if ticket is not None and self._queue is not None:
             self._queue.release(ticket)
 
-    async def _pre_spawn(self, spawner: Any) -> SpawnRecord:
+    async def _pre_spawn(self, spawner: Any, steps: StepClock) -> SpawnRecord:
         spawner.guard_hardened = False
-        decision, image, told = await self._decide(spawner)
+        with steps.step("decide"):
+            decision, image, told = await self._decide(spawner)
         try:
-            return await self._render_and_apply(spawner, decision, image)
+            return await self._render_and_apply(spawner, decision, image, steps)
         finally:
-            await told
+            with steps.step("decision_listeners"):
+                await told
 
-    async def _render_and_apply(self, spawner: Any, decision: Decision, image: str) -> SpawnRecord:
+    async def _render_and_apply(self, spawner: Any, decision: Decision, image: str,
+                                steps: StepClock) -> SpawnRecord:
         if decision.warned or decision.audited:
             spawner.log.warning("jovial_guard: %s admitted in %s mode: %s", spawner._log_name, decision.mode,
                                 "; ".join(f"[{r.rule}] {r.message}" for _, r in decision.violations()))
-        await self.seccomp_files().await_agent()
-        userns = await self._user_block(str(spawner.user.name))
-        plan = self.render(spawner, decision, image=image, userns=userns)
+        with steps.step("userns"):
+            await self.seccomp_files().await_agent()
+            userns = await self._user_block(str(spawner.user.name))
+        with steps.step("render"):
+            plan = self.render(spawner, decision, image=image, userns=userns)
         spawner.guard_plan = plan
         try:
-            return await apply_plan(
-                plan, spawner,
-                networks=self.networks() if self.egress else None,
-                storage=self._storage(spawner) if self.storage_enabled else None,
-            )
+            with steps.step("apply"):
+                return await apply_plan(
+                    plan, spawner,
+                    networks=self.networks() if self.egress else None,
+                    storage=self._storage(spawner) if self.storage_enabled else None,
+                    steps=steps,
+                )
         except ApplyFailed as exc:
             what = ("its network could not be set up" if exc.step == "network"
                     else "your storage could not be attached")
@@ -345,18 +347,6 @@ class JovialGuard(GuardSettings):
                 profile_dir=self.seccomp_profile_dir, agent_socket=self.seccomp_agent_socket,
                 audited_dir=self.seccomp_audited_dir, agent_wait=self.seccomp_agent_wait)
         return self._seccomp_files
-
-    def _warm_storage(self) -> None:
-        """Open the storage issuer and node agent now (keys, backend mounts, the sweep of a
-        previous run's mounts), so the first spawn does not pay for it. A failure here is
-        only logged: that spawn then meets it again and is refused with the reason."""
-        from ..credentials.hub import StorageCredentials
-
-        try:
-            storage = StorageCredentials.instance(config=self.config, log=self.log)
-            storage.issuer, storage.agent  # noqa: B018 - opened on first use
-        except Exception as exc:  # noqa: BLE001 - reported again by the spawn that needs it
-            self.log.warning("jovial_guard: storage credentials could not be opened at start-up: %s", exc)
 
     def _storage(self, spawner: Any) -> StorageCredentials:
         from ..credentials.hub import StorageCredentials

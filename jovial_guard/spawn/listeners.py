@@ -10,6 +10,7 @@ never changes or breaks the spawn.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -20,6 +21,17 @@ from ..policy.engine import DecisionListener
 from ..workload import Workload
 
 log = logging.getLogger(__name__)
+
+
+def import_callable(spec: Any) -> Callable[..., Any]:
+    """``spec`` itself if callable, else the ``module:attr`` it names (configuration strings)."""
+    if callable(spec):
+        return spec  # type: ignore[no-any-return]
+    module, _, attr = str(spec).partition(":")
+    target = getattr(importlib.import_module(module), attr)
+    if not callable(target):
+        raise ValueError(f"{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> None:

@@ -30,6 +30,8 @@ class SeccompFiles:
         self.audited_dir = audited_dir
         self.agent_wait = agent_wait
         self._native_syscalls: frozenset[str] | None = None
+        #: (profile, dirs, socket) -> (source, (source stamp, handed-out stamp), handed-out path)
+        self._validated: dict[tuple[str, ...], tuple[Path, tuple[_Stamp | None, _Stamp | None], str]] = {}
 
     @property
     def audited(self) -> bool:
@@ -45,10 +47,37 @@ class SeccompFiles:
             await asyncio.sleep(0.2)
 
     def file_for(self, ref: ProfileRef) -> str:
-        """The validated profile file the engine gets for ``ref``; SpawnRefused otherwise."""
+        """The validated profile file the engine gets for ``ref``; SpawnRefused otherwise.
+
+        A file validated (and, with the agent, written) for an earlier spawn is reused while
+        neither the profile nor the file handed out changed on disk (same inode, size and
+        modification time): a replaced or edited profile is validated again.
+        """
         if ref.type != "Localhost":
             # RuntimeDefault: the engine's own default filter; the path is not used.
             return str(Path(self.profile_dir).absolute())
+        key = (str(ref.localhost_profile), self.profile_dir, self.agent_socket, self.audited_dir)
+        cached = self._validated.get(key)
+        if cached is not None and self._unchanged(cached) and (
+                not self.agent_socket or Path(self.agent_socket).is_socket()):
+            return cached[2]
+        self._validated.pop(key, None)
+        chosen = self._file_for(ref)
+        try:
+            source = seccomp.localhost_profile_file(ref.localhost_profile, self.profile_dir)
+        except JovialGuardError:  # changed since: not cached, the next spawn meets it
+            return chosen
+        stamps = (_stamp(source), _stamp(Path(chosen)))
+        if None not in stamps:
+            self._validated[key] = (source, stamps, chosen)
+        return chosen
+
+    @staticmethod
+    def _unchanged(cached: tuple[Path, tuple[_Stamp | None, _Stamp | None], str]) -> bool:
+        source, (source_stamp, chosen_stamp), chosen = cached
+        return _stamp(source) == source_stamp and _stamp(Path(chosen)) == chosen_stamp
+
+    def _file_for(self, ref: ProfileRef) -> str:
         try:
             source = seccomp.localhost_profile_file(ref.localhost_profile, self.profile_dir)
         except JovialGuardError as exc:
@@ -78,3 +107,15 @@ class SeccompFiles:
                 "server can be started. Tell the platform admins.",
                 rule="jovial-guard/seccomp-profile-missing", status_code=503,
             ) from exc
+
+
+_Stamp = tuple[int, int, int]
+
+
+def _stamp(path: Path) -> _Stamp | None:
+    """(inode, size, mtime in ns) of ``path``, or None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)

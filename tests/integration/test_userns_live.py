@@ -7,7 +7,7 @@ is refused bob's home and dana's storage fileset, while the same probe with thei
 reads them (so the probe can fail). Users keep working: a notebook cell writes home and
 /tmp, dana writes her own fileset and alice reads her group's shared one (idmapped mounts);
 a home volume from before user namespaces is owned through the mapping, and private, at the
-next spawn.
+next spawn; a home already owned through the mapping is not walked again.
 """
 
 from __future__ import annotations
@@ -218,3 +218,46 @@ def test_a_home_from_before_user_namespaces_is_owned_through_the_mapping(embedde
         assert rc == 0 and out.startswith("{}"), out
     finally:
         embedded_hub.stop("oldhome")
+
+
+def _files(data: Path) -> dict[str, tuple[int, int]]:
+    out = {".": (data.lstat().st_uid, data.lstat().st_gid)}
+    for path in data.rglob("*"):
+        out[str(path.relative_to(data))] = (path.lstat().st_uid, path.lstat().st_gid)
+    return out
+
+
+def test_a_settled_home_starts_without_the_ownership_walk(embedded_hub: EmbeddedHub) -> None:
+    """The first start walks the home into the user's ids and records it; the next start
+    leaves the files alone (a deeper file with another id of the block keeps it), until an
+    entry at the top has foreign ownership: then the walk runs and repairs everything."""
+    embedded_hub.spawn("walked", "default", groups=("astro",))
+    try:
+        host_uid = _ids(int(embedded_hub.container("walked").attrs["State"]["Pid"]))[0][0]
+    finally:
+        embedded_hub.stop("walked")
+    data = Path(embedded_hub.docker.volumes.get(HOME_VOLUME.format(username="walked")).attrs["Mountpoint"])
+    owner = (data.stat().st_uid, data.stat().st_gid)
+    assert owner[0] == host_uid
+    (data / "deep").mkdir()
+    (data / "deep" / "kept.txt").write_text("mine")
+    os.chown(data / "deep", *owner)
+    os.chown(data / "deep" / "kept.txt", host_uid + 5, owner[1])
+
+    embedded_hub.spawn("walked", "default", groups=("astro",))
+    try:
+        assert (data / "deep" / "kept.txt").stat().st_uid == host_uid + 5  # not walked
+        assert "is owned through its id block already: no ownership walk" in embedded_hub.hub_log(400)
+        rc, out = embedded_hub.exec("walked", ["sh", "-c", "touch again && ls -n again"])
+        assert rc == 0, out
+    finally:
+        embedded_hub.stop("walked")
+
+    (data / "copied-in.txt").write_text("an admin's copy, owned by root")
+    embedded_hub.spawn("walked", "default", groups=("astro",))
+    try:
+        block = range(host_uid - 1000, host_uid - 1000 + 65536)
+        assert {uid for uid, _ in _files(data).values()} == {host_uid}, _files(data)
+        assert all(gid in block for _, gid in _files(data).values()), _files(data)
+    finally:
+        embedded_hub.stop("walked")

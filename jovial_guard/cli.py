@@ -38,6 +38,7 @@ SUBCOMMANDS: dict[str, str] = {
     "profile": "jovial_guard.hardening.profile_cli:profile",
     "audit-cluster": "jovial_guard.clusteraudit.cli:audit_cluster",
     "node-agent": "jovial_guard.node.cli:node_agent",
+    "node-ready": "jovial_guard.node.cli:node_ready",
 }
 
 #: name -> one-line help shown by ``jovial-guard --help`` (no import needed).
@@ -51,6 +52,7 @@ SUMMARIES: dict[str, str] = {
     "profile": "Seccomp profiles learned from recorded notebook workloads.",
     "audit-cluster": "Decide every running pod against the current policy; PolicyReports.",
     "node-agent": "Node agent: install seccomp profiles into the kubelet's directory and label the node.",
+    "node-ready": "The node agent's readiness probe: exit 0 when its last pass succeeded and is recent.",
 }
 
 #: Modules of the [hub] extra: a command missing one says which extra to install.

@@ -51,16 +51,26 @@ def reconcile(profiles: Mapping[str, bytes], kubelet_root: Path, labels: NodeLab
     return PassResult(rewritten=tuple(drifted), digest=digest)
 
 
+def _nothing(*_: object) -> None:
+    return None
+
+
 def run(profiles: Mapping[str, bytes], kubelet_root: Path, labels: NodeLabels, *, interval: float,
-        stop: threading.Event) -> None:
-    """Reconcile every ``interval`` seconds until ``stop`` is set; errors are logged and retried."""
+        stop: threading.Event, after: Callable[[PassResult], None] = _nothing,
+        failed: Callable[[], None] = _nothing) -> None:
+    """Reconcile every ``interval`` seconds until ``stop`` is set; errors are logged and retried.
+
+    ``after`` runs after each good pass (a JovialGuardError from it fails the pass), ``failed``
+    after each failed one: they keep the readiness status and the node's other labels."""
     while not stop.is_set():
         try:
             result = reconcile(profiles, kubelet_root, labels)
             if result.rewritten:
                 log.info("installed %s; node labelled (sha256:%s)", ", ".join(result.rewritten), result.digest)
+            after(result)
         except JovialGuardError as exc:
             log.error("%s", exc)
+            failed()
             try:
                 labels.mark_not_ready()
             except JovialGuardError as unlabel:

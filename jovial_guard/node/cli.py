@@ -4,7 +4,10 @@ Always: install the seccomp profiles and keep the node's label honest. With
 ``--grants-namespace``: publish the node's grant key and mount the users' filesets the
 sealed grants name. With ``--cni-socket``: answer the chained CNI plugin with each notebook
 pod's egress rules. Always, unless `--attest-interval 0`: attest the notebook pods running
-here. Each duty is its own thread; a failing one never stops the others.
+here. Each duty is its own thread; a failing one never stops the others. Each pass also
+labels the node by its user-namespace support (:mod:`.userns`). With ``--status-file``, a
+good pass leaves the status that ``jovial-guard node-ready`` (the pods' readiness probe)
+checks (:mod:`.readiness`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 
 import click
 
+from ..errors import Misconfigured
 from ..policy.opa_process import DEFAULT_POLICY_DIR
-from . import attest
+from . import attest, readiness, userns
 from . import profiles as prof
-from .agent import reconcile, run, run_every, start
+from .agent import PassResult, reconcile, run, run_every, start
 from .labels import READY_LABEL, NodeLabels, api_client
 
 DEFAULT_STATE = Path("/var/lib/jovial-guard-node")
@@ -39,6 +43,9 @@ _dir = click.Path(file_okay=False, path_type=Path)
 @click.option("--interval", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds between checks that the profiles are still in place.")
 @click.option("--once", is_flag=True, help="One pass (profiles, grants), then exit: 0 when the node is labelled ready.")
+@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the readiness status here after each good pass (what `jovial-guard node-ready` checks); "
+                   "removed at start and on a failed pass. Off when not given.")
 @click.option("--state-dir", type=_dir, default=DEFAULT_STATE, show_default=True,
               help="The agent's own state: the node's grant key (0600), withdrawn grants, mount work directory.")
 @click.option("--grants-namespace", default=None,
@@ -74,7 +81,7 @@ _dir = click.Path(file_okay=False, path_type=Path)
 @click.option("--audit-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Bearer token of the audit service's intake.")
 def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, kubeconfig: Path | None,
-               interval: float, once: bool, state_dir: Path, grants_namespace: str | None, issuer_key: Path | None,
+               interval: float, once: bool, status_file: Path | None, state_dir: Path, grants_namespace: str | None, issuer_key: Path | None,
                storage_root: Path | None, staging_root: Path, grant_interval: float, cni_socket: Path | None,
                cni_bin_dir: Path | None, cni_python: str, cni_conflist: Path | None, guarded_namespace: tuple[str, ...],
                policy_data: Path, hub_address: tuple[str, ...],
@@ -86,6 +93,8 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
     Beside it, attest the notebook pods running here against their admitted spec, and
     optionally receive storage grants and enforce notebook pods' egress (see the options)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="node-agent: %(levelname)s %(message)s")
+    if status_file is not None:
+        readiness.clear(status_file)
     profiles = prof.load_profiles(profiles_dir or prof.default_source_dir())
     api = api_client(kubeconfig)
     labels = NodeLabels(api, node_name)
@@ -121,8 +130,27 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
         def chain() -> None:
             if conflist.ensure_chained(path, wanted):
                 logging.getLogger("jovial_guard.node").warning("egress: chained %s into %s", wanted["type"], path)
+    def after(_: PassResult) -> None:
+        support = userns.label_node(labels)
+        if status_file is not None:
+            try:
+                readiness.record(status_file, node=node_name, interval=interval, profile_dir=prof.target_dir(kubelet_root),
+                                 profiles=profiles, socket_path=cni_socket)
+            except OSError as exc:
+                raise Misconfigured(f"cannot write the readiness status {status_file}: {exc}") from None
+        if support.supported != last_support.get("supported"):
+            last_support["supported"] = support.supported
+            logging.getLogger("jovial_guard.node").info("user namespaces: %s=%s (%s)", userns.LABEL,
+                                                        str(support.supported).lower(), support.reason)
+
+    def failed() -> None:
+        if status_file is not None:
+            readiness.clear(status_file)
+
+    last_support: dict[str, bool] = {}
     if once:
         result = reconcile(profiles, kubelet_root, labels)
+        after(result)
         for line in grants.sync() if grants else ():
             click.echo(f"grants: {line}")
         click.echo(f"node {node_name}: {len(profiles)} profile(s) in {prof.target_dir(kubelet_root)}, "
@@ -149,7 +177,23 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
 
         start("grants", lambda: run_every("grants", grant_pass, interval=grant_interval, stop=stop))
     try:
-        run(profiles, kubelet_root, labels, interval=interval, stop=stop)
+        run(profiles, kubelet_root, labels, interval=interval, stop=stop, after=after, failed=failed)
     finally:
+        failed()
         if server is not None:
             server.close()
+
+
+@click.command("node-ready")
+@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The node agent's --status-file.")
+def node_ready(status_file: Path) -> None:
+    """Exit 0 when the node agent is ready: its last good pass is recent, the profiles it
+    installed are unchanged and its CNI hand-off socket (if it serves one) answers; else
+    print why and exit 1. The DaemonSets' readiness probe (an exec probe: no network port)."""
+    found = readiness.problems(status_file)
+    if found:
+        for problem in found:
+            click.echo(f"node agent not ready: {problem}", err=True)
+        sys.exit(1)
+    click.echo("node agent ready")

@@ -160,6 +160,11 @@ def _is_network_namespace(fd: int) -> bool:
         return False
 
 
+#: A request without a namespace descriptor that only asks whether the server answers (the
+#: readiness probe's question); it changes nothing.
+PING = {"ping": True}
+
+
 class _Handler(socketserver.BaseRequestHandler):
     server: EgressServer
 
@@ -174,7 +179,9 @@ class _Handler(socketserver.BaseRequestHandler):
             else:
                 data, fds = _receive(sock)
                 request = json.loads(data)
-                if len(fds) != 1 or not isinstance(request, dict):
+                if request == PING and not fds:
+                    answer = {"ok": True, "ping": "pong"}
+                elif len(fds) != 1 or not isinstance(request, dict):
                     answer = {"ok": False, "error": "expected one JSON request and one network namespace descriptor"}
                 else:
                     answer = self.server.agent.handle(request, fds[0])

@@ -67,6 +67,31 @@ class NodeLabels:
         """Set (or, with None, remove) annotations on the node: the grant key, attestation."""
         self._patch({}, annotations)
 
+    def read(self) -> dict[str, Any]:
+        """The Node as the API returns it (raw JSON: fields newer than the client's models,
+        such as ``status.runtimeHandlers``, are kept)."""
+        import json
+
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            response: Any = self.core.read_node(self.node_name, _preload_content=False)
+            node: Any = json.loads(response.data)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise Misconfigured(f"node {self.node_name!r} does not exist: check --node-name") from None
+            raise Unavailable(f"the API server refused to read node {self.node_name!r}: {exc.status} {exc.reason}") from None
+        except (HTTPError, OSError, ValueError) as exc:
+            raise Unavailable(f"cannot read node {self.node_name!r} from the API server: {exc}") from None
+        if not isinstance(node, dict):
+            raise Unavailable(f"the API server returned no Node object for {self.node_name!r}")
+        return node
+
+    def label(self, labels: dict[str, Any], annotations: dict[str, Any]) -> None:
+        """Set (or, with None, remove) other labels and annotations the agent owns."""
+        self._patch(labels, annotations)
+
     def is_ready(self) -> bool:
         metadata = self.core.read_node(self.node_name).metadata
         return metadata is not None and (metadata.labels or {}).get(READY_LABEL) == "true"

@@ -1,5 +1,6 @@
 """deploy/node-agent/: the node agent's manifests against the Kubernetes schema, and what they
-grant: one hostPath (the kubelet's seccomp directory), no capabilities, node get/patch only."""
+grant: one hostPath (the kubelet's seccomp directory), no capabilities, node get/patch only;
+both DaemonSets' readiness is the agent's own status check, run as an exec probe."""
 
 from __future__ import annotations
 
@@ -36,10 +37,12 @@ def test_node_agent_mounts_only_the_kubelet_seccomp_directory_and_drops_everythi
     (container,) = spec["containers"]
     assert container["command"] == ["jovial-guard", "node-agent"]
     root = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--kubelet-root="))
-    (mount,) = container["volumeMounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] != "status"]
     assert mount["mountPath"] == f"{root}/seccomp"
-    (volume,) = spec["volumes"]
+    (volume,) = [v for v in spec["volumes"] if "hostPath" in v]
     assert volume["name"] == mount["name"] and volume["hostPath"]["path"] == "/var/lib/kubelet/seccomp"
+    # The only other volume is the pod's own, for the readiness status.
+    assert [v["name"] for v in spec["volumes"]] == [mount["name"], "status"]
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in container["env"]
     # Attestation needs the host's processes: off in this least-privileged agent.
     assert "--attest-interval=0" in container["args"]
@@ -116,3 +119,32 @@ def test_isolation_agent_replaces_the_profiles_only_agent_and_its_paths_agree() 
     assert rules == {("ClusterRole", ("pods",), ("get", "list")), ("Role", ("secrets",), ("list", "patch"))}
     assert float(args["attest-interval"]) > 0
     assert mounts["/sys/fs/cgroup"]["readOnly"] is True and host[mounts["/sys/fs/cgroup"]["name"]] == "/sys/fs/cgroup"
+
+
+def readiness(daemonset: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The container's readiness probe and the status file its agent writes."""
+    spec = daemonset["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    status_file = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--status-file="))
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    # The status lives in the pod's own emptyDir: a new pod never starts Ready from an old status.
+    (status_volume,) = [name for name, path in mounts.items() if status_file.startswith(path + "/")]
+    assert "emptyDir" in volumes[status_volume], volumes[status_volume]
+    return container["readinessProbe"], status_file
+
+
+@pytest.mark.parametrize("which", ["profiles-only", "isolation"])
+def test_both_daemonsets_probe_readiness_with_the_agents_status_check(which: str) -> None:
+    """An exec probe (no port on the node): ``jovial-guard node-ready`` on the file the agent
+    writes, the same file the agent's ``--status-file`` names; a probe period shorter than the
+    agent's pass interval, so a failing loop shows within two passes."""
+    source = by_kind("DaemonSet") if which == "profiles-only" else [d for d in isolation_docs() if d["kind"] == "DaemonSet"]
+    (daemonset,) = source
+    probe, status_file = readiness(daemonset)
+    assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold", "initialDelaySeconds"} == {"exec"}
+    assert probe["exec"]["command"] == ["jovial-guard", "node-ready", f"--status-file={status_file}"]
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    interval = float(next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--interval=")))
+    assert probe["periodSeconds"] < interval and probe["timeoutSeconds"] <= probe["periodSeconds"]
+    assert "startupProbe" not in container and "livenessProbe" not in container

@@ -38,7 +38,7 @@ SUBCOMMANDS: dict[str, str] = {
     "profile": "jovial_guard.hardening.profile_cli:profile",
     "audit-cluster": "jovial_guard.clusteraudit.cli:audit_cluster",
     "node-agent": "jovial_guard.node.cli:node_agent",
-    "node-ready": "jovial_guard.node.cli:node_ready",
+    "node-ready": "jovial_guard.node.ready_cli:node_ready",
 }
 
 #: name -> one-line help shown by ``jovial-guard --help`` (no import needed).

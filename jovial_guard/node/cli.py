@@ -183,17 +183,3 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
         if server is not None:
             server.close()
 
-
-@click.command("node-ready")
-@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The node agent's --status-file.")
-def node_ready(status_file: Path) -> None:
-    """Exit 0 when the node agent is ready: its last good pass is recent, the profiles it
-    installed are unchanged and its CNI hand-off socket (if it serves one) answers; else
-    print why and exit 1. The DaemonSets' readiness probe (an exec probe: no network port)."""
-    found = readiness.problems(status_file)
-    if found:
-        for problem in found:
-            click.echo(f"node agent not ready: {problem}", err=True)
-        sys.exit(1)
-    click.echo("node agent ready")

@@ -40,6 +40,7 @@ from ..hardening.egress_core import egress_from_settings
 from ..hardening.egress_netpol import GROUP_LABEL_PREFIX
 from ..hardening.egress_nft import render_nft_ruleset
 from ..hardening.netns import apply_ruleset_fd
+from .readiness import PING
 
 log = logging.getLogger("jovial_guard.node.egress")
 MAX_REQUEST = 4096
@@ -158,11 +159,6 @@ def _is_network_namespace(fd: int) -> bool:
         return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
     except OSError:
         return False
-
-
-#: A request without a namespace descriptor that only asks whether the server answers (the
-#: readiness probe's question); it changes nothing.
-PING = {"ping": True}
 
 
 class _Handler(socketserver.BaseRequestHandler):

@@ -33,6 +33,9 @@ DEFAULT_STATUS_FILE = Path("/run/jovial-guard/status/ready.json")
 GRACE = 30.0
 #: Seconds the socket has to answer the ping.
 SOCKET_TIMEOUT = 5.0
+#: The request that only asks whether the egress server answers (no namespace descriptor);
+#: it changes nothing.
+PING = {"ping": True}
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,6 @@ def load(path: Path) -> Status:
 
 def ping(path: Path, *, timeout: float = SOCKET_TIMEOUT) -> str | None:
     """None when the egress server on ``path`` answers the ping, else why not."""
-    from .egress import PING
-
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)

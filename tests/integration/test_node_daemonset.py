@@ -3,13 +3,16 @@
 The committed manifests (``deploy/node-agent/``) are applied with server-side apply, changed
 only where this node differs (``node_daemonset.for_this_node``), from the node agent's own
 image (``images/node-agent/``, imported into the node's containerd). First the profiles-only
-DaemonSet: it installs the profiles resolved for the node's architecture and labels the node.
+DaemonSet: it installs the profiles resolved for the node's architecture and labels the node
+(and by its user-namespace support); its pod is Ready only once that is done, which the
+readiness probe (``jovial-guard node-ready``, an exec probe) checks.
 Then the isolation DaemonSet replaces it, as its header says to: privileged, host network and
 PIDs, the kubelet's seccomp directory, the CNI plugin hand-off socket, grants and attestation.
 The rest is what the host-process agent shows in test_node_isolation.py, now done by the pod:
 a notebook created through the webhook gets its egress rules (the allowlisted archive
 reachable, the metadata stand-in refused), a delivered grant appears in the running notebook,
 the pod is attested, and without the agent new notebooks stay Pending with the plugin's error.
+Last, an agent whose hand-off socket is gone turns not Ready, saying why.
 
 What this node lacks and a systemd node has is prepared here: the staging and fileset
 directories are shared mounts (systemd makes ``/`` shared).
@@ -41,6 +44,7 @@ from jovial_guard.credentials.backends import mounts
 from jovial_guard.credentials.issuer import Issuer
 from jovial_guard.node import grant_channel as channel
 from jovial_guard.node.cni_plugin import PLUGIN_TYPE
+from jovial_guard.node import userns
 from jovial_guard.node.labels import READY_LABEL
 from jovial_guard.hardening.seccomp_oci import ARCH_TO_SCMP, node_architecture
 from jovial_guard.node.profiles import default_source_dir, load_profiles
@@ -162,8 +166,9 @@ def node() -> Iterator[Node]:
 def test_profiles_only_daemonset_installs_the_resolved_profile_and_labels_the_node(node: Node) -> None:
     node.apply(node.docs(PROFILES_ONLY))
     pod = ds.wait_rolled_out(node.core, node=node.cluster)
-    node.until("node labelled", lambda: (node.cluster.get_object("node", NODE_NAME) or {}).get("metadata", {})
-          .get("labels", {}).get(READY_LABEL) == "true", timeout=60)
+    # Ready implies the label and the profile: read at once, no waiting.
+    labelled = node.cluster.get_object("node", NODE_NAME) or {}
+    assert labelled["metadata"]["labels"].get(READY_LABEL) == "true", labelled["metadata"]
     installed = (node.cluster.seccomp_dir() / "jovial-guard" / "notebook.json").read_bytes()
     assert installed == load_profiles(default_source_dir())["notebook.json"]
     resolved = json.loads(installed)
@@ -174,6 +179,15 @@ def test_profiles_only_daemonset_installs_the_resolved_profile_and_labels_the_no
     assert "archMap" in committed or any("includes" in r for r in committed["syscalls"])
     container = pod.spec.containers[0]
     assert (container.security_context.capabilities.drop, pod.spec.host_pid, pod.spec.host_network) == (["ALL"], None, None)
+    assert container.readiness_probe._exec.command[:2] == ["jovial-guard", "node-ready"]
+    # This node's containerd runs Debian's runc 1.1.5: the kubelet reports no user-namespace
+    # support for the default handler, and the agent labels the node accordingly.
+    assert [h for h in labelled["status"]["runtimeHandlers"] if h["name"] == ""] == [
+        {"name": "", "features": {"recursiveReadOnlyMounts": True, "userNamespaces": False}}]
+    assert labelled["metadata"]["labels"].get(userns.LABEL) == "false"
+    assert labelled["metadata"]["annotations"][userns.REASON_ANNOTATION].startswith(
+        "the default runtime handler does not report userNamespaces")
+    assert f"user namespaces: {userns.LABEL}=false" in node.agent_log()
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +298,30 @@ def test_without_the_agent_pod_new_notebooks_wait_until_it_is_back(node: Node, a
     ds.wait_rolled_out(node.core, node=node.cluster)
     create(node.hub, notebook_pod("bob", "jupyter-bob-2"))
     wait_running(node.core, "jupyter-bob-2", NS, timeout=180)
+
+
+def ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def test_an_agent_whose_socket_is_gone_turns_not_ready_and_says_why(node: Node, isolation: Any) -> None:
+    """The readiness probe pings the CNI hand-off socket: with the socket removed from the
+    node, the running agent's pod turns not Ready and the probe's event names the socket.
+    Deleting the pod brings a new agent that serves it again."""
+    (pod,) = [p for p in ds.agent_pods(node.core) if p.metadata.deletion_timestamp is None]
+    assert ready(pod)
+    sock = node.socket_dir / "egress.sock"
+    sock.unlink()
+    node.until("the agent pod not Ready", lambda: not ready(node.core.read_namespaced_pod(pod.metadata.name, ds.NAMESPACE)),
+               timeout=60)
+    messages = node.until("the probe's event", lambda: [
+        e.message for e in node.core.list_namespaced_event(
+            ds.NAMESPACE, field_selector=f"involvedObject.name={pod.metadata.name}").items
+        if e.reason == "Unhealthy" and "node agent not ready" in (e.message or "")], timeout=30)
+    assert f"node agent not ready: the CNI hand-off socket {sock} does not answer ([Errno 2] No such file or directory)" \
+        in messages[-1], messages
+    node.core.delete_namespaced_pod(pod.metadata.name, ds.NAMESPACE)
+    until("a new agent pod", lambda: [p for p in ds.agent_pods(node.core) if p.metadata.uid != pod.metadata.uid],
+          timeout=90)
+    ds.wait_rolled_out(node.core, node=node.cluster)
+    assert sock.is_socket()

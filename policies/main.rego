@@ -164,10 +164,17 @@ seccomp := profiles.seccomp if lib.is_notebook
 else := data.settings.seccomp[lib.origin]
 
 # A notebook pod that runs under a Localhost profile may only be scheduled onto a node
-# whose agent has installed that profile and labelled the node.
-node_selector := data.settings.node.notebook_selector if {
+# whose agent has installed that profile and labelled the node; one given its own user
+# namespace only onto a node whose agent found user-namespace support.
+node_selector := object.union(profile_selector, userns_selector)
+
+profile_selector := data.settings.node.notebook_selector if {
 	seccomp.type == "Localhost"
 	lib.origin != "spawn"
+} else := {}
+
+userns_selector := object.get(data.settings.node, "user_namespaces_selector", {}) if {
+	host_users == false
 } else := {}
 
 # Notebook pods get a user namespace of their own (hostUsers: false) where the admins state

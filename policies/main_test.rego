@@ -161,6 +161,11 @@ test_host_users_is_false_for_kubernetes_notebooks_only_where_nodes_support_it if
 	d_on := main.decision with input as notebook with data.settings.node.user_namespaces as true
 	d_on.spec.host_users == false
 
+	# Scheduled only where the node agent labelled the node as supporting it, beside the
+	# profile's label; with the switch off nothing is added.
+	d_on.spec.node_selector == {"jovial-guard.io/profiles-ready": "true", "jovial-guard.io/user-namespaces": "true"}
+	d_off.spec.node_selector == {"jovial-guard.io/profiles-ready": "true"}
+
 	# The embedded engine maps ids itself; platform pods are not changed.
 	spawned := main.decision with input as t.one(t.compliant_container) with data.settings.node.user_namespaces as true
 	spawned.spec.host_users == null

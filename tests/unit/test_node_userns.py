@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from jovial_guard.node import userns
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "node"
 
@@ -113,3 +114,11 @@ def test_label_node_patches_only_when_the_answer_changes(tmp_path: Path) -> None
     proc.write_text("0\n")
     assert not userns.label_node(labels, max_userns_path=proc).supported
     assert fake.patches[-1][0] == {userns.LABEL: "false"} and len(fake.patches) == 2
+
+
+def test_the_policy_selects_the_label_the_agent_sets() -> None:
+    """With settings.node.user_namespaces on, the webhook adds hostUsers: false and this
+    nodeSelector (policies/main.rego); it must name the agent's label and its true value."""
+    node = json.loads((DEFAULT_POLICY_DIR / "data.json").read_text())["settings"]["node"]
+    assert node["user_namespaces_selector"] == {userns.LABEL: "true"}
+    assert node["user_namespaces"] is False

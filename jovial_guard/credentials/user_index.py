@@ -23,7 +23,7 @@ Orders (what a crash at any point leaves):
   by the next rebuild once older than :data:`GRACE`). Entries are not fsync'd: after a power
   loss an entry may be gone while its grant file survived, so every process rebuilds the
   index from the store on its first use (:meth:`UserIndex.rebuild`) before answering.
-* revoke: the revocation is persisted in ``revoked.json`` (fsync'd) before ``revoke``
+* revoke: the revocation is persisted (journal line, fsync'd; :mod:`.revocation`) before ``revoke``
   returns; the index is not touched. A later reader finds the revocation and drops the entry.
   Crash at any point: either the revocation is on disk (refused everywhere) or ``revoke``
   never returned; no entry ever overrides it, and a dropped entry only means "not live".

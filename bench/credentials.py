@@ -9,8 +9,9 @@ Baselines measured in the same run, on the same payload:
 Spawn storage step (what the hub does per spawn: find the user's live grants, revoke them,
 issue the new one), in stores holding 0, 1,000 and 10,000 past grants, each history like a
 hub's (200 users, every grant but each user's last revoked and expired). Baseline in the same
-run, on the same store, alternating step by step: the previous code path, which found the live
-grants and each revoked grant's owner by reading every header in the store.
+run, on a copy of the same store, alternating step by step: the previous code path, which
+found the live grants and each revoked grant's owner by reading every header in the store and
+rewrote the whole revocation list per revocation.
 
 Run as ``python bench/credentials.py [--grants 10000] [--step-only]``; the last line is
 ``credentials: issue_per_s=X verify_per_s=Y rewrap_10k_s=Z step_ms_10k=S old_step_ms_10k=O``
@@ -20,8 +21,11 @@ Run as ``python bench/credentials.py [--grants 10000] [--step-only]``; the last 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
+from jovial_guard.atomic import atomic_write  # noqa: E402
 from jovial_guard.credentials.envelope import seal  # noqa: E402
 from jovial_guard.credentials.grant import Grant, canonical_json  # noqa: E402
 from jovial_guard.credentials.issuer import Issuer  # noqa: E402
@@ -44,8 +49,19 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
+def old_revocation_write(path: Path, entry: Revocation) -> None:
+    """The previous revocation write: the whole list parsed, merged and rewritten (indented JSON)."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = json.loads(path.read_bytes())["revoked"] if path.exists() else {}
+        merged = {entry.serial: {"user": entry.user, "reason": entry.reason, "at": entry.at}, **current}
+        doc = {"version": 1, "revoked": dict(sorted(merged.items()))}
+        atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode(), mode=0o600)
+
+
 def old_step(issuer: Issuer, user: str) -> None:
-    """The previous storage step: every header read to find live grants, and again per revoke."""
+    """The previous storage step: every header read to find live grants, and again per revoke;
+    each revocation rewrites the whole list."""
     now = int(issuer.clock())
     live = [s for s, h, r in issuer.list_grants()
             if h is not None and h["user"] == user and r is None and h["expires"] > now]
@@ -54,7 +70,7 @@ def old_step(issuer: Issuer, user: str) -> None:
         for s, header in issuer.store.headers():
             if s == serial and header is not None:
                 owner = header["user"]
-        issuer.revocations.add([Revocation(serial, owner, "replaced by a new spawn", now)])
+        old_revocation_write(issuer.revocations.path, Revocation(serial, owner, "replaced by a new spawn", now))
     issuer.issue(user=user, fileset=f"home/{user}", **ARGS)  # type: ignore[arg-type]
 
 
@@ -84,6 +100,7 @@ def fill_history(issuer: Issuer, count: int, *, users: int = 200) -> None:
             revoked.append(Revocation(last[user], user, "replaced by a new spawn", g.issued))
         last[user] = g.serial
     issuer.revocations.add(revoked)
+    issuer.revocations.discard({"0" * 32})  # merges the journal into revoked.json, as it is after a while
     issuer.store.sync()
 
 
@@ -94,19 +111,22 @@ def step_bench(history: list[int], steps: int) -> list[tuple[int, float, float, 
         with tempfile.TemporaryDirectory(prefix="jg-bench-step-") as tmp:
             issuer = Issuer.from_directory(Path(tmp) / "state", create=True)
             fill_history(issuer, count)
+            shutil.copytree(Path(tmp) / "state", Path(tmp) / "old-state")  # the same history for the old path
+            old = Issuer.from_directory(Path(tmp) / "old-state", keyring_path=Path(tmp) / "keys" / "kek.json")
             fresh = Issuer.from_directory(Path(tmp) / "state")  # a new process: its index is rebuilt once
             start = time.perf_counter()
             fresh.live_serials(user="alice")
             rebuild_s = time.perf_counter() - start
             new_ms: list[float] = []
             old_ms: list[float] = []
-            for _ in range(steps):  # alternate, so both paths see the same store and the same load
-                for fn, out in ((new_step, new_ms), (old_step, old_ms)):
+            for _ in range(steps):  # alternate step by step, so both paths run under the same load
+                for fn, who, out in ((new_step, fresh, new_ms), (old_step, old, old_ms)):
                     start = time.perf_counter()
-                    fn(fresh, "alice")
+                    fn(who, "alice")
                     out.append((time.perf_counter() - start) * 1000)
-            if len(fresh.live_serials(user="alice")) != 1:
-                raise SystemExit("storage step left more than one live grant")
+            for who in (fresh, old):
+                if len(who.live_serials(user="alice")) != 1:
+                    raise SystemExit("storage step left other than one live grant")
         q_new, q_old = statistics.quantiles(new_ms, n=20), statistics.quantiles(old_ms, n=20)
         rows.append((count, rebuild_s, statistics.median(new_ms), q_new[18], statistics.median(old_ms), q_old[18]))
     return rows

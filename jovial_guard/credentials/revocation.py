@@ -17,7 +17,8 @@ same serial never replaces an earlier one):
 
 * append: the line is written and fsync'd before ``add`` returns. A crash mid-write leaves
   an unterminated last line: it was never acknowledged, readers ignore it and the next
-  writer cuts it off before appending. Any other unreadable line fails closed.
+  writer merges the journal into the base (dropping that line) before appending. Any other
+  unreadable line fails closed.
 * compaction (and ``discard``): the merged base is written (temp file, fsync, rename, fsync
   of the directory), *then* the journal is emptied. A crash between leaves entries in both
   files, which read as the same revocations.
@@ -137,6 +138,11 @@ class RevocationList:
         if not entries:
             return
         with self._locked():
+            if self._torn():
+                # A crash mid-append: merge and empty the journal rather than cut the line off,
+                # so every reader sees a new base (a cut-and-append could leave the journal's
+                # size and mtime as a reader last saw them).
+                self._compact(self._entries)
             new = [e for e in entries if e.serial not in self._entries]
             if new:
                 self._append(new)
@@ -165,12 +171,8 @@ class RevocationList:
             for e in entries
         )
         created = not self.journal.exists()
-        fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn, unacknowledged line: cut it off
-                with open(self.journal, "rb") as handle:
-                    os.ftruncate(fd, handle.read().rfind(b"\n") + 1)
             os.write(fd, data)
             os.fsync(fd)
         finally:
@@ -182,6 +184,15 @@ class RevocationList:
             self._entries.setdefault(e.serial, e)
         self._journal_lines += len(entries)
         self._stamp = (self._base_stamp, _stat(self.journal))
+
+    def _torn(self) -> bool:
+        """Whether the journal ends in an unterminated line (a crash mid-append)."""
+        try:
+            with open(self.journal, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                return size > 0 and os.pread(handle.fileno(), 1, size - 1) != b"\n"
+        except FileNotFoundError:
+            return False
 
     def _compact(self, entries: dict[str, Revocation]) -> None:
         """Base replaced by ``entries`` (durable), then the journal emptied."""

@@ -74,6 +74,7 @@ class UserIndex:
         try:
             fd = os.open(user_dir / serial, os.O_CREAT | os.O_WRONLY, 0o600)
         except FileNotFoundError:
+            ensure_private_dir(self.directory)
             ensure_private_dir(user_dir)
             fd = os.open(user_dir / serial, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)

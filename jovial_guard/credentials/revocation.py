@@ -10,7 +10,7 @@ revoking costs the same however many revocations the list holds; every
 :data:`COMPACT_AT` lines the journal is merged into the base. Formats (version first)::
 
     {"version": 1, "revoked": {"<serial>": {"user": "alice", "reason": "...", "at": 1764200000}}}
-    {"serial": "<serial>", "user": "alice", "reason": "...", "at": 1764200000}      (journal line)
+    {"v": 1, "serial": "<serial>", "user": "alice", "reason": "...", "at": 1764200000}   (journal line)
 
 Crash orderings (a revocation, once ``add`` returned, is never lost; a later record of the
 same serial never replaces an earlier one):
@@ -116,6 +116,8 @@ class RevocationList:
         for number, line in enumerate(lines, 1):
             try:
                 e: Any = json.loads(line)
+                if e["v"] != REVOCATION_VERSION:
+                    raise ValueError(f"unsupported version {e['v']!r}")
                 entry = Revocation(str(e["serial"]), str(e["user"]), str(e["reason"]), int(e["at"]))
             except (ValueError, KeyError, TypeError) as exc:
                 raise self._unreadable(self.journal, ValueError(f"line {number}: {exc}")) from None
@@ -166,7 +168,8 @@ class RevocationList:
 
     def _append(self, entries: list[Revocation]) -> None:
         data = b"".join(
-            json.dumps({"serial": e.serial, "user": e.user, "reason": e.reason, "at": e.at}, sort_keys=True).encode()
+            json.dumps({"v": REVOCATION_VERSION, "serial": e.serial, "user": e.user, "reason": e.reason,
+                        "at": e.at}).encode()
             + b"\n"
             for e in entries
         )

@@ -56,11 +56,13 @@ def test_torn_last_line_is_ignored_then_merged_away(tmp_path: Path) -> None:
     assert rev(1).serial in json.loads(path.read_bytes())["revoked"]
 
 
-def test_corrupt_complete_line_fails_closed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("line", [b"not json\n", b'{"v": 2, "serial": "x", "user": "a", "reason": "r", "at": 1}\n',
+                                  b'{"v": 1, "serial": "x"}\n', b"[1]\n"])
+def test_corrupt_complete_line_fails_closed(tmp_path: Path, line: bytes) -> None:
     path = tmp_path / "revoked.json"
     RevocationList(path).add([rev(1)])
     with open(path.with_name("revoked.json.journal"), "ab") as handle:
-        handle.write(b"not json\n")
+        handle.write(line)
     with pytest.raises(CredentialError, match="refusing all grants"):
         RevocationList(path)
 

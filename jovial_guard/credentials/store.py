@@ -38,7 +38,7 @@ class GrantStore:
         """Index entry first, then the grant file: the index never lacks a stored grant."""
         path = self.path_for(serial)
         try:
-            self.index.add(read_header(blob)["user"], serial)
+            self.index.add(str(read_header(blob).get("user")), serial)
         except InvalidGrant:
             pass  # no readable header: never live, nothing to index
         atomic_write(path, blob, mode=0o600, durable=durable, sync_dir=sync_dir)
@@ -57,7 +57,7 @@ class GrantStore:
         except FileNotFoundError:
             pass
         if header is not None:
-            self.index.drop(header["user"], serial)
+            self.index.drop(str(header.get("user")), serial)
 
     def header(self, serial: str) -> GrantHeader | None:
         """The clear header of one grant; ``None`` if it is missing or unreadable."""

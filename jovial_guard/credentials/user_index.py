@@ -115,7 +115,7 @@ class UserIndex:
         user, drop entries filed under another user, and entries without a grant file once
         older than :data:`GRACE`. Then mark the index complete."""
         ensure_private_dir(self.directory)
-        owner: dict[str, str | None] = {s: (h["user"] if h is not None else None) for s, h in headers}
+        owner: dict[str, str | None] = {s: (str(h.get("user")) if h is not None else None) for s, h in headers}
         cutoff = self.clock() - GRACE
         for user_dir in self.directory.iterdir():
             if user_dir.name.startswith(".") or not user_dir.is_dir():

@@ -213,3 +213,24 @@ def test_random_history_matches_the_full_scan(tmp_path: Path, issuer: Issuer, cl
             issuer = open_issuer(tmp_path, clock)
         for u in USERS:
             assert issuer.live_serials(user=u) == reference(issuer, u), f"step {step} op {op} user {u}"
+
+
+def test_spawn_step_reads_only_the_users_grants(issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first answer, finding and revoking a user's grant reads no one else's file."""
+    for i in range(300):
+        issuer.issue(**args(f"u{i % 30}"))
+    mine = issuer.issue(**args("alice")).grant
+    issuer.live_serials(user="alice")  # first use: the rebuild reads every header once
+    reads: list[str] = []
+    get = issuer.store.get
+
+    def counting_get(serial: str) -> bytes:
+        reads.append(serial)
+        return get(serial)
+
+    monkeypatch.setattr(issuer.store, "get", counting_get)
+    for serial in issuer.live_serials(user="alice"):
+        issuer.revoke(serial=serial, reason="replaced by a new spawn")
+    new = issuer.issue(**args("alice")).grant
+    assert set(reads) == {mine.serial}
+    assert issuer.live_serials(user="alice") == [new.serial]

@@ -259,11 +259,8 @@ class Issuer:
         entries: list[Revocation] = []
         if serial is not None:
             self.store.path_for(serial)  # validates the serial's shape
-            owner = ""
-            for s, header in self.store.headers():
-                if s == serial and header is not None:
-                    owner = header["user"]
-            entries.append(Revocation(serial, owner, reason, now))
+            header = self.store.header(serial)
+            entries.append(Revocation(serial, header["user"] if header is not None else "", reason, now))
         else:
             for s, header in self.store.headers():
                 if header is not None and header["user"] == user and self.revocations.get(s) is None:
@@ -283,12 +280,27 @@ class Issuer:
         return [(s, h, self.revocations.get(s)) for s, h in self.store.headers()]
 
     def live_serials(self, *, user: str) -> list[str]:
+        """The serials of ``user``'s grants that are neither revoked nor expired, sorted.
+
+        Asked on every spawn ("one live grant per user"), so it reads only the user's entries
+        in the store's per-user index (:mod:`.user_index`), not every grant ever issued. Each
+        candidate is checked against its grant file and the revocation list, which decide;
+        entries of revoked or expired grants are dropped on the way.
+        """
         now = int(self.clock())
-        return [
-            s
-            for s, h, r in self.list_grants()
-            if h is not None and h["user"] == user and r is None and h["expires"] > now
-        ]
+        live = []
+        for serial in self.store.candidates(user):
+            header = self.store.header(serial)
+            if header is None:
+                continue  # no grant (yet, or any more): not live; a rebuild clears old entries
+            if header["user"] != user:
+                self.store.index.add(header["user"], serial)  # filed under the wrong user: move it
+                self.store.index.drop(user, serial)
+            elif self.revocations.get(serial) is not None or header["expires"] <= now:
+                self.store.index.drop(user, serial)  # final: a revoked or expired grant never comes back
+            else:
+                live.append(serial)
+        return live
 
     def rewrap(self, *, durable: bool = True, workers: int = 8) -> RewrapReport:
         """Re-seal every grant not under the active key (fresh DEK), one atomic replace each.

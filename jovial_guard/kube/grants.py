@@ -164,7 +164,9 @@ class KubeGrants(SingletonConfigurable):
         issuer = self.issuer
         issuer.listeners.append(self._on_revoked)
         now = int(issuer.clock())
-        for serial, header, revoked in issuer.list_grants():
+        grants = issuer.list_grants()
+        issuer.store.index.ensure(lambda: [(s, h) for s, h, _ in grants])  # the same read rebuilds the user index
+        for serial, header, revoked in grants:
             if header is None or revoked is not None or header["expires"] <= now:
                 continue
             node = self.channel.node_of(serial)

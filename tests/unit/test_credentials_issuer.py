@@ -108,7 +108,7 @@ def test_revoked_by_serial_and_persisted(issuer: Issuer, tmp_path: Path) -> None
     assert again.get(issued.grant.serial) is not None
     leftovers = [p.name for p in (tmp_path / "state").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
-    assert (os.stat(tmp_path / "state" / "revoked.json").st_mode & 0o777) == 0o600
+    assert (os.stat(tmp_path / "state" / "revoked.json.journal").st_mode & 0o777) == 0o600
 
 
 def test_revoke_user_covers_all_their_grants_only(issuer: Issuer) -> None:
@@ -298,7 +298,10 @@ def test_no_plaintext_key_or_grant_on_disk(tmp_path: Path) -> None:
     for grant in grants:
         needles += [grant.secret, base64.b64encode(grant.secret), grant.secret.hex().encode(), grant.to_json_bytes()]
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert sorted(p.suffix for p in files) == [".grant", ".grant", ".grant", ".json", ".lock"]
+    index = [p for p in files if ".by-user" in p.parts]
+    assert sorted(p.suffix for p in files if p not in index) == [".grant", ".grant", ".grant", ".journal", ".lock"]
+    assert sorted(p.parent.name for p in index) == ["alice", "bob", "carol"]
+    assert all(p.stat().st_size == 0 for p in index)  # the per-user index holds names only
     for path in files:
         data = path.read_bytes()
         for needle in needles:

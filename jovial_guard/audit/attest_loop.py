@@ -21,6 +21,7 @@ from typing import Any
 
 from ..attest import observe as obs
 from ..attest.compare import Drift, compare
+from ..attest.confirm import confirmed
 from ..attest.expect import RecordUnusable, from_hardening
 from ..attest.report import attestation_event, unattestable_event
 from ..attest.status import ServerAttestation, write_status
@@ -186,7 +187,15 @@ class AttestationLoop:
                                read_ruleset=read_ruleset if expected.ruleset_digest else None, index=index)
         except obs.ContainerGone:
             return None
-        drifts = compare(expected, seen)
+
+        def look_again() -> list[Drift] | None:
+            try:
+                return compare(expected, obs.observe(where.pid, netns=expected.netns, read_ruleset=(
+                    read_ruleset if expected.ruleset_digest else None), index=procfs.namespace_index()))
+            except obs.ContainerGone:
+                return None
+
+        drifts = confirmed(compare(expected, seen), look_again)
         previous = self.previous.get(key)
         self.previous[key] = drifts
         event = attestation_event(

@@ -26,6 +26,7 @@ from typing import Any
 from ..admission.records import NOTEBOOK_ANNOTATION
 from ..attest import observe as obs
 from ..attest.compare import Drift, compare
+from ..attest.confirm import confirmed
 from ..attest.expect import RecordUnusable, from_pod
 from ..attest.report import attestation_event
 from ..audit.events import SERVERNAME_LABEL, USERNAME_LABEL
@@ -137,7 +138,14 @@ class NodeAttestor:
         except (RecordUnusable, obs.ContainerGone) as exc:
             log.warning("cannot attest %s: %s", key, exc)
             return None
-        drifts = compare(expected, seen)
+
+        def look_again() -> list[Drift] | None:
+            try:
+                return compare(expected, obs.observe(pid, index=procfs.namespace_index()))
+            except obs.ContainerGone:
+                return None
+
+        drifts = confirmed(compare(expected, seen), look_again)
         previous = self.previous.get(key)
         self.previous[key] = drifts
         event = attestation_event(

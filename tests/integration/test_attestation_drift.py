@@ -190,3 +190,41 @@ def test_cost_of_a_pass_per_server(embedded_hub: Any, tmp_path: Path) -> None:
           f"{per_server_minute * 1000:.0f} ms CPU per server per minute at a {INTERVAL:g} s period "
           f"({per_server_minute / 60 * 100:.2f}% of one core per server)")
     assert per_server_minute < 6.0, "attestation would cost a tenth of a core per server"
+
+
+def test_processes_the_runtime_execs_into_a_server_are_not_drift(embedded_hub: Any, tmp_path: Path) -> None:
+    """``exec`` into a server starts a runtime init process that joins the container's
+    namespaces before its seccomp filter and NoNewPrivs are in place; a pass that catches it
+    in that window must not call the server drifted (the response would stop it). Passes run
+    back to back while execs come and go; none may report drift, and an intruder that stays
+    is still reported."""
+    user = "attestexec"
+    embedded_hub.spawn(user)
+    attested_ok(embedded_hub, user)
+    registry = SpawnRegistry(audit_dir(embedded_hub) / "spawns.sqlite")
+    container = embedded_hub.container(user)
+
+    async def passes_during_execs() -> tuple[list[dict[str, Any]], int]:
+        service = AuditService(tmp_path / "audit", key=load_or_create_key(tmp_path / "k"))
+        await service.start()
+        loop = AttestationLoop(service, registry, locate=docker_locator(embedded_hub.docker), interval=INTERVAL)
+        execs = asyncio.get_running_loop().run_in_executor(
+            None, lambda: [container.exec_run(["python3", "-c", "pass"]) for _ in range(40)])
+        seen: list[dict[str, Any]] = []
+        count = 0
+        while not execs.done():
+            events = [e for e in await loop.attest_all() if e.get("user") == user]
+            seen.extend(e for e in events if e["rule"] != "attestation ok")
+            count += len(events)
+        results = await execs
+        await service.close()
+        assert all(r.exit_code == 0 for r in results), [r.output for r in results if r.exit_code]
+        return seen, count
+
+    try:
+        drifted, passes = asyncio.run(passes_during_execs())
+    finally:
+        registry.close()
+    print(f"\nattestation: {passes} passes during 40 execs, {len(drifted)} not ok")
+    assert passes >= 10, "too few passes overlapped the execs to mean anything"
+    assert drifted == [], [d["fields"]["drifts"] for d in drifted]

@@ -1,6 +1,6 @@
 # Shared steps of the image recipes: a Debian minbase root filesystem built without a
 # registry, run in a chroot, scrubbed of build-host details, checked and packed.
-# Sourced by images/*/build.sh after they set SUITE and OUT; needs root.
+# Sourced by images/*/build.sh after they set SUITE, OUT, REPO, PREFIX and CONSTRAINTS; needs root.
 
 step() { printf '==> %s\n' "$*"; }
 
@@ -60,6 +60,57 @@ scrub_root() {
   local left
   left="$(find "$root" -xdev -perm /6000 | wc -l)"
   if [ "$left" -ne 0 ]; then echo "build.sh: setuid/setgid files remain" >&2; exit 1; fi
+}
+
+# A venv in $PREFIX/venv with `images/webhook/requirements.py ARGS...` (extras, or
+# extra:package picks), pinned to $CONSTRAINTS (the tested venv's freeze), binary wheels only.
+install_venv() {
+  python3 "$REPO/images/webhook/requirements.py" "$@" >"$root/tmp/requirements.txt"
+  grep -v -i '^jovial[-_]guard' "$CONSTRAINTS" | grep -v '^-e ' >"$root/tmp/constraints.txt"
+  in_root python3 -m venv "$PREFIX/venv"
+  in_root "$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check -q \
+    --cert /tmp/host-ca.crt --only-binary=:all: -c /tmp/constraints.txt -r /tmp/requirements.txt
+  in_root "$PREFIX/venv/bin/pip" check
+}
+
+# The project's code, policies and profiles in $PREFIX/app, precompiled (the root is
+# read-only at run time), found by the venv through a .pth file, and `jovial-guard` on PATH.
+install_app() {
+  mkdir -p "$root$PREFIX/app"
+  ( cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - jovial_guard policies profiles pyproject.toml ) \
+    | tar -C "$root$PREFIX/app" -xf -
+  echo "$PREFIX/app" >"$(echo "$root$PREFIX/venv/lib/python3"*/site-packages)/jovial_guard_app.pth"
+  in_root "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/app/jovial_guard" "$PREFIX/venv/lib"
+  cat >"$root/usr/local/bin/jovial-guard" <<SH
+#!/bin/sh
+exec $PREFIX/venv/bin/python -m jovial_guard "\$@"
+SH
+  chmod 0755 "$root/usr/local/bin/jovial-guard"
+}
+
+# Debug symbols of the venv's shared objects are not needed at run time.
+strip_venv() {
+  if command -v strip >/dev/null; then
+    find "$root$PREFIX/venv" -name '*.so' -exec strip --strip-unneeded {} +
+  fi
+}
+
+# pip (nothing is installed in a running container), documentation and locales.
+slim_root() {
+  rm -rf "$root$PREFIX/venv/lib/python3"*/site-packages/pip "$root$PREFIX/venv/lib/python3"*/site-packages/pip-* \
+         "$root$PREFIX/venv/bin/pip"* "$root/usr/lib/python3"*/ensurepip "$root/usr/share/python-wheels"
+  rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
+}
+
+# Fails the build when a package named PACKAGE... is in the venv; IMAGE names the image.
+refuse_packages() {
+  local image="$1" forbidden
+  shift
+  for forbidden in "$@"; do
+    if ls "$root$PREFIX/venv/lib/python3"*/site-packages | grep -qi "^$forbidden"; then
+      echo "build.sh: $forbidden in the $image image" >&2; exit 1
+    fi
+  done
 }
 
 pack_root() {

@@ -42,27 +42,11 @@ in_root nft --version
 in_root getent protocols icmp ipv6-icmp tcp udp >/dev/null
 
 step "venv $PREFIX/venv: base dependencies, kubernetes and pyroute2, pinned"
-python3 "$REPO/images/webhook/requirements.py" webhook:kubernetes hub:pyroute2 >"$root/tmp/requirements.txt"
-grep -v -i '^jovial[-_]guard' "$CONSTRAINTS" | grep -v '^-e ' >"$root/tmp/constraints.txt"
-in_root python3 -m venv "$PREFIX/venv"
-in_root "$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check -q \
-  --cert /tmp/host-ca.crt --only-binary=:all: -c /tmp/constraints.txt -r /tmp/requirements.txt
-in_root "$PREFIX/venv/bin/pip" check
+install_venv webhook:kubernetes hub:pyroute2
 
 step "the project's code and profiles in $PREFIX/app"
-mkdir -p "$root$PREFIX/app"
-( cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - jovial_guard policies profiles pyproject.toml ) \
-  | tar -C "$root$PREFIX/app" -xf -
-echo "$PREFIX/app" >"$(echo "$root$PREFIX/venv/lib/python3"*/site-packages)/jovial_guard_app.pth"
-in_root "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/app/jovial_guard" "$PREFIX/venv/lib"
-cat >"$root/usr/local/bin/jovial-guard" <<SH
-#!/bin/sh
-exec $PREFIX/venv/bin/python -m jovial_guard "\$@"
-SH
-chmod 0755 "$root/usr/local/bin/jovial-guard"
-if command -v strip >/dev/null; then
-  find "$root$PREFIX/venv" -name '*.so' -exec strip --strip-unneeded {} +
-fi
+install_app
+strip_venv
 # Every module the agent's duties load, and libnftables through ctypes, as at run time.
 in_root "$PREFIX/venv/bin/python" -c "
 import jovial_guard.node.cli, jovial_guard.node.egress, jovial_guard.node.grants, jovial_guard.node.attest
@@ -72,16 +56,10 @@ nft_lib._library()"
 in_root jovial-guard node-agent --help >/dev/null
 
 step "hardening, slimming, scrubbing host details"
-rm -rf "$root$PREFIX/venv/lib/python3"*/site-packages/pip "$root$PREFIX/venv/lib/python3"*/site-packages/pip-* \
-       "$root$PREFIX/venv/bin/pip"* "$root/usr/lib/python3"*/ensurepip "$root/usr/share/python-wheels"
-rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
+slim_root
 scrub_root node-agent
 # aiohttp stays: the kubernetes client (37) requires it; no server in the agent uses it.
-for forbidden in jupyterhub dockerspawner kubespawner docker uvloop opa_client prometheus_client; do
-  if ls "$root$PREFIX/venv/lib/python3"*/site-packages | grep -qi "^$forbidden"; then
-    echo "build.sh: $forbidden in the node agent image" >&2; exit 1
-  fi
-done
+refuse_packages "node agent" jupyterhub dockerspawner kubespawner docker uvloop opa_client prometheus_client
 if [ -e "$root/usr/local/bin/opa" ]; then echo "build.sh: opa in the node agent image" >&2; exit 1; fi
 
 pack_root

@@ -27,46 +27,24 @@ make_work
 debootstrap_minbase
 
 step "venv $PREFIX/venv: the [webhook] extra's dependencies, pinned"
-python3 "$HERE/requirements.py" webhook >"$root/tmp/requirements.txt"
-grep -v -i '^jovial[-_]guard' "$CONSTRAINTS" | grep -v '^-e ' >"$root/tmp/constraints.txt"
-in_root python3 -m venv "$PREFIX/venv"
-in_root "$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check -q \
-  --cert /tmp/host-ca.crt --only-binary=:all: -c /tmp/constraints.txt -r /tmp/requirements.txt
-in_root "$PREFIX/venv/bin/pip" check
+install_venv webhook
 
 step "the project's code, policies and profiles in $PREFIX/app"
-mkdir -p "$root$PREFIX/app"
-( cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - jovial_guard policies profiles pyproject.toml ) \
-  | tar -C "$root$PREFIX/app" -xf -
-# The venv finds the code through a .pth file: `python -m jovial_guard` works from any directory.
-echo "$PREFIX/app" >"$(echo "$root$PREFIX/venv/lib/python3"*/site-packages)/jovial_guard_app.pth"
-in_root "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/app/jovial_guard" "$PREFIX/venv/lib"
-cat >"$root/usr/local/bin/jovial-guard" <<SH
-#!/bin/sh
-exec $PREFIX/venv/bin/python -m jovial_guard "\$@"
-SH
-chmod 0755 "$root/usr/local/bin/jovial-guard"
+install_app
 install -m 0755 "$OPA" "$root/usr/local/bin/opa"
 # Debug symbols are not needed at run time (OPA's alone are ~20 MB).
 if command -v strip >/dev/null; then
   strip --strip-unneeded "$root/usr/local/bin/opa"
-  find "$root$PREFIX/venv" -name '*.so' -exec strip --strip-unneeded {} +
 fi
+strip_venv
 
 in_root "$PREFIX/venv/bin/python" -c "import jovial_guard.admission.server, jovial_guard.policy.check_cli"
 
 step "non-root user $UID_, hardening, slimming, scrubbing host details"
 in_root groupadd --gid "$UID_" guard
 in_root useradd --uid "$UID_" --gid "$UID_" --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin guard
-# pip is not needed at run time (nothing is installed in a running webhook).
-rm -rf "$root$PREFIX/venv/lib/python3"*/site-packages/pip "$root$PREFIX/venv/lib/python3"*/site-packages/pip-* \
-       "$root$PREFIX/venv/bin/pip"* "$root/usr/lib/python3"*/ensurepip "$root/usr/share/python-wheels"
-rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/info/"* "$root/usr/share/locale/"*
+slim_root
 scrub_root webhook
-for forbidden in jupyterhub dockerspawner kubespawner; do
-  if ls "$root$PREFIX/venv/lib/python3"*/site-packages | grep -qi "^$forbidden"; then
-    echo "build.sh: $forbidden in the webhook image" >&2; exit 1
-  fi
-done
+refuse_packages webhook jupyterhub dockerspawner kubespawner
 
 pack_root

@@ -22,30 +22,6 @@ key() {
 
 if [ "${1:-}" = "--key" ]; then key; exit 0; fi
 [ -x "$OPA" ] || { echo "70-webhook-image: OPA is not built (.tools/bin/opa); run ./guard env first" >&2; exit 2; }
-KEY="$(key)"
-TAR="$CACHE/images/webhook-$KEY.tar"
-mkdir -p "$CACHE/images" "$HERE/.tools/images"
-if [ "${JOVIAL_GUARD_SKIP_WEBHOOK_IMAGE:-}" = 1 ]; then
-  echo "webhook image: skipped (JOVIAL_GUARD_SKIP_WEBHOOK_IMAGE=1)"; exit 0
-fi
-if [ ! -f "$TAR" ] && [ "${JOVIAL_GUARD_SETUP_FOR:-test}" != test ]; then
-  # It embeds the code, so every code change makes a new key: `./guard env` does not pay
-  # for that; `./guard test` (or running this script) builds it.
-  echo "webhook image $KEY: not built for '${JOVIAL_GUARD_SETUP_FOR}' (./guard test or $0 builds it)"; exit 0
-fi
-if [ ! -f "$TAR" ]; then
-  echo "webhook image $KEY: building (a few minutes)..."
-  constraints="$(mktemp)"
-  trap 'rm -f "$constraints"' EXIT
-  python3 -m pip freeze --exclude-editable >"$constraints" \
-    || { echo "70-webhook-image: pip freeze of the project venv failed (run inside ./guard env)" >&2; exit 2; }
-  started=$(date +%s)
-  nice bash "$HERE/images/webhook/build.sh" "$TAR.partial" "$constraints" "$OPA"
-  mv -f "$TAR.partial" "$TAR"
-  echo "webhook image $KEY: built in $(( $(date +%s) - started )) s"
-  # Older builds go (each is ~360 MB); ones made in the last two hours may belong to another
-  # checkout testing now, so they stay.
-  find "$CACHE/images" -maxdepth 1 -name 'webhook-*.tar' ! -name "webhook-$KEY.tar" -mmin +120 -delete
-fi
-ln -sfn "$TAR" "$HERE/.tools/images/webhook.tar"
-echo "webhook image $KEY: $(du -h "$TAR" | cut -f1) at $TAR"
+# shellcheck source=../lib/keyed-image.sh
+. "$HERE/scripts/lib/keyed-image.sh"
+keyed_image webhook JOVIAL_GUARD_SKIP_WEBHOOK_IMAGE "$(key)" images/webhook/build.sh "$OPA"

@@ -20,27 +20,6 @@ key() {
 }
 
 if [ "${1:-}" = "--key" ]; then key; exit 0; fi
-KEY="$(key)"
-TAR="$CACHE/images/node-agent-$KEY.tar"
-mkdir -p "$CACHE/images" "$HERE/.tools/images"
-if [ "${JOVIAL_GUARD_SKIP_NODE_AGENT_IMAGE:-}" = 1 ]; then
-  echo "node agent image: skipped (JOVIAL_GUARD_SKIP_NODE_AGENT_IMAGE=1)"; exit 0
-fi
-if [ ! -f "$TAR" ] && [ "${JOVIAL_GUARD_SETUP_FOR:-test}" != test ]; then
-  echo "node agent image $KEY: not built for '${JOVIAL_GUARD_SETUP_FOR}' (./guard test or $0 builds it)"; exit 0
-fi
-if [ ! -f "$TAR" ]; then
-  echo "node agent image $KEY: building (a few minutes)..."
-  constraints="$(mktemp)"
-  trap 'rm -f "$constraints"' EXIT
-  python3 -m pip freeze --exclude-editable >"$constraints" \
-    || { echo "71-node-agent-image: pip freeze of the project venv failed (run inside ./guard env)" >&2; exit 2; }
-  started=$(date +%s)
-  nice bash "$HERE/images/node-agent/build.sh" "$TAR.partial" "$constraints"
-  mv -f "$TAR.partial" "$TAR"
-  echo "node agent image $KEY: built in $(( $(date +%s) - started )) s"
-  # Older builds go; ones made in the last two hours may belong to another checkout testing now.
-  find "$CACHE/images" -maxdepth 1 -name 'node-agent-*.tar' ! -name "node-agent-$KEY.tar" -mmin +120 -delete
-fi
-ln -sfn "$TAR" "$HERE/.tools/images/node-agent.tar"
-echo "node agent image $KEY: $(du -h "$TAR" | cut -f1) at $TAR"
+# shellcheck source=../lib/keyed-image.sh
+. "$HERE/scripts/lib/keyed-image.sh"
+keyed_image node-agent JOVIAL_GUARD_SKIP_NODE_AGENT_IMAGE "$(key)" images/node-agent/build.sh

@@ -54,12 +54,18 @@ def cni_args(raw: str) -> dict[str, str]:
     return out
 
 
-def ask_agent(path: str, request: dict[str, Any], netns_fd: int) -> dict[str, Any]:
-    """One request with the namespace's descriptor attached; the agent's JSON answer."""
+def ask_agent(path: str, request: dict[str, Any], netns_fd: int | None, *,
+              timeout: float = TIMEOUT) -> dict[str, Any]:
+    """One request, with the namespace's descriptor attached when given; the agent's JSON
+    answer (ValueError when there is none)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(TIMEOUT)
+        sock.settimeout(timeout)
         sock.connect(path)
-        socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [netns_fd])
+        line = json.dumps(request).encode() + b"\n"
+        if netns_fd is None:
+            sock.sendall(line)
+        else:
+            socket.send_fds(sock, [line], [netns_fd])
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)

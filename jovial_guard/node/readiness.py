@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
+from .cni_plugin import ask_agent
 
 #: Where the DaemonSets keep it: an emptyDir of the pod, so a new pod never inherits a status.
 DEFAULT_STATUS_FILE = Path("/run/jovial-guard/status/ready.json")
@@ -84,20 +84,10 @@ def load(path: Path) -> Status:
 def ping(path: Path, *, timeout: float = SOCKET_TIMEOUT) -> str | None:
     """None when the egress server on ``path`` answers the ping, else why not."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(path))
-            sock.sendall(json.dumps(PING).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        answer = json.loads(data) if data else None
+        answer = ask_agent(str(path), PING, None, timeout=timeout)
     except (OSError, ValueError) as exc:
         return f"{exc}"
-    if not (isinstance(answer, dict) and answer.get("ok") is True):
+    if answer.get("ok") is not True:
         return f"unexpected answer {answer!r}"
     return None
 

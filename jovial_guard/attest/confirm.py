@@ -16,7 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from .compare import Drift
+from .compare import Drift, compare
+from .expect import Expected
+from .observe import ContainerGone, Observation
 
 #: Seconds before each further look (a runtime's init needs milliseconds; slack for load).
 RECHECK_DELAYS = (0.2, 0.5)
@@ -39,3 +41,15 @@ def confirmed(first: list[Drift], look_again: Callable[[], list[Drift] | None], 
             return []
         kept &= set(again)
     return sorted(kept)
+
+
+def looking_again(expected: Expected, observe: Callable[[], Observation]) -> Callable[[], list[Drift] | None]:
+    """The ``look_again`` of :func:`confirmed`: a new observation compared with ``expected``;
+    None when the container has gone meanwhile."""
+    def look_again() -> list[Drift] | None:
+        try:
+            return compare(expected, observe())
+        except ContainerGone:
+            return None
+
+    return look_again

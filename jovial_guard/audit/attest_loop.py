@@ -21,7 +21,7 @@ from typing import Any
 
 from ..attest import observe as obs
 from ..attest.compare import Drift, compare
-from ..attest.confirm import confirmed
+from ..attest.confirm import confirmed, looking_again
 from ..attest.expect import RecordUnusable, from_hardening
 from ..attest.report import attestation_event, unattestable_event
 from ..attest.status import ServerAttestation, write_status
@@ -187,15 +187,9 @@ class AttestationLoop:
                                read_ruleset=read_ruleset if expected.ruleset_digest else None, index=index)
         except obs.ContainerGone:
             return None
-
-        def look_again() -> list[Drift] | None:
-            try:
-                return compare(expected, obs.observe(where.pid, netns=expected.netns, read_ruleset=(
-                    read_ruleset if expected.ruleset_digest else None), index=procfs.namespace_index()))
-            except obs.ContainerGone:
-                return None
-
-        drifts = confirmed(compare(expected, seen), look_again)
+        drifts = confirmed(compare(expected, seen), looking_again(expected, lambda: obs.observe(
+            where.pid, netns=expected.netns, read_ruleset=read_ruleset if expected.ruleset_digest else None,
+            index=procfs.namespace_index())))
         previous = self.previous.get(key)
         self.previous[key] = drifts
         event = attestation_event(

@@ -26,7 +26,7 @@ from typing import Any
 from ..admission.records import NOTEBOOK_ANNOTATION
 from ..attest import observe as obs
 from ..attest.compare import Drift, compare
-from ..attest.confirm import confirmed
+from ..attest.confirm import confirmed, looking_again
 from ..attest.expect import RecordUnusable, from_pod
 from ..attest.report import attestation_event
 from ..audit.events import SERVERNAME_LABEL, USERNAME_LABEL
@@ -138,14 +138,8 @@ class NodeAttestor:
         except (RecordUnusable, obs.ContainerGone) as exc:
             log.warning("cannot attest %s: %s", key, exc)
             return None
-
-        def look_again() -> list[Drift] | None:
-            try:
-                return compare(expected, obs.observe(pid, index=procfs.namespace_index()))
-            except obs.ContainerGone:
-                return None
-
-        drifts = confirmed(compare(expected, seen), look_again)
+        drifts = confirmed(compare(expected, seen),
+                           looking_again(expected, lambda: obs.observe(pid, index=procfs.namespace_index())))
         previous = self.previous.get(key)
         self.previous[key] = drifts
         event = attestation_event(

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from jovial_guard.attest.compare import Drift, compare, summary
+from jovial_guard.attest.confirm import looking_again
 from jovial_guard.attest.expect import ALL_CAPS, RecordUnusable, allowed_caps, cap_bits, from_hardening, from_pod
-from jovial_guard.attest.observe import Observation, observe
+from jovial_guard.attest.observe import ContainerGone, Observation, observe
 from jovial_guard.attest.report import RULE_DRIFT, RULE_OK, RULE_UNCHANGED, attestation_event, intake_event, rule_for
 from jovial_guard.attest.status import ServerAttestation, describe, read_status, write_status
 from jovial_guard.audit.attest_loop import AttestationLoop, Located
@@ -316,3 +317,15 @@ def test_node_agent_finds_a_container_by_its_cgroup(tmp_path: Path) -> None:
 
     assert "'list' on pods" in _explain(Forbidden())
     assert "hostPID" in _explain(PermissionError("denied"))
+
+
+def test_looking_again_compares_a_new_observation_and_says_when_the_container_went() -> None:
+    expected = from_hardening(record_hardening())
+    intruder = clean_observation(processes=(hardened(), hardened(99, name="sh", seccomp=0, seccomp_filters=0)))
+    assert [d.kind for d in looking_again(expected, lambda: intruder)() or []] == ["seccomp"]
+    assert looking_again(expected, clean_observation)() == []
+
+    def gone() -> Observation:
+        raise ContainerGone("process 10 has exited")
+
+    assert looking_again(expected, gone)() is None

@@ -82,6 +82,14 @@ def notebook_pod(user: str, name: str, *, groups: tuple[str, ...] = (), namespac
     return pod
 
 
+def create_pod(api: client.ApiClient, pod: dict[str, Any]) -> dict[str, Any]:
+    """Create ``pod`` through ``api`` (as whoever ``api`` authenticates); the stored object."""
+    from kubernetes.dynamic import DynamicClient
+
+    pods = DynamicClient(api).resources.get(api_version="v1", kind="Pod")
+    return pods.create(body=pod, namespace=pod["metadata"]["namespace"]).to_dict()  # type: ignore[no-any-return]
+
+
 def wait_running(core: client.CoreV1Api, name: str, namespace: str, *, timeout: float = 240) -> str:
     """The pod's IP once its container runs."""
     deadline = time.monotonic() + timeout
@@ -97,15 +105,20 @@ def wait_running(core: client.CoreV1Api, name: str, namespace: str, *, timeout: 
 
 
 def wait_finished(core: client.CoreV1Api, name: str, namespace: str, *, timeout: float = 420) -> dict[str, Any]:
+    """The JSON report a probe pod's container left as its termination message, once the pod
+    has ended; fails when it failed or did not end (with its last status and events)."""
     deadline = time.monotonic() + timeout
+    status: Any = None
     while time.monotonic() < deadline:
         status = core.read_namespaced_pod(name, namespace).status
         if status.phase in ("Succeeded", "Failed"):
             terminated = status.container_statuses[0].state.terminated
-            assert status.phase == "Succeeded", f"probe failed: {terminated}"
+            assert status.phase == "Succeeded", f"pod {name} failed: {terminated}"
             return json.loads(terminated.message)  # type: ignore[no-any-return]
         time.sleep(1)
-    raise AssertionError(f"pod {name} did not finish within {timeout}s")
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    raise AssertionError(f"pod {name} did not finish within {timeout}s: {status}; "
+                         f"events: {[e.message for e in events.items]}")
 
 
 def look(pod_ip: str) -> dict[str, Any]:

@@ -50,6 +50,24 @@ def running_webhook(workdir: Path, *, policy_dir: Path = DEFAULT_POLICY_DIR) -> 
             stop_group(proc, grace=15)
 
 
+@contextlib.contextmanager
+def registered_webhook(api: Any, workdir: Path, *, policy_dir: Path = DEFAULT_POLICY_DIR) -> Iterator[str]:
+    """:func:`running_webhook`, its configurations registered with the cluster ``api`` (an
+    ApiClient) while it runs; yields OPA's URL. The configurations go before the webhook
+    stops, so the API server never calls a webhook that is gone."""
+    from kubernetes import client
+
+    reg = client.AdmissionregistrationV1Api(api)
+    with running_webhook(workdir, policy_dir=policy_dir) as ((mutating, validating), opa_url):
+        reg.create_mutating_webhook_configuration(mutating)
+        reg.create_validating_webhook_configuration(validating)
+        try:
+            yield opa_url
+        finally:
+            reg.delete_mutating_webhook_configuration(mutating["metadata"]["name"])
+            reg.delete_validating_webhook_configuration(validating["metadata"]["name"])
+
+
 def _wait_ready(port: int, ca_file: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
     ctx = ssl.create_default_context(cafile=str(ca_file))
     deadline = time.monotonic() + 30

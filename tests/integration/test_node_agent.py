@@ -44,9 +44,10 @@ from jovial_guard.node.profiles import digest, load_profiles
 
 from .node_agent_run import AgentLoop, run_agent_once
 from .node_cluster import NODE_NAME, POD_PIDS_LIMIT, NodeCluster
+from .node_isolation_pods import create_pod, wait_finished
 from .node_pods import NOTEBOOK_PROFILE, WEBHOOK_NAMESPACE, probe_pod
 from .node_redteam import REDTEAM
-from .node_webhook import running_webhook
+from .node_webhook import registered_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "seccomp" / "notebook.json"
@@ -87,10 +88,7 @@ def agent_installed(node: NodeCluster, core: client.CoreV1Api) -> str:
 @pytest.fixture(scope="module")
 def webhook(agent_installed: str, core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The webhook registered with the cluster; yields OPA's URL."""
-    reg = client.AdmissionregistrationV1Api(core.api_client)
-    with running_webhook(tmp_path_factory.mktemp("node-webhook")) as ((mutating, validating), opa_url):
-        reg.create_mutating_webhook_configuration(mutating)
-        reg.create_validating_webhook_configuration(validating)
+    with registered_webhook(core.api_client, tmp_path_factory.mktemp("node-webhook")) as opa_url:
         pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
         deadline = time.monotonic() + 60
         while True:
@@ -102,26 +100,11 @@ def webhook(agent_installed: str, core: client.CoreV1Api, tmp_path_factory: pyte
                 raise RuntimeError("the API server never called the jovial-guard webhook")
             time.sleep(0.3)
         yield opa_url
-        reg.delete_mutating_webhook_configuration(mutating["metadata"]["name"])
-        reg.delete_validating_webhook_configuration(validating["metadata"]["name"])
 
 
-def create_pod(core: client.CoreV1Api, pod: dict[str, Any]) -> None:
-    pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
-    pods.create(body=pod, namespace=pod["metadata"]["namespace"])
-
-
-def wait_finished(core: client.CoreV1Api, name: str, *, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        status = core.read_namespaced_pod(name, WEBHOOK_NAMESPACE).status
-        if status.phase in ("Succeeded", "Failed"):
-            terminated = status.container_statuses[0].state.terminated
-            assert status.phase == "Succeeded", f"probe failed: {terminated}"
-            return json.loads(terminated.message)  # type: ignore[no-any-return]
-        time.sleep(1)
-    raise AssertionError(f"pod {name} did not finish within {timeout}s: {status}")
+def finished(core: client.CoreV1Api, name: str, *, timeout: float = 300) -> dict[str, Any]:
+    """The report of probe pod ``name`` in the webhook's namespace, once it has ended."""
+    return wait_finished(core, name, WEBHOOK_NAMESPACE, timeout=timeout)
 
 
 def scheduling_events(core: client.CoreV1Api, name: str) -> list[str]:
@@ -143,12 +126,12 @@ def test_agent_installs_the_profile_and_labels_the_node(node: NodeCluster, agent
 
 
 def test_notebook_through_the_webhook_runs_under_the_notebook_profile(core: client.CoreV1Api, webhook: str) -> None:
-    create_pod(core, probe_pod("nb-profile", WEBHOOK_NAMESPACE))
+    create_pod(core.api_client, probe_pod("nb-profile", WEBHOOK_NAMESPACE))
     stored = core.read_namespaced_pod("nb-profile", WEBHOOK_NAMESPACE)
     profile = stored.spec.security_context.seccomp_profile
     assert (profile.type, profile.localhost_profile) == ("Localhost", NOTEBOOK_PROFILE)
     assert stored.spec.node_selector == {READY_LABEL: "true"}
-    report = wait_finished(core, "nb-profile")
+    report = finished(core, "nb-profile")
     assert (report["Seccomp"], report["NoNewPrivs"], report["CapEff"]) == ("2", "1", "0000000000000000")
     # Allowed by the runtime's default profile, refused by the notebook profile.
     assert report["process_vm_readv"] == errno.EPERM
@@ -157,7 +140,7 @@ def test_notebook_through_the_webhook_runs_under_the_notebook_profile(core: clie
 
 def test_without_the_label_a_notebook_is_never_scheduled(node: NodeCluster, core: client.CoreV1Api, webhook: str) -> None:
     core.patch_node(NODE_NAME, {"metadata": {"labels": {READY_LABEL: None}}})
-    create_pod(core, probe_pod("nb-unlabelled", WEBHOOK_NAMESPACE))
+    create_pod(core.api_client, probe_pod("nb-unlabelled", WEBHOOK_NAMESPACE))
     deadline = time.monotonic() + 60
     while not scheduling_events(core, "nb-unlabelled"):
         assert time.monotonic() < deadline, "no FailedScheduling event for a pod whose node lacks the label"
@@ -168,7 +151,7 @@ def test_without_the_label_a_notebook_is_never_scheduled(node: NodeCluster, core
     assert "didn't match Pod's node affinity/selector" in scheduling_events(core, "nb-unlabelled")[0]
     # The agent labels the node again; the waiting pod is scheduled and runs under the profile.
     assert run_agent_once(node).returncode == 0
-    report = wait_finished(core, "nb-unlabelled")
+    report = finished(core, "nb-unlabelled")
     assert report["Seccomp"] == "2" and report["process_vm_readv"] == errno.EPERM
 
 
@@ -214,8 +197,8 @@ def redteam_report(node: NodeCluster, core: client.CoreV1Api, webhook: str) -> d
     container = pod["spec"]["containers"][0]
     container.update(command=["python", "-c", REDTEAM])
     container["env"] = [*container.get("env", []), {"name": "JG_TARGETS", "value": json.dumps(targets)}]
-    create_pod(core, pod)
-    report = wait_finished(core, "nb-redteam", timeout=420)
+    create_pod(core.api_client, pod)
+    report = finished(core, "nb-redteam", timeout=420)
     (REPO / "tests" / "artifacts").mkdir(parents=True, exist_ok=True)
     (REPO / "tests" / "artifacts" / "node_redteam_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     # The memory limit the hog runs into: KubeSpawner's, the default profile's 2 GiB.

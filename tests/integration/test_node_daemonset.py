@@ -38,7 +38,6 @@ pytestmark = pytest.mark.integration
 require_node()
 
 from kubernetes import client, config
-from kubernetes.dynamic import DynamicClient
 
 from jovial_guard.credentials.backends import mounts
 from jovial_guard.credentials.issuer import Issuer
@@ -53,12 +52,12 @@ from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
 from . import node_daemonset as ds
 from .node_cluster import NODE_NAME, NodeCluster, free_port
 from .node_images import import_into, node_agent_image
-from .node_isolation_pods import (allow_hub, as_hub, deliver_grant, grant_status, look, notebook_pod, policy_copy,
+from .node_isolation_pods import (allow_hub, as_hub, create_pod, deliver_grant, grant_status, look, notebook_pod, policy_copy,
                                   until, wait_finished, wait_running)
 from .node_redteam import NETPROBE
 from .node_testhosts import METADATA, TestHosts
 from .node_tools import tool
-from .node_webhook import running_webhook
+from .node_webhook import registered_webhook
 
 NS = "jhub"
 PROFILES_ONLY = ("namespace.yaml", "rbac.yaml", "daemonset.yaml")
@@ -220,23 +219,15 @@ def test_isolation_daemonset_replaces_it_in_a_privileged_host_pod(node: Node, is
 
 @pytest.fixture(scope="module")
 def webhook(node: Node, isolation: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    reg = client.AdmissionregistrationV1Api(node.core.api_client)
-    with running_webhook(tmp_path_factory.mktemp("ds-webhook"), policy_dir=node.cluster.dir / "policies") as (
-            (mutating, validating), opa_url):
-        reg.create_mutating_webhook_configuration(mutating)
-        reg.create_validating_webhook_configuration(validating)
+    with registered_webhook(node.core.api_client, tmp_path_factory.mktemp("ds-webhook"),
+                            policy_dir=node.cluster.dir / "policies") as opa_url:
         yield opa_url
-
-
-def create(api: client.ApiClient, pod: dict[str, Any]) -> dict[str, Any]:
-    pods = DynamicClient(api).resources.get(api_version="v1", kind="Pod")
-    return pods.create(body=pod, namespace=pod["metadata"]["namespace"]).to_dict()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
 def alice(node: Node, webhook: str) -> str:
     """alice's notebook (group astro) through the webhook, running; its pod IP."""
-    stored = create(node.hub, notebook_pod("alice", "jupyter-alice", groups=("astro",)))
+    stored = create_pod(node.hub, notebook_pod("alice", "jupyter-alice", groups=("astro",)))
     assert stored["spec"]["nodeSelector"] == {READY_LABEL: "true"}
     address = wait_running(node.core, "jupyter-alice", NS)
     assert "egress rules loaded for jhub/jupyter-alice (groups: astro)" in node.agent_log(), node.agent_log()[-3000:]
@@ -246,7 +237,7 @@ def alice(node: Node, webhook: str) -> str:
 def test_in_pod_agent_loads_the_notebooks_egress(node: Node, alice: str) -> None:
     targets = {"archive": [node.hosts.address("archive"), 80], "other": [node.hosts.address("other"), 80],
                "metadata": [METADATA, 80]}
-    create(node.hub, notebook_pod("alice", "jupyter-alice-probe", groups=("astro",), command=["python", "-c", NETPROBE],
+    create_pod(node.hub, notebook_pod("alice", "jupyter-alice-probe", groups=("astro",), command=["python", "-c", NETPROBE],
                                   env={"JG_TARGETS": json.dumps(targets)}))
     net = wait_finished(node.core, "jupyter-alice-probe", NS)["net"]
     assert net == {"archive": 0, "other": errno.EHOSTUNREACH, "metadata": errno.EHOSTUNREACH}, net
@@ -281,7 +272,7 @@ def test_without_the_agent_pod_new_notebooks_wait_until_it_is_back(node: Node, a
             doc["spec"]["template"]["spec"]["nodeSelector"] = {"jovial-guard.io/paused": "true"}
     node.apply(paused)
     until("the agent pod gone", lambda: not ds.agent_pods(node.core), timeout=90)
-    create(node.hub, notebook_pod("bob", "jupyter-bob"))
+    create_pod(node.hub, notebook_pod("bob", "jupyter-bob"))
     events = node.until("FailedCreatePodSandBox naming the plugin", lambda: [
         e.message for e in node.core.list_namespaced_event(NS, field_selector="involvedObject.name=jupyter-bob").items
         if e.reason == "FailedCreatePodSandBox" and PLUGIN_TYPE in (e.message or "")], timeout=90)
@@ -296,7 +287,7 @@ def test_without_the_agent_pod_new_notebooks_wait_until_it_is_back(node: Node, a
     until("a new agent pod", lambda: [p for p in ds.agent_pods(node.core) if p.metadata.uid != back.metadata.uid],
           timeout=90)
     ds.wait_rolled_out(node.core, node=node.cluster)
-    create(node.hub, notebook_pod("bob", "jupyter-bob-2"))
+    create_pod(node.hub, notebook_pod("bob", "jupyter-bob-2"))
     wait_running(node.core, "jupyter-bob-2", NS, timeout=180)
 
 

@@ -38,8 +38,9 @@ from kubernetes.dynamic import DynamicClient
 
 from .node_agent_run import run_agent_once
 from .node_cluster import NodeCluster
+from .node_isolation_pods import create_pod, wait_finished
 from .node_pods import NAMESPACE, NOTEBOOK_PROFILE, PROBE, WEBHOOK_NAMESPACE, hardened_pod, probe_pod, security_spec
-from .node_webhook import running_webhook
+from .node_webhook import registered_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -66,13 +67,10 @@ def core(node: NodeCluster) -> client.CoreV1Api:
 @pytest.fixture(scope="module")
 def webhook(node: NodeCluster, core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The project's webhook registered with the cluster (it selects WEBHOOK_NAMESPACE only)."""
-    reg = client.AdmissionregistrationV1Api(core.api_client)
     # Notebook pods the webhook patches select the label the node agent sets.
     agent = run_agent_once(node)
     assert agent.returncode == 0, agent.stderr
-    with running_webhook(tmp_path_factory.mktemp("node-webhook")) as ((mutating, validating), _opa_url):
-        reg.create_mutating_webhook_configuration(mutating)
-        reg.create_validating_webhook_configuration(validating)
+    with registered_webhook(core.api_client, tmp_path_factory.mktemp("node-webhook")):
         pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
         deadline = time.monotonic() + 60
         while True:
@@ -84,8 +82,6 @@ def webhook(node: NodeCluster, core: client.CoreV1Api, tmp_path_factory: pytest.
                 raise RuntimeError("the API server never called the jovial-guard webhook")
             time.sleep(0.3)
         yield
-        reg.delete_mutating_webhook_configuration(mutating["metadata"]["name"])
-        reg.delete_validating_webhook_configuration(validating["metadata"]["name"])
 
 
 @pytest.fixture(scope="module")
@@ -94,25 +90,11 @@ def runtime_default_report(core: client.CoreV1Api) -> dict[str, Any]:
     return run_to_completion(core, hardened_pod("probe-runtime-default", ProfileRef("RuntimeDefault")))
 
 
-def create_pod(core: client.CoreV1Api, pod: dict[str, Any]) -> None:
-    """POST the pod JSON as KubeSpawner (kubernetes_asyncio) would: numbers stay numbers."""
-    pods = DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod")
-    pods.create(body=pod, namespace=pod["metadata"]["namespace"])
-
-
 def run_to_completion(core: client.CoreV1Api, pod: dict[str, Any], *, timeout: float = 180) -> dict[str, Any]:
-    """Create the pod, wait until it has finished, return the probe's report."""
-    create_pod(core, pod)
-    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = core.read_namespaced_pod(name, namespace).status
-        if status.phase in ("Succeeded", "Failed"):
-            terminated = status.container_statuses[0].state.terminated
-            assert status.phase == "Succeeded", f"probe failed: {terminated}"
-            return json.loads(terminated.message)  # type: ignore[no-any-return]
-        time.sleep(1)
-    raise AssertionError(f"pod {name} did not finish within {timeout}s: {status}")
+    """Create the pod (its JSON as KubeSpawner's kubernetes_asyncio posts it: numbers stay
+    numbers), wait until it has finished, return the probe's report."""
+    create_pod(core.api_client, pod)
+    return wait_finished(core, pod["metadata"]["name"], pod["metadata"]["namespace"], timeout=timeout)
 
 
 def test_node_is_ready_and_the_host_forwards_nothing(node: NodeCluster) -> None:
@@ -185,7 +167,7 @@ def test_localhost_notebook_profile_refuses_what_runtime_default_allows(notebook
 
 def test_missing_localhost_profile_fails_closed(core: client.CoreV1Api) -> None:
     pod = hardened_pod("probe-missing-profile", ProfileRef("Localhost", "jovial-guard/absent.json"))
-    create_pod(core, pod)
+    create_pod(core.api_client, pod)
     deadline = time.monotonic() + 120
     reason = message = ""
     while time.monotonic() < deadline:

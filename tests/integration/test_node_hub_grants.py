@@ -46,7 +46,7 @@ from .node_cluster import NODE_NAME, NodeCluster
 from .node_hub import NodeHub
 from .node_images import notebook_image
 from .node_isolation_pods import policy_copy, until
-from .node_webhook import running_webhook
+from .node_webhook import registered_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 HUB_NS, GRANTS_NS = "jhub", "jovial-guard-node"
@@ -129,10 +129,7 @@ def hub(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHu
     issuer_pub = hub.state / "credentials-keys" / "issuer-signing.pub"
     assert issuer_pub.is_file(), sorted(p.name for p in (hub.state / "credentials-keys").iterdir())
     create_from_yaml(node.core.api_client, str(REPO / "deploy" / "zero-to-jupyterhub" / "hub-grants-rbac.yaml"))
-    reg = client.AdmissionregistrationV1Api(node.core.api_client)
-    with running_webhook(tmp_path_factory.mktemp("hub-grants-webhook"), policy_dir=policies) as ((mutating, validating), _):
-        reg.create_mutating_webhook_configuration(mutating)
-        reg.create_validating_webhook_configuration(validating)
+    with registered_webhook(node.core.api_client, tmp_path_factory.mktemp("hub-grants-webhook"), policy_dir=policies):
         node.agent = AgentLoop(node.cluster, d / "agent.log", interval=2, extra=(
             "--state-dir", str(d / "agent-state"), "--grants-namespace", GRANTS_NS, "--issuer-key", str(issuer_pub),
             "--storage-root", str(node.storage), "--staging-root", str(node.staging), "--grant-interval", "0.5"))

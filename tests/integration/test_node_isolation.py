@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
 
 from jovial_guard.credentials.backends import mounts
 from jovial_guard.credentials.backends.bind import BindBackend
@@ -45,11 +44,11 @@ from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
 
 from .node_agent_run import AgentLoop
 from .node_cluster import NODE_NAME, NodeCluster, free_port
-from .node_isolation_pods import (allow_hub, as_hub, deliver_grant, grant_status, look, notebook_pod, policy_copy,
+from .node_isolation_pods import (allow_hub, as_hub, create_pod, deliver_grant, grant_status, look, notebook_pod, policy_copy,
                                   until, wait_finished, wait_running)
 from .node_redteam import NETPROBE, REDTEAM
 from .node_testhosts import METADATA, TestHosts
-from .node_webhook import running_webhook
+from .node_webhook import registered_webhook
 
 NS, GRANTS_NS, CONTROL_NS = "jhub", "jovial-guard-node", "jg-control"
 
@@ -147,23 +146,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 @pytest.fixture(scope="module")
 def webhook(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    reg = client.AdmissionregistrationV1Api(node.core.api_client)
-    with running_webhook(tmp_path_factory.mktemp("iso-webhook"), policy_dir=node.cluster.dir / "policies") as (
-            (mutating, validating), opa_url):
-        reg.create_mutating_webhook_configuration(mutating)
-        reg.create_validating_webhook_configuration(validating)
+    with registered_webhook(node.core.api_client, tmp_path_factory.mktemp("iso-webhook"),
+                            policy_dir=node.cluster.dir / "policies") as opa_url:
         yield opa_url
-
-
-def create(api: client.ApiClient, pod: dict[str, Any]) -> dict[str, Any]:
-    pods = DynamicClient(api).resources.get(api_version="v1", kind="Pod")
-    return pods.create(body=pod, namespace=pod["metadata"]["namespace"]).to_dict()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
 def alice(node: Node, webhook: str) -> str:
     """alice's notebook (group astro), running; returns its pod IP."""
-    stored = create(node.hub, notebook_pod("alice", "jupyter-alice", groups=("astro",)))
+    stored = create_pod(node.hub, notebook_pod("alice", "jupyter-alice", groups=("astro",)))
     volume = next(v for v in stored["spec"]["volumes"] if v["name"] == "jg-storage")
     assert volume["hostPath"]["path"] == str(node.staging / "alice"), volume
     assert stored["metadata"]["labels"].get("egress.jovial-guard.io/astro") == "allow"
@@ -239,19 +230,19 @@ def test_other_host_paths_and_own_seccomp_profiles_are_denied(node: Node, webhoo
     forged["spec"]["containers"][0]["volumeMounts"] = [{"name": "x", "mountPath": "/data", "readOnly": True}]
     for api in (node.hub, node.core.api_client):
         with pytest.raises(ApiException) as err:
-            create(api, forged)
+            create_pod(api, forged)
         assert "[pod-security/host-path]" in denial(err.value)
     spoofed = notebook_pod("alice", "jupyter-alice-spoofed")
     spoofed["spec"]["volumes"] = forged["spec"]["volumes"]
     spoofed["spec"]["containers"][0]["volumeMounts"] = forged["spec"]["containers"][0]["volumeMounts"]
     with pytest.raises(ApiException) as err:
-        create(node.core.api_client, spoofed)
+        create_pod(node.core.api_client, spoofed)
     assert "[pod-security/host-path]" in denial(err.value)
     # A notebook stating its own seccomp profile is refused with the reason.
     own = notebook_pod("bob", "jupyter-bob-seccomp")
     own["spec"]["containers"][0]["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
     with pytest.raises(ApiException) as err:
-        create(node.hub, own)
+        create_pod(node.hub, own)
     assert "sets seccomp profile RuntimeDefault; notebooks run under Localhost jovial-guard/notebook.json" in denial(err.value)
 
 
@@ -272,7 +263,7 @@ def redteam(node: Node, webhook: str, alice: str) -> dict[str, Any]:
     serial = node.deliver("alice")
     until("mounted", lambda: node.status(serial).startswith("mounted"))
     env = {"JG_TARGETS": json.dumps(targets(node, webhook))}
-    create(node.hub, notebook_pod("alice", "jupyter-alice-redteam", groups=("astro",), command=["python", "-c", REDTEAM], env=env))
+    create_pod(node.hub, notebook_pod("alice", "jupyter-alice-redteam", groups=("astro",), command=["python", "-c", REDTEAM], env=env))
     report = wait_finished(node.core, "jupyter-alice-redteam", NS)
     artifacts = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -302,7 +293,7 @@ def test_without_the_rules_the_same_hosts_are_reachable(node: Node, webhook: str
     pod = notebook_pod("carol", "control", namespace=CONTROL_NS, command=["python", "-c", NETPROBE],
                        env={"JG_TARGETS": json.dumps(targets(node, webhook))})
     pod["metadata"]["labels"] = {"app": "control"}
-    create(node.core.api_client, pod)
+    create_pod(node.core.api_client, pod)
     net = wait_finished(node.core, "control", CONTROL_NS)["net"]
     assert (net["other"], net["metadata"], net["archive"]) == (0, 0, 0), net
 
@@ -313,7 +304,7 @@ def test_a_notebook_only_by_name_gets_the_notebook_rules(node: Node, webhook: st
     pod = notebook_pod("dana", "jupyter-dana", command=["python", "-c", NETPROBE],
                        env={"JG_TARGETS": json.dumps(targets(node, webhook))})
     pod["metadata"]["labels"], pod["metadata"]["annotations"] = {"app": "by-name"}, {}
-    stored = create(node.core.api_client, pod)
+    stored = create_pod(node.core.api_client, pod)
     assert stored["metadata"]["annotations"]["jovial-guard.io/notebook"] == "true"
     assert "component" not in stored["metadata"]["labels"]
     net = wait_finished(node.core, "jupyter-dana", NS)["net"]
@@ -324,7 +315,7 @@ def test_no_agent_no_notebook(node: Node, webhook: str) -> None:
     """Fail closed: without the agent's answer the sandbox is torn down and the pod waits."""
     node.stop_agent()
     try:
-        create(node.hub, notebook_pod("bob", "jupyter-bob"))
+        create_pod(node.hub, notebook_pod("bob", "jupyter-bob"))
         events = until("FailedCreatePodSandBox naming the plugin", lambda: [
             e.message for e in node.core.list_namespaced_event(NS, field_selector="involvedObject.name=jupyter-bob").items
             if e.reason == "FailedCreatePodSandBox" and PLUGIN_TYPE in (e.message or "")], timeout=90)

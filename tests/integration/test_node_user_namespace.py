@@ -14,9 +14,7 @@ the container reports its uid map: container uid 1000 must map to a host uid oth
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +36,7 @@ from jovial_guard.hardening.render_pod import render_pod_patch
 from jovial_guard.runtime.runc import runc_path
 
 from .node_cluster import NodeCluster
+from .node_isolation_pods import wait_finished
 from .node_pods import NAMESPACE, probe_pod, security_spec
 
 REPORT = """
@@ -78,18 +77,7 @@ def core(node: NodeCluster) -> client.CoreV1Api:
 def _run(core: client.CoreV1Api, pod: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
     DynamicClient(core.api_client).resources.get(api_version="v1", kind="Pod").create(
         body=pod, namespace=NAMESPACE)
-    name = pod["metadata"]["name"]
-    deadline = time.monotonic() + timeout
-    status: Any = None
-    while time.monotonic() < deadline:
-        status = core.read_namespaced_pod(name, NAMESPACE).status
-        if status.phase in ("Succeeded", "Failed"):
-            terminated = status.container_statuses[0].state.terminated
-            assert status.phase == "Succeeded", f"pod failed: {terminated}"
-            return json.loads(terminated.message)  # type: ignore[no-any-return]
-        time.sleep(1)
-    events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}")
-    raise AssertionError(f"pod {name} did not finish: {status}; events: {[e.message for e in events.items]}")
+    return wait_finished(core, pod["metadata"]["name"], NAMESPACE, timeout=timeout)
 
 
 def test_a_notebook_pod_gets_its_own_user_namespace(core: client.CoreV1Api) -> None:

@@ -12,7 +12,12 @@ amount, a wrong type) the function raises :class:`BuiltinUndefined`: the host th
 undefined).
 
 Arguments arrive as JSON (``opa_json_dump``) parsed with numbers kept as :class:`Num`, so
-the number's own text decides integer or float formatting as it does in OPA.
+the number's own text decides integer or float formatting as it does in OPA; results go back
+as JSON text (``opa_json_parse``), as long as OPA's own would be. No number of arbitrary
+length ever passes through a Python ``int`` (which refuses to write out more than 4,300
+digits): the amounts' arithmetic is :mod:`.wasm_bignum`'s, in decimal. An amount of more
+digits than OPA could read within a decision deadline fails the evaluation (a denial)
+rather than being undefined.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
+
+from .wasm_bignum import float_int_text, rat_text
 
 
 class BuiltinUndefined(Exception):
@@ -115,15 +121,28 @@ def rego_text(value: Any) -> str:
     raise BuiltinUndefined(f"unexpected value {type(value).__name__}")
 
 
+def _integer_text(text: str) -> str:
+    """The decimal text big.Int writes for an integer's JSON text (no int: it may be long)."""
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    return "-" + digits if text.startswith("-") and digits != "0" else digits
+
+
+_INT64_DIGITS = len(str(2**63))
+
+
 def _sprintf_arg(value: Any) -> tuple[str, Any]:
-    """(Go type, Go value) as OPA's sprintf hands the argument to fmt.Sprintf."""
+    """(Go type, Go value) as OPA's sprintf hands the argument to fmt.Sprintf: an int64, a
+    *big.Int (kept as its text), a float64, or the number's own text when even that fails."""
     if isinstance(value, Num):
         if _is_float_text(value):
             number = float(value)
             if number in (float("inf"), float("-inf")):
                 return "string", str(value)
             return "float64", number
-        return ("int64", int(value)) if -(2**63) <= int(value) < 2**63 else ("big.Int", int(value))
+        text = _integer_text(value)
+        if len(text.lstrip("-")) <= _INT64_DIGITS and -(2**63) <= int(text) < 2**63:
+            return "int64", int(text)
+        return "big.Int", text
     if isinstance(value, str):
         return "string", value
     return "string", rego_text(value)
@@ -152,6 +171,8 @@ def _format_one(verb: str, kind: str, value: Any) -> str:
 
 
 _VERB = re.compile(r"%(.)", re.DOTALL)
+#: How fmt names an extra argument's type (OPA passes big integers as *big.Int).
+_EXTRA_TYPE = {"big.Int": "*big.Int"}
 
 
 def sprintf(fmt: Any, args: Any) -> str:
@@ -160,7 +181,7 @@ def sprintf(fmt: Any, args: Any) -> str:
     if not isinstance(fmt, str) or isinstance(fmt, Num) or not isinstance(args, list):
         raise BuiltinUndefined("sprintf wants a string and an array")
     if fmt == "%d" and len(args) == 1 and isinstance(args[0], Num) and not _is_float_text(args[0]):
-        return str(int(args[0]))
+        return _integer_text(args[0])
     converted = [_sprintf_arg(a) for a in args]
     out: list[str] = []
     used = 0
@@ -181,7 +202,8 @@ def sprintf(fmt: Any, args: Any) -> str:
         used += 1
     out.append(fmt[pos:])
     if used < len(converted):
-        extra = ", ".join(f"{k}={go_float(v) if k == 'float64' else v}" for k, v in converted[used:])
+        extra = ", ".join(f"{_EXTRA_TYPE.get(k, k)}={go_float(v) if k == 'float64' else v}"
+                          for k, v in converted[used:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
 
@@ -189,53 +211,35 @@ def sprintf(fmt: Any, args: Any) -> str:
 # -- units ---------------------------------------------------------------------------------
 
 _MAX_EXPONENT_DIGITS = 6
-#: The numbers big.Rat.SetString / big.Float.SetString accept from [0-9.eE+-]: an optional
-#: sign, digits with at most one point (at least one digit), an optional exponent.
-_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: OPA's ``extractNumAndUnit`` as patterns: the number runs over digits, points, signs and
+#: any e/E followed by a digit or sign; each exponent may have at most six digits.
+_NUMBER_PART = re.compile(r"[0-9.+\-]*+(?:[eE](?=[0-9+\-])[0-9.+\-]*+)*+")  # possessive: no per-character stack
+_LONG_EXPONENT = re.compile(rf"[eE][+-]?[0-9]{{{_MAX_EXPONENT_DIGITS + 1}}}")
 
 
 def _split_amount(text: str) -> tuple[str, str]:
     """OPA's ``extractNumAndUnit``: the leading number and the unit after it."""
-    first_non_num = -1
-    idx = 0
-    while idx < len(text):
-        ch = text[idx]
-        if not (ch.isascii() and (ch.isdigit() or ch in ".eE+-")):
-            first_non_num = idx
-            break
-        if ch in "eE":
-            nxt = text[idx + 1] if idx + 1 < len(text) else ""
-            if not nxt or not (nxt.isascii() and (nxt.isdigit() or nxt in "+-")):
-                first_non_num = idx
-                break
-            if nxt in "+-":
-                idx += 1
-            end = idx + 1
-            while end < len(text) and text[end].isascii() and text[end].isdigit():
-                end += 1
-            if end - (idx + 1) > _MAX_EXPONENT_DIGITS:
-                raise BuiltinUndefined("exponent too large")
-        idx += 1
-    if first_non_num == -1:
-        return text, ""
-    return text[:first_non_num], text[first_non_num:]
-
-
-def _decimal(num: str) -> Fraction:
-    if not _GO_DECIMAL.fullmatch(num):
-        raise BuiltinUndefined("could not parse amount to a number")
-    return Fraction(Decimal(num))
+    match = _NUMBER_PART.match(text)
+    num = match.group() if match else ""
+    if _LONG_EXPONENT.search(num):
+        raise BuiltinUndefined("exponent too large")
+    return num, text[len(num):]
 
 
 _SI = {"k": 10**3, "M": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
 _BIN = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50, "ei": 2**60}
+_MILLI = Decimal(0.001)  # OPA multiplies by the float64 nearest 0.001, exactly
+
+
+def _amount(raw: Any, builtin: str) -> str:
+    if not isinstance(raw, str) or isinstance(raw, Num):
+        raise BuiltinUndefined(f"{builtin} wants a string")
+    return raw
 
 
 def units_parse(raw: Any) -> Num:
     """``units.parse``: an amount with an SI or binary suffix, as an exact number."""
-    if not isinstance(raw, str) or isinstance(raw, Num):
-        raise BuiltinUndefined("units.parse wants a string")
-    text = raw.replace('"', "")
+    text = _amount(raw, "units.parse").replace('"', "")
     if " " in text:
         raise BuiltinUndefined("spaces not allowed")
     num, unit = _split_amount(text)
@@ -243,49 +247,21 @@ def units_parse(raw: Any) -> Num:
         raise BuiltinUndefined("no amount provided")
     if len(unit) > 1:
         unit = unit[:1] + unit[1:].lower()
-    factor: Fraction
+    factor: Decimal
     if unit == "m":
-        factor = Fraction(0.001)  # OPA multiplies by the float64 nearest 0.001
+        factor = _MILLI
     elif unit == "":
-        factor = Fraction(1)
+        factor = Decimal(1)
     elif unit in ("M",) or unit.lower() in ("k", "g", "t", "p", "e") and unit != "m":
-        factor = Fraction(_SI["M" if unit == "M" else unit.lower()])
+        factor = Decimal(_SI["M" if unit == "M" else unit.lower()])
     elif unit.lower() in _BIN and unit[0] in (unit[0].lower(), unit[0].upper()) and unit[1] == "i":
-        factor = Fraction(_BIN[unit.lower()])
+        factor = Decimal(_BIN[unit.lower()])
     else:
         raise BuiltinUndefined(f"unit {unit} not recognized")
-    value = _decimal(num) * factor
-    if value.denominator == 1:
-        return Num(str(value.numerator))
-    return Num(_rat_float_string(value, 10))
-
-
-def _rat_float_string(value: Fraction, prec: int) -> str:
-    """Go's ``big.Rat.FloatString(prec)``: rounded half away from zero to ``prec`` places."""
-    scaled = abs(value) * 10**prec
-    whole, rest = divmod(scaled.numerator, scaled.denominator)
-    if 2 * rest >= scaled.denominator:
-        whole += 1
-    text = str(whole).rjust(prec + 1, "0")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{text[:-prec]}.{text[-prec:]}"
-
-
-def _round_bits(value: Fraction, bits: int) -> Fraction:
-    """``value`` rounded to a ``bits``-bit mantissa, ties to even (big.Float's default)."""
-    if value == 0:
-        return value
-    sign = -1 if value < 0 else 1
-    value = abs(value)
-    exp = value.numerator.bit_length() - value.denominator.bit_length()
-    if Fraction(2) ** exp > value:
-        exp -= 1
-    scale = Fraction(2) ** (bits - 1 - exp)
-    scaled = value * scale
-    whole, rest = divmod(scaled.numerator, scaled.denominator)
-    if 2 * rest > scaled.denominator or (2 * rest == scaled.denominator and whole % 2):
-        whole += 1
-    return sign * Fraction(whole) / scale
+    try:
+        return Num(rat_text(num, factor))
+    except ValueError:
+        raise BuiltinUndefined("could not parse amount to a number") from None
 
 
 _BYTE_UNITS = {
@@ -298,9 +274,7 @@ _BYTE_UNITS = {
 
 def units_parse_bytes(raw: Any) -> Num:
     """``units.parse_bytes``: a byte amount, as an integer (big.Float, 64-bit mantissa)."""
-    if not isinstance(raw, str) or isinstance(raw, Num):
-        raise BuiltinUndefined("units.parse_bytes wants a string")
-    text = raw.lower().replace('"', "")
+    text = _amount(raw, "units.parse_bytes").lower().replace('"', "")
     if " " in text:
         raise BuiltinUndefined("spaces not allowed")
     num, unit = _split_amount(text)
@@ -308,14 +282,19 @@ def units_parse_bytes(raw: Any) -> Num:
         raise BuiltinUndefined("no byte amount provided")
     if unit not in _BYTE_UNITS:
         raise BuiltinUndefined(f"byte unit {unit} not recognized")
-    product = _round_bits(_round_bits(_decimal(num), 64) * _BYTE_UNITS[unit], 64)
-    return Num(str(int(product)))  # big.Float.Int truncates toward zero
+    try:
+        return Num(float_int_text(num, _BYTE_UNITS[unit]))
+    except ValueError:
+        raise BuiltinUndefined("could not parse byte amount to a number") from None
 
 
 # -- time ----------------------------------------------------------------------------------
 
+#: Go's time.Parse reads ASCII digits only (``\d`` alone would take any script's).
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:(Z)|([+-])(\d{2}):(\d{2}))")
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:(Z)|([+-])(\d{2}):(\d{2}))", re.ASCII)
+#: The instants OPA turns into nanoseconds (int64); outside them the built-in fails.
+_NS_RANGE = range(-(2**63), 2**63)
 
 
 def parse_rfc3339_ns(raw: Any) -> Num:
@@ -339,7 +318,10 @@ def parse_rfc3339_ns(raw: Any) -> Num:
         offset = 0
     seconds = (base - datetime(1970, 1, 1)).days * 86400 + hour * 3600 + minute * 60 + second - offset
     fraction = int((match.group(7) or "")[:9].ljust(9, "0"))  # Go keeps nanoseconds, drops the rest
-    return Num(str(seconds * 10**9 + fraction))
+    nanoseconds = seconds * 10**9 + fraction
+    if nanoseconds not in _NS_RANGE:
+        raise BuiltinUndefined("time outside of valid range")
+    return Num(str(nanoseconds))
 
 
 def now_ns(clock: Callable[[], int] = time.time_ns) -> Num:

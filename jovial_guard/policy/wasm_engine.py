@@ -27,6 +27,7 @@ from ..errors import PolicyEngineUnavailable
 from .client import NoSuchData, UndefinedResult, encode_input
 from .wasm_bundle import PolicyArtifact
 from .wasm_runtime import UNDEFINED, CompiledPolicy, WasmEvalError
+from .worker_status import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,14 @@ class BundleWatcher:
     service) into ``connection`` whenever its bytes change."""
 
     def __init__(self, connection: WasmConnection, source: str, *, public_key: Path, key_id: str,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, status: WorkerStatus | None = None) -> None:
         self.connection = connection
         self.source = source
         self.public_key = public_key
         self.key_id = key_id
         self.timeout = timeout
+        #: Where this worker reports its revision after every refresh (the bundle service).
+        self.status = status
         self._digest: str | None = None
         self._etag: str | None = None
         self.last_error: str | None = None
@@ -139,7 +142,14 @@ class BundleWatcher:
 
     async def refresh(self) -> bool:
         """Fetch, verify, compile, swap; True when a new revision was installed. Failures
-        are logged and leave the current policy in place."""
+        are logged and leave the current policy in place. Then the worker's state goes to
+        :attr:`status`, if any."""
+        installed = await self._refresh()
+        if self.status is not None:
+            await self.status.report(self.connection.revision or "", self.last_error or "")
+        return installed
+
+    async def _refresh(self) -> bool:
         try:
             blob = await self._fetch()
             if blob is None:

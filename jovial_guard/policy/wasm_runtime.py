@@ -34,8 +34,9 @@ MAX_PAGES = 4096  # 256 MiB
 SCRATCH_BYTES = 64 * 1024
 #: Remembered built-in results per instance (cleared whole when full).
 MEMO_ENTRIES = 8192
-#: Only calls whose arguments are this small are remembered (bounds the memo's memory).
-MEMO_MAX_ARGS = 4096
+#: Only calls whose arguments and result are this small are remembered (bounds the memo's
+#: memory: a short amount such as "1e999999" has a result of a million digits).
+MEMO_MAX_BYTES = 4096
 #: Built-ins whose result depends only on their arguments (time.now_ns does not).
 PURE_BUILTINS = frozenset({"sprintf", "units.parse", "units.parse_bytes", "time.parse_rfc3339_ns"})
 #: The epoch ticker's period; deadlines are counted in these ticks.
@@ -245,7 +246,7 @@ class _Instance:
                 encoded = result.encode() if isinstance(result, Num) else orjson.dumps(result)
             except BuiltinUndefined:
                 encoded = None
-            if name in PURE_BUILTINS and sum(map(len, raw)) <= MEMO_MAX_ARGS:
+            if name in PURE_BUILTINS and sum(map(len, raw)) + len(encoded or b"") <= MEMO_MAX_BYTES:
                 if len(self._memo) >= MEMO_ENTRIES:
                     self._memo.clear()
                 self._memo[key] = encoded

@@ -92,13 +92,17 @@ accelerator_total := sum([n |
 	n := max({to_number(a[2]) | some a in accelerator_amounts; [a[0], a[1]] == key; is_count(a[2])})
 ])
 
+# A count is a whole number of devices below 10^18. A longer one is malformed (denied):
+# Go's to_number refuses a string beyond float64, which would drop it from the total and
+# admit the pod, and no node has that many devices.
 is_count(raw) if {
 	is_number(raw)
 	raw >= 0
+	raw < 1000000000000000000
 	raw == floor(raw)
 }
 
-is_count(raw) if regex.match(`^[0-9]+$`, raw)
+is_count(raw) if regex.match(`^[0-9]{1,18}$`, raw)
 
 violation contains {"rule": "resources/gpu", "message": msg} if {
 	accelerator_total > max_gpu

@@ -37,6 +37,16 @@ test_gpu if {
 	t.rules(resources.violation) == {"resources/gpu"} with input as with_resources({"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "lots"}})
 }
 
+test_gpu_counts_beyond_any_node_are_malformed if {
+	nines := concat("", [x | some _ in numbers.range(1, 309); x := "9"])
+	every amount in [nines, 1e300, "1000000000000000000"] {
+		inp := t.with_groups(with_resources({"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": amount}}), ["gpu-users"])
+		t.rules(resources.violation) == {"resources/gpu"} with input as inp
+	}
+	inp := t.with_groups(with_resources({"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "999999999999999999"}}), ["gpu-users"])
+	t.rules(resources.violation) == {"resources/gpu"} with input as inp
+}
+
 test_malformed_amounts_denied if {
 	t.rules(resources.violation) == {"resources/malformed"} with input as with_resources({"limits": {"cpu": "one", "memory": "1Gi"}})
 	t.rules(resources.violation) == {"resources/malformed"} with input as with_resources({"limits": {"cpu": "1", "memory": "lots"}})

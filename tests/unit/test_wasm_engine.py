@@ -6,7 +6,8 @@ process must give the decision the real opa gives, byte for byte (canonical JSON
 whole decision document). Then: the compiled policy comes only from a bundle that verifies
 (a tampered module or a foreign key is refused), a new bundle revision swaps it, and every
 failure (a trap, the memory cap, the deadline, an undefined decision, a missing built-in)
-is the engine's ``policy-engine-unavailable`` denial.
+is the engine's ``policy-engine-unavailable`` denial. Hostile numbers and built-in
+arguments: tests/unit/test_wasm_numbers.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import importlib.util
 import io
 import json
 import shutil
@@ -33,43 +33,18 @@ from jovial_guard.policy.bundles import BundleError, SigningKey, build_bundle
 from jovial_guard.policy.client import encode_input
 from jovial_guard.policy.engine import PolicyEngine
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, find_opa
-from jovial_guard.policy.wasm_bundle import WASM_ROOT, PolicyArtifact, compile_wasm, load_verified
+from jovial_guard.policy.wasm_bundle import WASM_ROOT, PolicyArtifact, load_verified
 from jovial_guard.policy.wasm_engine import BundleWatcher, WasmConnection
-
-GENERATOR = Path(__file__).resolve().parents[1] / "vectors" / "decisions" / "generate.py"
-_spec = importlib.util.spec_from_file_location("decisions_generate", GENERATOR)
-assert _spec is not None and _spec.loader is not None
-generate = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(generate)
-
-DECISION = ("jovial_guard.main", "decision")
+from tests.unit.wasm_support import canonical as _canonical
+from tests.unit.wasm_support import compiled_policy, generate
+from tests.unit.wasm_support import connection as _connection
+from tests.unit.wasm_support import pod as _pod
+from tests.unit.wasm_support import wasm_decisions as _wasm_decisions
 
 
 @pytest.fixture(scope="module")
 def compiled() -> tuple[bytes, dict[str, Any]]:
-    wasm, data = compile_wasm(DEFAULT_POLICY_DIR)
-    return wasm, json.loads(data)
-
-
-def _connection(compiled: tuple[bytes, dict[str, Any]], *, settings: Any = None, deadline: float = 5.0) -> WasmConnection:
-    wasm, data = compiled
-    if settings is not None:
-        data = {**data, "settings": settings}
-    return WasmConnection.from_artifact(PolicyArtifact(wasm, json.dumps(data).encode(), "test"), deadline=deadline)
-
-
-def _canonical(value: Any) -> bytes:
-    return encode_input({"d": value})
-
-
-def _wasm_decisions(connection: WasmConnection, inputs: list[dict[str, Any]]) -> list[Any]:
-    out = []
-    for doc in inputs:
-        try:
-            out.append(connection.decide_encoded(*DECISION, encode_input(doc)))
-        except PolicyEngineUnavailable:
-            out.append(None)
-    return out
+    return compiled_policy()
 
 
 def test_every_corpus_input_is_decided_as_by_opa(compiled: tuple[bytes, dict[str, Any]]) -> None:
@@ -92,13 +67,6 @@ def test_the_batch_entry_point_answers_like_the_single_one(compiled: tuple[bytes
     answers = connection.decide_encoded("jovial_guard.batch", "decisions", body)
     singles = _wasm_decisions(connection, [c["input"] for c in cases])
     assert [_canonical(answers.get(str(i))) for i in range(len(cases))] == [_canonical(s) for s in singles]
-
-
-def _pod(container: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "jupyter-x", "labels": {"component": "singleuser-server"},
-                         "annotations": {"hub.jupyter.org/username": "x"}},
-            "spec": {"containers": [container], **spec}}
 
 
 def _hostile_inputs() -> list[dict[str, Any]]:
@@ -334,16 +302,4 @@ def test_a_worker_without_a_loadable_bundle_denies_and_says_why(tmp_path: Path, 
     with pytest.raises(PolicyEngineUnavailable, match="no verified policy bundle"):
         asyncio.run(PolicyEngine(connection).revision())
     decision = _decide(connection)
-    assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE
-
-
-def test_an_amount_too_large_to_write_out_is_denied(compiled: tuple[bytes, dict[str, Any]]) -> None:
-    """``units.parse("1e9999")`` is a 10,000-digit integer, which Python will not turn into
-    text (its int-to-str bound): the evaluation stops and the workload is denied, where OPA
-    denies it for asking too much CPU. The outcome is the same, the reason is not."""
-    image = "quay.io/jupyter/base-notebook:2024-05-27"
-    pod = _pod({"name": "c", "image": image, "resources": {"limits": {"cpu": "1e9999"}}})
-    by_opa = generate.decide([{"name": "0", "settings": "default", "input": workload_from_object(pod).to_input()}])[0]
-    assert by_opa["allowed"] is False
-    decision = asyncio.run(PolicyEngine(_connection(compiled)).decide(workload_from_object(pod)))
     assert not decision.allowed and decision.reasons[0].rule == ENGINE_UNAVAILABLE

@@ -21,6 +21,7 @@ def webhook() -> None:
 @click.option("--bundle", default=None, help="With --engine wasm: the signed bundle, a path or the bundle service's URL (http://SERVICE/bundles/jovial_guard.tar.gz).")
 @click.option("--bundle-key", type=click.Path(exists=True, dir_okay=False), default=None, help="With --engine wasm: the bundles' public key (PEM), the one the OPA sidecar verifies with.")
 @click.option("--bundle-key-id", default=None, help="With --engine wasm: the key id the bundles must be signed with.")
+@click.option("--policy-dir", type=click.Path(exists=True, file_okay=False), default=None, help="With --engine wasm instead of --bundle: compile this policy directory (the one the OPA sidecar loads, as `webhook prepare-policies` wrote it) once at start; its revision is the directory's.")
 @click.option("--opa-token-file", type=click.Path(exists=True, dir_okay=False), help="File holding OPA's bearer token.")
 @click.option("--opa-ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for an https OPA.")
 @click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False), help="Serving certificate (PEM); reloaded when it changes.")
@@ -49,6 +50,7 @@ def serve(
     bundle: str | None,
     bundle_key: str | None,
     bundle_key_id: str | None,
+    policy_dir: str | None,
     opa_token_file: str | None,
     opa_ca: str | None,
     cert: str,
@@ -89,9 +91,13 @@ def serve(
         if not opa_url:
             raise click.UsageError("--engine opa needs --opa-url (the OPA sidecar), e.g. http://127.0.0.1:8181")
         OpaEndpoint(opa_url).parts()  # a wrong URL stops here, before any worker starts
+    elif policy_dir:
+        if bundle or bundle_key or bundle_key_id:
+            raise click.UsageError("--engine wasm takes either --policy-dir or --bundle with --bundle-key and "
+                                   "--bundle-key-id, not both")
     elif not (bundle and bundle_key and bundle_key_id):
         raise click.UsageError("--engine wasm needs --bundle, --bundle-key and --bundle-key-id (decisions come "
-                               "only from a signed bundle)")
+                               "only from a signed bundle), or --policy-dir (the sidecar's policy directory)")
 
     configure(log_level, json_format=log_format == "json")
     if expected_policy_dir and not expected_revision:
@@ -105,6 +111,7 @@ def serve(
         bundle=bundle,
         bundle_public_key=Path(bundle_key) if bundle_key else None,
         bundle_key_id=bundle_key_id,
+        policy_dir=Path(policy_dir) if policy_dir else None,
         opa_token=token or None,
         opa_ca=opa_ca,
         cert=Path(cert),

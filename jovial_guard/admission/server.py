@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from ..documents import BOUNDS
 from ..errors import PolicyEngineUnavailable
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, DecisionSource, PolicyEngine
+from ..policy.wasm_bundle import PolicyArtifact
 from ..policy.wasm_engine import BundleWatcher, WasmConnection
+from ..policy.worker_status import WorkerStatus, status_url
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
@@ -89,6 +91,11 @@ class WebhookConfig:
     bundle: str | None = None
     bundle_public_key: Path | None = None
     bundle_key_id: str | None = None
+    #: ``wasm`` without signed bundles: the policy directory the OPA sidecar loads, compiled
+    #: once by :func:`serve` before the workers fork (``compiled``); its revision is the
+    #: directory's, the one ``expected_revision`` names.
+    policy_dir: Path | None = None
+    compiled: PolicyArtifact | None = None
 
 
 def log_decision(endpoint: str, result: Any) -> None:
@@ -164,14 +171,19 @@ class WebhookServer:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def _decision_source(self, stack: AsyncExitStack) -> DecisionSource:
-        """The OPA connection, or the compiled policy of the first verified bundle."""
+        """The OPA connection, the policy directory compiled by :func:`serve`, or the compiled
+        policy of the first verified bundle."""
         config = self.config
+        if config.engine == "wasm" and config.compiled is not None:
+            return WasmConnection.from_artifact(config.compiled, deadline=config.engine_deadline)
         if config.engine == "wasm":
             if not (config.bundle and config.bundle_public_key and config.bundle_key_id):
                 raise ValueError("engine wasm needs bundle, bundle_public_key and bundle_key_id")
             connection = WasmConnection(deadline=config.engine_deadline)
+            report_to = status_url(config.bundle)
             self.bundles = BundleWatcher(connection, config.bundle, public_key=config.bundle_public_key,
-                                         key_id=config.bundle_key_id)
+                                         key_id=config.bundle_key_id,
+                                         status=WorkerStatus(report_to) if report_to else None)
             await self.bundles.refresh()
             return connection
         endpoint = OpaEndpoint(config.opa_url, token=config.opa_token, ca_file=config.opa_ca)
@@ -316,6 +328,13 @@ def serve(config: WebhookConfig) -> int:
     """Run the webhook in the foreground: one process, or a pre-fork of ``workers``."""
     if config.workers < 1:
         raise ValueError("workers must be at least 1")
+    if config.engine == "wasm" and config.policy_dir is not None and config.compiled is None:
+        from ..policy.opa_process import policy_revision
+        from ..policy.wasm_bundle import compile_directory
+
+        compiled = compile_directory(config.policy_dir, policy_revision(config.policy_dir))
+        config = replace(config, compiled=compiled)
+        log.info("policy directory %s: revision %s compiled", config.policy_dir, compiled.revision)
     _event_loop_policy()
     if config.workers == 1:
         asyncio.run(run_worker(config))

@@ -182,4 +182,3 @@ def node_agent(node_name: str, kubelet_root: Path, profiles_dir: Path | None, ku
         failed()
         if server is not None:
             server.close()
-

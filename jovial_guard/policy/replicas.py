@@ -1,9 +1,12 @@
-"""Wait until the webhook replicas' OPAs activated a revision, as the bundle service saw it.
+"""Wait until the webhook replicas activated a revision, as the bundle service saw it.
 
 Each replica's OPA listens on loopback inside its pod, out of a policy admin's reach; its
 status plugin reports every activation (or refusal) to the bundle service, which lists
-them on ``GET /replicas``. A deploy waits until at least ``replicas`` OPA instances report
-the new revision; an instance that refused it reports why.
+them on ``GET /replicas``. With the compiled policy the webhook's workers decide and report
+instead, one ``POD/PID`` each (:mod:`.worker_status`). A deploy waits until at least
+``replicas`` replicas serve the new revision: an OPA instance by its last report, a webhook
+pod when every worker of it heard from in the last :data:`WORKER_STALE` seconds does (any
+worker may answer the API server); an instance that refused the revision reports why.
 """
 
 from __future__ import annotations
@@ -26,8 +29,26 @@ async def replica_states(bundle_url: str) -> list[dict[str, Any]]:
             return states
 
 
+#: Seconds of silence after which a webhook worker counts as gone (workers report every 10 s).
+WORKER_STALE = 30.0
+
+
+def switched_replicas(states: list[dict[str, Any]], revision: str) -> int:
+    """How many replicas serve ``revision`` (pure): OPA instances (ids without ``/``) by
+    their last report, webhook pods (``POD/PID`` ids) when every recent worker does."""
+    pods: dict[str, list[dict[str, Any]]] = {}
+    count = 0
+    for state in states:
+        ident = str(state.get("id", ""))
+        if "/" not in ident:
+            count += state.get("revision") == revision
+        elif float(state.get("age", 0.0)) <= WORKER_STALE:
+            pods.setdefault(ident.split("/", 1)[0], []).append(state)
+    return count + sum(1 for workers in pods.values() if all(w.get("revision") == revision for w in workers))
+
+
 async def wait_replicas(bundle_url: str, revision: str, *, replicas: int = 1, timeout: float = 15.0) -> float:
-    """Seconds until ``replicas`` OPA instances report ``revision``; PolicyEngineUnavailable past timeout."""
+    """Seconds until ``replicas`` replicas serve ``revision``; PolicyEngineUnavailable past timeout."""
     if replicas < 1:
         raise ValueError("replicas must be at least 1")
     start = time.monotonic()
@@ -37,10 +58,10 @@ async def wait_replicas(bundle_url: str, revision: str, *, replicas: int = 1, ti
             states = await replica_states(bundle_url)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             states = []
-        if sum(1 for s in states if s.get("revision") == revision) >= replicas:
+        if switched_replicas(states, revision) >= replicas:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
             seen = ", ".join(f"{s.get('id', '?')[:8]}: {s.get('revision') or 'none'}" + (f" ({s['error']})" if s.get("error") else "")
                              for s in states) or "no OPA has reported"
-            raise PolicyEngineUnavailable(f"fewer than {replicas} OPA replicas activated {revision} within {timeout:g}s ({seen})")
+            raise PolicyEngineUnavailable(f"fewer than {replicas} replicas activated {revision} within {timeout:g}s ({seen})")
         await asyncio.sleep(0.2)

@@ -1,6 +1,7 @@
-"""``webhook.engine: wasm``, rendered by a real helm: the webhook's workers fetch the signed
-bundle from the chart's bundle service and verify it with the very key and key id the OPA
-sidecar verifies with; without signed bundles the chart refuses the setting."""
+"""``webhook.engine: wasm`` (the default), rendered by a real helm: with signed bundles the
+webhook's workers fetch the bundle from the chart's bundle service and verify it with the very
+key and key id the OPA sidecar verifies with; without, they compile the policy directory the
+sidecar loads. ``webhook.engine: opa`` asks the sidecar."""
 
 from __future__ import annotations
 
@@ -44,14 +45,41 @@ def test_the_workers_verify_the_sidecars_bundles_with_the_sidecars_key() -> None
         == next(a for a in args if a.startswith("--bundle=")).removeprefix("--bundle=")
 
 
-def test_the_default_engine_asks_the_sidecar() -> None:
-    _, webhook = _webhook(template())
-    assert not any(a.startswith(("--engine=", "--bundle")) for a in webhook["args"])
-    assert "--opa-url=http://127.0.0.1:8181" in webhook["args"]
+def test_by_default_the_workers_compile_the_policies_the_sidecar_loads() -> None:
+    """Without signed bundles the default engine compiles the init container's output (the
+    directory the sidecar loads and the expected revision is computed from): no bundle, no key."""
+    spec, webhook = _webhook(template())
+    args = webhook["args"]
+    assert "--engine=wasm" in args and "--policy-dir=/policies/policies" in args
+    assert "--expected-policy-dir=/policies/policies" in args
+    assert not any(a.startswith("--bundle") for a in args)
+    assert {"name": "policies", "mountPath": "/policies", "readOnly": True} in webhook["volumeMounts"]
+    assert {"name": "TMPDIR", "value": "/bundle-tmp"} in webhook["env"]
+    assert {"name": "bundle-tmp", "mountPath": "/bundle-tmp"} in webhook["volumeMounts"]
+    assert not any(v["name"] == "bundle-key" for v in spec["volumes"])
+    assert "bundle-key.pem" not in one(template(), "ConfigMap", "-webhook")["data"]
 
 
-def test_wasm_without_signed_bundles_is_refused() -> None:
-    with pytest.raises(RuntimeError, match="needs policy.bundles.enabled"):
-        template("--set", "webhook.engine=wasm")
+def test_engine_opa_asks_the_sidecar() -> None:
+    for values in ((), WASM_ARGS[:-2]):
+        _, webhook = _webhook(template(*values, "--set", "webhook.engine=opa"))
+        assert not any(a.startswith(("--engine=", "--bundle", "--policy-dir")) for a in webhook["args"])
+        assert "--opa-url=http://127.0.0.1:8181" in webhook["args"]
+        assert not any(m["name"].startswith("bundle-") for m in webhook["volumeMounts"])
+
+
+def test_an_unknown_engine_is_refused() -> None:
     with pytest.raises(RuntimeError, match="engine"):
         template("--set", "webhook.engine=python")
+
+
+def test_only_the_deciding_engine_reports_its_revision() -> None:
+    """`policy deploy --replicas N` counts what reports to the bundle service: with wasm the
+    workers (they decide), so the sidecar, which then decides nothing, reports no status;
+    with opa the sidecar does."""
+    for engine, sidecar_reports in (("wasm", False), ("opa", True)):
+        docs = template(*WASM_ARGS, "--set", f"webhook.engine={engine}")
+        opa_config = json.loads(one(docs, "ConfigMap", "-webhook")["data"]["opa-config.json"])
+        assert ("status" in opa_config) is sidecar_reports, engine
+        if sidecar_reports:
+            assert opa_config["status"] == {"service": "policy_store"}

@@ -123,36 +123,56 @@ def wait_until_called(node: NodeCluster, namespace: str, timeout: float = 60) ->
     raise RuntimeError(f"the API server never called the release's webhook (last answer: {message})")
 
 
-def install(node: NodeCluster, work: Path, *, egress: dict[str, Any], timeout: str = "5m") -> Release:
-    """Import the webhook image, install the chart, wait until the webhook is in the path."""
+def install(node: NodeCluster, work: Path, *, egress: dict[str, Any] | None = None,
+            values: dict[str, Any] | None = None, changes: dict[str, Any] | None = None,
+            timeout: str = "5m", before: Any = None) -> Release:
+    """Import the webhook image, install the chart, wait until the webhook is in the path.
+
+    ``values`` go over the ones every node install needs; ``changes`` are what this node
+    lacks, applied to the rendered objects by ``node_post_render`` (Helm's post-renderer);
+    ``before(image)`` runs once the image is in containerd and the namespaces exist."""
     started = time.monotonic()
     image, archive = webhook_image()
     import_into(tool("ctr"), str(node.socket), archive)
     imported = time.monotonic()
     create_namespaces(node)
+    if before is not None:
+        before(image)
     hub_ns, hub_sa = hub_identity()
     repository, tag = image.rsplit(":", 1)
-    values = work / "jovial-guard-values.yaml"
-    values.write_text(yaml.safe_dump({
+    chosen: dict[str, Any] = {
         "hub": {"namespace": hub_ns, "serviceAccount": hub_sa},
         "image": {"name": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
         "replicas": 1,
         "installGate": {"enabled": False},
-        "egress": egress,
-        "notebookNetworkPolicies": {"manifests": notebook_netpols(work, egress, hub_ns)},
-    }))
+    }
+    if egress is not None:
+        chosen |= {"egress": egress, "notebookNetworkPolicies": {"manifests": notebook_netpols(work, egress, hub_ns)}}
+    chosen |= values or {}
+    values_file = work / "jovial-guard-values.yaml"
+    values_file.write_text(yaml.safe_dump(chosen))
     env = {**os.environ, "KUBECONFIG": str(node.kubeconfig), "HELM_CACHE_HOME": str(work / "helm-cache"),
            "HELM_CONFIG_HOME": str(work / "helm-config"), "HELM_DATA_HOME": str(work / "helm-data")}
-    proc = subprocess.run([helm(), "upgrade", "--install", RELEASE, str(CHART), "--namespace", WEBHOOK_NAMESPACE,
-                           "-f", str(values), "--wait", "--timeout", timeout],
-                          capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    argv = [helm(), "upgrade", "--install", RELEASE, str(CHART), "--namespace", WEBHOOK_NAMESPACE,
+            "-f", str(values_file), "--wait", "--timeout", timeout]
+    if changes:
+        argv += post_renderer(work, changes)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
     installed = time.monotonic()
     if proc.returncode != 0:
         raise RuntimeError(f"helm install failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}\n"
                            f"pods: {webhook_pod_states(node)}\nkubelet log:\n{node.log('kubelet')[-2000:]}")
     wait_until_called(node, hub_ns)
-    return Release(image=image, values=values, helm_env=env, import_seconds=imported - started,
+    return Release(image=image, values=values_file, helm_env=env, import_seconds=imported - started,
                    install_seconds=installed - imported, serving_seconds=time.monotonic() - installed)
+
+
+def post_renderer(work: Path, changes: dict[str, Any]) -> list[str]:
+    """Helm's arguments running ``node_post_render`` with ``changes`` over the rendered objects."""
+    (work / "node-changes.json").write_text(json.dumps(changes))
+    script = Path(__file__).with_name("node_post_render.py")
+    return ["--post-renderer", sys.executable, "--post-renderer-args", str(script),
+            "--post-renderer-args", str(work / "node-changes.json")]
 
 
 def uninstall(node: NodeCluster, release: Release) -> None:

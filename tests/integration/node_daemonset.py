@@ -25,6 +25,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,15 @@ def attestations(log: str) -> list[dict[str, Any]]:
 
 class ApiForwarder:
     """TCP relay from ``address``:``port`` to the API server on loopback (what kube-proxy
-    does for the ``kubernetes`` Service); closed with :meth:`close`."""
+    does for the ``kubernetes`` Service); closed with :meth:`close`. With ``target`` it
+    relays to whatever (host, port) that returns when a connection arrives instead, e.g. a
+    Service's current endpoint; with ``listen_port`` it listens on that port."""
 
-    def __init__(self, address: str, target_port: int) -> None:
+    def __init__(self, address: str, target_port: int = 0, *, listen_port: int = 0,
+                 target: Callable[[], tuple[str, int] | None] | None = None) -> None:
         self.target_port = target_port
-        self.server = socket.create_server((address, 0))
+        self.target = target or (lambda: ("127.0.0.1", self.target_port))
+        self.server = socket.create_server((address, listen_port))
         self.port = int(self.server.getsockname()[1])
         self._stop = threading.Event()
         threading.Thread(target=self._accept, name="api-forwarder", daemon=True).start()
@@ -171,7 +176,10 @@ class ApiForwarder:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                where = self.target()
+                if where is None:
+                    raise OSError("no endpoint")
+                upstream = socket.create_connection(where, timeout=5)
             except OSError:
                 conn.close()
                 continue

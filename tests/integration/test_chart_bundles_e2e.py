@@ -131,7 +131,10 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
             values = ["--set", "policy.bundles.enabled=true", "--set-file", f"policy.publicKey={store.key.public_path}",
                       "--set", f"policy.keyId={store.key.key_id}", "--set", "installGate.enabled=false",
                       "--set", "notebookNetworkPolicies.enabled=false", "--set", "auditCluster.enabled=true",
-                      "--set", "namespaceModes.enabled=true"]
+                      "--set", "namespaceModes.enabled=true",
+                      # The sidecar decides (and reports what it activated); the compiled-policy
+                      # workers are run against the same bundle service below.
+                      "--set", "webhook.engine=opa"]
             installed = run(helm(), "install", RELEASE, str(CHART), "--namespace", NAMESPACE, *values, env=helm_env)
             assert installed.returncode == 0, installed.stderr
 
@@ -266,6 +269,7 @@ async def test_the_webhook_with_engine_wasm_follows_the_bundle_service(release: 
     one), run with its own arguments and key: it fetches the published bundle from the bundle
     service, verifies it with the chart's key and answers as the chart's OPA does, revision
     included. Only addresses and paths change."""
+    import socket
     import ssl
 
     from jovial_guard.admission.handler import AdmissionHandler
@@ -310,6 +314,12 @@ async def test_the_webhook_with_engine_wasm_follows_the_bundle_service(release: 
     try:
         current = release.store.current()
         wait_until(lambda: current in ready(), "the wasm webhook serving the published revision", timeout=60)
+        # Its workers report what they decide with to the bundle service, as HOST/PID.
+        from jovial_guard.policy.replicas import replica_states
+
+        states = await replica_states(release.bundle_url)
+        workers = [s for s in states if s["id"].startswith(f"{socket.gethostname()}/")]
+        assert workers and all(s["revision"] == current and not s["error"] for s in workers), states
         async with OpaConnection(OpaEndpoint(release.opa_url, token=release.token)) as opa:
             handler = AdmissionHandler(PolicyEngine(opa))
             for review in CASES[:12]:

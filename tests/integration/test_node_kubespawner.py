@@ -137,6 +137,9 @@ def test_the_webhook_runs_on_the_node_from_the_project_image(node: NodeCluster, 
     (webhook,) = [p for p in pods["items"] if p["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "install-gate"]
     assert webhook["spec"]["nodeName"] == NODE_NAME and webhook["status"]["phase"] == "Running"
     assert {c["image"] for c in webhook["spec"]["containers"]} == {release.image}
+    # The chart's default engine: the prepared policies compiled, decided in the webhook's workers.
+    args = next(c for c in webhook["spec"]["containers"] if c["name"] == "webhook")["args"]
+    assert "--engine=wasm" in args and "--policy-dir=/policies/policies" in args, args
     assert all(c["ready"] for c in webhook["status"]["containerStatuses"])
     # The API server reaches it through the Service (endpoint routing), not through a URL.
     _, mutating = api(node, "GET", f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{RELEASE}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -28,25 +29,29 @@ from jovial_guard.admission.handler import AdmissionHandler
 from jovial_guard.admission.tls import write_webhook_certs
 from jovial_guard.policy.bundles import SigningKey, build_bundle
 from jovial_guard.policy.engine import PolicyEngine
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, free_loopback_port
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, free_loopback_port, policy_revision
 from tests.conftest import VECTORS
 
 CASES: list[dict[str, Any]] = [d for d in yaml.safe_load_all((VECTORS / "policy-classes" / "cases.yaml").read_text()) if d]
 
 
 class Webhook:
-    def __init__(self, root: Path) -> None:
+    """The webhook on a signed bundle (revision rev-a), or with ``policy_dir`` on that
+    directory compiled at start (``--policy-dir``, as the chart runs it without bundles)."""
+
+    def __init__(self, root: Path, *, policy_dir: Path | None = None) -> None:
         self.root = root
         self.key = SigningKey.load_or_create(root / "keys")
         self.bundle = root / "bundle.tar.gz"
         build_bundle(DEFAULT_POLICY_DIR, self.bundle, key=self.key, revision="rev-a")
+        source = (["--policy-dir", str(policy_dir), "--expected-policy-dir", str(policy_dir)] if policy_dir else
+                  ["--bundle", str(self.bundle), "--bundle-key", str(self.key.public_path), "--bundle-key-id", self.key.key_id])
         self.certs = write_webhook_certs(root / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
         self.ctx = ssl.create_default_context(cafile=str(self.certs.ca_cert))
         self.base = f"https://127.0.0.1:{free_loopback_port()}"
         self.log = root / "webhook.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jovial_guard", "webhook", "serve", "--engine", "wasm", "--bundle", str(self.bundle),
-             "--bundle-key", str(self.key.public_path), "--bundle-key-id", self.key.key_id, "--cert", str(self.certs.cert),
+            [sys.executable, "-m", "jovial_guard", "webhook", "serve", "--engine", "wasm", *source, "--cert", str(self.certs.cert),
              "--key", str(self.certs.key), "--host", "127.0.0.1", "--port", self.base.rsplit(":", 1)[1],
              "--workers", "2", "--revision-interval", "0.5", "--log-level", "WARNING"],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,3 +138,31 @@ def test_a_tampered_bundle_is_refused_and_the_last_good_one_decides(webhook: Web
     assert status == 200 and "rev-b" in body
     assert webhook.review(CASES[0])["auditAnnotations"]["policy-revision"] == "rev-b"
     assert "refused" in webhook.log.read_text()
+
+
+async def test_the_policy_directory_compiled_at_start_answers_as_the_opa_server(
+        tmp_path: Path, engine: PolicyEngine) -> None:
+    hook = Webhook(tmp_path, policy_dir=DEFAULT_POLICY_DIR)
+    try:
+        revision = policy_revision(DEFAULT_POLICY_DIR)
+        hook.wait_ready(revision)  # ready only on the directory's revision (--expected-policy-dir)
+        handler = AdmissionHandler(engine)
+        for review in CASES[:20]:
+            ours = hook.review(review)
+            by_opa = (await handler.handle(json.dumps(review).encode(), mode="mutate")).body["response"]
+            assert _comparable(ours) == _comparable(by_opa), review["request"]["object"]["metadata"]["name"]
+            assert ours["auditAnnotations"]["policy-revision"] == revision
+    finally:
+        hook.stop()
+
+
+def test_a_policy_directory_that_does_not_compile_stops_the_webhook_saying_why(tmp_path: Path) -> None:
+    broken = tmp_path / "policies"
+    shutil.copytree(DEFAULT_POLICY_DIR, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "broken.rego").write_text("package broken\n\nx := \n")
+    proc = subprocess.run([sys.executable, "-m", "jovial_guard", "webhook", "serve", "--engine", "wasm", "--policy-dir",
+                           str(broken), "--cert", str(broken / "data.json"), "--key", str(broken / "data.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "opa build -t wasm failed" in proc.stderr and "broken.rego" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -248,8 +248,10 @@ class Issuer:
         """Revoke one grant (``serial``) or every grant of ``user``; returns the serials revoked.
 
         Persisted (atomically, fsync'd) before it returns, then every listener (node agents)
-        is told so mounts are removed now. Revoking an unknown serial records it anyway
-        (fail closed: a grant issued elsewhere with that serial is refused too).
+        is told so mounts are removed now. By user, the user's entries in the per-user index
+        are read, not the whole store, and dropped once the revocation is on disk. Revoking
+        an unknown serial records it anyway (fail closed: a grant issued elsewhere with that
+        serial is refused too).
         """
         if (user is None) == (serial is None):
             raise GrantRequestInvalid("revoke: give exactly one of user= or serial=")
@@ -262,10 +264,16 @@ class Issuer:
             header = self.store.header(serial)
             entries.append(Revocation(serial, header["user"] if header is not None else "", reason, now))
         else:
-            for s, header in self.store.headers():
+            # The user's entries in the per-user index hold every stored grant of theirs
+            # that can still be live (an expired one is refused everywhere anyway).
+            for s in self.store.candidates(str(user)):
+                header = self.store.header(s)
                 if header is not None and header["user"] == user and self.revocations.get(s) is None:
                     entries.append(Revocation(s, str(user), reason, now))
         self.revocations.add(entries)
+        for entry in entries:  # durable now: the entries are never needed again
+            if entry.user:
+                self.store.index.drop(entry.user, entry.serial)
         for entry in entries:
             log.warning("revoked storage grant %s (%s): %s", entry.serial, entry.user or "unknown user", reason)
         for listener in list(self.listeners):

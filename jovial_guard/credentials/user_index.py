@@ -23,10 +23,11 @@ Orders (what a crash at any point leaves):
   by the next rebuild once older than :data:`GRACE`). Entries are not fsync'd: after a power
   loss an entry may be gone while its grant file survived, so every process rebuilds the
   index from the store on its first use (:meth:`UserIndex.rebuild`) before answering.
-* revoke: the revocation is persisted (journal line, fsync'd; :mod:`.revocation`) before ``revoke``
-  returns; the index is not touched. A later reader finds the revocation and drops the entry.
-  Crash at any point: either the revocation is on disk (refused everywhere) or ``revoke``
-  never returned; no entry ever overrides it, and a dropped entry only means "not live".
+* revoke: the revocation is persisted (journal line, fsync'd; :mod:`.revocation`), then the
+  revoked grants' entries are dropped. Crash between: an entry of a revoked grant, which a
+  later reader finds revoked and drops. Either the revocation is on disk (refused
+  everywhere) or ``revoke`` never returned; no entry ever overrides it, and a dropped entry
+  only means "not live". Revoking by user reads the user's entries only.
 * expiry: a reader drops the entry of an expired grant. Expiry is final (renew refuses an
   expired grant), so the entry is never needed again.
 * prune: grant file deleted, then its entry (a crash between leaves an entry without a file).

@@ -6,7 +6,9 @@ dashboard is a separate service. ``hardening_recorder(dir)`` is a
 ``c.JovialGuard.spawn_listeners`` entry writing ``<dir>/<user>[:<server>].json``
 atomically (0600, no secrets: the storage record holds a serial, never a token). A record
 outlives its server, so the dashboard only shows records of servers the Hub API reports
-as active.
+as active. Written atomically but not fsync'd: a record only describes a running server,
+and no server outlives the power loss that could lose its record's last write (the
+dashboard then shows no server for it); a crash of the hub process loses nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def write_record(directory: Path, *, user: str, server: str, record: dict[str, A
     doc = {"v": VERSION, "time": time.time() if now is None else now, "user": user, "server": server,
            "record": record}
     path = directory / _file_name(user, server)
-    atomic_write(path, json.dumps(doc, sort_keys=True, default=str).encode(), mode=0o600)
+    atomic_write(path, json.dumps(doc, sort_keys=True, default=str).encode(), mode=0o600, durable=False)
     return path
 
 

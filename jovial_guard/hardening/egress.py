@@ -41,7 +41,7 @@ from . import netns
 from .egress_core import METADATA_ADDRESSES, EgressRuleInvalid, network, routes_for
 from .egress_digest import digest_listing
 from .egress_nft import DEFAULT_NOTEBOOK_PORT, render_nft_ruleset, render_router_ruleset
-from .egress_spares import SpareNamespaces
+from .egress_spares import SpareNamespaces, plan_key
 from .egress_state import StateStore
 from .egress_types import NamespaceHandle, NamespacePlan, ServiceHandle, UserNamespace
 from .netns import EgressSetupFailed
@@ -221,38 +221,38 @@ class EgressNamespaces(SpareNamespaces):
     def apply(self, plan: NamespacePlan) -> NamespaceHandle:
         """Carry out ``plan``: any leftover namespace of the same name is removed first; a
         ready spare (:meth:`make_spare`) is taken when there is one, else a namespace is made
-        now. On failure nothing half-made is left and EgressSetupFailed is raised."""
+        now. A spare made ready for this very plan already holds its routes and rules and is
+        only renamed; any other spare gets them now. On failure nothing half-made is left
+        and EgressSetupFailed is raised."""
         ns = plan.name
+        key = plan_key(plan.routes, plan.ruleset)
         with self._state.lock():
             self._ensure_router_locked()
             self._destroy_locked(ns)
-            spare = self._claim_spare_locked(ns)
+            spare = self._claim_spare_locked(ns, key)
             if spare is None:
                 index = self._free_index()
                 address, gateway = self._addresses(index)
             else:
-                index, address, gateway = spare
+                index, address, gateway = spare.index, spare.address, spare.gateway
             self._state.write(ns, {"kind": "user", "ns": ns, "index": index, "address": address,
                                    "gateway": gateway, "router_link": f"u{index}"})
             try:
                 if spare is None:
                     self._plumb(ns, f"u{index}", gateway=gateway, address=None)
-
-                def inside(ipr: IPRoute) -> None:
-                    if spare is None:
-                        netns.address_up(ipr, "eth0", f"{address}/30")
-                    eth0 = netns.link_index(ipr, "eth0")
-                    for dest in plan.routes:
-                        netns.route_via(ipr, dest, gateway=gateway, ifname="eth0", index=eth0)
-
-                listing = netns.routes_and_ruleset(ns, inside, plan.ruleset,
-                                                   what="address, routes and egress rules")
-                digest = digest_listing(listing)
+                if spare is not None and spare.prepared == key:
+                    digest = spare.ruleset_digest
+                else:
+                    digest = self._load_rules(ns, routes=plan.routes, ruleset=plan.ruleset, gateway=gateway,
+                                              address=address if spare is None else None,
+                                              stale_routes=spare.routes if spare is not None else ())
             except BaseException:
                 self._destroy_locked(ns)
                 raise
+        self.expect(plan.routes, plan.ruleset)
         return NamespaceHandle(name=ns, path=plan.path, address=address, gateway=gateway,
-                               ruleset_digest=digest, spare=spare is not None)
+                               ruleset_digest=digest, spare=spare is not None,
+                               prepared=spare is not None and spare.prepared == key)
 
     def destroy(self, key: str) -> None:
         """Remove the namespace of ``key`` and its router link; idempotent."""
@@ -332,6 +332,23 @@ class EgressNamespaces(SpareNamespaces):
         if address is not None:
             netns.netlink(ns, lambda ipr: netns.address_up(ipr, "eth0", f"{address}/30"),
                           what="namespace address")
+
+    def _load_rules(self, ns: str, *, routes: Sequence[str], ruleset: str, gateway: str,
+                    address: str | None = None, stale_routes: Sequence[str] = ()) -> str:
+        """Routes (``address`` first when given; ``stale_routes`` not in ``routes`` removed)
+        and ``ruleset`` into namespace ``ns`` from one entry; the kernel's ruleset digest."""
+        def inside(ipr: IPRoute) -> None:
+            if address is not None:
+                netns.address_up(ipr, "eth0", f"{address}/30")
+            eth0 = netns.link_index(ipr, "eth0")
+            for dest in stale_routes:
+                if dest not in routes:
+                    netns.route_del(ipr, dest)
+            for dest in routes:
+                netns.route_via(ipr, dest, gateway=gateway, ifname="eth0", index=eth0)
+
+        listing = netns.routes_and_ruleset(ns, inside, ruleset, what="address, routes and egress rules")
+        return digest_listing(listing)
 
     def _destroy_locked(self, ns: str) -> None:
         state = self._state.read(ns)

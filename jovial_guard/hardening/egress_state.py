@@ -7,6 +7,7 @@ never sees a torn record.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,11 @@ class StateStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
 
-    def names(self) -> list[str]:
+    def names(self, prefix: str = "") -> list[str]:
+        """Namespaces with a record (whose names start with ``prefix``)."""
         if not self.state_dir.is_dir():
             return []
-        return sorted(p.stem for p in self.state_dir.glob("*.json"))
+        return sorted(p.stem for p in self.state_dir.glob(f"{glob.escape(prefix)}*.json"))
 
     def read(self, name: str) -> dict[str, object] | None:
         try:
@@ -33,8 +35,8 @@ class StateStore:
             return None
         return doc if isinstance(doc, dict) else None
 
-    def all(self) -> Iterator[dict[str, object]]:
-        for name in self.names():
+    def all(self, prefix: str = "") -> Iterator[dict[str, object]]:
+        for name in self.names(prefix):
             state = self.read(name)
             if state is not None:
                 yield state

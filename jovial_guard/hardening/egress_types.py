@@ -20,6 +20,8 @@ class NamespaceHandle:
     ruleset_digest: str = ""
     #: Whether a spare namespace was taken (else it was made during the spawn).
     spare: bool = False
+    #: Whether that spare already held this plan's routes and rules (only renamed).
+    prepared: bool = False
 
     @property
     def network_mode(self) -> str:

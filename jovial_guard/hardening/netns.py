@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import Unavailable
 from . import nft_lib
@@ -249,6 +250,15 @@ def route_via(ipr: IPRoute, dest: str, *, gateway: str, ifname: str, index: int 
     looking a link up lists every link)."""
     oif = index if index is not None else link_index(ipr, ifname)
     ipr.route("replace", dst=dest, gateway=gateway, oif=oif)
+
+
+def route_del(ipr: IPRoute, dest: str) -> None:
+    """``ip route del DEST`` (already gone: nothing to do)."""
+    try:
+        ipr.route("del", dst=dest)
+    except NetlinkError as exc:
+        if exc.code != errno.ESRCH:
+            raise
 
 
 def route_lines(ipr: IPRoute) -> list[str]:

@@ -79,6 +79,9 @@ class UserRanges:
         self.state_path = Path(state_path)
         self.host_range = host_range
         self.block = block
+        #: Blocks this process has read or given: a block is a user's for good, so once
+        #: known it is answered without the file or its lock.
+        self._known: dict[str, int] = {}
 
     @property
     def capacity(self) -> int:
@@ -86,13 +89,25 @@ class UserRanges:
 
     def lookup(self, user: str) -> IdMap | None:
         """The user's block if they have one (no write)."""
-        slot = self._load().get(user)
+        slot = self._known.get(user)
+        if slot is None:
+            slot = self._load().get(user)
+        if slot is None:
+            return None
+        self._known[user] = slot
+        return self._map(slot)
+
+    def known(self, user: str) -> IdMap | None:
+        """The user's block if this process has seen it already (no file access)."""
+        slot = self._known.get(user)
         return None if slot is None else self._map(slot)
 
     def allocate(self, user: str) -> IdMap:
         """The user's block, given now if they have none (atomic, under an exclusive lock)."""
         if not user:
             raise ValueError("a block needs a user name")
+        if user in self._known:
+            return self._map(self._known[user])
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.state_path.with_name(self.state_path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -102,6 +117,7 @@ class UserRanges:
                 slot = next_free(users.values(), capacity=self.capacity)
                 users[user] = slot
                 atomic_write(self.state_path, self._dump(users), mode=0o600)
+        self._known[user] = slot
         return self._map(slot)
 
     def _map(self, slot: int) -> IdMap:

@@ -177,6 +177,9 @@ class JovialGuard(GuardSettings):
         if not self.user_namespaces:
             return None
         try:
+            known = self.user_ranges().known(username)
+            if known is not None:
+                return known
             return await asyncio.to_thread(self.user_ranges().allocate, username)
         except (JovialGuardError, OSError) as exc:
             raise SpawnRefused(

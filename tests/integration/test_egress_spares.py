@@ -6,6 +6,7 @@ Everything here carries the prefix ``jgp`` and the pool 10.218.0.0/16.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -61,6 +62,18 @@ def _wait_for(predicate: object, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _hub_ports(egress: EgressNamespaces, *ports: int) -> Iterator[None]:
+    """Listeners on the hub address at ``ports`` while the block runs."""
+    servers = [_serve(None, egress.hub_address, port) for port in ports]
+    try:
+        yield
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+
+
 def test_spares_are_made_taken_refilled_and_removed(egress: EgressNamespaces) -> None:
     pool = SparePool(egress, 2, settle=0.0)
     pool.start()
@@ -79,14 +92,9 @@ def test_spares_are_made_taken_refilled_and_removed(egress: EgressNamespaces) ->
         assert "default" not in egress.routes("alice")
 
         # The taken spare enforces the user's egress like a fresh namespace would.
-        servers = [_serve(None, egress.hub_address, 18091), _serve(None, egress.hub_address, 18092)]
-        try:
+        with _hub_ports(egress, 18091, 18092):
             assert _connect(handle.name, egress.hub_address, 18091) == "ok"
             assert _connect(handle.name, egress.hub_address, 18092) == "errno 113"
-        finally:
-            for proc in servers:
-                proc.kill()
-                proc.wait()
 
         pool.kick()
         _wait_for(lambda: egress.spare_count() == 2)
@@ -119,3 +127,37 @@ def test_half_made_spares_of_a_stopped_process_are_discarded(egress: EgressNames
     egress.discard_unfinished_spares()
     assert name not in _ip_netns() and name not in egress.names()
     assert _router_links(egress) == []
+
+
+def test_a_spare_made_ready_for_a_plan_serves_that_plan_and_no_other(egress: EgressNamespaces) -> None:
+    """A spare made after a plan was applied already holds that plan's routes and rules: a
+    spawn with the same plan only renames it (and gets the kernel's digest of those rules);
+    a spawn with another plan gets its own routes and rules in it, the old ones gone."""
+    from jovial_guard.decision import EgressRule
+    from jovial_guard.hardening.egress_digest import live_digest
+
+    archive = Egress(allow=(EgressRule("198.51.100.0/24", (443,)),))
+    mirror = Egress(allow=(EgressRule("192.0.2.0/24", (80,)),))
+    first = egress.apply(egress.plan("alice", archive, hub_addresses=[egress.hub_rule(18091)]))
+    assert not first.spare and not first.prepared
+    egress.make_spare()
+    spare_record = egress._state.read(egress.spare_ns(1))
+    assert spare_record is not None and spare_record.get("prepared")
+    assert "table inet jovial_guard" in _tables(egress.spare_ns(1))
+
+    carol = egress.apply(egress.plan("carol", archive, hub_addresses=[egress.hub_rule(18091)]))
+    assert carol.spare and carol.prepared
+    assert carol.ruleset_digest == live_digest(carol.name) == first.ruleset_digest
+    assert "198.51.100.0/24" in egress.routes("carol")
+
+    egress.make_spare()  # ready for the archive plan again (the last one applied)
+    bob = egress.apply(egress.plan("bob", mirror, hub_addresses=[egress.hub_rule(18092)]))
+    assert bob.spare and not bob.prepared
+    assert "198.51.100.0/24" not in egress.routes("bob")
+    assert "192.0.2.0/24" in egress.routes("bob")
+    assert bob.ruleset_digest == live_digest(bob.name) != first.ruleset_digest
+    with _hub_ports(egress, 18091, 18092):
+        assert _connect(bob.name, egress.hub_address, 18092) == "ok"
+        assert _connect(bob.name, egress.hub_address, 18091) == "errno 113"
+        assert _connect(carol.name, egress.hub_address, 18091) == "ok"
+        assert _connect(carol.name, egress.hub_address, 18092) == "errno 113"

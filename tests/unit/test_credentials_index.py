@@ -215,12 +215,8 @@ def test_random_history_matches_the_full_scan(tmp_path: Path, issuer: Issuer, cl
             assert issuer.live_serials(user=u) == reference(issuer, u), f"step {step} op {op} user {u}"
 
 
-def test_spawn_step_reads_only_the_users_grants(issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the first answer, finding and revoking a user's grant reads no one else's file."""
-    for i in range(300):
-        issuer.issue(**args(f"u{i % 30}"))
-    mine = issuer.issue(**args("alice")).grant
-    issuer.live_serials(user="alice")  # first use: the rebuild reads every header once
+def counted_reads(issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The serials of the grant files the issuer reads from now on."""
     reads: list[str] = []
     get = issuer.store.get
 
@@ -229,8 +225,33 @@ def test_spawn_step_reads_only_the_users_grants(issuer: Issuer, monkeypatch: pyt
         return get(serial)
 
     monkeypatch.setattr(issuer.store, "get", counting_get)
+    return reads
+
+
+def test_spawn_step_reads_only_the_users_grants(issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first answer, finding and revoking a user's grant reads no one else's file."""
+    for i in range(300):
+        issuer.issue(**args(f"u{i % 30}"))
+    mine = issuer.issue(**args("alice")).grant
+    issuer.live_serials(user="alice")  # first use: the rebuild reads every header once
+    reads = counted_reads(issuer, monkeypatch)
     for serial in issuer.live_serials(user="alice"):
         issuer.revoke(serial=serial, reason="replaced by a new spawn")
     new = issuer.issue(**args("alice")).grant
     assert set(reads) == {mine.serial}
     assert issuer.live_serials(user="alice") == [new.serial]
+
+
+def test_revoking_a_user_reads_only_their_grants_and_drops_their_entries(issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's stop revokes its user's grants: it reads that user's grant files only, revokes
+    every live one (as a full scan would), and their index entries go with the revocation."""
+    for i in range(300):
+        issuer.issue(**args(f"u{i % 30}"))
+    alices = {issuer.issue(**args("alice")).grant.serial for _ in range(3)}
+    issuer.live_serials(user="alice")  # first use: the rebuild reads every header once
+    reads = counted_reads(issuer, monkeypatch)
+    assert set(issuer.revoke(user="alice", reason="server stopped")) == alices == set(reads)
+    assert reference(issuer, "alice") == [] and issuer.live_serials(user="alice") == []
+    assert not any((index_dir(issuer) / "alice").iterdir())
+    assert all(issuer.revocations.get(serial) is not None for serial in alices)
+    assert len(issuer.live_serials(user="u7")) == 10

@@ -102,6 +102,23 @@ def test_blocks_are_distinct_stable_and_survive_a_restart(tmp_path: Path) -> Non
     assert state.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_known_block_is_answered_without_the_file(tmp_path: Path) -> None:
+    """A block is a user's for good: once this process has given or read it, a spawn gets
+    it without the state file or its lock; a user never seen is not invented."""
+    state = tmp_path / "userns.json"
+    ranges = UserRanges(state, RANGE)
+    assert ranges.known("alice") is None
+    alice = ranges.allocate("alice")
+    state.unlink()
+    assert ranges.known("alice") == alice == ranges.allocate("alice")
+    assert not state.exists()
+    assert ranges.known("bob") is None
+    bob = UserRanges(tmp_path / "other.json", RANGE)
+    bob.allocate("bob")
+    reader = UserRanges(tmp_path / "other.json", RANGE)
+    assert reader.known("bob") is None and reader.lookup("bob") == reader.known("bob") is not None
+
+
 def test_concurrent_allocation_never_shares_a_block(tmp_path: Path) -> None:
     state = tmp_path / "userns.json"
     got: dict[str, IdMap] = {}

@@ -12,7 +12,10 @@ source as a detached mount, ``mount_setattr`` sets ``MOUNT_ATTR_IDMAP`` with a u
 namespace holding the mapping (plus nosuid, nodev, read-only when asked), ``move_mount``
 attaches it: a new mount, so it propagates into the container through the shared staging
 root like a plain bind. The mapping namespace comes from a short-lived ``unshare --user``
-child whose maps this process writes; it is gone once the mount holds its own reference.
+child whose maps this process writes; an open descriptor keeps the namespace after the
+child is gone. A user's mapping never changes (their block is theirs for good), so
+:class:`MappingNamespaces` keeps one namespace per mapping open and every later mount of
+that user reuses it: a spawn forks no process for its mount but the user's first.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import ctypes
 import ctypes.util
 import os
 import subprocess
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from ...hardening.userns import IdMap
@@ -78,9 +83,50 @@ def mapping_namespace(id_map: IdMap) -> int:
             child.stdout.close()
 
 
-def idmapped_bind(source: Path, target: Path, *, id_map: IdMap, read_only: bool) -> None:
+class MappingNamespaces:
+    """Open user namespaces holding id mappings, one per mapping, the least recently used
+    closed beyond ``keep`` (each costs one descriptor; a closed one is made again)."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self.keep = keep
+        self._open: OrderedDict[IdMap, int] = OrderedDict()
+        self._lock = threading.Lock()
+        #: Namespaces made (a child process each), for the benchmark and tests.
+        self.made = 0
+
+    def descriptor(self, id_map: IdMap) -> int:
+        """A new descriptor of the namespace holding ``id_map`` (the caller closes it)."""
+        with self._lock:
+            fd = self._open.get(id_map)
+            if fd is not None:
+                self._open.move_to_end(id_map)
+                return os.dup(fd)
+        made = mapping_namespace(id_map)
+        with self._lock:
+            self.made += 1
+            if id_map in self._open:  # made meanwhile by another thread: keep one
+                os.close(made)
+                return os.dup(self._open[id_map])
+            self._open[id_map] = made
+            while len(self._open) > self.keep:
+                os.close(self._open.popitem(last=False)[1])
+            return os.dup(made)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._open.values():
+                os.close(fd)
+            self._open.clear()
+
+
+#: The process's mapping namespaces (the agent mounts for every user of this hub).
+MAPPINGS = MappingNamespaces()
+
+
+def idmapped_bind(source: Path, target: Path, *, id_map: IdMap, read_only: bool,
+                  mappings: MappingNamespaces = MAPPINGS) -> None:
     """Bind ``source`` on ``target`` seen through ``id_map``, nosuid,nodev (+ro)."""
-    userns = mapping_namespace(id_map)
+    userns = mappings.descriptor(id_map)
     tree = -1
     try:
         tree = _check(_libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(str(source)),

@@ -182,14 +182,17 @@ class AttestationLoop:
                                       ({"kind": "record", "detail": reason},))
             return unattestable_event(user=owner.user, server=owner.server, reason=reason, source=SOURCE), entry
         started = time.perf_counter()
-        try:
-            seen = obs.observe(where.pid, netns=expected.netns,
+
+        def observe(index: dict[str, list[int]]) -> obs.Observation:
+            return obs.observe(where.pid, netns=expected.netns,
                                read_ruleset=read_ruleset if expected.ruleset_digest else None, index=index)
+
+        try:
+            seen = observe(index)
         except obs.ContainerGone:
             return None
-        drifts = confirmed(compare(expected, seen), looking_again(expected, lambda: obs.observe(
-            where.pid, netns=expected.netns, read_ruleset=read_ruleset if expected.ruleset_digest else None,
-            index=procfs.namespace_index())))
+        drifts = confirmed(compare(expected, seen),
+                           looking_again(expected, lambda: observe(procfs.namespace_index())))
         previous = self.previous.get(key)
         self.previous[key] = drifts
         event = attestation_event(

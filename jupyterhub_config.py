@@ -4,6 +4,10 @@ Started by ``jovial-guard up`` (and the integration tests), which run OPA and th
 service first and pass their addresses in the environment:
 
     JOVIAL_GUARD_OPA_URL            the managed OPA (required)
+    JOVIAL_GUARD_POLICY_BUNDLE_URL  the signed bundle OPA follows, with JOVIAL_GUARD_POLICY_BUNDLE_KEY
+                                    (public key file) and _KEY_ID: the hub decides spawns with its
+                                    compiled policy (unset: OPA decides)
+    JOVIAL_GUARD_POLICY_ENGINE      wasm (default with a bundle URL) or opa
     JOVIAL_GUARD_ENGINE_SOCKET      podman's Docker API socket (default /run/jovial-guard/podman.sock)
     JOVIAL_GUARD_HUB_STATE_DIR      hub database, secrets, logs, credentials, audit, policy store
                                     (default: STATE/hub, see jovial_guard.paths)
@@ -159,6 +163,14 @@ c.Spawner.apply_user_options = lambda spawner, user_options: None
 # -- jovial_guard ---------------------------------------------------------------------------
 c.JovialGuard.opa_url = env("JOVIAL_GUARD_OPA_URL", "")
 c.JovialGuard.opa_token = env("JOVIAL_GUARD_OPA_TOKEN", "")
+# Spawns are decided in the hub by OPA's compiled policy of the signed bundle OPA follows
+# (no HTTP round trip per spawn); JOVIAL_GUARD_POLICY_ENGINE=opa asks OPA instead.
+c.JovialGuard.policy_bundle_url = env("JOVIAL_GUARD_POLICY_BUNDLE_URL", "")
+c.JovialGuard.policy_bundle_public_key = env("JOVIAL_GUARD_POLICY_BUNDLE_KEY", "")
+c.JovialGuard.policy_bundle_key_id = env("JOVIAL_GUARD_POLICY_BUNDLE_KEY_ID", "")
+c.JovialGuard.policy_engine = env("JOVIAL_GUARD_POLICY_ENGINE") or (
+    "wasm" if c.JovialGuard.policy_bundle_url else "opa"
+)
 c.JovialGuard.engine_socket = engine_socket
 c.JovialGuard.hub_connect_ip = hub_ip
 c.JovialGuard.netns_prefix = netns_prefix

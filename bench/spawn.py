@@ -10,8 +10,9 @@ One run, same OPA, same podman service, same image:
 Both hubs run side by side and spawns alternate between them, so background load falls on
 both series alike. Spawn-to-ready is POST /hub/api/users/NAME/server until the single-user server answers
 ``/api/status`` through the proxy. Hook latency is measured inside the hub (each hardened
-spawn) and by calling the same hook directly against the same OPA with real egress
-namespaces (``--hook-samples`` times) for stable percentiles.
+spawn) and by calling the same hook directly, deciding as the hub does (the compiled
+policy of the bundle the hub follows) with real egress namespaces (``--hook-samples``
+times) for stable percentiles.
 
     python bench/spawn.py [--spawns 7] [--hook-samples 200]
 
@@ -125,9 +126,10 @@ def measure(url: str, token: str, prefix: str, spawns: int) -> list[float]:
     return times
 
 
-async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int,
+async def direct_hook_samples(policy: dict[str, str], netns_prefix: str, pool: str, n: int,
                               state: Path, *, pace: float = 0.5) -> HookSamples:
-    """The hook itself, as the hub runs it, against the same OPA: real egress namespaces
+    """The hook itself, as the hub runs it, deciding as the hub does (``policy``: the
+    hub's ``c.JovialGuard`` policy settings, from :meth:`EmbeddedStack.hub_policy`): real egress namespaces
     (with the hub's spare pool), storage grants (issue, seal, mount), the decision log,
     the audit service's record of each decision and the spawn listeners of the hub config
     (audit registry, hardening record). Calls
@@ -152,7 +154,7 @@ async def direct_hook_samples(opa_url: str, netns_prefix: str, pool: str, n: int
     sink = HttpSink(audit.url)
     # As the embedded hub config runs it: user namespaces on (each user's block of host
     # ids; storage mounted idmapped through it).
-    guard = JovialGuard(opa_url=opa_url, netns_prefix=netns_prefix, egress_pool=pool,
+    guard = JovialGuard(**policy, netns_prefix=netns_prefix, egress_pool=pool,
                         hub_port=8081, storage_enabled=True,
                         user_namespaces=True, userns_state_path=str(state / "userns.json"),
                         decision_listeners=[DecisionLog(state / "decisions.jsonl"),
@@ -274,6 +276,7 @@ def main() -> int:
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),
             "JOVIAL_GUARD_EGRESS_SPARES": "0",  # the plain hub makes no namespaces
+            "JOVIAL_GUARD_POLICY_ENGINE": "opa",  # and decides nothing: no compiled policy to load
         })
         plain_hub = HubProcess(plain_settings, env=env).start()
         # Both hubs run side by side and spawns alternate, so background load on the
@@ -295,7 +298,7 @@ def main() -> int:
         stack.hub = None
 
         print(f"direct hook calls: {args.hook_samples}", flush=True)
-        direct = asyncio.run(direct_hook_samples(stack.opa.url, netns_prefix, pool,  # type: ignore[union-attr]
+        direct = asyncio.run(direct_hook_samples(stack.hub_policy(), netns_prefix, pool,
                                                  args.hook_samples, state / "direct",
                                                  pace=args.hook_pace))
         samples = direct.seconds
@@ -317,7 +320,7 @@ def main() -> int:
     if in_hub_ms:
         print(f"hook in the hub ms (hardened spawns): {', '.join(f'{t:.1f}' for t in in_hub_ms)}")
     print(f"hook direct ms: p50={p50:.1f} p99={p99:.1f} (n={len(hook_ms)}, {args.hook_pace:g} s apart; "
-          "OPA decision + decision log + audit record + user id block + egress namespace + storage grant and idmapped mount + render + "
+          "policy decision (the hub's compiled policy) + decision log + audit record + user id block + egress namespace + storage grant and idmapped mount + render + "
           f"spawn listeners; {direct.spare_misses} calls found no spare namespace and made one)")
     print(direct.step_line())
     print(f"spawn: hardened_s={hard_s:.2f} plain_s={plain_s:.2f} "

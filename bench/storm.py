@@ -258,6 +258,7 @@ def main() -> int:
             "JOVIAL_GUARD_HUB_PORT": str(plain_settings.hub_port),
             "JOVIAL_GUARD_PROXY_API_PORT": str(plain_settings.proxy_api_port),
             "JOVIAL_GUARD_EGRESS_SPARES": "0",  # the plain hub makes no namespaces
+            "JOVIAL_GUARD_POLICY_ENGINE": "opa",  # and decides nothing: no compiled policy to load
         })
         plain_hub = HubProcess(plain_settings, env=env).start()
         hub_log = settings.state_dir / "jupyterhub.log"

@@ -33,8 +33,7 @@ from ..errors import PolicyEngineUnavailable
 from ..policy.client import OpaConnection, OpaEndpoint
 from ..policy.engine import UNVERSIONED, UNVERSIONED_HELP, DecisionSource, PolicyEngine
 from ..policy.wasm_bundle import PolicyArtifact
-from ..policy.wasm_engine import BundleWatcher, WasmConnection
-from ..policy.worker_status import WorkerStatus, status_url
+from ..policy.wasm_engine import BundleWatcher, WasmConnection, followed_bundle
 from .cache import DecisionCache, RevisionTracker
 from .handler import AdmissionHandler, AdmissionSettings, DecisionLog, Mode
 from .metrics import WebhookMetrics
@@ -179,11 +178,8 @@ class WebhookServer:
         if config.engine == "wasm":
             if not (config.bundle and config.bundle_public_key and config.bundle_key_id):
                 raise ValueError("engine wasm needs bundle, bundle_public_key and bundle_key_id")
-            connection = WasmConnection(deadline=config.engine_deadline)
-            report_to = status_url(config.bundle)
-            self.bundles = BundleWatcher(connection, config.bundle, public_key=config.bundle_public_key,
-                                         key_id=config.bundle_key_id,
-                                         status=WorkerStatus(report_to) if report_to else None)
+            connection, self.bundles = followed_bundle(config.bundle, public_key=config.bundle_public_key,
+                                                       key_id=config.bundle_key_id, deadline=config.engine_deadline)
             await self.bundles.refresh()
             return connection
         endpoint = OpaEndpoint(config.opa_url, token=config.opa_token, ca_file=config.opa_ca)

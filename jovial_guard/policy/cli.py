@@ -81,15 +81,25 @@ def _store(store_dir: str | None) -> PolicyStore:
     return PolicyStore(Path(store_dir) if store_dir else _state_dir() / "policy-store")
 
 
-def _endpoint(opa_url: str | None, token: str | None) -> OpaEndpoint:
+def _runtime() -> dict[str, Any]:
+    """What `jovial-guard up` wrote about its running pieces ({} when it is not running)."""
     import json as _json
 
+    runtime = _state_dir() / "runtime.json"
+    if not runtime.exists():
+        return {}
+    try:
+        doc = _json.loads(runtime.read_text())
+    except ValueError as exc:
+        raise click.ClickException(f"{runtime} is not JSON ({exc}): restart `jovial-guard up`") from exc
+    return doc if isinstance(doc, dict) else {}
+
+
+def _endpoint(opa_url: str | None, token: str | None) -> OpaEndpoint:
     from .client import OpaEndpoint
 
     if not opa_url:
-        runtime = _state_dir() / "runtime.json"
-        if runtime.exists():
-            opa_url = _json.loads(runtime.read_text()).get("opa_url")
+        opa_url = _runtime().get("opa_url")
     if not opa_url:
         raise click.ClickException("no running OPA: pass --opa-url, set JOVIAL_GUARD_OPA_URL, or start `jovial-guard up`")
     return OpaEndpoint(opa_url, token=token)
@@ -146,12 +156,12 @@ def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str 
 
         extra_probe = api_server_probe(kubeconfig, probe_namespace)
 
-    wait = None
     if bundle_url:
-        from .replicas import wait_replicas
-
-        async def wait(revision: str, timeout: float) -> float:
-            return await wait_replicas(bundle_url, revision, replicas=count, timeout=timeout)
+        wait = _replicas_wait(bundle_url, count)
+    elif not (opa_url or replicas or configmap):
+        wait = _local_workers_wait()
+    else:
+        wait = None
 
     publish = None
     if configmap:
@@ -166,6 +176,30 @@ def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str 
     if bundle_url and not opa_url:
         return [], publish, wait, extra_probe
     return _endpoint(opa_url, opa_token), publish, wait, extra_probe
+
+
+def _replicas_wait(bundle_url: str, count: int) -> Any:
+    """Wait until ``count`` of a cluster's replicas report the revision to ``bundle_url``."""
+    from .replicas import wait_replicas
+
+    async def wait(revision: str, timeout: float) -> float:
+        return await wait_replicas(bundle_url, revision, replicas=count, timeout=timeout)
+
+    return wait
+
+
+def _local_workers_wait() -> Any:
+    """With `jovial-guard up` running: wait until its hub (which decides spawns with the
+    compiled policy of the bundle it follows) serves the revision, as OPA must."""
+    local_bundles = _runtime().get("bundle_url")
+    if not local_bundles:
+        return None
+    from .replicas import wait_workers
+
+    async def wait(revision: str, timeout: float) -> float:
+        return await wait_workers(str(local_bundles), revision, timeout=timeout)
+
+    return wait
 
 
 _log_option = click.option("--decision-log", envvar="JOVIAL_GUARD_DECISION_LOG", help="Decision log (default: STATE/hub/decisions.jsonl).")

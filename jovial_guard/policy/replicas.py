@@ -47,6 +47,40 @@ def switched_replicas(states: list[dict[str, Any]], revision: str) -> int:
     return count + sum(1 for workers in pods.values() if all(w.get("revision") == revision for w in workers))
 
 
+def workers_behind(states: list[dict[str, Any]], revision: str) -> list[dict[str, Any]]:
+    """The workers (``POD/PID`` ids) heard from in the last :data:`WORKER_STALE` seconds
+    that do not serve ``revision`` (pure)."""
+    return [s for s in states
+            if "/" in str(s.get("id", "")) and float(s.get("age", 0.0)) <= WORKER_STALE
+            and s.get("revision") != revision]
+
+
+async def wait_workers(bundle_url: str, revision: str, *, timeout: float = 15.0) -> float:
+    """Seconds until every live worker of ``bundle_url`` serves ``revision`` (none: at once).
+
+    The embedded hub deciding with the compiled policy is such a worker: a deploy returns
+    only once the hub's next spawn is decided by the new revision. PolicyEngineUnavailable
+    past ``timeout``, naming each worker behind and why.
+    """
+    start = time.monotonic()
+    while True:
+        try:
+            behind = workers_behind(await replica_states(bundle_url), revision)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise PolicyEngineUnavailable(f"the bundle service at {bundle_url} could not be asked: {exc}") from exc
+        if not behind:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise PolicyEngineUnavailable(f"not every worker deciding with the compiled policy activated {revision} "
+                                          f"within {timeout:g}s ({_listing(behind)})")
+        await asyncio.sleep(0.1)
+
+
+def _listing(states: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s.get('id', '?')}: {s.get('revision') or 'none'}" + (f" ({s['error']})" if s.get("error") else "")
+                     for s in states)
+
+
 async def wait_replicas(bundle_url: str, revision: str, *, replicas: int = 1, timeout: float = 15.0) -> float:
     """Seconds until ``replicas`` replicas serve ``revision``; PolicyEngineUnavailable past timeout."""
     if replicas < 1:
@@ -61,7 +95,6 @@ async def wait_replicas(bundle_url: str, revision: str, *, replicas: int = 1, ti
         if switched_replicas(states, revision) >= replicas:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            seen = ", ".join(f"{s.get('id', '?')[:8]}: {s.get('revision') or 'none'}" + (f" ({s['error']})" if s.get("error") else "")
-                             for s in states) or "no OPA has reported"
+            seen = _listing(states) or "no OPA has reported"
             raise PolicyEngineUnavailable(f"fewer than {replicas} replicas activated {revision} within {timeout:g}s ({seen})")
         await asyncio.sleep(0.2)

@@ -27,7 +27,7 @@ from ..errors import PolicyEngineUnavailable
 from .client import NoSuchData, UndefinedResult, encode_input
 from .wasm_bundle import PolicyArtifact
 from .wasm_runtime import UNDEFINED, CompiledPolicy, WasmEvalError
-from .worker_status import WorkerStatus
+from .worker_status import WorkerStatus, status_url
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +169,20 @@ class BundleWatcher:
         self._digest, self.last_error = digest, None
         log.info("policy bundle %s: revision %s installed", self.source, artifact.revision)
         return True
+
+    async def follow(self, interval: float) -> None:
+        """Refresh every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh()
+
+
+def followed_bundle(source: str, *, public_key: Path, key_id: str, deadline: float,
+                    instance: str | None = None) -> tuple[WasmConnection, BundleWatcher]:
+    """An empty :class:`WasmConnection` and the :class:`BundleWatcher` that fills it from
+    ``source``, reporting as ``instance`` (``POD/PID`` by default) to the bundle service
+    when ``source`` is one. Nothing is fetched until the watcher's first refresh."""
+    connection = WasmConnection(deadline=deadline)
+    report_to = status_url(source)
+    status = WorkerStatus(report_to, instance=instance) if report_to else None
+    return connection, BundleWatcher(connection, source, public_key=public_key, key_id=key_id, status=status)

@@ -38,8 +38,8 @@ from ..errors import JovialGuardError
 from ..hardening import apparmor, seccomp
 from ..hardening.userns import IdMap, UserRanges, host_range
 from ..policy.client import OpaConnection, OpaEndpoint
-from ..policy.engine import DecisionListener, PolicyEngine
-from ..policy.health import opa_health_problem
+from ..policy.engine import DecisionListener, DecisionSource, PolicyEngine
+from ..policy.health import bundle_health_problem, opa_health_problem
 from ..workload import Workload
 from .apply import ApplyFailed, apply_plan, in_network_thread
 from .image import final_image
@@ -57,6 +57,12 @@ from .workload import requested_profile, spawn_workload
 
 if TYPE_CHECKING:
     from ..credentials.hub import StorageCredentials
+    from ..policy.wasm_engine import WasmConnection
+
+#: How the hub reports to the bundle service it follows (``POD/WORKER``, as a webhook
+#: worker does). Fixed rather than per process: a restarted hub replaces its own entry, so
+#: a deploy right after a restart does not wait for the previous process's report to age.
+HUB_WORKER_ID = "jupyterhub/hub"
 
 
 class JovialGuard(GuardSettings):
@@ -66,6 +72,7 @@ class JovialGuard(GuardSettings):
         super().__init__(**kwargs)
         self._engine: PolicyEngine | None = None
         self._connection: OpaConnection | None = None
+        self._bundle_task: asyncio.Task[None] | None = None
         self._engine_lock: asyncio.Lock | None = None
         self._networks: UserNetworks | None = None
         self._seccomp_files: SeccompFiles | None = None
@@ -78,7 +85,9 @@ class JovialGuard(GuardSettings):
     def check_startup(self) -> None:
         """Raise :class:`StartupRefused` naming every missing piece (called by the config)."""
         problems: list[str] = []
-        if not self.opa_url:
+        if self.policy_engine == "wasm":
+            problems += self._compiled_policy_problems()
+        elif not self.opa_url:
             problems.append("c.JovialGuard.opa_url is not set: spawns need a policy engine")
         else:
             try:
@@ -127,23 +136,53 @@ class JovialGuard(GuardSettings):
                 "jovial_guard refuses to start the hub:\n  - " + "\n  - ".join(problems)
             )
 
-    # -- policy -------------------------------------------------------------------------
+    def _compiled_policy_problems(self) -> list[str]:
+        """What ``policy_engine = "wasm"`` lacks (the bundle itself is loaded on the loop)."""
+        missing = [f"c.JovialGuard.{name}" for name in
+                   ("policy_bundle_url", "policy_bundle_public_key", "policy_bundle_key_id")
+                   if not getattr(self, name)]
+        if missing:
+            return [f"{' and '.join(missing)} not set: policy_engine 'wasm' decides with a signed bundle"]
+        key = Path(self.policy_bundle_public_key)
+        if not key.is_file():
+            return [f"the bundle's public key {key} is missing (c.JovialGuard.policy_bundle_public_key)"]
+        problem = bundle_health_problem(self.policy_bundle_url, key, self.policy_bundle_key_id)
+        return [problem] if problem else []
+
     async def engine(self) -> PolicyEngine:
         """The PolicyEngine, opened on first use on the hub's event loop."""
         if self._engine_lock is None:
             self._engine_lock = asyncio.Lock()
         async with self._engine_lock:
             if self._engine is None:
-                connection = OpaConnection(
-                    OpaEndpoint(self.opa_url, self.opa_token or None, self.opa_ca_file or None),
-                    timeout=self.deadline,
-                )
-                await connection.__aenter__()
-                self._connection = connection
+                connection: DecisionSource
+                if self.policy_engine == "wasm":
+                    connection = await self._follow_bundle()
+                else:
+                    opa = OpaConnection(
+                        OpaEndpoint(self.opa_url, self.opa_token or None, self.opa_ca_file or None),
+                        timeout=self.deadline,
+                    )
+                    await opa.__aenter__()
+                    self._connection = connection = opa
                 # The hook tells the decision listeners itself, beside the spawn's other
                 # work (see _decide), not the engine before it returns.
                 self._engine = PolicyEngine(connection, deadline=self.deadline)
         return self._engine
+
+    async def _follow_bundle(self) -> WasmConnection:
+        """The compiled policy of the signed bundle, kept on its newest verified revision by
+        a task on the hub's loop. A bundle that fails to load leaves the connection empty
+        (every spawn refused) or on the previous revision; the task keeps looking."""
+        from ..policy.wasm_engine import followed_bundle
+
+        connection, watcher = followed_bundle(
+            self.policy_bundle_url, public_key=Path(self.policy_bundle_public_key),
+            key_id=self.policy_bundle_key_id, deadline=self.deadline, instance=HUB_WORKER_ID,
+        )
+        await watcher.refresh()
+        self._bundle_task = asyncio.get_running_loop().create_task(watcher.follow(self.policy_bundle_poll))
+        return connection
 
     def decision_listener_callables(self) -> list[DecisionListener]:
         return [_import_callable(x) for x in self.decision_listeners]
@@ -155,8 +194,11 @@ class JovialGuard(GuardSettings):
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
+        if self._bundle_task is not None:
+            self._bundle_task.cancel()
         self._engine = None
         self._connection = None
+        self._bundle_task = None
 
     def networks(self) -> UserNetworks:
         if self._networks is None:

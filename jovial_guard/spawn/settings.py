@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
 from .. import paths
@@ -25,7 +25,8 @@ class GuardSettings(SingletonConfigurable):
         "",
         config=True,
         help="""URL of the OPA that decides spawns, e.g. ``http://127.0.0.1:8181``.
-        Required: with no OPA the hub refuses to start (fail closed).""",
+        Required with ``policy_engine = "opa"``: with no OPA the hub refuses to start
+        (fail closed).""",
     )
     opa_token = Unicode(
         "", config=True, help="Bearer token for OPA's API (empty: none). Example: ``s3cret``."
@@ -33,6 +34,31 @@ class GuardSettings(SingletonConfigurable):
     opa_ca_file = Unicode(
         "", config=True,
         help="CA bundle to trust for an https OPA (empty: the system store).",
+    )
+    policy_engine = CaselessStrEnum(
+        ["opa", "wasm"], default_value="opa", config=True,
+        help="""Who decides spawns. ``opa``: the OPA at ``opa_url``, over HTTP. ``wasm``:
+        OPA's compiled policy in the hub's own process, from the signed bundle at
+        ``policy_bundle_url`` (verified with ``policy_bundle_public_key`` and
+        ``policy_bundle_key_id`` as OPA verifies it; the hub reports the revision it
+        decides with to that bundle service, so ``jovial-guard policy deploy`` waits for
+        the hub). No HTTP round trip per spawn; until a verified bundle is loaded every
+        spawn is refused.""",
+    )
+    policy_bundle_url = Unicode(
+        "", config=True,
+        help="""With ``policy_engine = "wasm"``: the signed bundle, an http(s) URL of the
+        bundle service (``.../bundles/jovial_guard.tar.gz``) or a file path.""",
+    )
+    policy_bundle_public_key = Unicode(
+        "", config=True, help="With ``policy_engine = \"wasm\"``: PEM public key the bundle is signed with.",
+    )
+    policy_bundle_key_id = Unicode(
+        "", config=True, help="With ``policy_engine = \"wasm\"``: the key id the bundle's signature must name.",
+    )
+    policy_bundle_poll = Float(
+        1.0, config=True,
+        help="Seconds between looks at ``policy_bundle_url`` for a new revision (``wasm``).",
     )
     deadline = Float(
         2.0, config=True,

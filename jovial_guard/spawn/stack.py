@@ -29,7 +29,7 @@ from ..errors import JovialGuardError
 from ..hardening.egress import DEFAULT_POOL, EgressNamespaces
 from ..paths import HUB_STATE_ENV
 from ..policy.bundle_server import BundleServer
-from ..policy.bundles import opa_bundle_config
+from ..policy.bundles import BUNDLE_NAME, opa_bundle_config
 from ..policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa, free_loopback_port
 from ..policy.store import PolicyStore
 from ..runtime.image import NOTEBOOK_IMAGE, ensure_notebook_image
@@ -181,6 +181,7 @@ class EmbeddedStack:
         env = dict(os.environ)
         env.update({
             "JOVIAL_GUARD_OPA_URL": self.opa.url,  # type: ignore[union-attr]
+            **self._bundle_env(),
             "JOVIAL_GUARD_ENGINE_SOCKET": str(self.podman.socket_path),  # type: ignore[union-attr]
             "JOVIAL_GUARD_USERNS_STATE": str(self.podman.userns_state_path),  # type: ignore[union-attr]
             HUB_STATE_ENV: str(s.state_dir),
@@ -199,6 +200,28 @@ class EmbeddedStack:
                 env[key] = value
         env.update(s.extra_env)
         return env
+
+    def hub_policy(self) -> dict[str, str]:
+        """The hub's ``c.JovialGuard`` policy settings: the compiled policy of the signed
+        bundle OPA follows (OPA's address too, for ``JOVIAL_GUARD_POLICY_ENGINE=opa``)."""
+        if self.bundle_server is None or self.store is None or self.opa is None:
+            raise StackStartFailed("hub_policy() before the policy engine was started")
+        return {
+            "policy_engine": "wasm",
+            "policy_bundle_url": f"{self.bundle_server.url}/bundles/{BUNDLE_NAME}.tar.gz",
+            "policy_bundle_public_key": str(self.store.key.public_path),
+            "policy_bundle_key_id": self.store.key.key_id,
+            "opa_url": self.opa.url,
+        }
+
+    def _bundle_env(self) -> dict[str, str]:
+        """:meth:`hub_policy`'s bundle, as the environment ``jupyterhub_config.py`` reads."""
+        policy = self.hub_policy()
+        return {
+            "JOVIAL_GUARD_POLICY_BUNDLE_URL": policy["policy_bundle_url"],
+            "JOVIAL_GUARD_POLICY_BUNDLE_KEY": policy["policy_bundle_public_key"],
+            "JOVIAL_GUARD_POLICY_BUNDLE_KEY_ID": policy["policy_bundle_key_id"],
+        }
 
     def start(self) -> EmbeddedStack:
         s = self.settings

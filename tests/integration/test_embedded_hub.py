@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from jovial_guard.policy.bundles import SigningKey
 from jovial_guard.policy.opa_process import free_loopback_port
 from jovial_guard.spawn.stack import HubProcess, StackSettings, StackStartFailed
 
@@ -57,6 +58,7 @@ def test_denied_profile_is_explained_on_the_spawn_page(embedded_hub: EmbeddedHub
 def _start_hub(embedded_hub: EmbeddedHub, tmp_path: Path, *, env_override: dict[str, str],
                config_extra: str = "") -> str:
     """Start a second hub against the fixture's OPA/podman with one piece broken."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     settings = StackSettings.ephemeral(tmp_path / "state", hub_ready_timeout=60)
     settings.netns_prefix = embedded_hub.stack.settings.netns_prefix
     settings.egress_pool = embedded_hub.stack.settings.egress_pool
@@ -155,6 +157,20 @@ def test_startup_refused_without_engine_socket(embedded_hub: EmbeddedHub, tmp_pa
 
 def test_startup_refused_with_opa_down(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_loopback_port()}"
-    message = _start_hub(embedded_hub, tmp_path, env_override={"JOVIAL_GUARD_OPA_URL": dead})
+    message = _start_hub(embedded_hub, tmp_path / "opa",
+                         env_override={"JOVIAL_GUARD_OPA_URL": dead, "JOVIAL_GUARD_POLICY_ENGINE": "opa"})
     assert "refuses to start the hub" in message
     assert f"policy engine (OPA) at {dead} is unreachable" in message
+
+
+def test_startup_refused_without_a_verified_bundle(embedded_hub: EmbeddedHub, tmp_path: Path) -> None:
+    """The hub deciding with the compiled policy starts only on a bundle it could verify."""
+    dead = f"http://127.0.0.1:{free_loopback_port()}/bundles/jovial_guard.tar.gz"
+    message = _start_hub(embedded_hub, tmp_path / "dead", env_override={"JOVIAL_GUARD_POLICY_BUNDLE_URL": dead})
+    assert "refuses to start the hub" in message
+    assert f"the policy bundle at {dead} is unreachable" in message
+    foreign = tmp_path / "foreign.pem"
+    foreign.write_text(SigningKey.load_or_create(tmp_path / "foreign-key").public_pem)
+    message = _start_hub(embedded_hub, tmp_path / "foreign", env_override={"JOVIAL_GUARD_POLICY_BUNDLE_KEY": str(foreign)})
+    assert "refuses to start the hub" in message
+    assert "the policy bundle at " in message and "is refused" in message

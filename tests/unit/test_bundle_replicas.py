@@ -87,3 +87,17 @@ async def test_workers_report_their_revision_and_refusal_to_the_bundle_service()
             await wait_replicas(url, "rev-1", replicas=1, timeout=0.5)
         await second.report("rev-1", "")
         assert await wait_replicas(url, "rev-1", replicas=1, timeout=2) >= 0
+
+
+def test_workers_behind_are_the_live_ones_on_another_revision() -> None:
+    """What the embedded deploy waits on: every worker heard from lately (the hub among
+    them) serves the revision; OPA instances and silent workers do not hold it up."""
+    from jovial_guard.policy.replicas import WORKER_STALE, workers_behind
+
+    states = [{"id": "jupyterhub/hub", "revision": "rev-0", "age": 1.0, "error": ""},
+              {"id": "opa-uuid", "revision": "rev-0", "age": 1.0, "error": ""},
+              {"id": "web-a/3", "revision": "rev-0", "age": WORKER_STALE + 1, "error": ""}]
+    assert [s["id"] for s in workers_behind(states, "rev-1")] == ["jupyterhub/hub"]
+    states[0]["revision"] = "rev-1"
+    assert workers_behind(states, "rev-1") == []
+    assert workers_behind([], "rev-1") == []

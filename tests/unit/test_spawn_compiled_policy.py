@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,17 +22,9 @@ from jovial_guard.policy.bundle_server import BundleServer
 from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
 from jovial_guard.policy.replicas import replica_states, wait_workers
 from jovial_guard.policy.store import PolicyStore
-from jovial_guard.runtime.image import NOTEBOOK_IMAGE
 from jovial_guard.spawn.guard import HUB_WORKER_ID, JovialGuard, SpawnRefused, StartupRefused
 
-
-def _spawner(name: str, groups: tuple[str, ...], profile: str | None = None) -> Any:
-    user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups], admin=False)
-    return SimpleNamespace(
-        user=user, image=NOTEBOOK_IMAGE, name="", escaped_name=name, _log_name=name,
-        user_options={"profile": profile} if profile else {},
-        guard_hardened=False, log=logging.getLogger("test-spawner"),
-    )
+from .test_spawn_hook import _spawner
 
 
 def _large_memory_for(tmp_path: Path, group: str) -> Path:

@@ -144,8 +144,8 @@ _cluster_options = [
 ]
 
 
-def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str | None, opa_token: str | None,
-                    replicas: tuple[str, ...], bundle_url: str | None = None, count: int = 1,
+def _cluster_target(store: PolicyStore, kubeconfig: str | None, configmap: str | None, opa_url: str | None,
+                    opa_token: str | None, replicas: tuple[str, ...], bundle_url: str | None = None, count: int = 1,
                     probe_namespace: str | None = None) -> tuple[Any, Any, Any, Any]:
     """(endpoints, publish, wait_replicas, extra_probe) for deploy/rollback: the local OPA, or a cluster's replicas."""
     from .client import OpaEndpoint
@@ -158,8 +158,8 @@ def _cluster_target(kubeconfig: str | None, configmap: str | None, opa_url: str 
 
     if bundle_url:
         wait = _replicas_wait(bundle_url, count)
-    elif not (opa_url or replicas or configmap):
-        wait = _local_workers_wait()
+    elif not (replicas or configmap):
+        wait = _local_workers_wait(store)
     else:
         wait = None
 
@@ -188,11 +188,12 @@ def _replicas_wait(bundle_url: str, count: int) -> Any:
     return wait
 
 
-def _local_workers_wait() -> Any:
-    """With `jovial-guard up` running: wait until its hub (which decides spawns with the
-    compiled policy of the bundle it follows) serves the revision, as OPA must."""
-    local_bundles = _runtime().get("bundle_url")
-    if not local_bundles:
+def _local_workers_wait(store: PolicyStore) -> Any:
+    """With `jovial-guard up` serving ``store``: wait until its hub (which decides spawns
+    with the compiled policy of the bundle it follows) serves the revision, as OPA must."""
+    runtime = _runtime()
+    local_bundles, served = runtime.get("bundle_url"), runtime.get("policy_store")
+    if not local_bundles or not served or Path(str(served)).resolve() != store.root.resolve():
         return None
     from .replicas import wait_workers
 
@@ -272,7 +273,7 @@ def deploy(candidate: str, since: str, min_coverage: float, store_dir: str | Non
     from .lifecycle import deploy as do_deploy
 
     store = _store(store_dir)
-    endpoint, publish, wait, extra = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
+    endpoint, publish, wait, extra = _cluster_target(store, kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
                                                      probe_namespace)
     records = list(_decision_log(decision_log).records(since=_since(since)))
     try:
@@ -298,10 +299,11 @@ def rollback(revision: str | None, store_dir: str | None, opa_url: str | None, o
     from ..errors import JovialGuardError, PolicyEngineUnavailable
     from .lifecycle import rollback as do_rollback
 
+    store = _store(store_dir)
     try:
-        endpoint, publish, wait, extra = _cluster_target(kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
+        endpoint, publish, wait, extra = _cluster_target(store, kubeconfig, configmap, opa_url, opa_token, replica_opa_urls, bundle_url, replicas,
                                                          probe_namespace)
-        asyncio.run(do_rollback(_store(store_dir), endpoint=endpoint, revision=revision, say=click.echo, publish=publish,
+        asyncio.run(do_rollback(store, endpoint=endpoint, revision=revision, say=click.echo, publish=publish,
                                 wait_replicas=wait, extra_probe=extra))
     except JovialGuardError as exc:
         click.echo(f"rollback: {exc}", err=True)

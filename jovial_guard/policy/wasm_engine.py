@@ -171,10 +171,14 @@ class BundleWatcher:
         return True
 
     async def follow(self, interval: float) -> None:
-        """Refresh every ``interval`` seconds until cancelled."""
+        """Refresh every ``interval`` seconds until cancelled; a failed look is logged and
+        the next one made, so one surprise never leaves the process on an old revision."""
         while True:
             await asyncio.sleep(interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # keep following; the current policy stays
+                log.exception("policy bundle %s: looking for a new revision failed", self.source)
 
 
 def followed_bundle(source: str, *, public_key: Path, key_id: str, deadline: float,

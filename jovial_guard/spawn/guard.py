@@ -137,7 +137,8 @@ class JovialGuard(GuardSettings):
             )
 
     def _compiled_policy_problems(self) -> list[str]:
-        """What ``policy_engine = "wasm"`` lacks (the bundle itself is loaded on the loop)."""
+        """What ``policy_engine = "wasm"`` lacks: settings, the key, a bundle that verifies
+        (loaded once here to say why; the loop loads it again to decide with)."""
         missing = [f"c.JovialGuard.{name}" for name in
                    ("policy_bundle_url", "policy_bundle_public_key", "policy_bundle_key_id")
                    if not getattr(self, name)]
@@ -149,6 +150,7 @@ class JovialGuard(GuardSettings):
         problem = bundle_health_problem(self.policy_bundle_url, key, self.policy_bundle_key_id)
         return [problem] if problem else []
 
+    # -- policy -------------------------------------------------------------------------
     async def engine(self) -> PolicyEngine:
         """The PolicyEngine, opened on first use on the hub's event loop."""
         if self._engine_lock is None:

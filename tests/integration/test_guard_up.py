@@ -3,8 +3,8 @@
 One real ``./guard up`` subprocess (set-up steps, then ``jovial-guard up``) with a brand-new
 state directory and engine storage. The test waits for the login page, logs in and spawns
 through the spawn page, runs a cell, then kills OPA and the engine service with SIGKILL and
-shows that ``up`` restarts each and spawns work again within seconds, that a user sees a
-plain message while the policy service cannot answer, and finally sends SIGTERM and checks
+shows that ``up`` restarts each and spawns work again within seconds, that spawns go on
+while OPA hangs (the hub decides with its compiled policy), and finally sends SIGTERM and checks
 that no container, network namespace, podman or OPA process is left behind.
 """
 
@@ -178,20 +178,21 @@ def test_up_from_empty_state_serves_spawns_and_runs_a_cell(guard_up: GuardUp) ->
     assert out["stdout"] == "10 astropy\n", out
 
 
-def test_plain_message_while_the_policy_service_cannot_answer(guard_up: GuardUp) -> None:
-    """A hung OPA (SIGSTOP: alive, silent) is not restarted; the user reads a plain message,
-    the hub log keeps the detail."""
+def test_a_hung_opa_does_not_stop_spawns(guard_up: GuardUp) -> None:
+    """A hung OPA (SIGSTOP: alive, silent) is not restarted, and spawns go on: the hub
+    decides with the compiled policy it holds (the plain message a user reads when no
+    policy can decide: tests/unit/test_spawn_compiled_policy.py)."""
     pid = guard_up.opa_pid()
     os.kill(pid, signal.SIGSTOP)
     try:
         session = login(guard_up.url, "bea", guard_up.password)
-        text = spawn_from_form(session, guard_up.url, "bea", "default", timeout=60)
+        error = spawn_from_form(session, guard_up.url, "bea", "default", timeout=120)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert "the policy service is restarting, try again in a minute" in text, text
-    assert "127.0.0.1" not in text and "Error" not in text and "Traceback" not in text, text
+    assert error == "", error
     hub_log = (guard_up.hub_state / "jupyterhub.log").read_text(errors="replace")
-    assert "jovial_guard: no decision for bea" in hub_log
+    assert "jovial_guard: admitted bea" in hub_log
+    assert "supervisor: opa exited" not in guard_up.log()
 
 
 @pytest.mark.parametrize("victim", ["opa", "container engine"])

@@ -117,6 +117,10 @@ async def test_no_verified_bundle_refuses_every_spawn(
             assert caught.value.rule == "policy-engine-unavailable"
             assert caught.value.status_code == 503
             assert spawner.guard_hardened is False
+            # What the user reads is plain: no address, no exception name.
+            text = caught.value.jupyterhub_message
+            assert "the policy service is restarting, try again in a minute" in text, text
+            assert "127.0.0.1" not in text and "Error" not in text and "Traceback" not in text, text
         finally:
             await guard.close()
 

@@ -204,7 +204,8 @@ def test_deployment_service_pdb_wiring() -> None:
 
 
 def test_opa_sidecar_listens_on_loopback_with_token_authn_and_authz() -> None:
-    spec = webhook_spec()
+    """With webhook.engine opa; the default engine runs no OPA (test_chart_wasm.py)."""
+    spec = one(template("--set", "webhook.engine=opa"), "Deployment")["spec"]["template"]["spec"]
     opa = next(c for c in spec["containers"] if c["name"] == "opa")
     args = opa["args"]
     assert "--addr=127.0.0.1:8181" in args and "--diagnostic-addr=127.0.0.1:8282" in args

@@ -13,7 +13,7 @@ import yaml
 
 from jovial_guard.policy.bundles import SigningKey, opa_bundle_config
 
-from .jg_chart import BUNDLE_KEY_ID, BUNDLE_PUBLIC_KEY, CHART, NAMESPACE, one, render, run_helm, template
+from .jg_chart import BUNDLE_KEY_ID, BUNDLE_PUBLIC_KEY, CHART, NAMESPACE, VALUE_SETS, one, render, run_helm, template
 
 COMPONENTS = "bundles+cluster-audit+namespace-modes"
 BUNDLES_ARGS = ["--set", "policy.bundles.enabled=true", "--set-file", f"policy.publicKey={BUNDLE_PUBLIC_KEY}",
@@ -84,29 +84,39 @@ def test_only_the_webhook_and_audit_pods_reach_the_bundle_service() -> None:
     assert narrowed[0]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
 
 
-def test_webhook_opa_loads_only_signed_bundles_from_the_bundle_service(tmp_path: Path) -> None:
+def test_policy_comes_only_as_signed_bundles_from_the_bundle_service(tmp_path: Path) -> None:
+    """With signed bundles nothing in the release loads the shipped policies: the webhook's
+    workers verify the bundle themselves (no OPA in their pod), the cluster audit's OPA, and
+    with webhook.engine opa the webhook's sidecar, load only the bundle service's."""
     objects = docs()
-    spec = pod_spec("-webhook")
-    opa = container(spec, "opa")
-    assert "--config-file=/opa-config/opa-config.json" in opa["args"]
-    assert not [a for a in opa["args"] if a.startswith("/policies")]
-    assert [a for a in opa["args"] if not a.startswith("--")] == ["run", "/opa-authz/authz.rego", "/opa-token/authz-data.json"]
-    assert [c["name"] for c in spec["initContainers"]] == ["opa-token"]
-    assert "policies" not in {v["name"] for v in spec["volumes"]}
-    webhook_args = container(spec, "webhook")["args"]
-    assert not [a for a in webhook_args if a.startswith(("--expected-revision", "--expected-policy-dir"))]
     config_map = one(objects, "ConfigMap", "-webhook")
     assert "policy-data.json" not in config_map["data"]
-    (volume,) = [v for v in spec["volumes"] if v["name"] == "opa-config"]
-    assert volume["configMap"] == {"name": config_map["metadata"]["name"], "items": [{"key": "opa-config.json", "path": "opa-config.json"}]}
+    webhook_spec = pod_spec("-webhook")
+    assert [c["name"] for c in webhook_spec["containers"]] == ["webhook"]
+    assert "initContainers" not in webhook_spec
+    assert "policies" not in {v["name"] for v in webhook_spec["volumes"]}
+    webhook_args = container(webhook_spec, "webhook")["args"]
+    assert not [a for a in webhook_args if a.startswith(("--expected-revision", "--expected-policy-dir", "--policy-dir"))]
+    assert "opa-config.json" not in config_map["data"]  # no webhook OPA to configure
+
     service = one(objects, "Service", "-bundles")["metadata"]
     url = f"http://{service['name']}.{service['namespace']}.svc:8282"
     private = tmp_path / "signing.key"  # never read: the configuration carries only the public key
     key = SigningKey(private_path=private, public_path=BUNDLE_PUBLIC_KEY, key_id=BUNDLE_KEY_ID)
-    # With the default engine (wasm) the workers report, not the sidecar, which decides nothing.
-    assert json.loads(config_map["data"]["opa-config.json"]) == opa_bundle_config(service_url=url, key=key, report_status=False)
-    # The audit's OPA reports no status, so `policy deploy --replicas N` counts webhook replicas only.
-    assert json.loads(config_map["data"]["opa-audit-config.json"]) == opa_bundle_config(service_url=url, key=key, report_status=False)
+    with_sidecar = template(*VALUE_SETS[COMPONENTS], "--set", "webhook.engine=opa")
+    for suffix, config_key, reports, objs in (("-cluster-audit", "opa-audit-config.json", False, objects),
+                                              ("-webhook", "opa-config.json", True, with_sidecar)):
+        spec = one(objs, "Deployment", suffix)["spec"]["template"]["spec"]
+        opa = container(spec, "opa")
+        assert "--config-file=/opa-config/opa-config.json" in opa["args"]
+        assert [a for a in opa["args"] if not a.startswith("--")] == ["run", "/opa-authz/authz.rego", "/opa-token/authz-data.json"]
+        assert [c["name"] for c in spec["initContainers"]] == ["opa-token"]
+        assert "policies" not in {v["name"] for v in spec["volumes"]}
+        data = one(objs, "ConfigMap", "-webhook")
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "opa-config"]
+        assert volume["configMap"] == {"name": data["metadata"]["name"], "items": [{"key": config_key, "path": "opa-config.json"}]}
+        # Only the webhook's sidecar reports: `policy deploy --replicas N` counts webhook replicas.
+        assert json.loads(data["data"][config_key]) == opa_bundle_config(service_url=url, key=key, report_status=reports)
     egress = one(objects, "NetworkPolicy", "-webhook")["spec"]["egress"]
     assert {"to": [{"podSelector": {"matchLabels": one(objects, "Service", "-bundles")["spec"]["selector"]}}],
             "ports": [{"protocol": "TCP", "port": 8282}]} in egress
@@ -127,8 +137,11 @@ def test_bundle_mode_refuses_what_it_cannot_honour(extra: list[str], message: st
 
 
 def test_cluster_audit_runs_periodically_with_the_same_opa_sidecar() -> None:
+    """The audit's OPA is the one the webhook runs with webhook.engine opa."""
     objects = docs()
-    audit_spec, webhook_spec = pod_spec("-cluster-audit"), pod_spec("-webhook")
+    audit_spec = pod_spec("-cluster-audit")
+    webhook_spec = one(template(*VALUE_SETS[COMPONENTS], "--set", "webhook.engine=opa"),
+                       "Deployment", "-webhook")["spec"]["template"]["spec"]
     audit_opa, webhook_opa = container(audit_spec, "opa"), container(webhook_spec, "opa")
     assert audit_opa == webhook_opa
     assert audit_spec["initContainers"] == webhook_spec["initContainers"]

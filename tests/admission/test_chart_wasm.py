@@ -1,7 +1,8 @@
 """``webhook.engine: wasm`` (the default), rendered by a real helm: with signed bundles the
 webhook's workers fetch the bundle from the chart's bundle service and verify it with the very
-key and key id the OPA sidecar verifies with; without, they compile the policy directory the
-sidecar loads. ``webhook.engine: opa`` asks the sidecar."""
+key and key id an OPA of the release verifies with; without, they compile the policy directory
+the init container prepared. The pod then runs no OPA. ``webhook.engine: opa`` adds the OPA
+sidecar and asks it."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def _webhook(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]
     return spec, next(c for c in spec["containers"] if c["name"] == "webhook")
 
 
-def test_the_workers_verify_the_sidecars_bundles_with_the_sidecars_key() -> None:
-    docs = template(*WASM_ARGS)
+def test_the_workers_verify_the_bundles_with_the_releases_key() -> None:
+    docs = template(*WASM_ARGS, "--set", "auditCluster.enabled=true")
     spec, webhook = _webhook(docs)
     args = webhook["args"]
     assert "--engine=wasm" in args
@@ -38,16 +39,17 @@ def test_the_workers_verify_the_sidecars_bundles_with_the_sidecars_key() -> None
     volume = next(v for v in spec["volumes"] if v["name"] == "bundle-key")
     configmap = one(docs, "ConfigMap", "-webhook")
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
-    opa_config = json.loads(configmap["data"]["opa-config.json"])
-    sidecar_key = opa_config["keys"][BUNDLE_KEY_ID]["key"]
-    assert configmap["data"]["bundle-key.pem"].strip() == sidecar_key.strip() == BUNDLE_PUBLIC_KEY.read_text().strip()
+    # The same key and bundle as the cluster audit's OPA.
+    opa_config = json.loads(configmap["data"]["opa-audit-config.json"])
+    opa_key = opa_config["keys"][BUNDLE_KEY_ID]["key"]
+    assert configmap["data"]["bundle-key.pem"].strip() == opa_key.strip() == BUNDLE_PUBLIC_KEY.read_text().strip()
     assert opa_config["services"]["policy_store"]["url"] + "/" + opa_config["bundles"]["jovial_guard"]["resource"] \
         == next(a for a in args if a.startswith("--bundle=")).removeprefix("--bundle=")
 
 
-def test_by_default_the_workers_compile_the_policies_the_sidecar_loads() -> None:
+def test_by_default_the_workers_compile_the_prepared_policies() -> None:
     """Without signed bundles the default engine compiles the init container's output (the
-    directory the sidecar loads and the expected revision is computed from): no bundle, no key."""
+    directory the expected revision is computed from): no bundle, no key."""
     spec, webhook = _webhook(template())
     args = webhook["args"]
     assert "--engine=wasm" in args and "--policy-dir=/policies/policies" in args
@@ -62,10 +64,26 @@ def test_by_default_the_workers_compile_the_policies_the_sidecar_loads() -> None
 
 def test_engine_opa_asks_the_sidecar() -> None:
     for values in ((), WASM_ARGS[:-2]):
-        _, webhook = _webhook(template(*values, "--set", "webhook.engine=opa"))
+        spec, webhook = _webhook(template(*values, "--set", "webhook.engine=opa"))
         assert not any(a.startswith(("--engine=", "--bundle", "--policy-dir")) for a in webhook["args"])
         assert "--opa-url=http://127.0.0.1:8181" in webhook["args"]
+        assert "--opa-token-file=/opa-token/token" in webhook["args"]
         assert not any(m["name"].startswith("bundle-") for m in webhook["volumeMounts"])
+        assert [c["name"] for c in spec["containers"]] == ["opa", "webhook"]
+        assert "opa-token" in [c["name"] for c in spec["initContainers"]]
+
+
+@pytest.mark.parametrize("values", [(), WASM_ARGS], ids=["policy-dir", "bundles"])
+def test_with_the_compiled_policy_the_pod_runs_no_opa(values: tuple[str, ...]) -> None:
+    """Nothing in the webhook pod would ask an OPA: no sidecar, no token, no OPA settings."""
+    spec, webhook = _webhook(template(*values))
+    assert [c["name"] for c in spec["containers"]] == ["webhook"]
+    assert [c["name"] for c in spec.get("initContainers", [])] == ([] if values else ["policies"])
+    assert not any(a.startswith(("--opa-url", "--opa-token-file")) for a in webhook["args"])
+    names = {v["name"] for v in spec["volumes"]}
+    assert not names & {"opa-token", "opa-authz", "opa-config"}
+    assert {m["name"] for m in webhook["volumeMounts"]} <= names
+    assert "opa-config.json" not in one(template(*values), "ConfigMap", "-webhook")["data"]
 
 
 def test_an_unknown_engine_is_refused() -> None:
@@ -74,12 +92,9 @@ def test_an_unknown_engine_is_refused() -> None:
 
 
 def test_only_the_deciding_engine_reports_its_revision() -> None:
-    """`policy deploy --replicas N` counts what reports to the bundle service: with wasm the
-    workers (they decide), so the sidecar, which then decides nothing, reports no status;
-    with opa the sidecar does."""
-    for engine, sidecar_reports in (("wasm", False), ("opa", True)):
-        docs = template(*WASM_ARGS, "--set", f"webhook.engine={engine}")
-        opa_config = json.loads(one(docs, "ConfigMap", "-webhook")["data"]["opa-config.json"])
-        assert ("status" in opa_config) is sidecar_reports, engine
-        if sidecar_reports:
-            assert opa_config["status"] == {"service": "policy_store"}
+    """`policy deploy --replicas N` counts what reports to the bundle service: with opa the
+    webhook's sidecar; the cluster audit's OPA, which decides no admission, never."""
+    data = one(template(*WASM_ARGS, "--set", "webhook.engine=opa", "--set", "auditCluster.enabled=true"),
+               "ConfigMap", "-webhook")["data"]
+    assert json.loads(data["opa-config.json"])["status"] == {"service": "policy_store"}
+    assert "status" not in json.loads(data["opa-audit-config.json"])

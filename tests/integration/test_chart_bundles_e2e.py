@@ -289,14 +289,14 @@ async def test_the_webhook_with_engine_wasm_follows_the_bundle_service(release: 
     work = release.work / "webhook-wasm"
     work.mkdir()
     (work / "bundle-key.pem").write_text(configmap["data"]["bundle-key.pem"])
-    (work / "token").write_text("unused with engine wasm")
     certs = write_webhook_certs(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     port = free_loopback_port()
     service = f"http://{RELEASE}-bundles.{NAMESPACE}.svc:8282"
-    args = [a.replace(service, release.bundle_url).replace("/bundle-key/", f"{work}/").replace("/opa-token/token", f"{work}/token")
+    args = [a.replace(service, release.bundle_url).replace("/bundle-key/", f"{work}/")
             .replace("/tls/tls.crt", str(certs.cert)).replace("/tls/tls.key", str(certs.key)).replace("--port=8443", f"--port={port}")
             for a in container["args"]]
     assert f"--bundle={release.bundle_url}/bundles/jovial_guard.tar.gz" in args
+    assert not any(a.startswith("--opa") for a in args)  # no OPA in the pod to ask
     kubeconfig = sa_kubeconfig(release, f"{RELEASE}-webhook")
     proc = start([sys.executable, "-m", "jovial_guard", *container["command"][1:], *args, "--host=127.0.0.1",
                   f"--kubeconfig={kubeconfig}", "--log-format=text"], work / "webhook.log")

@@ -140,6 +140,7 @@ def test_the_webhook_runs_on_the_node_from_the_project_image(node: NodeCluster, 
     # The chart's default engine: the prepared policies compiled, decided in the webhook's workers.
     args = next(c for c in webhook["spec"]["containers"] if c["name"] == "webhook")["args"]
     assert "--engine=wasm" in args and "--policy-dir=/policies/policies" in args, args
+    assert [c["name"] for c in webhook["spec"]["containers"]] == ["webhook"]  # no OPA in the pod
     assert all(c["ready"] for c in webhook["status"]["containerStatuses"])
     # The API server reaches it through the Service (endpoint routing), not through a URL.
     _, mutating = api(node, "GET", f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{RELEASE}")

@@ -137,8 +137,8 @@ def hostile(name: str) -> dict[str, Any]:
 def test_the_wasm_webhook_pod_runs_ready_with_the_verified_bundle(signed: SignedRelease) -> None:
     (pod,) = webhook_pods(signed)
     assert pod.spec.node_name == NODE_NAME and is_ready(pod)
-    webhook = next(c for c in pod.spec.containers if c.name == "webhook")
-    assert webhook.image == signed.release.image
+    (webhook,) = pod.spec.containers  # the webhook alone: no OPA in the pod
+    assert webhook.name == "webhook" and webhook.image == signed.release.image
     assert "--engine=wasm" in webhook.args
     assert f"--bundle=http://{SERVICE_NAME}:8282/bundles/jovial_guard.tar.gz" in webhook.args
     status, body = ask_pod(signed, pod.status.pod_ip, "/readyz")
@@ -225,8 +225,8 @@ def test_a_signed_bundle_without_the_compiled_policy_is_refused_by_the_workers(s
         publish(node, signed.store.root)
         until("the workers refusing the bundle without a compiled policy",
               lambda: "carries no compiled policy" in webhook_log(node), timeout=60)
-        # A deploy waiting for the replicas hears the workers, which refused it, not the
-        # sidecar, which activated it but decides nothing (and reports nothing).
+        # A deploy waiting for the replicas hears the workers, which refused it (the pod
+        # runs no OPA that could have activated it).
         bundle_service = f"http://{node.network.host_pod_ip}:{BUNDLE_PORT}"
         with pytest.raises(PolicyEngineUnavailable, match=f"fewer than 1 replicas activated {older}"):
             asyncio.run(wait_replicas(bundle_service, older, replicas=1, timeout=5))

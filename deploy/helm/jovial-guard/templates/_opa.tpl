@@ -1,5 +1,6 @@
 {{/*
-The OPA sidecar shared by the webhook and the cluster audit: 127.0.0.1:8181 only, token
+The OPA sidecar of the cluster audit and of the webhook with webhook.engine opa (with the
+default wasm each webhook worker decides itself, and the pod runs no OPA): 127.0.0.1:8181 only, token
 authentication and files/authz.rego (only the holder of the pod-local token may ask).
 Policies come either from the image (init "policies" merges the chart's policy data over
 the shipped data.json) or, with policy.bundles.enabled, only as signed bundles from the
@@ -30,7 +31,11 @@ their roots, so activating one leaves system.authz and the token digest in place
 {{- $config | toPrettyJson -}}
 {{- end -}}
 
+{{/* Init containers: "policies" (without signed bundles) and, with .opa, the sidecar's
+token. Called with (dict "root" $ "opa" BOOL). */}}
 {{- define "jovial-guard.opa.initContainers" -}}
+{{- $withOpa := .opa -}}
+{{- with .root -}}
 {{- $image := include "jovial-guard.image" . -}}
 {{- if not .Values.policy.bundles.enabled }}
 - name: policies
@@ -49,6 +54,7 @@ their roots, so activating one leaves system.authz and the token digest in place
   - {name: policies, mountPath: /policies}
   - {name: config, mountPath: /policy-data, readOnly: true}
 {{- end }}
+{{- if $withOpa }}
 - name: opa-token
   image: {{ $image }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -68,6 +74,8 @@ their roots, so activating one leaves system.authz and the token digest in place
     {{- toYaml .Values.initResources | nindent 4 }}
   volumeMounts:
   - {name: opa-token, mountPath: /opa-token}
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{- define "jovial-guard.opa.container" -}}
@@ -106,25 +114,27 @@ their roots, so activating one leaves system.authz and the token digest in place
   - {name: opa-token, mountPath: /opa-token, readOnly: true}
 {{- end -}}
 
-{{/* The OPA volumes; .configKey names the ConfigMap key of this pod's OPA configuration. */}}
+{{/* The policy volumes and, with .opa, the sidecar's; .configKey names the ConfigMap key
+of this pod's OPA configuration. */}}
 {{- define "jovial-guard.opa.volumes" -}}
 {{- $root := .root -}}
 {{- $name := include "jovial-guard.webhook.name" $root -}}
-{{- if $root.Values.policy.bundles.enabled }}
-- name: opa-config
-  configMap: {name: {{ $name }}, items: [{key: {{ .configKey }}, path: opa-config.json}]}
-{{- else }}
+{{- if not $root.Values.policy.bundles.enabled }}
 - name: config
   configMap: {name: {{ $name }}, items: [{key: policy-data.json, path: policy-data.json}]}
-{{- end }}
-- name: opa-authz
-  configMap: {name: {{ $name }}, items: [{key: authz.rego, path: authz.rego}]}
-{{- if not $root.Values.policy.bundles.enabled }}
 - name: policies
   emptyDir: {sizeLimit: 32Mi}
 {{- end }}
+{{- if .opa }}
+{{- if $root.Values.policy.bundles.enabled }}
+- name: opa-config
+  configMap: {name: {{ $name }}, items: [{key: {{ .configKey }}, path: opa-config.json}]}
+{{- end }}
+- name: opa-authz
+  configMap: {name: {{ $name }}, items: [{key: authz.rego, path: authz.rego}]}
 - name: opa-token
   emptyDir: {medium: Memory, sizeLimit: 1Mi}
+{{- end }}
 {{- end -}}
 
 {{/*

@@ -82,6 +82,8 @@ class EmbeddedHub:
       ``egress.attach_service(name, address)``); ``user_rules(username)``: the nftables
       ruleset installed in the user's namespace
     * ``decisions() -> list[dict]``: the hub's decision log (one dict per spawn decision)
+    * ``policy_revision()``, ``deploy_policy(dir)``, ``activate_policy(revision)``: the hub's
+      policy store, switched as a deploy switches it (the hub and OPA waited for)
     * ``state_dir``, ``hub_log()``: the hub's files and log tail
     """
 
@@ -209,6 +211,36 @@ class EmbeddedHub:
 
     def hub_log(self, lines: int = 80) -> str:
         return self.stack.hub.log_tail(lines) if self.stack.hub else ""
+
+    # -- policy ---------------------------------------------------------------------------
+    def policy_revision(self) -> str:
+        """The store's active revision: what the hub decides with once it has followed it."""
+        assert self.stack.store is not None
+        return str(self.stack.store.current())
+
+    def activate_policy(self, revision: str, timeout: float = 60) -> None:
+        """Activate ``revision`` in the hub's policy store and wait until the hub (which
+        decides with the bundle's compiled policy) and OPA serve it, as a deploy does."""
+        import asyncio
+
+        from jovial_guard.policy.lifecycle import wait_for_revision
+        from jovial_guard.policy.replicas import wait_workers
+
+        assert self.stack.store is not None and self.stack.bundle_server is not None
+        self.stack.store.activate(revision)
+
+        async def switched() -> None:
+            await wait_workers(self.stack.bundle_server.url, revision, timeout=timeout)  # type: ignore[union-attr]
+            await wait_for_revision(self.opa_endpoint, revision, timeout=timeout)
+
+        asyncio.run(switched())
+
+    def deploy_policy(self, policy_dir: Path) -> str:
+        """``policy_dir`` as a new revision of the hub's store, activated (see above)."""
+        assert self.stack.store is not None
+        revision = self.stack.store.add(policy_dir)
+        self.activate_policy(revision)
+        return revision
 
     # -- teardown -------------------------------------------------------------------------
     def cleanup(self) -> None:

@@ -1,14 +1,14 @@
 """The whole red-team suite again, with the learned seccomp profile chosen in policy data.
 
-The hub's OPA is restarted (same port) on a copy of the policies whose ``data.json`` names
-``notebook-learned`` for every notebook profile, the admins' way of choosing it. Every
-attack and every piece of real work in ``test_redteam`` must give the same answer under the
-learned allowlist. Then the refusals themselves: syscalls no recorded workload made
-fail with EPERM inside the user's server and land in the hub's tamper-evident audit log,
-attributed to the user, through the audit service's seccomp agent. The recorded workloads
-(except the server, which is the running server itself, and pip, whose wheel is mounted
-only by the recorder) run inside the user's server too. Afterwards the original OPA comes
-back on the same port.
+A copy of the policies whose ``data.json`` names ``notebook-learned`` for every notebook
+profile is deployed to the hub's policy store, the admins' way of choosing it (the hub and
+OPA waited for). Every attack and every piece of real work in ``test_redteam`` must give the
+same answer under the learned allowlist. Then the refusals themselves: syscalls no recorded
+workload made fail with EPERM inside the user's server and land in the hub's tamper-evident
+audit log, attributed to the user, through the audit service's seccomp agent. The recorded
+workloads (except the server, which is the running server itself, and pip, whose wheel is
+mounted only by the recorder) run inside the user's server too. Afterwards the previous
+revision is active again.
 """
 
 from __future__ import annotations
@@ -27,15 +27,11 @@ import pytest
 
 from jovial_guard.audit.query import Query, run_query
 from jovial_guard.hardening.recorder import WORKLOAD_DIR
-from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR, ManagedOpa
+from jovial_guard.policy.opa_process import DEFAULT_POLICY_DIR
 
 from .conftest import EmbeddedHub
 from .test_redteam import *  # noqa: F403 - the same attacks, collected again in this module
 from .test_redteam import probe
-
-# Replaces the hub's OPA with one that knows nothing of the learned choice; not a
-# seccomp question, and test_redteam covers it.
-del test_opa_down_refuses_spawn_then_recovers  # noqa: F821
 
 LEARNED = "jovial-guard/notebook-learned.json"
 #: Allowed by notebook.json, never made by a recorded workload: refused by the learned one.
@@ -50,20 +46,16 @@ def learned_policy(embedded_hub: EmbeddedHub, tmp_path_factory: pytest.TempPathF
     for profile in data["settings"]["profiles"].values():
         profile["seccomp"] = "notebook-learned"
     (policies / "data.json").write_text(json.dumps(data, indent=2) + "\n")
-    original = embedded_hub.opa
+    previous = embedded_hub.policy_revision()
     for user in sorted(embedded_hub.users):  # servers started under the other profile
         embedded_hub.stop(user)
-    original.stop()
-    learned = ManagedOpa(policies, port=original.port).start()
-    embedded_hub.opa = embedded_hub.stack.opa = learned
+    embedded_hub.deploy_policy(policies)
     try:
         yield policies
     finally:
         for user in sorted(embedded_hub.users):
             embedded_hub.stop(user)
-        learned.stop()
-        original.start()
-        embedded_hub.opa = embedded_hub.stack.opa = original
+        embedded_hub.activate_policy(previous)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +73,7 @@ def bob(embedded_hub: EmbeddedHub, learned_policy: Path) -> str:
 def test_learned_profile_is_what_the_container_runs(embedded_hub: EmbeddedHub, alice: str) -> None:
     decision = [d for d in embedded_hub.decisions() if d["user"] == alice][-1]
     assert decision["allowed"] is True
-    assert decision["policy_revision"] == embedded_hub.opa.revision
+    assert decision["policy_revision"] == embedded_hub.policy_revision()
     options = embedded_hub.container(alice).attrs["HostConfig"]["SecurityOpt"]
     seccomp = [o for o in options if o.startswith("seccomp=")]
     assert len(seccomp) == 1 and Path(seccomp[0].split("=", 1)[1]).name.startswith("notebook-learned-"), options

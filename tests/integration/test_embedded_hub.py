@@ -75,9 +75,11 @@ def _start_hub(embedded_hub: EmbeddedHub, tmp_path: Path, *, env_override: dict[
         **env_override,
     })
     hub = HubProcess(settings, env=env)
-    with pytest.raises(StackStartFailed) as caught:
-        hub.start()
-    hub.stop()
+    try:
+        with pytest.raises(StackStartFailed) as caught:
+            hub.start()
+    finally:
+        hub.stop()  # also when it started after all: no hub is left running
     return str(caught.value)
 
 

@@ -33,26 +33,29 @@ async def replica_states(bundle_url: str) -> list[dict[str, Any]]:
 WORKER_STALE = 30.0
 
 
+def _is_worker(state: dict[str, Any]) -> bool:
+    """A compiled-policy worker's report (``POD/PID`` id), not an OPA instance's."""
+    return "/" in str(state.get("id", ""))
+
+
+def _live_workers(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The workers heard from in the last :data:`WORKER_STALE` seconds (a silent one is gone)."""
+    return [s for s in states if _is_worker(s) and float(s.get("age", 0.0)) <= WORKER_STALE]
+
+
 def switched_replicas(states: list[dict[str, Any]], revision: str) -> int:
     """How many replicas serve ``revision`` (pure): OPA instances (ids without ``/``) by
     their last report, webhook pods (``POD/PID`` ids) when every recent worker does."""
+    count = sum(1 for s in states if not _is_worker(s) and s.get("revision") == revision)
     pods: dict[str, list[dict[str, Any]]] = {}
-    count = 0
-    for state in states:
-        ident = str(state.get("id", ""))
-        if "/" not in ident:
-            count += state.get("revision") == revision
-        elif float(state.get("age", 0.0)) <= WORKER_STALE:
-            pods.setdefault(ident.split("/", 1)[0], []).append(state)
+    for state in _live_workers(states):
+        pods.setdefault(str(state["id"]).split("/", 1)[0], []).append(state)
     return count + sum(1 for workers in pods.values() if all(w.get("revision") == revision for w in workers))
 
 
 def workers_behind(states: list[dict[str, Any]], revision: str) -> list[dict[str, Any]]:
-    """The workers (``POD/PID`` ids) heard from in the last :data:`WORKER_STALE` seconds
-    that do not serve ``revision`` (pure)."""
-    return [s for s in states
-            if "/" in str(s.get("id", "")) and float(s.get("age", 0.0)) <= WORKER_STALE
-            and s.get("revision") != revision]
+    """The live workers (:func:`_live_workers`) that do not serve ``revision`` (pure)."""
+    return [s for s in _live_workers(states) if s.get("revision") != revision]
 
 
 async def wait_workers(bundle_url: str, revision: str, *, timeout: float = 15.0) -> float:

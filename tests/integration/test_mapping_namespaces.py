@@ -20,10 +20,15 @@ BOB = IdMap(host_start=1_900_065_536)
 CAROL = IdMap(host_start=1_900_131_072)
 
 
-def _uid_map(fd: int) -> str:
-    """The uid_map a process sees inside the user namespace open at ``fd``."""
+def _uid_map(fd: int) -> list[str]:
+    """The uid_map a process sees inside the user namespace open at ``fd``, as fields."""
     return subprocess.run(["nsenter", f"--user=/proc/self/fd/{fd}", "cat", "/proc/self/uid_map"],
                           pass_fds=(fd,), capture_output=True, text=True, check=True).stdout.split()
+
+
+def _expected(id_map: IdMap) -> list[str]:
+    """The uid_map fields of a namespace holding exactly ``id_map``."""
+    return ["0", str(id_map.host_start), str(id_map.size)]
 
 
 def test_one_namespace_per_mapping_with_exactly_that_mapping() -> None:
@@ -33,14 +38,14 @@ def test_one_namespace_per_mapping_with_exactly_that_mapping() -> None:
         try:
             assert mappings.made == 1
             assert first != again and os.fstat(first).st_ino == os.fstat(again).st_ino
-            assert _uid_map(again) == ["0", str(ALICE.host_start), str(ALICE.size)]
+            assert _uid_map(again) == _expected(ALICE)
         finally:
             os.close(first)
             os.close(again)
         bob = mappings.descriptor(BOB)
         try:
             assert mappings.made == 2
-            assert _uid_map(bob) == ["0", str(BOB.host_start), str(BOB.size)]
+            assert _uid_map(bob) == _expected(BOB)
         finally:
             os.close(bob)
     finally:
@@ -58,7 +63,7 @@ def test_beyond_the_bound_the_least_recently_used_is_made_again() -> None:
         held = mappings.descriptor(BOB)
         try:
             assert mappings.made == 4
-            assert _uid_map(held) == ["0", str(BOB.host_start), str(BOB.size)]
+            assert _uid_map(held) == _expected(BOB)
         finally:
             os.close(held)
     finally:
